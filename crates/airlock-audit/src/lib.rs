@@ -1,1 +1,55 @@
-//! airlock-audit
+//! `airlock-audit`: Airlock's tamper-evident, append-only audit trail in one
+//! SQLite file (WAL mode).
+//!
+//! - Every record carries `hash = SHA-256(prev_hash ‖ canonical(record))`; the
+//!   encoding is defined in one place (the `chain` module) and covers every
+//!   stored column including `seq` and `kind`. The first record's `prev_hash`
+//!   is 64 zeros.
+//! - [`AuditStore::append`] writes a batch in one `BEGIN IMMEDIATE`
+//!   transaction (a group commit), reading the chain head inside it, so many
+//!   processes can append to one file and still form one chain. It returns
+//!   only after COMMIT.
+//! - [`verify`] recomputes the chain and names the first broken record: an
+//!   edited, deleted, inserted or moved row; with an anchor file
+//!   ([`write_anchor`]) also a truncated or rewritten tail.
+//! - [`redact`] replaces secrets in arguments with correlatable markers
+//!   before they are stored.
+//!
+//! ```
+//! use airlock_audit::{verify, AuditStore, Durability, NewRecord, Query, kinds};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let db = dir.path().join("audit.db");
+//! let mut store = AuditStore::open(&db, Durability::Process)?;
+//! let call = NewRecord::now(kinds::CALL)
+//!     .agent("build-bot")
+//!     .target("repo.delete")
+//!     .args("d1g3st", &serde_json::json!({"repo": "x", "token": "ghp_not_stored"}))
+//!     .decision("deny")
+//!     .reasons(["policy.no-delete"]);
+//! let done = store.append(&[call])?;
+//! store.append(&[NewRecord::now(kinds::RESULT).ref_seq(done[0].seq).status("ok")])?;
+//!
+//! let denied = store.query(&Query { decision: Some("deny".into()), ..Query::default() })?;
+//! assert_eq!(denied[0].result_status.as_deref(), Some("ok"));
+//! assert!(!serde_json::to_string(&denied[0].args_redacted)?.contains("ghp_not_stored"));
+//! assert!(verify(&db, None)?.problem.is_none());
+//! # Ok(()) }
+//! ```
+
+mod anchor;
+mod chain;
+mod error;
+mod query;
+mod record;
+mod redact;
+mod store;
+mod verify;
+
+pub use anchor::{read_anchor, write_anchor};
+pub use error::AuditError;
+pub use query::Query;
+pub use record::{kinds, now_unix_ns, valid_kind, Appended, Head, NewRecord, StoredRecord};
+pub use redact::{is_marker, is_secret_key, redact};
+pub use store::{AuditStore, Durability};
+pub use verify::{verify, Problem, VerifyReport};

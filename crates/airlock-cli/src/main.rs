@@ -1,1 +1,126 @@
-fn main() {}
+//! `airlock`: the command-line front of the Airlock gateway. Glue only: each subcommand loads
+//! what it needs from the library crates and maps their errors to exit codes.
+//!
+//! Exit codes: 0 success; 1 a failed check (a broken audit chain, a failed demo step);
+//! 2 bad usage, config, policy or schema; 3 the upstream server exited under `airlock run`.
+
+mod audit_cmd;
+mod check;
+mod demo;
+mod load;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Airlock: a hard gateway for AI agents' tool calls.
+#[derive(Parser, Debug)]
+#[command(name = "airlock", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run an MCP server behind Airlock over stdio: the agent talks to this process.
+    Run(run::RunArgs),
+    /// Validate a config and its policies, and summarise them.
+    Check {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Inspect the audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: audit_cmd::AuditCommand,
+    },
+    /// Run the bundled demo: a scripted agent against the demo company server, through Airlock.
+    Demo(demo::DemoArgs),
+    /// Run the bundled demo company MCP server on stdio.
+    #[command(name = "demo-server", hide = true)]
+    DemoServer {
+        /// Where the company's state lives (JSON).
+        #[arg(long, value_name = "FILE")]
+        state: PathBuf,
+        /// Start from the seed state even if the file exists.
+        #[arg(long)]
+        reset: bool,
+    },
+}
+
+/// A failure with the exit code it maps to.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) code: u8,
+    pub(crate) error: anyhow::Error,
+}
+
+impl Failure {
+    pub(crate) fn usage(error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            code: 2,
+            error: error.into(),
+        }
+    }
+    pub(crate) fn failed(error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            code: 1,
+            error: error.into(),
+        }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Self {
+        Self::failed(error)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Check { config } => check::check(&config),
+        Command::Audit { command } => audit_cmd::audit(command),
+        Command::Demo(args) => demo::demo(args),
+        Command::DemoServer { state, reset } => demo_server(state, reset),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(Failure { code, error }) => {
+            eprintln!("airlock: {error:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn demo_server(state: PathBuf, reset: bool) -> Result<u8, Failure> {
+    init_logging("info");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Failure::failed)?;
+    runtime
+        .block_on(airlock_demo_server::serve_stdio(
+            airlock_demo_server::DemoOptions {
+                state_path: state,
+                reset,
+            },
+        ))
+        .map_err(Failure::failed)?;
+    Ok(0)
+}
+
+/// Logs go to stderr (stdout may be the protocol); `AIRLOCK_LOG` overrides the level.
+pub(crate) fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(true)
+        .try_init();
+}

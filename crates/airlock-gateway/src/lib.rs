@@ -1,1 +1,73 @@
-//! airlock-gateway
+//! The Airlock stdio gateway: it sits between an agent and the MCP server it uses, speaks MCP
+//! with the agent on one side and with the server (a child process) on the other, and lets a
+//! frame through only when policy allows it and the audit trail has recorded the decision.
+//!
+//! The call path, in order: framing (`lines`), a strict parse (`airlock_protocol`), routing by
+//! method (`route`), the policy decision (`judge`), a durable audit commit, then the upstream.
+//! Answers come back through list filtering (`filter`) and close their audit records.
+
+pub mod codes;
+mod filter;
+mod gateway;
+mod judge;
+mod lines;
+mod route;
+mod stdio;
+mod upstream;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use airlock_audit::AuditStore;
+use airlock_policy::PolicyEngine;
+
+pub use stdio::AgentIo;
+pub use upstream::Upstream;
+
+/// Who is acting: the principal of every decision and the "who" of every audit record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub agent: String,
+    pub on_behalf_of: String,
+    pub task: String,
+    pub session: String,
+    /// The server name the upstream is known by in policy (`Tool::"<server>/<tool>"`).
+    pub server: String,
+}
+
+/// How the gateway behaves.
+#[derive(Clone, Debug)]
+pub struct GatewayOptions {
+    pub identity: Identity,
+    pub max_frame_bytes: usize,
+    /// Request methods passed to the server without a decision (the config's `allow_methods`).
+    pub allow_methods: Vec<String>,
+    pub call_timeout: Duration,
+}
+
+/// Why the gateway stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The agent closed its input; the upstream was shut down in order.
+    AgentClosed,
+    /// The upstream exited or closed its output first; in-flight calls were answered with errors.
+    UpstreamExited { status: String },
+}
+
+/// Errors that stop the gateway itself (not a single call).
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs the gateway between `agent` and `upstream` until one of them goes away.
+pub async fn run(
+    opts: GatewayOptions,
+    policy: Arc<PolicyEngine>,
+    audit: AuditStore,
+    agent: AgentIo,
+    upstream: Upstream,
+) -> Result<Outcome, GatewayError> {
+    gateway::run(opts, policy, audit, agent, upstream).await
+}

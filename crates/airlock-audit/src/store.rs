@@ -1,0 +1,436 @@
+//! The SQLite store: schema, pragmas, and the append path.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, TransactionBehavior};
+
+use crate::chain::{chain_hash, write_canonical, write_str_array, Field, GENESIS};
+use crate::error::AuditError;
+use crate::record::{valid_kind, Appended, Head, NewRecord};
+
+/// The schema this build writes and reads.
+pub(crate) const SCHEMA_VERSION: i64 = 1;
+
+/// How long a writer waits for another process's transaction before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The hashed columns, in hash order (see [`crate::chain`]), then the chain links.
+pub(crate) const COLUMNS: [&str; 22] = [
+    "seq",
+    "time_ns",
+    "kind",
+    "agent",
+    "on_behalf_of",
+    "task",
+    "session",
+    "server",
+    "method",
+    "target",
+    "request_id",
+    "ref_seq",
+    "args_digest",
+    "args_redacted",
+    "decision",
+    "reasons",
+    "policy_digest",
+    "status",
+    "duration_us",
+    "detail",
+    "prev_hash",
+    "hash",
+];
+pub(crate) const HASHED: usize = 20;
+pub(crate) const SELECT_COLUMNS: &str = "seq, time_ns, kind, agent, on_behalf_of, task, session, \
+     server, method, target, request_id, ref_seq, args_digest, args_redacted, decision, reasons, \
+     policy_digest, status, duration_us, detail, prev_hash, hash";
+
+const INSERT_SQL: &str = "INSERT INTO records (seq, time_ns, kind, agent, on_behalf_of, task, \
+     session, server, method, target, request_id, ref_seq, args_digest, args_redacted, decision, \
+     reasons, policy_digest, status, duration_us, detail, prev_hash, hash) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
+     ?20, ?21, ?22)";
+
+const HEAD_SQL: &str = "SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1";
+
+// `seq` is an explicit INTEGER PRIMARY KEY (the rowid): the writer assigns
+// head+1 inside its transaction, so the chain order is the key order.
+// The triggers stop accidental edits through SQLite; they are no defence
+// against someone with the file, which is what `verify` is for.
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS records (
+    seq INTEGER PRIMARY KEY,
+    time_ns INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    agent TEXT,
+    on_behalf_of TEXT,
+    task TEXT,
+    session TEXT,
+    server TEXT,
+    method TEXT,
+    target TEXT,
+    request_id TEXT,
+    ref_seq INTEGER,
+    args_digest TEXT,
+    args_redacted TEXT,
+    decision TEXT,
+    reasons TEXT,
+    policy_digest TEXT,
+    status TEXT,
+    duration_us INTEGER,
+    detail TEXT,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS records_agent ON records(agent);
+CREATE INDEX IF NOT EXISTS records_target ON records(target);
+CREATE INDEX IF NOT EXISTS records_time ON records(time_ns);
+CREATE INDEX IF NOT EXISTS records_ref ON records(ref_seq) WHERE ref_seq IS NOT NULL;
+CREATE TRIGGER IF NOT EXISTS records_no_update BEFORE UPDATE ON records
+    BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS records_no_delete BEFORE DELETE ON records
+    BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
+";
+
+/// What a committed append must survive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous=NORMAL`: survives the process being killed (`kill -9`),
+    /// not a power loss or kernel crash (the last commits may be lost then).
+    #[default]
+    Process,
+    /// `synchronous=FULL`: every commit is fsynced; survives a power loss.
+    PowerLoss,
+}
+
+/// One audit trail in one SQLite file. Not `Sync`: give each thread (or
+/// process) its own store; the chain stays single and valid across them.
+#[derive(Debug)]
+pub struct AuditStore {
+    pub(crate) conn: Connection,
+    read_only: bool,
+    /// Reused text buffers for the JSON columns, so appends do not allocate them per record.
+    bufs: Buffers,
+}
+
+#[derive(Debug, Default)]
+struct Buffers {
+    args: String,
+    reasons: String,
+    detail: String,
+}
+
+impl AuditStore {
+    /// Opens (creating if needed) the trail at `path`: WAL, the given
+    /// durability, a small page cache, and the schema.
+    pub fn open(path: &Path, durability: Durability) -> Result<AuditStore, AuditError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| AuditError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        configure_common(&conn)?;
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .map_err(AuditError::sqlite("set journal_mode=WAL"))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(AuditError::Sqlite {
+                context: "set journal_mode=WAL",
+                source: rusqlite::Error::InvalidParameterName(format!("journal_mode is {mode}")),
+            });
+        }
+        let sync = match durability {
+            Durability::Process => "NORMAL",
+            Durability::PowerLoss => "FULL",
+        };
+        conn.pragma_update(None, "synchronous", sync)
+            .map_err(AuditError::sqlite("set synchronous"))?;
+        // Bounds the WAL file left behind after a checkpoint.
+        conn.pragma_update(None, "journal_size_limit", 8 * 1024 * 1024)
+            .map_err(AuditError::sqlite("set journal_size_limit"))?;
+        let mut store = AuditStore {
+            conn,
+            read_only: false,
+            bufs: Buffers::default(),
+        };
+        store.init_schema(path)?;
+        Ok(store)
+    }
+
+    /// Opens an existing trail for reading only (query, head, verify).
+    pub fn open_read_only(path: &Path) -> Result<AuditStore, AuditError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| AuditError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        configure_common(&conn)?;
+        check_schema_version(&conn, path)?;
+        Ok(AuditStore {
+            conn,
+            read_only: true,
+            bufs: Buffers::default(),
+        })
+    }
+
+    fn init_schema(&mut self, path: &Path) -> Result<(), AuditError> {
+        // IMMEDIATE: two processes opening a fresh file at once take turns.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(AuditError::sqlite("begin schema transaction"))?;
+        tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);")
+            .map_err(AuditError::sqlite("create schema_version"))?;
+        let found: Option<i64> = tx
+            .query_row("SELECT max(version) FROM schema_version", [], |r| r.get(0))
+            .map_err(AuditError::sqlite("read schema_version"))?;
+        match found {
+            None => {
+                tx.execute_batch(SCHEMA)
+                    .map_err(AuditError::sqlite("create schema"))?;
+                tx.execute(
+                    "INSERT INTO schema_version (version) VALUES (?1)",
+                    [SCHEMA_VERSION],
+                )
+                .map_err(AuditError::sqlite("write schema_version"))?;
+            }
+            Some(SCHEMA_VERSION) => {}
+            Some(other) => {
+                return Err(AuditError::UnsupportedSchema {
+                    found: other,
+                    supported: SCHEMA_VERSION,
+                })
+            }
+        }
+        tx.commit().map_err(AuditError::sqlite("commit schema"))?;
+        check_schema_version(&self.conn, path)
+    }
+
+    /// Appends `records` in ONE transaction (a group commit) and returns the
+    /// seq and hash given to each, in order. Returns only after COMMIT; on any
+    /// error nothing of the batch is stored.
+    ///
+    /// The chain head is read inside `BEGIN IMMEDIATE`, so several processes
+    /// appending to one file continue one chain.
+    pub fn append(&mut self, records: &[NewRecord]) -> Result<Vec<Appended>, AuditError> {
+        if self.read_only {
+            return Err(AuditError::ReadOnly);
+        }
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        for (index, r) in records.iter().enumerate() {
+            validate(index, r)?;
+        }
+        let bufs = &mut self.bufs;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(AuditError::sqlite("begin append"))?;
+        let (mut seq, mut prev) = match read_head(&tx)? {
+            Some(h) => (h.seq, h.hash),
+            None => (0, GENESIS.to_owned()),
+        };
+        let mut out = Vec::with_capacity(records.len());
+        {
+            let mut insert = tx
+                .prepare_cached(INSERT_SQL)
+                .map_err(AuditError::sqlite("prepare insert"))?;
+            for (index, r) in records.iter().enumerate() {
+                seq += 1;
+                let seq_i = to_i64(index, "seq", seq)?;
+                let mut row = [Field::Null; 22];
+                fill_fields(&mut row, seq_i, r, bufs, index)?;
+                let hash = chain_hash(prev.as_bytes(), &row[..HASHED]);
+                row[20] = Field::Text(prev.as_bytes());
+                row[21] = Field::Text(hash.as_bytes());
+                insert
+                    .execute(rusqlite::params_from_iter(row.iter()))
+                    .map_err(AuditError::sqlite("insert record"))?;
+                out.push(Appended {
+                    seq,
+                    hash: hash.clone(),
+                });
+                prev = hash;
+            }
+        }
+        tx.commit().map_err(AuditError::sqlite("commit append"))?;
+        Ok(out)
+    }
+
+    /// The last record's seq and hash; `None` for an empty trail.
+    pub fn head(&self) -> Result<Option<Head>, AuditError> {
+        read_head(&self.conn)
+    }
+
+    /// How many records the trail holds.
+    pub fn count(&self) -> Result<u64, AuditError> {
+        let n: i64 = self
+            .conn
+            .prepare_cached("SELECT count(*) FROM records")
+            .and_then(|mut s| s.query_row([], |r| r.get(0)))
+            .map_err(AuditError::sqlite("count records"))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
+
+/// Pragmas for every connection, reader or writer.
+fn configure_common(conn: &Connection) -> Result<(), AuditError> {
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(AuditError::sqlite("set busy_timeout"))?;
+    // 256 KiB page cache: the gateway must stay small when idle.
+    conn.pragma_update(None, "cache_size", -256)
+        .map_err(AuditError::sqlite("set cache_size"))?;
+    Ok(())
+}
+
+fn check_schema_version(conn: &Connection, path: &Path) -> Result<(), AuditError> {
+    let has_table: bool = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(AuditError::sqlite("read schema"))?;
+    let found: Option<i64> = if has_table {
+        conn.query_row("SELECT max(version) FROM schema_version", [], |r| r.get(0))
+            .map_err(AuditError::sqlite("read schema_version"))?
+    } else {
+        None
+    };
+    match found {
+        Some(SCHEMA_VERSION) => Ok(()),
+        Some(other) => Err(AuditError::UnsupportedSchema {
+            found: other,
+            supported: SCHEMA_VERSION,
+        }),
+        None => Err(AuditError::NotAnAuditStore {
+            path: path.to_owned(),
+        }),
+    }
+}
+
+fn read_head(conn: &Connection) -> Result<Option<Head>, AuditError> {
+    let row: Option<(i64, String)> = conn
+        .prepare_cached(HEAD_SQL)
+        .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+        .map_err(AuditError::sqlite("read head"))?;
+    row.map(|(seq, hash)| {
+        let seq = u64::try_from(seq).map_err(|_| AuditError::Sqlite {
+            context: "read head",
+            source: rusqlite::Error::IntegralValueOutOfRange(0, seq),
+        })?;
+        Ok(Head { seq, hash })
+    })
+    .transpose()
+}
+
+fn validate(index: usize, r: &NewRecord) -> Result<(), AuditError> {
+    if !valid_kind(&r.kind) {
+        return Err(AuditError::InvalidRecord {
+            index,
+            reason: format!(
+                "kind {:?} must be 1-64 bytes of a-z, 0-9, '_', '.', '-', starting with a letter",
+                r.kind
+            ),
+        });
+    }
+    if let Some(v) = r.ref_seq {
+        to_i64(index, "ref_seq", v)?;
+    }
+    if let Some(v) = r.duration_us {
+        to_i64(index, "duration_us", v)?;
+    }
+    Ok(())
+}
+
+fn to_i64(index: usize, field: &str, v: u64) -> Result<i64, AuditError> {
+    i64::try_from(v).map_err(|_| AuditError::InvalidRecord {
+        index,
+        reason: format!("{field} {v} does not fit a signed 64-bit integer"),
+    })
+}
+
+/// Fills the 20 hashed fields of `row` from `r`, in [`COLUMNS`] order.
+fn fill_fields<'a>(
+    row: &mut [Field<'a>; 22],
+    seq: i64,
+    r: &'a NewRecord,
+    bufs: &'a mut Buffers,
+    index: usize,
+) -> Result<(), AuditError> {
+    let Buffers {
+        args,
+        reasons,
+        detail,
+    } = bufs;
+    let args = json_column(r.args_redacted.as_ref(), args);
+    let detail = json_column(r.detail.as_ref(), detail);
+    reasons.clear();
+    let reasons = if r.reasons.is_empty() {
+        None
+    } else {
+        write_str_array(&r.reasons, reasons);
+        Some(reasons.as_str())
+    };
+    let ref_seq = r.ref_seq.map(|v| to_i64(index, "ref_seq", v)).transpose()?;
+    let duration = r
+        .duration_us
+        .map(|v| to_i64(index, "duration_us", v))
+        .transpose()?;
+    *row = [
+        Field::Int(seq),
+        Field::Int(r.time_unix_ns),
+        Field::Text(r.kind.as_bytes()),
+        Field::opt_str(r.agent.as_deref()),
+        Field::opt_str(r.on_behalf_of.as_deref()),
+        Field::opt_str(r.task.as_deref()),
+        Field::opt_str(r.session.as_deref()),
+        Field::opt_str(r.server.as_deref()),
+        Field::opt_str(r.method.as_deref()),
+        Field::opt_str(r.target.as_deref()),
+        Field::opt_str(r.request_id.as_deref()),
+        Field::opt_int(ref_seq),
+        Field::opt_str(r.args_digest.as_deref()),
+        Field::opt_str(args),
+        Field::opt_str(r.decision.as_deref()),
+        Field::opt_str(reasons),
+        Field::opt_str(r.policy_digest.as_deref()),
+        Field::opt_str(r.status.as_deref()),
+        Field::opt_int(duration),
+        Field::opt_str(detail),
+        Field::Null,
+        Field::Null,
+    ];
+    Ok(())
+}
+
+fn json_column<'a>(v: Option<&serde_json::Value>, buf: &'a mut String) -> Option<&'a str> {
+    buf.clear();
+    let v = v?;
+    write_canonical(v, buf);
+    Some(buf.as_str())
+}
+
+impl ToSql for Field<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match *self {
+            Field::Null => ValueRef::Null,
+            Field::Int(i) => ValueRef::Integer(i),
+            Field::Text(t) => ValueRef::Text(t),
+        }))
+    }
+}
+
+#[cfg(test)]
+#[path = "store_tests.rs"]
+mod tests;

@@ -1,0 +1,372 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+use crate::query::Query;
+use crate::record::{kinds, StoredRecord};
+use serde_json::json;
+
+fn temp_db() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.db");
+    (dir, db)
+}
+
+fn call(i: i64, agent: &str, tool: &str, decision: &str) -> NewRecord {
+    NewRecord::at(kinds::CALL, 1_000 + i)
+        .agent(agent)
+        .target(tool)
+        .decision(decision)
+        .reasons([format!("policy-{i}")])
+}
+
+/// The NewRecord part of a stored record, for whole-object comparison.
+fn as_new(r: &StoredRecord) -> NewRecord {
+    NewRecord {
+        time_unix_ns: r.time_unix_ns,
+        kind: r.kind.clone(),
+        agent: r.agent.clone(),
+        on_behalf_of: r.on_behalf_of.clone(),
+        task: r.task.clone(),
+        session: r.session.clone(),
+        server: r.server.clone(),
+        method: r.method.clone(),
+        target: r.target.clone(),
+        request_id: r.request_id.clone(),
+        ref_seq: r.ref_seq,
+        args_digest: r.args_digest.clone(),
+        args_redacted: r.args_redacted.clone(),
+        decision: r.decision.clone(),
+        reasons: r.reasons.clone(),
+        policy_digest: r.policy_digest.clone(),
+        status: r.status.clone(),
+        duration_us: r.duration_us,
+        detail: r.detail.clone(),
+    }
+}
+
+#[test]
+fn open_sets_wal_durability_and_small_cache() {
+    let (_d, db) = temp_db();
+    for (durability, want) in [(Durability::Process, 1), (Durability::PowerLoss, 2)] {
+        let s = AuditStore::open(&db, durability).unwrap();
+        let mode: String = s
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        let sync: i64 = s
+            .conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        let cache: i64 = s
+            .conn
+            .query_row("PRAGMA cache_size", [], |r| r.get(0))
+            .unwrap();
+        let version: i64 = s
+            .conn
+            .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            (mode.as_str(), sync, cache, version),
+            ("wal", want, -256, SCHEMA_VERSION)
+        );
+    }
+}
+
+#[test]
+fn append_chains_records_from_genesis() {
+    let (_d, db) = temp_db();
+    let mut s = AuditStore::open(&db, Durability::Process).unwrap();
+    assert_eq!(s.head().unwrap(), None);
+    assert!(s.append(&[]).unwrap().is_empty());
+    let first = s.append(&[call(1, "a", "t", "allow")]).unwrap();
+    let batch: Vec<NewRecord> = (2..=5).map(|i| call(i, "a", "t", "allow")).collect();
+    let rest = s.append(&batch).unwrap();
+    let seqs: Vec<u64> = first.iter().chain(&rest).map(|a| a.seq).collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+
+    let all = s.query(&Query::default()).unwrap();
+    assert_eq!(all.len(), 5);
+    assert_eq!(all[0].prev_hash, GENESIS);
+    for pair in all.windows(2) {
+        assert_eq!(pair[1].prev_hash, pair[0].hash);
+    }
+    let appended: Vec<&String> = first.iter().chain(&rest).map(|a| &a.hash).collect();
+    let stored: Vec<&String> = all.iter().map(|r| &r.hash).collect();
+    assert_eq!(appended, stored);
+    assert_eq!(
+        s.head().unwrap(),
+        Some(Head {
+            seq: 5,
+            hash: all[4].hash.clone()
+        })
+    );
+    assert_eq!(s.count().unwrap(), 5);
+}
+
+#[test]
+fn every_field_round_trips() {
+    let (_d, db) = temp_db();
+    let mut s = AuditStore::open(&db, Durability::Process).unwrap();
+    let rec = NewRecord::at(kinds::CALL, -5)
+        .agent("agent-1")
+        .on_behalf_of("alice@example.com")
+        .task("T-42")
+        .session("s-1")
+        .server("forum")
+        .method("tools/call")
+        .target("post_message")
+        .request_id("7")
+        .args(
+            "ab".repeat(32),
+            &json!({"text": "hi \"there\"\n", "n": [1, 2.5, null]}),
+        )
+        .decision("hold")
+        .reasons(["p1", "p2"])
+        .policy_digest("cd".repeat(32))
+        .status("ok")
+        .duration_us(u64::try_from(i64::MAX).unwrap())
+        .detail(&json!({"z": 1, "a": {"b": true}}));
+    let rec = NewRecord {
+        ref_seq: Some(9),
+        ..rec
+    };
+    s.append(std::slice::from_ref(&rec)).unwrap();
+    let got = s.query(&Query::default()).unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(as_new(&got[0]), rec);
+    assert_eq!(
+        (got[0].result_status.clone(), got[0].result_duration_us),
+        (None, None)
+    );
+}
+
+#[test]
+fn a_bad_record_rejects_the_whole_batch() {
+    let (_d, db) = temp_db();
+    let mut s = AuditStore::open(&db, Durability::Process).unwrap();
+    let bad_kind = NewRecord::at("Call!", 1);
+    let err = s
+        .append(&[call(1, "a", "t", "allow"), bad_kind])
+        .unwrap_err();
+    assert!(
+        matches!(err, AuditError::InvalidRecord { index: 1, .. }),
+        "{err}"
+    );
+    let huge = NewRecord::at(kinds::RESULT, 1).ref_seq(u64::MAX);
+    let err = s.append(&[huge]).unwrap_err();
+    assert!(
+        matches!(err, AuditError::InvalidRecord { index: 0, .. }),
+        "{err}"
+    );
+    for k in ["", "1call", "a".repeat(65).as_str(), "call me"] {
+        assert!(!crate::record::valid_kind(k), "{k:?}");
+    }
+    assert_eq!(s.count().unwrap(), 0);
+}
+
+#[test]
+fn query_filters_limits_and_joins_results() {
+    let (_d, db) = temp_db();
+    let mut s = AuditStore::open(&db, Durability::Process).unwrap();
+    let calls = s
+        .append(&[
+            call(1, "alice", "read", "allow"),
+            call(2, "bob", "delete", "deny"),
+            call(3, "alice", "delete", "allow"),
+            NewRecord::at(kinds::CONFIG_LOAD, 1_004).detail(&json!({"path": "airlock.toml"})),
+        ])
+        .unwrap();
+    s.append(&[
+        NewRecord::at(kinds::RESULT, 1_005)
+            .ref_seq(calls[2].seq)
+            .status("is_error")
+            .duration_us(70),
+        NewRecord::at(kinds::RESULT, 1_006)
+            .ref_seq(calls[0].seq)
+            .status("ok")
+            .duration_us(12),
+        // A second result for the same call must not duplicate the call row.
+        NewRecord::at(kinds::RESULT, 1_007)
+            .ref_seq(calls[0].seq)
+            .status("cancelled"),
+    ])
+    .unwrap();
+
+    let seqs = |q: Query| -> Vec<u64> { s.query(&q).unwrap().iter().map(|r| r.seq).collect() };
+    assert_eq!(
+        seqs(Query {
+            agent: Some("alice".into()),
+            ..Query::default()
+        }),
+        vec![1, 3]
+    );
+    assert_eq!(
+        seqs(Query {
+            target: Some("delete".into()),
+            ..Query::default()
+        }),
+        vec![2, 3]
+    );
+    assert_eq!(
+        seqs(Query {
+            decision: Some("deny".into()),
+            ..Query::default()
+        }),
+        vec![2]
+    );
+    assert_eq!(
+        seqs(Query {
+            kind: Some("result".into()),
+            ..Query::default()
+        }),
+        vec![5, 6, 7]
+    );
+    assert_eq!(
+        seqs(Query {
+            since_unix_ns: Some(1_003),
+            ..Query::default()
+        }),
+        vec![3, 4, 5, 6, 7]
+    );
+    assert_eq!(
+        seqs(Query {
+            limit: Some(2),
+            ..Query::default()
+        }),
+        vec![6, 7]
+    );
+    assert_eq!(
+        seqs(Query {
+            agent: Some("alice".into()),
+            target: Some("delete".into()),
+            ..Query::default()
+        }),
+        vec![3]
+    );
+    assert!(seqs(Query {
+        agent: Some("nobody".into()),
+        ..Query::default()
+    })
+    .is_empty());
+
+    let calls = s
+        .query(&Query {
+            kind: Some("call".into()),
+            ..Query::default()
+        })
+        .unwrap();
+    let joined: Vec<(u64, Option<&str>, Option<u64>)> = calls
+        .iter()
+        .map(|r| (r.seq, r.result_status.as_deref(), r.result_duration_us))
+        .collect();
+    assert_eq!(
+        joined,
+        vec![
+            (1, Some("ok"), Some(12)),
+            (2, None, None),
+            (3, Some("is_error"), Some(70))
+        ]
+    );
+    // Results themselves carry no joined result.
+    let results = s
+        .query(&Query {
+            kind: Some("result".into()),
+            ..Query::default()
+        })
+        .unwrap();
+    assert!(results.iter().all(|r| r.result_status.is_none()));
+}
+
+#[test]
+fn stored_records_serialize_for_json_output() {
+    let (_d, db) = temp_db();
+    let mut s = AuditStore::open(&db, Durability::Process).unwrap();
+    s.append(&[call(1, "a", "t", "deny")]).unwrap();
+    let r = &s.query(&Query::default()).unwrap()[0];
+    let v = serde_json::to_value(r).unwrap();
+    assert_eq!(
+        (
+            v["seq"].clone(),
+            v["agent"].clone(),
+            v["decision"].clone(),
+            v["reasons"].clone(),
+            v["hash"].clone()
+        ),
+        (
+            json!(1),
+            json!("a"),
+            json!("deny"),
+            json!(["policy-1"]),
+            json!(r.hash)
+        )
+    );
+}
+
+#[test]
+fn read_only_store_reads_but_never_writes() {
+    let (_d, db) = temp_db();
+    AuditStore::open(&db, Durability::Process)
+        .unwrap()
+        .append(&[call(1, "a", "t", "allow")])
+        .unwrap();
+    let mut ro = AuditStore::open_read_only(&db).unwrap();
+    assert_eq!(ro.count().unwrap(), 1);
+    assert!(matches!(
+        ro.append(&[call(2, "a", "t", "allow")]),
+        Err(AuditError::ReadOnly)
+    ));
+    assert_eq!(ro.count().unwrap(), 1);
+}
+
+#[test]
+fn foreign_or_missing_files_are_refused() {
+    let (dir, db) = temp_db();
+    assert!(matches!(
+        AuditStore::open_read_only(&db),
+        Err(AuditError::Open { .. })
+    ));
+    let other = dir.path().join("other.db");
+    Connection::open(&other)
+        .unwrap()
+        .execute_batch("CREATE TABLE t (x);")
+        .unwrap();
+    assert!(matches!(
+        AuditStore::open_read_only(&other),
+        Err(AuditError::NotAnAuditStore { .. })
+    ));
+
+    AuditStore::open(&db, Durability::Process).unwrap();
+    Connection::open(&db)
+        .unwrap()
+        .execute("UPDATE schema_version SET version = 99", [])
+        .unwrap();
+    assert!(matches!(
+        AuditStore::open(&db, Durability::Process),
+        Err(AuditError::UnsupportedSchema {
+            found: 99,
+            supported: SCHEMA_VERSION
+        })
+    ));
+    assert!(matches!(
+        AuditStore::open_read_only(&db),
+        Err(AuditError::UnsupportedSchema { found: 99, .. })
+    ));
+}
+
+#[test]
+fn triggers_refuse_update_and_delete() {
+    let (_d, db) = temp_db();
+    let mut s = AuditStore::open(&db, Durability::Process).unwrap();
+    s.append(&[call(1, "a", "t", "allow")]).unwrap();
+    let raw = Connection::open(&db).unwrap();
+    let upd = raw
+        .execute("UPDATE records SET agent = 'x'", [])
+        .unwrap_err();
+    let del = raw.execute("DELETE FROM records", []).unwrap_err();
+    assert!(upd.to_string().contains("append-only"), "{upd}");
+    assert!(del.to_string().contains("append-only"), "{del}");
+    assert_eq!(
+        s.query(&Query::default()).unwrap()[0].agent.as_deref(),
+        Some("a")
+    );
+}

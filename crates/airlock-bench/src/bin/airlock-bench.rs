@@ -1,0 +1,423 @@
+//! `airlock-bench`: the hot-path benchmark of `airlock run`.
+//!
+//! * `latency` — the same MCP server reached three ways in one run: direct, through
+//!   `bare-relay`, and through `airlock run` with policy and audit on. Sequential `tools/call`
+//!   round trips, interleaved in rounds so drift (thermal, neighbours on the machine) hits
+//!   every path alike; p50/p90/p99/mean per path, the latency each adds over direct, and the
+//!   verdict against the targets (added p50 within 25 µs of the relay's, added p99 ≤ 2× the
+//!   relay's).
+//! * `rss` — resident memory of an idle `airlock run` (the gateway process, not its child).
+//!
+//! A bench binary, never a timed test: run it from `scripts/bench.sh` or by hand.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use airlock_bench::{read_memory, split_command, Conn, Stats};
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+
+/// Airlock's added p50 may exceed the relay's by at most this much (µs).
+const P50_BUDGET_US: f64 = 25.0;
+/// Airlock's added p99 may be at most this multiple of the relay's.
+const P99_FACTOR: f64 = 2.0;
+/// The idle RSS target of `airlock run` (KiB).
+const RSS_TARGET_KIB: u64 = 8 * 1024;
+
+const USAGE: &str = "\
+usage:
+  airlock-bench latency --server \"CMD ARGS\" --tool NAME [--args JSON]
+                        [--calls N=2000] [--warmup W=200] [--rounds R=4]
+                        [--paths direct,relay,airlock] [--relay PATH]
+                        [--airlock PATH --config FILE --agent ID [--server-name NAME]]
+                        [--json OUT]
+  airlock-bench rss --airlock PATH --config FILE --agent ID --server \"CMD ARGS\"
+                    [--server-name NAME] [--json OUT]";
+
+fn main() -> std::process::ExitCode {
+    match real_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("airlock-bench: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let sub = args.next().ok_or_else(|| anyhow!("{USAGE}"))?;
+    let flags = Flags::parse(args)?;
+    match sub.as_str() {
+        "latency" => latency(&flags),
+        "rss" => rss(&flags),
+        "-h" | "--help" | "help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown subcommand {other:?}\n{USAGE}"),
+    }
+}
+
+/// `--name value` pairs, in order; every flag takes exactly one value.
+struct Flags(Vec<(String, String)>);
+
+impl Flags {
+    fn parse(args: impl Iterator<Item = String>) -> Result<Flags> {
+        let mut out = Vec::new();
+        let mut args = args;
+        while let Some(a) = args.next() {
+            if a == "-h" || a == "--help" {
+                bail!("{USAGE}");
+            }
+            let Some(name) = a.strip_prefix("--") else {
+                bail!("unexpected argument {a:?}\n{USAGE}");
+            };
+            let value = args
+                .next()
+                .ok_or_else(|| anyhow!("--{name} needs a value"))?;
+            out.push((name.to_owned(), value));
+        }
+        Ok(Flags(out))
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn req(&self, name: &str) -> Result<&str> {
+        self.get(name)
+            .ok_or_else(|| anyhow!("--{name} is required\n{USAGE}"))
+    }
+
+    fn num(&self, name: &str, default: usize) -> Result<usize> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse()
+                .with_context(|| format!("--{name}: not a number: {v:?}")),
+        }
+    }
+
+    fn check_known(&self, known: &[&str]) -> Result<()> {
+        for (n, _) in &self.0 {
+            if !known.contains(&n.as_str()) {
+                bail!("unknown flag --{n}\n{USAGE}");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The argv of `airlock run … -- server`.
+fn airlock_argv(flags: &Flags, server: &[String]) -> Result<Vec<String>> {
+    let airlock = flags.req("airlock")?;
+    if !std::path::Path::new(airlock).exists() {
+        bail!("--airlock {airlock}: no such file (build it, or pass --paths direct,relay)");
+    }
+    let mut argv = vec![
+        airlock.to_owned(),
+        "run".to_owned(),
+        "--config".to_owned(),
+        flags.req("config")?.to_owned(),
+        "--agent".to_owned(),
+        flags.req("agent")?.to_owned(),
+    ];
+    if let Some(name) = flags.get("server-name") {
+        argv.extend(["--server".to_owned(), name.to_owned()]);
+    }
+    argv.push("--".to_owned());
+    argv.extend(server.iter().cloned());
+    Ok(argv)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum PathKind {
+    Direct,
+    Relay,
+    Airlock,
+}
+
+impl PathKind {
+    fn name(self) -> &'static str {
+        match self {
+            PathKind::Direct => "direct",
+            PathKind::Relay => "relay",
+            PathKind::Airlock => "airlock",
+        }
+    }
+}
+
+fn latency(flags: &Flags) -> Result<()> {
+    flags.check_known(&[
+        "calls",
+        "warmup",
+        "rounds",
+        "server",
+        "tool",
+        "args",
+        "airlock",
+        "config",
+        "agent",
+        "server-name",
+        "relay",
+        "json",
+        "paths",
+    ])?;
+    let calls = flags.num("calls", 2000)?;
+    let warmup = flags.num("warmup", 200)?;
+    let rounds = flags.num("rounds", 4)?.max(1);
+    if calls == 0 {
+        bail!("--calls must be at least 1");
+    }
+    let server = split_command(flags.req("server")?)?;
+    let tool = flags.req("tool")?.to_owned();
+    let tool_args: Value =
+        serde_json::from_str(flags.get("args").unwrap_or("{}")).context("--args is not JSON")?;
+    let mut paths = Vec::new();
+    for p in flags
+        .get("paths")
+        .unwrap_or("direct,relay,airlock")
+        .split(',')
+    {
+        let kind = match p.trim() {
+            "direct" => PathKind::Direct,
+            "relay" => PathKind::Relay,
+            "airlock" => PathKind::Airlock,
+            other => bail!("--paths: unknown path {other:?} (direct, relay, airlock)"),
+        };
+        if !paths.contains(&kind) {
+            paths.push(kind);
+        }
+    }
+
+    // Every path spawns the same server; the wrappers differ.
+    let mut conns: Vec<(PathKind, Conn)> = Vec::new();
+    for &kind in &paths {
+        let argv = match kind {
+            PathKind::Direct => server.clone(),
+            PathKind::Relay => {
+                let relay = match flags.get("relay") {
+                    Some(r) => PathBuf::from(r),
+                    None => sibling_exe("bare-relay")?,
+                };
+                if !relay.exists() {
+                    bail!("relay {} does not exist (pass --relay)", relay.display());
+                }
+                let mut v = vec![relay.display().to_string(), "--".to_owned()];
+                v.extend(server.iter().cloned());
+                v
+            }
+            PathKind::Airlock => airlock_argv(flags, &server)?,
+        };
+        let mut conn = Conn::spawn(kind.name(), &argv)?;
+        conn.initialize()
+            .with_context(|| format!("{}: initialize failed", kind.name()))?;
+        conns.push((kind, conn));
+    }
+
+    eprintln!(
+        "latency: {} calls of `{tool}` per path ({} rounds, {} warm-up), paths: {}",
+        calls,
+        rounds,
+        warmup,
+        paths
+            .iter()
+            .map(|p| p.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for (_, conn) in conns.iter_mut() {
+        for _ in 0..warmup {
+            conn.call_tool(&tool, &tool_args)?;
+        }
+    }
+
+    let started = Instant::now();
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::with_capacity(calls); conns.len()];
+    for round in 0..rounds {
+        // Spread the remainder over the first rounds so the total is exactly `calls`.
+        let n = calls / rounds + usize::from(round < calls % rounds);
+        // Rotate the starting path each round so no path always follows the same one.
+        for k in 0..conns.len() {
+            let i = (round + k) % conns.len();
+            let (_, conn) = &mut conns[i];
+            for _ in 0..n {
+                let (rtt, _) = conn.call_tool(&tool, &tool_args)?;
+                samples[i].push(rtt);
+            }
+        }
+    }
+    let wall = started.elapsed();
+    for (_, conn) in conns {
+        conn.shutdown();
+    }
+
+    let mut stats = Vec::new();
+    for (i, &kind) in paths.iter().enumerate() {
+        let s = Stats::from_samples(&samples[i]).ok_or_else(|| anyhow!("no samples"))?;
+        stats.push((kind, s));
+    }
+    let find = |k: PathKind| stats.iter().find(|(p, _)| *p == k).map(|(_, s)| *s);
+    let direct = find(PathKind::Direct);
+    let added = |s: &Stats| direct.map(|d| (s.p50 - d.p50, s.p99 - d.p99));
+
+    println!();
+    println!(
+        "server: `{}`, tool `{tool}`, {calls} calls per path in {rounds} interleaved rounds, {:.1} s",
+        server.join(" "),
+        wall.as_secs_f64()
+    );
+    println!();
+    println!("| path | calls | p50 µs | p90 µs | p99 µs | mean µs | added p50 µs | added p99 µs |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (kind, s) in &stats {
+        let (a50, a99) = match added(s) {
+            Some((a, b)) if *kind != PathKind::Direct => (format!("{a:+.1}"), format!("{b:+.1}")),
+            _ => ("—".to_owned(), "—".to_owned()),
+        };
+        println!(
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {a50} | {a99} |",
+            kind.name(),
+            s.n,
+            s.p50,
+            s.p90,
+            s.p99,
+            s.mean
+        );
+    }
+
+    let verdict = match (find(PathKind::Relay), find(PathKind::Airlock), direct) {
+        (Some(relay), Some(airlock), Some(_)) => {
+            let (r50, r99) = added(&relay).unwrap_or_default();
+            let (a50, a99) = added(&airlock).unwrap_or_default();
+            let p50_gap = a50 - r50;
+            let p50_ok = p50_gap <= P50_BUDGET_US;
+            let p99_limit = P99_FACTOR * r99;
+            let p99_ok = a99 <= p99_limit;
+            println!();
+            println!(
+                "- p50: airlock adds {a50:.1} µs, the relay {r50:.1} µs: gap {p50_gap:+.1} µs \
+                 (target ≤ {P50_BUDGET_US} µs) — {}",
+                pass(p50_ok)
+            );
+            println!(
+                "- p99: airlock adds {a99:.1} µs, the relay {r99:.1} µs: limit {p99_limit:.1} µs \
+                 (≤ {P99_FACTOR}× relay) — {}",
+                pass(p99_ok)
+            );
+            Some(json!({
+                "p50_gap_us": p50_gap, "p50_budget_us": P50_BUDGET_US, "p50_pass": p50_ok,
+                "p99_added_us": a99, "p99_limit_us": p99_limit, "p99_pass": p99_ok,
+            }))
+        }
+        _ => {
+            println!();
+            println!("- verdict needs the direct, relay and airlock paths; not all were run");
+            None
+        }
+    };
+
+    if let Some(out) = flags.get("json") {
+        let mut per_path = serde_json::Map::new();
+        for (kind, s) in &stats {
+            let mut o = json!({
+                "calls": s.n, "min_us": s.min, "p50_us": s.p50, "p90_us": s.p90,
+                "p99_us": s.p99, "max_us": s.max, "mean_us": s.mean,
+            });
+            if let (Some((a50, a99)), true) = (added(s), *kind != PathKind::Direct) {
+                o["added_p50_us"] = json!(a50);
+                o["added_p99_us"] = json!(a99);
+            }
+            per_path.insert(kind.name().to_owned(), o);
+        }
+        let doc = json!({
+            "server": server, "tool": tool, "args": tool_args,
+            "calls": calls, "warmup": warmup, "rounds": rounds,
+            "wall_s": wall.as_secs_f64(),
+            "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            "paths": per_path, "verdict": verdict,
+        });
+        std::fs::write(out, serde_json::to_vec_pretty(&doc)?)
+            .with_context(|| format!("cannot write {out}"))?;
+        eprintln!("wrote {out}");
+    }
+    Ok(())
+}
+
+fn pass(ok: bool) -> &'static str {
+    if ok {
+        "PASS"
+    } else {
+        "FAIL"
+    }
+}
+
+/// A binary next to this one (cargo puts all of a crate's binaries in one directory).
+fn sibling_exe(name: &str) -> Result<PathBuf> {
+    let me = std::env::current_exe().context("cannot locate this executable")?;
+    let dir = me
+        .parent()
+        .ok_or_else(|| anyhow!("{} has no parent directory", me.display()))?;
+    Ok(dir.join(name))
+}
+
+fn rss(flags: &Flags) -> Result<()> {
+    flags.check_known(&[
+        "airlock",
+        "config",
+        "agent",
+        "server",
+        "server-name",
+        "json",
+    ])?;
+    let server = split_command(flags.req("server")?)?;
+    let argv = airlock_argv(flags, &server)?;
+    let mut conn = Conn::spawn("airlock", &argv)?;
+    conn.initialize().context("airlock: initialize failed")?;
+    let (_, list) = conn.request("tools/list", json!({}))?;
+    let tools = list
+        .get("tools")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    // Let start-up transients (allocator trims, lazy loads) settle before reading.
+    std::thread::sleep(Duration::from_millis(500));
+    let mem = read_memory(conn.pid())?;
+    conn.shutdown();
+
+    let mib = |k: u64| k as f64 / 1024.0;
+    println!();
+    println!("`airlock run` idle after initialize + tools/list ({tools} tools visible):");
+    println!(
+        "- VmRSS {} KiB ({:.2} MiB) — target ≤ {:.0} MiB: {}",
+        mem.vm_rss_kib,
+        mib(mem.vm_rss_kib),
+        mib(RSS_TARGET_KIB),
+        pass(mem.vm_rss_kib <= RSS_TARGET_KIB)
+    );
+    println!(
+        "- VmHWM {} KiB ({:.2} MiB) (peak)",
+        mem.vm_hwm_kib,
+        mib(mem.vm_hwm_kib)
+    );
+    println!(
+        "- RssAnon {} KiB, RssFile {} KiB",
+        mem.rss_anon_kib, mem.rss_file_kib
+    );
+    if let Some(out) = flags.get("json") {
+        let doc = json!({
+            "vm_rss_kib": mem.vm_rss_kib, "vm_hwm_kib": mem.vm_hwm_kib,
+            "rss_anon_kib": mem.rss_anon_kib, "rss_file_kib": mem.rss_file_kib,
+            "target_kib": RSS_TARGET_KIB, "pass": mem.vm_rss_kib <= RSS_TARGET_KIB,
+            "tools_visible": tools,
+        });
+        std::fs::write(out, serde_json::to_vec_pretty(&doc)?)
+            .with_context(|| format!("cannot write {out}"))?;
+        eprintln!("wrote {out}");
+    }
+    Ok(())
+}

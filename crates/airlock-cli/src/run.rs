@@ -1,0 +1,175 @@
+//! `airlock run`: one agent's MCP server behind the gateway, over stdio.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use airlock_audit::{AuditStore, Durability, NewRecord};
+use airlock_gateway::{AgentIo, GatewayOptions, Identity, Outcome, Upstream};
+use anyhow::Context;
+use clap::Args;
+use serde_json::json;
+
+use crate::load::{load, Loaded};
+use crate::Failure;
+
+/// How often the chain head is copied to the anchor file while the gateway runs.
+const ANCHOR_EVERY: Duration = Duration::from_secs(2);
+
+#[derive(Args, Debug)]
+pub(crate) struct RunArgs {
+    /// The Airlock config (TOML).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// The agent this session acts as; it must be declared in the config.
+    #[arg(long, value_name = "ID")]
+    agent: String,
+    /// A name for this session in the audit trail (default: generated).
+    #[arg(long, value_name = "NAME")]
+    session: Option<String>,
+    /// The server name the upstream has in policy (default: the agent's `server`, or the
+    /// config's only server).
+    #[arg(long, value_name = "NAME")]
+    server: Option<String>,
+    /// The upstream MCP server command and its arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
+    crate::init_logging("info");
+    let Loaded { config, policy } = load(&args.config)?;
+    let Some(agent) = config.agent(&args.agent) else {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "{}: agent `{}` is not declared (known agents: {})",
+            config.path.display(),
+            args.agent,
+            config.agents.keys().cloned().collect::<Vec<_>>().join(", ")
+        )));
+    };
+    let server = match &args.server {
+        Some(s) if config.servers.contains_key(s) => s.clone(),
+        Some(s) => {
+            return Err(Failure::usage(anyhow::anyhow!(
+                "{}: server `{s}` is not declared",
+                config.path.display()
+            )))
+        }
+        None => config
+            .server_for_agent(&args.agent)
+            .map_err(|e| Failure::usage(anyhow::anyhow!("{}: {e}", config.path.display())))?
+            .to_string(),
+    };
+    let session = args.session.clone().unwrap_or_else(default_session);
+    let identity = Identity {
+        agent: args.agent.clone(),
+        on_behalf_of: agent.on_behalf_of.clone(),
+        task: agent.task.clone(),
+        session,
+        server,
+    };
+    let durability = match config.audit.durability {
+        airlock_config::Durability::Process => Durability::Process,
+        airlock_config::Durability::PowerLoss => Durability::PowerLoss,
+    };
+    let mut audit = AuditStore::open(&config.audit.path, durability).with_context(|| {
+        format!(
+            "cannot open the audit store {}",
+            config.audit.path.display()
+        )
+    })?;
+
+    // Loading the config and policies is itself on the record, before any call is judged.
+    let mut record = NewRecord {
+        time_unix_ns: now_unix_ns(),
+        kind: "config_load".into(),
+        agent: Some(identity.agent.clone()),
+        on_behalf_of: Some(identity.on_behalf_of.clone()),
+        task: Some(identity.task.clone()),
+        session: Some(identity.session.clone()),
+        server: Some(identity.server.clone()),
+        policy_digest: Some(policy.digest().to_string()),
+        ..NewRecord::default()
+    };
+    record.detail = Some(json!({
+        "config": config.path.display().to_string(),
+        "config_digest": config.digest,
+        "policies": policy.policies().len(),
+        "upstream": args.command,
+    }));
+    audit
+        .append(&[record])
+        .context("cannot write to the audit store")?;
+
+    let options = GatewayOptions {
+        identity,
+        max_frame_bytes: config.gateway.max_frame_bytes,
+        allow_methods: config.gateway.allow_methods.clone(),
+        call_timeout: config.gateway.call_timeout,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Failure::failed)?;
+    let audit_path = config.audit.path.clone();
+    let anchor_path = config.audit.anchor.clone();
+    let outcome = runtime.block_on(async move {
+        let upstream =
+            Upstream::spawn(&args.command).map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
+        let agent_io = AgentIo::stdio().map_err(Failure::failed)?;
+        let anchor = tokio::spawn(keep_anchor(audit_path.clone(), anchor_path.clone()));
+        let outcome = airlock_gateway::run(options, Arc::new(policy), audit, agent_io, upstream)
+            .await
+            .map_err(Failure::failed);
+        anchor.abort();
+        outcome
+    })?;
+    update_anchor(&config.audit.path, &config.audit.anchor);
+    match outcome {
+        Outcome::AgentClosed => Ok(0),
+        Outcome::UpstreamExited { status } => {
+            eprintln!("airlock: the upstream server exited ({status}); in-flight calls were answered with errors");
+            Ok(3)
+        }
+    }
+}
+
+fn default_session() -> String {
+    format!("s-{}-{}", std::process::id(), now_unix_ns() / 1_000_000)
+}
+
+fn now_unix_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Copies the chain head to the anchor file now and then, off the call path.
+async fn keep_anchor(db: PathBuf, anchor: PathBuf) {
+    let mut tick = tokio::time::interval(ANCHOR_EVERY);
+    loop {
+        tick.tick().await;
+        update_anchor(&db, &anchor);
+    }
+}
+
+/// Moves the anchor forward to the current head; never backwards (several gateways share it).
+pub(crate) fn update_anchor(db: &Path, anchor: &Path) {
+    let head = match AuditStore::open_read_only(db).and_then(|s| s.head()) {
+        Ok(Some(head)) => head,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the audit head for the anchor");
+            return;
+        }
+    };
+    if let Ok(Some(old)) = airlock_audit::read_anchor(anchor) {
+        if old.seq >= head.seq {
+            return;
+        }
+    }
+    if let Err(e) = airlock_audit::write_anchor(&head, anchor) {
+        tracing::warn!(error = %e, "cannot write the audit anchor");
+    }
+}

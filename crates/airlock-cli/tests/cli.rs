@@ -1,0 +1,499 @@
+//! End-to-end tests of the real `airlock` binary: raw frames on its stdin, a recording upstream
+//! (tests/fixtures/recorder.py) or the bundled demo server behind it, and the audit trail it
+//! leaves. One test binary on purpose: each links separately.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const AIRLOCK: &str = env!("CARGO_BIN_EXE_airlock");
+const WAIT: Duration = Duration::from_secs(20);
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn recorder() -> String {
+    repo_root()
+        .join("tests/fixtures/recorder.py")
+        .display()
+        .to_string()
+}
+
+const POLICY: &str = r#"
+@id("allow-echo")
+permit (principal == Agent::"bot", action == Action::"call_tool", resource == Tool::"rec/echo");
+
+@id("allow-die")
+permit (principal == Agent::"bot", action == Action::"call_tool", resource == Tool::"rec/die");
+
+@id("allow-slow")
+permit (principal == Agent::"bot", action == Action::"call_tool", resource == Tool::"rec/slow");
+
+@id("write-internal-only")
+@reason("writes go to the internal channel only")
+permit (principal == Agent::"bot", action == Action::"call_tool", resource == Tool::"rec/write")
+when { context.args has channel && context.args.channel == "internal" };
+"#;
+
+/// A temp dir with a config, a policy and (later) an audit database.
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new(policy: &str) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("policy.cedar"), policy).unwrap();
+        std::fs::write(
+            dir.path().join("airlock.toml"),
+            r#"
+[gateway]
+max_frame_bytes = 65536
+
+[policy]
+files = ["policy.cedar"]
+
+[audit]
+path = "audit.db"
+
+[humans.alice]
+[tasks.t1]
+description = "tests"
+
+[agents.bot]
+on_behalf_of = "alice"
+task = "t1"
+
+[servers.rec]
+"#,
+        )
+        .unwrap();
+        Env { dir }
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("airlock.toml")
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.path().join("recorder.log")
+    }
+
+    fn received(&self) -> String {
+        std::fs::read_to_string(self.log()).unwrap_or_default()
+    }
+
+    fn airlock(&self, args: &[&str]) -> Output {
+        Command::new(AIRLOCK)
+            .args(args)
+            .env("AIRLOCK_LOG", "warn")
+            .output()
+            .unwrap()
+    }
+
+    fn audit(&self) -> Vec<Value> {
+        let config = self.config();
+        let out = self.airlock(&[
+            "audit",
+            "query",
+            "--config",
+            config.to_str().unwrap(),
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn start(&self) -> Session {
+        let child = Command::new(AIRLOCK)
+            .args(["run", "--config"])
+            .arg(self.config())
+            .args(["--agent", "bot", "--session", "test", "--", "python3"])
+            .arg(recorder())
+            .env("RECORDER_LOG", self.log())
+            .env("AIRLOCK_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Session::new(child)
+    }
+}
+
+/// The agent's end of a running `airlock run`.
+struct Session {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Session {
+    fn new(mut child: Child) -> Session {
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut s = Session {
+            child,
+            stdin,
+            lines: rx,
+        };
+        let init = s.call(json!({"jsonrpc":"2.0","id":"init","method":"initialize",
+            "params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}));
+        assert!(init.get("result").is_some(), "{init}");
+        s.send_raw(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        s
+    }
+
+    fn send_raw(&mut self, bytes: &[u8]) {
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(bytes).unwrap();
+        stdin.write_all(b"\n").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    fn next(&mut self) -> Value {
+        let line = self
+            .lines
+            .recv_timeout(WAIT)
+            .expect("no frame from airlock");
+        serde_json::from_str(&line).unwrap()
+    }
+
+    fn call(&mut self, frame: Value) -> Value {
+        self.send_raw(frame.to_string().as_bytes());
+        self.next()
+    }
+
+    fn tool(&mut self, id: i64, name: &str, args: Value) -> Value {
+        self.call(json!({"jsonrpc":"2.0","id":id,"method":"tools/call",
+            "params":{"name":name,"arguments":args}}))
+    }
+
+    /// Proves the gateway is still up and forwarding.
+    fn ping(&mut self, id: i64) {
+        let reply = self.call(json!({"jsonrpc":"2.0","id":id,"method":"ping"}));
+        assert_eq!(reply["id"], json!(id), "{reply}");
+        assert!(reply.get("result").is_some(), "{reply}");
+    }
+
+    fn finish(mut self) -> std::process::ExitStatus {
+        self.stdin.take();
+        wait_exit(&mut self.child)
+    }
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(start.elapsed() < WAIT, "airlock did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn error_code(reply: &Value) -> i64 {
+    reply["error"]["code"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("not an error: {reply}"))
+}
+
+#[test]
+fn allowed_call_is_forwarded_and_answered_exactly() {
+    let env = Env::new(POLICY);
+    let mut s = env.start();
+    let reply = s.tool(1, "echo", json!({"message": "hi"}));
+    assert_eq!(
+        reply["result"]["content"][0]["text"],
+        json!("{\"message\": \"hi\"}")
+    );
+    assert!(env.received().contains(r#""name":"echo""#));
+    assert!(s.finish().success());
+}
+
+#[test]
+fn denied_call_gets_a_clear_error_and_the_session_goes_on() {
+    let env = Env::new(POLICY);
+    let mut s = env.start();
+    let reply = s.tool(1, "write", json!({"channel": "public", "text": "x"}));
+    assert_eq!(error_code(&reply), -31001);
+    let message = reply["error"]["message"].as_str().unwrap();
+    assert!(message.contains("denied by Airlock"), "{message}");
+    assert!(
+        !env.received().contains("public"),
+        "a denied call reached the server"
+    );
+    // A call nothing permits names the default deny.
+    let reply = s.tool(2, "secret", json!({}));
+    assert_eq!(error_code(&reply), -31001);
+    assert!(reply["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("no policy permits"));
+    let reply = s.tool(3, "write", json!({"channel": "internal"}));
+    assert!(reply.get("result").is_some(), "{reply}");
+    assert!(s.finish().success());
+
+    let records = env.audit();
+    let calls: Vec<&Value> = records.iter().filter(|r| r["kind"] == "call").collect();
+    assert_eq!(calls.len(), 3);
+    assert_eq!(calls[0]["decision"], "deny");
+    assert_eq!(calls[0]["target"], "write");
+    assert_eq!(calls[0]["agent"], "bot");
+    assert_eq!(calls[0]["on_behalf_of"], "alice");
+    assert_eq!(calls[0]["task"], "t1");
+    assert_eq!(calls[0]["session"], "test");
+    assert_eq!(calls[2]["decision"], "allow");
+    assert_eq!(calls[2]["reasons"], json!(["write-internal-only"]));
+    assert_eq!(calls[2]["result_status"], "ok");
+    assert!(records.iter().any(|r| r["kind"] == "config_load"));
+}
+
+#[test]
+fn tools_list_shows_only_what_the_agent_could_call() {
+    let env = Env::new(POLICY);
+    let mut s = env.start();
+    let reply = s.call(json!({"jsonrpc":"2.0","id":5,"method":"tools/list"}));
+    let names: Vec<&str> = reply["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["echo", "write", "die", "slow"]);
+    s.finish();
+}
+
+#[test]
+fn malformed_frames_get_json_rpc_errors_and_are_never_forwarded() {
+    let env = Env::new(POLICY);
+    let mut s = env.start();
+    let cases: Vec<(Vec<u8>, i64)> = vec![
+        (b"{not json".to_vec(), -32700),
+        (b"[{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}]".to_vec(), -32600),
+        (b"\xff\xfe{}".to_vec(), -32700),
+        (
+            br#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"echo","name":"secret"}}"#.to_vec(),
+            -32700,
+        ),
+        (
+            br#"{"jsonrpc":"2.0","id":10,"method":"tools/call","method":"ping","params":{"name":"secret"}}"#.to_vec(),
+            -32700,
+        ),
+        (br#"{"jsonrpc":"1.0","id":11,"method":"ping"}"#.to_vec(), -32600),
+        (br#"{"jsonrpc":"2.0","id":12,"method":"ping","result":{}}"#.to_vec(), -32600),
+        (
+            br#"{"jsonrpc":"2.0","id":13,"method":"tools/call","params":{"name":"echo","arguments":{"n":9007199254740993}}}"#.to_vec(),
+            -32700,
+        ),
+    ];
+    for (i, (bytes, code)) in cases.iter().enumerate() {
+        s.send_raw(bytes);
+        let reply = s.next();
+        assert_eq!(error_code(&reply), *code, "case {i}: {reply}");
+        s.ping(1000 + i64::try_from(i).unwrap());
+    }
+    // An over-long frame (the config sets 64 KiB).
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":20,"method":"tools/call","params":{{"name":"echo","arguments":{{"m":"{}"}}}}}}"#,
+        "x".repeat(100_000)
+    );
+    s.send_raw(big.as_bytes());
+    let reply = s.next();
+    assert_eq!(error_code(&reply), -32600);
+    assert!(reply["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("exceeds the limit"));
+    s.ping(2000);
+    // An unknown method and a case variant of a known one are refused.
+    let reply =
+        s.call(json!({"jsonrpc":"2.0","id":21,"method":"Tools/Call","params":{"name":"secret"}}));
+    assert_eq!(error_code(&reply), -31002);
+    assert!(s.finish().success());
+
+    let received = env.received();
+    assert!(!received.contains("secret"), "forwarded: {received}");
+    assert!(
+        !received.contains("xxxx"),
+        "an over-long frame was forwarded"
+    );
+    assert!(!received.contains("9007199254740993"));
+    assert!(!received.contains("\"1.0\""));
+}
+
+#[test]
+fn upstream_death_fails_pending_calls_and_exits_non_zero() {
+    let env = Env::new(POLICY);
+    let mut s = env.start();
+    let reply = s.tool(1, "die", json!({}));
+    assert_eq!(error_code(&reply), -31003, "{reply}");
+    assert!(reply["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("exited"));
+    let status = wait_exit(&mut s.child);
+    assert_eq!(status.code(), Some(3));
+    let records = env.audit();
+    let call = records
+        .iter()
+        .find(|r| r["kind"] == "call" && r["target"] == "die")
+        .unwrap();
+    assert_eq!(call["result_status"], "upstream_died");
+}
+
+#[test]
+fn kill_9_loses_no_decision_that_was_acted_on() {
+    let env = Env::new(POLICY);
+    let mut s = env.start();
+    // "slow" holds the call at the server, so the gateway is killed with the call in flight.
+    s.send_raw(
+        json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow","arguments":{"marker":"m-4711"}}})
+            .to_string()
+            .as_bytes(),
+    );
+    let start = Instant::now();
+    while !env.received().contains("m-4711") {
+        assert!(start.elapsed() < WAIT, "the call never reached the server");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    s.child.kill().unwrap(); // SIGKILL
+    s.child.wait().unwrap();
+    let records = env.audit();
+    let call = records
+        .iter()
+        .find(|r| r["kind"] == "call" && r["target"] == "slow")
+        .expect("the forwarded call has no audit record");
+    assert_eq!(call["decision"], "allow");
+    let config = env.config();
+    let out = env.airlock(&["audit", "verify", "--config", config.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn check_reports_errors_with_file_line_col_and_exit_2() {
+    let env = Env::new(POLICY);
+    let config = env.config();
+    let ok = env.airlock(&["check", "--config", config.to_str().unwrap()]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let text = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        text.contains("allow-echo") && text.contains("bot"),
+        "{text}"
+    );
+
+    // An unknown key in the config.
+    let bad = env.dir.path().join("bad.toml");
+    std::fs::write(&bad, "[policy]\nfiles = [\"policy.cedar\"]\nfilez = 1\n").unwrap();
+    let out = env.airlock(&["check", "--config", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:3:1"), "{err}");
+
+    // A policy that does not validate against the schema (a typo in an attribute).
+    std::fs::write(
+        env.dir.path().join("policy.cedar"),
+        "permit (principal, action == Action::\"call_tool\", resource)\nwhen { context.argz has x };\n",
+    )
+    .unwrap();
+    let out = env.airlock(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("policy.cedar:2:"), "{err}");
+
+    // `run` refuses to start on the same error.
+    let out = Command::new(AIRLOCK)
+        .args([
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--agent",
+            "bot",
+            "--",
+            "true",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn audit_verify_detects_edits_and_truncation() {
+    let env = Env::new(POLICY);
+    let mut s = env.start();
+    for i in 0..4 {
+        s.tool(i, "echo", json!({"i": i}));
+    }
+    assert!(s.finish().success());
+    let config = env.config();
+    let verify = || env.airlock(&["audit", "verify", "--config", config.to_str().unwrap()]);
+    let out = verify();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("records intact"));
+
+    let db = rusqlite::Connection::open(env.dir.path().join("audit.db")).unwrap();
+    let sql = |q: &str| db.execute(q, []).unwrap();
+    // Truncate the tail: the anchor written at exit names a record that is gone.
+    sql("delete from records where seq = (select max(seq) from records)");
+    let out = verify();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("truncat"));
+    // Edit a decision in the middle.
+    sql("update records set decision = 'allow' where seq = 2");
+    let out = verify();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("first bad record: 2"));
+}
+
+#[test]
+fn demo_runs_and_every_step_goes_as_expected() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(AIRLOCK)
+        .args(["demo", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("every step went as expected"), "{text}");
+    assert!(text.contains("public forum posts: 0"), "{text}");
+    assert!(text.contains("ACL changes: 0"), "{text}");
+    assert!(text.contains("records intact"), "{text}");
+}

@@ -1,0 +1,575 @@
+//! The stdio gateway: agent ⇄ Airlock ⇄ upstream server.
+//!
+//! Two tasks move frames, one per direction, so that a slow reader on one side never stalls the
+//! other (two full pipes waiting on each other would deadlock). The agent→upstream task is the
+//! call path: frame → route → policy → audit (durable) → upstream. It judges every frame already
+//! buffered before it commits, so a burst of calls shares one SQLite commit (group commit). The
+//! upstream→agent task matches answers to requests, filters lists, and queues result records,
+//! which a third task commits off the hot path.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use airlock_audit::{AuditStore, NewRecord};
+use airlock_policy::PolicyEngine;
+use airlock_protocol::{
+    error_response, parse_frame, Frame, FrameKind, Id, Limits, INVALID_REQUEST,
+};
+use serde_json::json;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
+
+use crate::codes;
+use crate::filter::{filter_list, Filtered};
+use crate::judge::{base_record, judge_request, now_unix_ns, Expect, Judgement};
+use crate::lines::{Line, LineReader};
+use crate::route::notification_allowed;
+use crate::stdio::AgentIo;
+use crate::upstream::{shut_down, Upstream};
+use crate::{GatewayError, GatewayOptions, Identity, Outcome};
+
+/// The most frames judged before one audit commit.
+const MAX_BATCH: usize = 256;
+/// How long the upstream gets to exit after its stdin closes, before SIGTERM, then SIGKILL.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+type AgentWriter = Arc<tokio::sync::Mutex<Box<dyn AsyncWrite + Unpin + Send>>>;
+
+/// One request forwarded upstream and not yet answered.
+struct InFlight {
+    expect: Expect,
+    call_seq: Option<u64>,
+    started: Instant,
+    method: String,
+}
+
+/// State both directions share. Locks are held for microseconds and never across an await.
+struct Shared {
+    who: Identity,
+    opts: GatewayOptions,
+    policy: Arc<PolicyEngine>,
+    audit: Mutex<AuditStore>,
+    /// Agent requests in flight upstream, by id.
+    in_flight: Mutex<HashMap<Id, InFlight>>,
+    /// Server→agent requests (sampling, elicitation, roots) awaiting the agent's answer.
+    server_requests: Mutex<HashSet<Id>>,
+    /// Result records waiting for the background commit.
+    results: Mutex<Vec<NewRecord>>,
+    results_ready: Notify,
+    agent_out: AgentWriter,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain data behind; keep going with it.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Runs the gateway until the agent or the upstream goes away.
+pub(crate) async fn run(
+    opts: GatewayOptions,
+    policy: Arc<PolicyEngine>,
+    audit: AuditStore,
+    agent: AgentIo,
+    upstream: Upstream,
+) -> Result<Outcome, GatewayError> {
+    let Upstream {
+        mut child,
+        stdin,
+        stdout,
+        stderr,
+        pid,
+    } = upstream;
+    let shared = Arc::new(Shared {
+        who: opts.identity.clone(),
+        opts,
+        policy,
+        audit: Mutex::new(audit),
+        in_flight: Mutex::new(HashMap::new()),
+        server_requests: Mutex::new(HashSet::new()),
+        results: Mutex::new(Vec::new()),
+        results_ready: Notify::new(),
+        agent_out: Arc::new(tokio::sync::Mutex::new(agent.writer)),
+    });
+
+    let max = shared.opts.max_frame_bytes;
+    let mut to_upstream = tokio::spawn(agent_to_upstream(
+        shared.clone(),
+        LineReader::new(agent.reader, max),
+        stdin,
+    ));
+    let mut to_agent = tokio::spawn(upstream_to_agent(
+        shared.clone(),
+        LineReader::new(stdout, max),
+    ));
+    tokio::spawn(log_stderr(stderr));
+    let flusher = tokio::spawn(flush_results(shared.clone()));
+
+    let outcome = tokio::select! {
+        agent_done = &mut to_upstream => {
+            // The agent closed its side: the upstream's stdin is closed with the task; give the
+            // server time to answer what is in flight and exit, then end it.
+            if let Ok(Err(e)) = agent_done {
+                tracing::warn!(error = %e, "reading from the agent failed");
+            }
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, &mut to_agent).await;
+            let status = shut_down(&mut child, pid, SHUTDOWN_GRACE).await.ok();
+            tracing::info!(?status, "agent closed the session; upstream stopped");
+            Outcome::AgentClosed
+        }
+        _ = &mut to_agent => {
+            to_upstream.abort();
+            let status = shut_down(&mut child, pid, Duration::from_millis(500)).await.ok();
+            let status_text = status.map_or_else(|| "unknown status".to_string(), |s| s.to_string());
+            fail_in_flight(&shared, &format!("the upstream server exited ({status_text})")).await;
+            Outcome::UpstreamExited { status: status_text }
+        }
+    };
+    flusher.abort();
+    commit_results(&shared);
+    Ok(outcome)
+}
+
+// === agent → upstream: the call path ===
+
+async fn agent_to_upstream<R: AsyncRead + Unpin>(
+    shared: Arc<Shared>,
+    mut lines: LineReader<R>,
+    mut upstream_in: tokio::process::ChildStdin,
+) -> std::io::Result<()> {
+    let limits = Limits {
+        max_frame_bytes: shared.opts.max_frame_bytes,
+    };
+    let mut steps: Vec<Step> = Vec::new();
+    let mut records: Vec<NewRecord> = Vec::new();
+    while let Some(line) = lines.next_line().await? {
+        steps.clear();
+        records.clear();
+        steps.push(judge_line(&shared, &limits, line, &mut records));
+        while steps.len() < MAX_BATCH && lines.has_buffered_line() {
+            if let Some(line) = lines.next_line().await? {
+                steps.push(judge_line(&shared, &limits, line, &mut records));
+            }
+        }
+        // The decisions are durable before anything they allowed moves on.
+        let seqs = commit_decisions(&shared, &mut records);
+        let mut upstream_bytes = Vec::new();
+        let mut agent_bytes = Vec::new();
+        for step in steps.drain(..) {
+            match step {
+                Step::Forward { frame, id, record } => {
+                    let seq =
+                        record.and_then(|r| seqs.as_ref().ok().and_then(|s| s.get(r).copied()));
+                    if record.is_some() && seq.is_none() {
+                        // Fail closed: the decision could not be recorded.
+                        if let Some(id) = &id {
+                            lock(&shared.in_flight).remove(id);
+                        }
+                        let message = format!(
+                            "Airlock refused the call: the audit store could not record it ({})",
+                            seqs.as_ref().err().map_or("", String::as_str)
+                        );
+                        agent_bytes.extend(error_response(
+                            id.as_ref(),
+                            codes::AUDIT_UNAVAILABLE,
+                            &message,
+                            None,
+                        ));
+                        agent_bytes.push(b'\n');
+                        continue;
+                    }
+                    if let (Some(id), Some(seq)) = (&id, seq) {
+                        if let Some(entry) = lock(&shared.in_flight).get_mut(id) {
+                            entry.call_seq = Some(seq);
+                        }
+                    }
+                    upstream_bytes.extend_from_slice(frame.raw());
+                    upstream_bytes.push(b'\n');
+                }
+                Step::Reply {
+                    id,
+                    code,
+                    message,
+                    mut data,
+                    record,
+                } => {
+                    let seq =
+                        record.and_then(|r| seqs.as_ref().ok().and_then(|s| s.get(r).copied()));
+                    if let (Some(seq), Some(serde_json::Value::Object(map))) = (seq, data.as_mut())
+                    {
+                        if let Some(serde_json::Value::Object(inner)) = map.get_mut("airlock") {
+                            inner.insert("audit_seq".into(), json!(seq));
+                        }
+                    }
+                    agent_bytes.extend(error_response(id.as_ref(), code, &message, data));
+                    agent_bytes.push(b'\n');
+                }
+                Step::Drop => {}
+            }
+        }
+        if !upstream_bytes.is_empty() {
+            upstream_in.write_all(&upstream_bytes).await?;
+        }
+        if !agent_bytes.is_empty() {
+            write_agent(&shared, &agent_bytes).await?;
+        }
+    }
+    Ok(())
+}
+
+/// What to do with one line from the agent once the batch's audit commit is done.
+enum Step {
+    /// Forward the frame; `record` indexes the batch's audit records.
+    Forward {
+        frame: Frame,
+        id: Option<Id>,
+        record: Option<usize>,
+    },
+    /// Answer the agent with an error.
+    Reply {
+        id: Option<Id>,
+        code: i32,
+        message: String,
+        data: Option<serde_json::Value>,
+        record: Option<usize>,
+    },
+    Drop,
+}
+
+fn judge_line(shared: &Shared, limits: &Limits, line: Line, records: &mut Vec<NewRecord>) -> Step {
+    let bytes = match line {
+        Line::Frame(bytes) => bytes,
+        Line::TooLong(len) => {
+            tracing::warn!(len, "agent frame over the size limit refused");
+            return Step::Reply {
+                id: None,
+                code: INVALID_REQUEST,
+                message: format!(
+                    "frame of {len} bytes exceeds the limit of {} bytes",
+                    limits.max_frame_bytes
+                ),
+                data: None,
+                record: None,
+            };
+        }
+    };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Step::Drop;
+    }
+    let frame = match parse_frame(&bytes, limits) {
+        Ok(frame) => frame,
+        Err(e) => {
+            tracing::warn!(code = e.code, error = %e.message, "malformed frame from the agent refused");
+            return Step::Reply {
+                id: e.id.clone(),
+                code: e.code,
+                message: e.message,
+                data: None,
+                record: None,
+            };
+        }
+    };
+    let mut push = |r: Option<NewRecord>| {
+        r.map(|r| {
+            records.push(r);
+            records.len() - 1
+        })
+    };
+    match frame.kind().clone() {
+        FrameKind::Request { id, method } => {
+            if lock(&shared.in_flight).contains_key(&id) {
+                return Step::Reply {
+                    id: Some(id),
+                    code: codes::DUPLICATE_ID,
+                    message:
+                        "Airlock refused the request: a request with this id is already in flight"
+                            .into(),
+                    data: None,
+                    record: None,
+                };
+            }
+            match judge_request(
+                &shared.policy,
+                &shared.who,
+                &shared.opts.allow_methods,
+                &frame,
+                &id,
+                &method,
+            ) {
+                Judgement::Forward { expect, record } => {
+                    lock(&shared.in_flight).insert(
+                        id.clone(),
+                        InFlight {
+                            expect,
+                            call_seq: None,
+                            started: Instant::now(),
+                            method,
+                        },
+                    );
+                    Step::Forward {
+                        frame,
+                        id: Some(id),
+                        record: push(record),
+                    }
+                }
+                Judgement::Refuse {
+                    code,
+                    message,
+                    data,
+                    record,
+                } => {
+                    tracing::info!(%method, %message, "request refused");
+                    Step::Reply {
+                        id: Some(id),
+                        code,
+                        message,
+                        data,
+                        record: push(record),
+                    }
+                }
+            }
+        }
+        FrameKind::Notification { method } => {
+            if notification_allowed(&method) {
+                Step::Forward {
+                    frame,
+                    id: None,
+                    record: None,
+                }
+            } else {
+                tracing::warn!(%method, "notification from the agent dropped: not one Airlock passes");
+                Step::Drop
+            }
+        }
+        FrameKind::Response { id } | FrameKind::ErrorResponse { id: Some(id) } => {
+            // Only answers to requests the server actually sent reach it.
+            if lock(&shared.server_requests).remove(&id) {
+                Step::Forward {
+                    frame,
+                    id: None,
+                    record: None,
+                }
+            } else {
+                tracing::warn!(%id, "answer from the agent to no pending server request dropped");
+                Step::Drop
+            }
+        }
+        FrameKind::ErrorResponse { id: None } => {
+            tracing::warn!("error without an id from the agent dropped");
+            Step::Drop
+        }
+    }
+}
+
+/// Commits the batch's decision records; returns each record's sequence number.
+fn commit_decisions(shared: &Shared, records: &mut Vec<NewRecord>) -> Result<Vec<u64>, String> {
+    if records.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Result records waiting for the background commit ride along in the same transaction.
+    let pending_results: Vec<NewRecord> = std::mem::take(&mut *lock(&shared.results));
+    let n = records.len();
+    records.extend(pending_results);
+    let appended = lock(&shared.audit).append(records);
+    match appended {
+        Ok(appended) => Ok(appended.iter().take(n).map(|a| a.seq).collect()),
+        Err(e) => {
+            tracing::error!(error = %e, "audit append failed; refusing the batch");
+            Err(e.to_string())
+        }
+    }
+}
+
+// === upstream → agent ===
+
+async fn upstream_to_agent<R: AsyncRead + Unpin>(
+    shared: Arc<Shared>,
+    mut lines: LineReader<R>,
+) -> std::io::Result<()> {
+    let limits = Limits {
+        max_frame_bytes: shared.opts.max_frame_bytes,
+    };
+    while let Some(line) = lines.next_line().await? {
+        let bytes = match line {
+            Line::Frame(bytes) => bytes,
+            Line::TooLong(len) => {
+                tracing::warn!(len, "upstream frame over the size limit dropped");
+                continue;
+            }
+        };
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let frame = match parse_frame(&bytes, &limits) {
+            Ok(frame) => frame,
+            Err(e) => {
+                tracing::warn!(error = %e.message, "malformed frame from the upstream dropped");
+                if let Some(id) = &e.id {
+                    let entry = lock(&shared.in_flight).remove(id);
+                    if let Some(entry) = entry {
+                        queue_result(&shared, id, &entry, "error");
+                        let message =
+                            format!("the upstream server sent a malformed answer: {}", e.message);
+                        let out = error_line(Some(id), codes::UPSTREAM_UNAVAILABLE, &message);
+                        write_agent(&shared, &out).await?;
+                    }
+                }
+                continue;
+            }
+        };
+        let out = match frame.kind() {
+            FrameKind::Response { id } | FrameKind::ErrorResponse { id: Some(id) } => {
+                let Some(entry) = lock(&shared.in_flight).remove(id) else {
+                    tracing::warn!(%id, "upstream answered no request in flight; dropped");
+                    continue;
+                };
+                answer_for_agent(&shared, &frame, id, &entry)
+            }
+            FrameKind::Request { id, .. } => {
+                lock(&shared.server_requests).insert(id.clone());
+                with_newline(frame.raw())
+            }
+            FrameKind::Notification { .. } | FrameKind::ErrorResponse { id: None } => {
+                with_newline(frame.raw())
+            }
+        };
+        write_agent(&shared, &out).await?;
+    }
+    Ok(())
+}
+
+/// The bytes the agent gets for an answer to one of its requests.
+fn answer_for_agent(shared: &Shared, frame: &Frame, id: &Id, entry: &InFlight) -> Vec<u8> {
+    let is_error = matches!(frame.kind(), FrameKind::ErrorResponse { .. });
+    match &entry.expect {
+        Expect::Act { .. } => {
+            let status = if is_error {
+                "error"
+            } else if frame
+                .result()
+                .and_then(|r| r.get("isError"))
+                .and_then(serde_json::Value::as_bool)
+                == Some(true)
+            {
+                "is_error"
+            } else {
+                "ok"
+            };
+            queue_result(shared, id, entry, status);
+            with_newline(frame.raw())
+        }
+        Expect::List(kind) => {
+            match filter_list(&shared.policy, &shared.who, *kind, frame.value()) {
+                Filtered::Unchanged => with_newline(frame.raw()),
+                Filtered::Rewritten(mut bytes) => {
+                    bytes.push(b'\n');
+                    bytes
+                }
+                Filtered::Malformed(why) => {
+                    tracing::warn!(why, "malformed list answer from the upstream");
+                    error_line(
+                        Some(id),
+                        codes::UPSTREAM_UNAVAILABLE,
+                        &format!("the upstream server sent a malformed list: {why}"),
+                    )
+                }
+            }
+        }
+        Expect::Plain => with_newline(frame.raw()),
+    }
+}
+
+fn queue_result(shared: &Shared, id: &Id, entry: &InFlight, status: &str) {
+    let Expect::Act { target } = &entry.expect else {
+        return;
+    };
+    let mut record = base_record(
+        &shared.who,
+        &shared.policy,
+        &entry.method,
+        Some(target),
+        Some(id),
+    );
+    record.kind = "result".into();
+    record.ref_seq = entry.call_seq;
+    record.status = Some(status.to_string());
+    record.duration_us =
+        Some(u64::try_from(entry.started.elapsed().as_micros()).unwrap_or(u64::MAX));
+    lock(&shared.results).push(record);
+    shared.results_ready.notify_one();
+}
+
+/// Commits queued result records when the runtime is otherwise idle.
+async fn flush_results(shared: Arc<Shared>) {
+    loop {
+        shared.results_ready.notified().await;
+        // Let the frame that queued the record go out first.
+        tokio::task::yield_now().await;
+        commit_results(&shared);
+    }
+}
+
+fn commit_results(shared: &Shared) {
+    let records: Vec<NewRecord> = std::mem::take(&mut *lock(&shared.results));
+    if records.is_empty() {
+        return;
+    }
+    if let Err(e) = lock(&shared.audit).append(&records) {
+        tracing::error!(error = %e, count = records.len(), "audit append of result records failed");
+    }
+}
+
+/// Answers every request still in flight with an error: the upstream is gone.
+async fn fail_in_flight(shared: &Shared, why: &str) {
+    let entries: Vec<(Id, InFlight)> = lock(&shared.in_flight).drain().collect();
+    let mut out = Vec::new();
+    for (id, entry) in &entries {
+        queue_result(shared, id, entry, "upstream_died");
+        out.extend(error_line(
+            Some(id),
+            codes::UPSTREAM_UNAVAILABLE,
+            &format!("Airlock could not complete `{}`: {why}", entry.method),
+        ));
+    }
+    if !out.is_empty() {
+        let _ = write_agent(shared, &out).await;
+    }
+    let mut record = base_record(&shared.who, &shared.policy, "upstream/exit", None, None);
+    record.kind = "upstream_exit".into();
+    record.status = Some("upstream_died".into());
+    record.time_unix_ns = now_unix_ns();
+    record.detail = Some(json!({ "why": why, "failed_requests": entries.len() }));
+    lock(&shared.results).push(record);
+}
+
+async fn write_agent(shared: &Shared, bytes: &[u8]) -> std::io::Result<()> {
+    let mut out = shared.agent_out.lock().await;
+    out.write_all(bytes).await?;
+    out.flush().await
+}
+
+fn with_newline(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len() + 1);
+    out.extend_from_slice(raw);
+    out.push(b'\n');
+    out
+}
+
+fn error_line(id: Option<&Id>, code: i32, message: &str) -> Vec<u8> {
+    let mut out = error_response(id, code, message, None);
+    out.push(b'\n');
+    out
+}
+
+/// The upstream's stderr is its log: it goes to Airlock's log, never to the agent.
+async fn log_stderr(stderr: tokio::process::ChildStderr) {
+    let mut lines = LineReader::new(stderr, 64 * 1024);
+    while let Ok(Some(line)) = lines.next_line().await {
+        match line {
+            Line::Frame(bytes) => {
+                tracing::info!(target: "upstream", "{}", String::from_utf8_lossy(&bytes));
+            }
+            Line::TooLong(len) => tracing::info!(target: "upstream", "[{len} bytes of stderr]"),
+        }
+    }
+}

@@ -1,0 +1,446 @@
+//! The loaded policy set and its two questions: `decide` and `visible`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use cedar_policy::{
+    AuthorizationError, Authorizer, Context, Decision as CedarDecision, Effect, Entities, Policy,
+    PolicyId, Request, Response, RestrictedExpression, Schema,
+};
+use sha2::{Digest, Sha256};
+
+use crate::args::{args_record, Shape};
+use crate::entities::{base_entities, check_server_name, Kind, Types};
+use crate::load::{self, Loaded};
+use crate::slice::{Buckets, Slice, SliceCache};
+use crate::{
+    Action, CallRequest, Decision, EntityModel, KnownTargets, PolicyError, PolicyInfo, PolicyRef,
+    PolicySources, NO_PERMIT, SHIPPED_SCHEMA, UNKNOWN_AGENT,
+};
+
+/// The file name the shipped schema is reported under.
+const SHIPPED_SCHEMA_NAME: &str = "<shipped airlock.cedarschema>";
+
+/// A validated policy set, ready to answer. `Send + Sync`; share it in an `Arc`.
+#[derive(Debug)]
+pub struct PolicyEngine {
+    types: Types,
+    schema: Schema,
+    /// The schema's context type per action (index = `Action as usize`).
+    context_shapes: [Option<Shape>; 3],
+    base: Entities,
+    pub(crate) model: EntityModel,
+    agents: HashSet<String>,
+    pub(crate) loaded: Vec<Loaded>,
+    decide_policies: Vec<Policy>,
+    /// Each policy's visibility version (`None`: it can only forbid sometimes).
+    visible_policies: Vec<Option<Policy>>,
+    by_id: HashMap<String, usize>,
+    buckets: Buckets,
+    cache: SliceCache,
+    digest: String,
+    pub(crate) validation_warnings: Vec<String>,
+    authorizer: Authorizer,
+}
+
+impl PolicyEngine {
+    /// Reads the schema (or uses the shipped one) and the policy files, and
+    /// builds the engine for `model`.
+    pub fn load(src: &PolicySources, model: &EntityModel) -> Result<PolicyEngine, PolicyError> {
+        let (schema_name, schema_text) = match &src.schema {
+            Some(path) => (path.display().to_string(), load::read(path)?),
+            None => (SHIPPED_SCHEMA_NAME.to_owned(), SHIPPED_SCHEMA.to_owned()),
+        };
+        let mut files = Vec::new();
+        for path in load::expand_files(&src.files)? {
+            files.push((path.display().to_string(), load::read(&path)?));
+        }
+        Self::build(&schema_name, &schema_text, &files, model)
+    }
+
+    /// Builds the engine from texts: `policies` are `(file name, text)` pairs.
+    pub fn from_texts(
+        schema: &str,
+        policies: &[(String, String)],
+        model: &EntityModel,
+    ) -> Result<PolicyEngine, PolicyError> {
+        Self::build("<schema>", schema, policies, model)
+    }
+
+    fn build(
+        schema_name: &str,
+        schema_text: &str,
+        files: &[(String, String)],
+        model: &EntityModel,
+    ) -> Result<PolicyEngine, PolicyError> {
+        let parsed = load::parse_schema(schema_name, schema_text)?;
+        let loaded = load::parse_and_validate(&parsed.schema, files)?;
+        let validation_warnings = load::validation_warnings(&parsed.schema, &loaded);
+        let types = Types::new()?;
+        let base = base_entities(&types, model, &parsed.schema)?;
+        let decide_policies: Vec<Policy> = loaded.iter().map(|l| l.policy.clone()).collect();
+        let visible_policies = decide_policies
+            .iter()
+            .map(visibility_policy)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|m| PolicyError::whole("<policies>", m))?;
+        let by_id = loaded
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.meta.id.clone(), i))
+            .collect();
+        let context_shapes = [Action::CallTool, Action::ReadResource, Action::GetPrompt]
+            .map(|a| Shape::context_of(&parsed.json, a.as_str()));
+        Ok(PolicyEngine {
+            types,
+            context_shapes,
+            base,
+            agents: model.agents.iter().map(|a| a.id.clone()).collect(),
+            model: model.clone(),
+            buckets: Buckets::new(&decide_policies),
+            decide_policies,
+            visible_policies,
+            by_id,
+            loaded,
+            cache: SliceCache::default(),
+            digest: digest(schema_text, files),
+            validation_warnings,
+            authorizer: Authorizer::new(),
+            schema: parsed.schema,
+        })
+    }
+
+    /// Authorizes one call. Never fails: every problem is a [`Decision::Deny`].
+    pub fn decide(&self, req: &CallRequest<'_>) -> Decision {
+        match self.slice_for(req.agent, req.action, req.server, req.name) {
+            Ok(slice) => self.decide_in(&slice, req),
+            Err(message) => deny(message),
+        }
+    }
+
+    /// Could `agent` ever be allowed `action` on this target, whatever the
+    /// arguments? Conservative: true when some permit's scope matches and no
+    /// unconditional forbid does (see [`visibility_policy`]).
+    pub fn visible(&self, agent: &str, action: Action, server: &str, name: &str) -> bool {
+        let Ok(slice) = self.slice_for(agent, action, server, name) else {
+            return false;
+        };
+        let principal = self.types.uid(Kind::Agent, agent);
+        let Ok(request) = Request::new(
+            principal,
+            self.types.action(action),
+            slice.resource.clone(),
+            Context::empty(),
+            None,
+        ) else {
+            return false;
+        };
+        let response = self
+            .authorizer
+            .is_authorized(&request, &slice.visible, &slice.entities);
+        response.decision() == CedarDecision::Allow && response.diagnostics().errors().next().is_none()
+    }
+
+    /// SHA-256 (hex) over the schema text and each policy file's name and
+    /// text, in load order, each length-prefixed.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// Every loaded policy, in load order.
+    pub fn policies(&self) -> Vec<PolicyInfo> {
+        self.loaded
+            .iter()
+            .map(|l| PolicyInfo {
+                id: l.meta.id.clone(),
+                effect: effect_str(l.meta.effect),
+                location: l.meta.location.clone(),
+                reason: l.meta.reason.clone(),
+                approval: l.meta.approval.clone(),
+            })
+            .collect()
+    }
+
+    /// Checks the unknown agent and server name, then finds or builds the slice.
+    fn slice_for(
+        &self,
+        agent: &str,
+        action: Action,
+        server: &str,
+        name: &str,
+    ) -> Result<Arc<Slice>, String> {
+        if !self.agents.contains(agent) {
+            return Err(UNKNOWN_AGENT.to_owned());
+        }
+        check_server_name(server)?;
+        self.cache
+            .get_or_build(action, server, name, || self.build_slice(action, server, name, None))
+    }
+
+    /// The slice for one target: the buckets that can apply, or `only`.
+    fn build_slice(
+        &self,
+        action: Action,
+        server: &str,
+        name: &str,
+        only: Option<&[usize]>,
+    ) -> Result<Slice, String> {
+        let (resource, extra) = self.types.target(action, server, name);
+        let indices = match only {
+            Some(all) => all.to_vec(),
+            None => self.buckets.for_target(server, &resource),
+        };
+        let policies = cedar_policy::PolicySet::from_policies(
+            indices.iter().filter_map(|&i| self.decide_policies.get(i).cloned()),
+        )
+        .map_err(|e| format!("building the policy slice: {e}"))?;
+        let visible = cedar_policy::PolicySet::from_policies(
+            indices
+                .iter()
+                .filter_map(|&i| self.visible_policies.get(i).cloned().flatten()),
+        )
+        .map_err(|e| format!("building the visibility slice: {e}"))?;
+        let entities = self
+            .base
+            .clone()
+            .add_entities(extra, Some(&self.schema))
+            .map_err(|e| format!("adding the target entity: {e}"))?;
+        Ok(Slice {
+            policies,
+            visible,
+            entities,
+            resource,
+        })
+    }
+
+    fn decide_in(&self, slice: &Slice, req: &CallRequest<'_>) -> Decision {
+        let first = match self.evaluate(slice, req, req.approval_granted) {
+            Ok(r) => r,
+            Err(message) => return deny(message),
+        };
+        let decision = self.classify(&first);
+        if req.approval_granted {
+            return decision;
+        }
+        match decision {
+            Decision::Deny { reasons, errors }
+                if errors.is_empty()
+                    && !reasons.is_empty()
+                    && reasons.iter().all(|r| r.approval.is_some()) =>
+            {
+                // Hold only what approval would unblock: with `granted` the
+                // call must be allowed, else a human would approve in vain.
+                match self.evaluate(slice, req, true).map(|r| self.classify(&r)) {
+                    Ok(Decision::Allow { .. }) => Decision::NeedsApproval { reasons },
+                    Ok(other) => other,
+                    Err(message) => deny(message),
+                }
+            }
+            other => other,
+        }
+    }
+
+    fn evaluate(
+        &self,
+        slice: &Slice,
+        req: &CallRequest<'_>,
+        granted: bool,
+    ) -> Result<Response, String> {
+        let shape = self.context_shapes[action_index(req.action)].as_ref();
+        let args = args_record(req.args, shape.and_then(|s| s.attr("args")))?;
+        let record = |pairs: Vec<(String, RestrictedExpression)>| {
+            RestrictedExpression::new_record(pairs).map_err(|e| e.to_string())
+        };
+        let mut pairs = vec![
+            ("args".to_owned(), args),
+            (
+                "session".to_owned(),
+                record(vec![(
+                    "id".to_owned(),
+                    RestrictedExpression::new_string(req.session.to_owned()),
+                )])?,
+            ),
+            (
+                "approval".to_owned(),
+                record(vec![(
+                    "granted".to_owned(),
+                    RestrictedExpression::new_bool(granted),
+                )])?,
+            ),
+        ];
+        // A user schema may leave some of these out; strict validation means
+        // no policy reads what the schema does not declare.
+        if let Some(Shape::Record(attrs)) = shape {
+            pairs.retain(|(k, _)| attrs.contains_key(k));
+        }
+        let context = Context::from_pairs(pairs).map_err(|e| format!("building the context: {e}"))?;
+        let request = Request::new(
+            self.types.uid(Kind::Agent, req.agent),
+            self.types.action(req.action),
+            slice.resource.clone(),
+            context,
+            Some(&self.schema),
+        )
+        .map_err(|e| format!("the call does not fit the schema: {e}"))?;
+        Ok(self
+            .authorizer
+            .is_authorized(&request, &slice.policies, &slice.entities))
+    }
+
+    /// Cedar's response → Airlock's decision (without the approval step).
+    fn classify(&self, response: &Response) -> Decision {
+        let diagnostics = response.diagnostics();
+        let mut failed = Vec::new();
+        let mut errors = Vec::new();
+        for e in diagnostics.errors() {
+            match e {
+                AuthorizationError::PolicyEvaluationError(e) => {
+                    failed.push(self.policy_ref(e.policy_id()));
+                    errors.push(format!("policy {}: {}", e.policy_id(), e.inner()));
+                }
+            }
+        }
+        if !errors.is_empty() {
+            // Cedar skipped these policies; a skipped forbid must not allow.
+            return Decision::Deny {
+                reasons: failed,
+                errors,
+            };
+        }
+        let reasons: Vec<PolicyRef> = diagnostics.reason().map(|id| self.policy_ref(id)).collect();
+        match response.decision() {
+            CedarDecision::Allow => Decision::Allow { reasons },
+            CedarDecision::Deny if reasons.is_empty() => Decision::Deny {
+                reasons,
+                errors: vec![NO_PERMIT.to_owned()],
+            },
+            CedarDecision::Deny => Decision::Deny {
+                reasons,
+                errors: Vec::new(),
+            },
+        }
+    }
+
+    fn policy_ref(&self, id: &PolicyId) -> PolicyRef {
+        match self.by_id.get(AsRef::<str>::as_ref(id)).and_then(|&i| self.loaded.get(i)) {
+            Some(l) => PolicyRef {
+                id: l.meta.id.clone(),
+                reason: l.meta.reason.clone(),
+                approval: l.meta.approval.clone(),
+                location: l.meta.location.clone(),
+            },
+            None => PolicyRef {
+                id: id.to_string(),
+                reason: None,
+                approval: None,
+                location: String::new(),
+            },
+        }
+    }
+
+    /// `decide` against the whole, unsliced policy set (slicing soundness tests).
+    #[cfg(test)]
+    pub(crate) fn decide_unsliced(&self, req: &CallRequest<'_>) -> Decision {
+        if !self.agents.contains(req.agent) {
+            return deny(UNKNOWN_AGENT.to_owned());
+        }
+        let all: Vec<usize> = (0..self.decide_policies.len()).collect();
+        match self.build_slice(req.action, req.server, req.name, Some(&all)) {
+            Ok(slice) => self.decide_in(&slice, req),
+            Err(m) => deny(m),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn cached_slices(&self) -> usize {
+        self.cache.len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn slice_size(&self, action: Action, server: &str, name: &str) -> usize {
+        self.build_slice(action, server, name, None)
+            .map_or(0, |s| s.policies.policies().count())
+    }
+
+    pub(crate) fn kinds_of_literals(&self) -> impl Iterator<Item = (&Loaded, Kind, String)> + '_ {
+        self.loaded.iter().flat_map(|l| {
+            l.policy.entity_literals().into_iter().filter_map(move |uid| {
+                let kind = Kind::of(&uid.type_name().to_string())?;
+                Some((l, kind, uid.id().unescaped().to_owned()))
+            })
+        })
+    }
+}
+
+fn action_index(action: Action) -> usize {
+    match action {
+        Action::CallTool => 0,
+        Action::ReadResource => 1,
+        Action::GetPrompt => 2,
+    }
+}
+
+fn deny(message: String) -> Decision {
+    Decision::Deny {
+        reasons: Vec::new(),
+        errors: vec![message],
+    }
+}
+
+fn effect_str(effect: Effect) -> &'static str {
+    match effect {
+        Effect::Permit => "permit",
+        Effect::Forbid => "forbid",
+    }
+}
+
+/// The policy's version for `visible`: a permit with its `when`/`unless`
+/// conditions removed (it might apply, whatever the arguments), a forbid only
+/// if it has no conditions (it always applies when its scope matches).
+/// Evaluated with an empty context, "Allow" then means "some call could be
+/// allowed" — an over-approximation, so a callable tool is never hidden.
+fn visibility_policy(policy: &Policy) -> Result<Option<Policy>, String> {
+    match policy.effect() {
+        Effect::Forbid if policy.has_non_scope_constraint() => Ok(None),
+        Effect::Forbid => Ok(Some(policy.clone())),
+        Effect::Permit => {
+            let mut json = policy
+                .to_json()
+                .map_err(|e| format!("policy {}: {e}", policy.id()))?;
+            if let Some(obj) = json.as_object_mut() {
+                obj.insert("conditions".to_owned(), serde_json::Value::Array(Vec::new()));
+            }
+            Policy::from_json(Some(policy.id().clone()), json)
+                .map(Some)
+                .map_err(|e| format!("policy {}: {e}", policy.id()))
+        }
+    }
+}
+
+/// Length-prefixed so that moving bytes between name and text changes it.
+fn digest(schema: &str, files: &[(String, String)]) -> String {
+    let mut h = Sha256::new();
+    let mut part = |bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    part(schema.as_bytes());
+    for (name, text) in files {
+        part(name.as_bytes());
+        part(text.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+impl PolicyEngine {
+    /// Problems worth showing at `airlock check`: policies naming targets or
+    /// principals that do not exist, an empty policy set, Cedar's validation
+    /// warnings.
+    pub fn warnings(&self, known: &KnownTargets) -> Vec<String> {
+        crate::warnings::warnings(self, known)
+    }
+}
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

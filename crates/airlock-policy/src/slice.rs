@@ -1,0 +1,130 @@
+//! Slicing the policy set by resource so a decision evaluates only the
+//! policies that can apply to its target.
+//!
+//! Soundness rests on the fixed entity hierarchy: a target `Tool::"s/t"` (or
+//! `Resource`/`Prompt`) has exactly one parent, `Server::"s"`, and nothing
+//! below it. So a policy whose resource scope is `== X` / `in X` / `is T in X`
+//! with `X` a target can only match that target, and with `X = Server::"s"`
+//! only targets of server `s`. Every other policy (unconstrained, `is T`,
+//! scopes on other types) goes to the global bucket and is always evaluated.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use cedar_policy::{Entities, EntityUid, Policy, PolicySet, ResourceConstraint};
+
+use crate::entities::Kind;
+use crate::Action;
+
+/// Targets whose slices are kept; past this, slices are built per call (an
+/// agent inventing tool names must not grow memory without bound).
+const MAX_CACHED_SLICES: usize = 8192;
+
+/// Policy indices by the resource their scope pins.
+#[derive(Debug, Default)]
+pub(crate) struct Buckets {
+    global: Vec<usize>,
+    servers: HashMap<String, Vec<usize>>,
+    targets: HashMap<EntityUid, Vec<usize>>,
+}
+
+impl Buckets {
+    pub(crate) fn new<'a>(policies: impl IntoIterator<Item = &'a Policy>) -> Self {
+        let mut b = Buckets::default();
+        for (i, p) in policies.into_iter().enumerate() {
+            let pinned = match p.resource_constraint() {
+                ResourceConstraint::Eq(uid)
+                | ResourceConstraint::In(uid)
+                | ResourceConstraint::IsIn(_, uid) => Some(uid),
+                ResourceConstraint::Any | ResourceConstraint::Is(_) => None,
+            };
+            match pinned.as_ref().map(|u| (Kind::of(&u.type_name().to_string()), u)) {
+                Some((Some(Kind::Server), uid)) => {
+                    b.servers.entry(uid.id().unescaped().to_owned()).or_default().push(i);
+                }
+                Some((Some(Kind::Tool | Kind::Resource | Kind::Prompt), uid)) => {
+                    b.targets.entry(uid.clone()).or_default().push(i);
+                }
+                _ => b.global.push(i),
+            }
+        }
+        b
+    }
+
+    /// Indices of the policies that can apply to `target` of `server`, in order.
+    pub(crate) fn for_target(&self, server: &str, target: &EntityUid) -> Vec<usize> {
+        let mut out: BTreeSet<usize> = self.global.iter().copied().collect();
+        out.extend(self.servers.get(server).into_iter().flatten());
+        out.extend(self.targets.get(target).into_iter().flatten());
+        out.into_iter().collect()
+    }
+}
+
+/// Everything one target's decisions need.
+#[derive(Debug)]
+pub(crate) struct Slice {
+    /// The policies that can apply, for `decide`.
+    pub(crate) policies: PolicySet,
+    /// Their visibility versions (see `engine::visibility_policy`).
+    pub(crate) visible: PolicySet,
+    /// The model's entities plus the target and its server.
+    pub(crate) entities: Entities,
+    pub(crate) resource: EntityUid,
+}
+
+/// server → name → slice.
+type ByServer = HashMap<String, HashMap<String, Arc<Slice>>>;
+
+/// Builds slices on demand and keeps them per (action, server, name).
+#[derive(Debug, Default)]
+pub(crate) struct SliceCache {
+    // action → server → name: lookups by `&str` without allocating a key.
+    map: RwLock<[ByServer; 3]>,
+}
+
+fn action_index(action: Action) -> usize {
+    match action {
+        Action::CallTool => 0,
+        Action::ReadResource => 1,
+        Action::GetPrompt => 2,
+    }
+}
+
+impl SliceCache {
+    /// The cached slice, or `build()` it (and cache it while there is room).
+    pub(crate) fn get_or_build(
+        &self,
+        action: Action,
+        server: &str,
+        name: &str,
+        build: impl FnOnce() -> Result<Slice, String>,
+    ) -> Result<Arc<Slice>, String> {
+        let a = action_index(action);
+        {
+            // A panic elsewhere cannot leave a half-built entry (entries are
+            // inserted whole), so a poisoned lock is still usable.
+            let map = self.map.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(s) = map[a].get(server).and_then(|m| m.get(name)) {
+                return Ok(Arc::clone(s));
+            }
+        }
+        let slice = Arc::new(build()?);
+        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
+        let cached: usize = map.iter().flat_map(|m| m.values()).map(HashMap::len).sum();
+        if cached < MAX_CACHED_SLICES {
+            let entry = map[a]
+                .entry(server.to_owned())
+                .or_default()
+                .entry(name.to_owned())
+                .or_insert_with(|| Arc::clone(&slice));
+            return Ok(Arc::clone(entry));
+        }
+        Ok(slice)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        let map = self.map.read().unwrap_or_else(PoisonError::into_inner);
+        map.iter().flat_map(|m| m.values()).map(HashMap::len).sum()
+    }
+}

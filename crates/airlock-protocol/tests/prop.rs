@@ -1,0 +1,211 @@
+//! Property tests for the frame parser and canonical JSON.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use airlock_protocol::{
+    canonical_json, digest_json, error_response, parse_frame, Limits, INVALID_REQUEST, PARSE_ERROR,
+};
+use proptest::prelude::*;
+use serde_json::{Map, Value};
+
+const MAX_SAFE: i64 = (1 << 53) - 1;
+
+/// Keys with no upper case and nothing that folds, so that distinct keys
+/// never collide under the parser's case rule.
+fn key() -> impl Strategy<Value = String> {
+    "[a-z0-9_é😀\u{e000}/ $.-]{0,6}"
+}
+
+fn leaf() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        (-MAX_SAFE..=MAX_SAFE).prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |x| x.is_finite())
+            .prop_map(Value::from),
+        any::<String>().prop_map(Value::String),
+    ]
+}
+
+fn json_value() -> impl Strategy<Value = Value> {
+    leaf().prop_recursive(4, 64, 8, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+            prop::collection::btree_map(key(), inner, 0..8)
+                .prop_map(|m| Value::Object(m.into_iter().collect::<Map<_, _>>())),
+        ]
+    })
+}
+
+fn json_object() -> impl Strategy<Value = Value> {
+    prop::collection::btree_map(key(), json_value(), 0..8)
+        .prop_map(|m| Value::Object(m.into_iter().collect()))
+}
+
+fn id() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        (-MAX_SAFE..=MAX_SAFE).prop_map(Value::from),
+        any::<String>().prop_map(Value::String),
+    ]
+}
+
+/// Any valid JSON-RPC message: request, notification, response, error.
+fn frame_value() -> impl Strategy<Value = Value> {
+    (0..4u8, id(), any::<String>(), json_object(), json_value(), any::<bool>()).prop_map(
+        |(kind, id, method, params, result, with_params)| {
+            let mut m = Map::new();
+            m.insert("jsonrpc".into(), "2.0".into());
+            match kind {
+                0 | 1 => {
+                    if kind == 0 {
+                        m.insert("id".into(), id);
+                    }
+                    m.insert("method".into(), method.into());
+                    if with_params {
+                        m.insert("params".into(), params);
+                    }
+                }
+                2 => {
+                    m.insert("id".into(), id);
+                    m.insert("result".into(), result);
+                }
+                _ => {
+                    m.insert("id".into(), if with_params { id } else { Value::Null });
+                    let mut e = Map::new();
+                    e.insert("code".into(), (-32601).into());
+                    e.insert("message".into(), method.into());
+                    e.insert("data".into(), result);
+                    m.insert("error".into(), Value::Object(e));
+                }
+            }
+            Value::Object(m)
+        },
+    )
+}
+
+/// A JSON string literal for `s` with every character as a `\u` escape.
+fn escaped_everywhere(s: &str) -> String {
+    let mut out = String::from("\"");
+    for unit in s.encode_utf16() {
+        out.push_str(&format!("\\u{unit:04x}"));
+    }
+    out.push('"');
+    out
+}
+
+fn object_text(entries: &[(String, String)]) -> String {
+    let body: Vec<String> = entries.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+    format!("{{{}}}", body.join(","))
+}
+
+fn lit(v: &impl serde::Serialize) -> String {
+    serde_json::to_string(v).unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// (1) Every valid frame serde_json writes is read back as the same value.
+    #[test]
+    fn valid_frames_round_trip(v in frame_value(), crlf in any::<bool>()) {
+        let mut bytes = serde_json::to_vec(&v).unwrap();
+        let raw_len = bytes.len();
+        bytes.extend_from_slice(if crlf { b"\r\n" } else { b"\n" });
+        let frame = parse_frame(&bytes, &Limits::default())
+            .unwrap_or_else(|e| panic!("refused {}: {e}", String::from_utf8_lossy(&bytes)));
+        prop_assert_eq!(frame.value(), &v);
+        prop_assert_eq!(frame.raw(), &bytes[..raw_len]);
+    }
+
+    /// (2) Arbitrary bytes never panic and only give the two parse codes.
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+        check_any(&bytes);
+    }
+
+    /// (2b) Nor do small corruptions of valid frames, which reach deeper.
+    #[test]
+    fn corrupted_frames_never_panic(
+        v in frame_value(),
+        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0..3u8), 1..4),
+    ) {
+        let mut bytes = serde_json::to_vec(&v).unwrap();
+        for (at, byte, op) in edits {
+            let i = at.index(bytes.len() + 1);
+            match op {
+                0 if i < bytes.len() => bytes[i] = byte,
+                1 => bytes.insert(i, byte),
+                _ if i < bytes.len() => { bytes.remove(i); }
+                _ => {}
+            }
+        }
+        check_any(&bytes);
+    }
+
+    /// (3) Canonical JSON is a fixed point: reading it back and writing it
+    /// again gives the same bytes.
+    #[test]
+    fn canonical_json_is_idempotent(v in json_value()) {
+        let once = canonical_json(&v);
+        let back: Value = serde_json::from_slice(&once).unwrap();
+        prop_assert_eq!(canonical_json(&back), once);
+    }
+
+    /// (3b) The order in which keys were written does not change the digest.
+    #[test]
+    fn key_order_does_not_change_the_digest(
+        (entries, shuffled) in prop::collection::btree_map(key(), json_value(), 1..10)
+            .prop_map(|m| m.into_iter().map(|(k, v)| (lit(&k), lit(&v))).collect::<Vec<_>>())
+            .prop_flat_map(|e| (Just(e.clone()), Just(e).prop_shuffle())),
+    ) {
+        let a: Value = serde_json::from_str(&object_text(&entries)).unwrap();
+        let b: Value = serde_json::from_str(&object_text(&shuffled)).unwrap();
+        prop_assert_eq!(digest_json(&a), digest_json(&b));
+        prop_assert_eq!(canonical_json(&a), canonical_json(&b));
+    }
+
+    /// (4) A repeated key is refused wherever it is and however it is spelled.
+    #[test]
+    fn duplicate_keys_are_always_refused(
+        params in prop::collection::btree_map(key(), json_value(), 1..6),
+        which in any::<prop::sample::Index>(),
+        at in any::<prop::sample::Index>(),
+        dup_value in json_value(),
+        top_level in any::<bool>(),
+        escape in any::<bool>(),
+    ) {
+        let mut inner: Vec<(String, String)> =
+            params.iter().map(|(k, v)| (lit(k), lit(v))).collect();
+        let mut outer: Vec<(String, String)> = vec![
+            (lit(&"jsonrpc"), lit(&"2.0")),
+            (lit(&"id"), lit(&1)),
+            (lit(&"method"), lit(&"tools/call")),
+        ];
+        let target = if top_level { &mut outer } else { &mut inner };
+        let name: String = serde_json::from_str(&target[which.index(target.len())].0).unwrap();
+        let spelled = if escape { escaped_everywhere(&name) } else { lit(&name) };
+        let pos = at.index(target.len() + 1);
+        target.insert(pos, (spelled, lit(&dup_value)));
+        outer.push((lit(&"params"), object_text(&inner)));
+        let line = object_text(&outer);
+
+        let err = parse_frame(line.as_bytes(), &Limits::default()).unwrap_err();
+        prop_assert_eq!(err.code, PARSE_ERROR, "{}", err.message);
+        prop_assert!(err.message.contains("duplicate key"), "{}", err.message);
+    }
+}
+
+fn check_any(bytes: &[u8]) {
+    match parse_frame(bytes, &Limits::default()) {
+        Ok(frame) => {
+            let c = canonical_json(frame.value());
+            let back: Value = serde_json::from_slice(&c).unwrap();
+            assert_eq!(canonical_json(&back), c);
+        }
+        Err(e) => {
+            assert!(e.code == PARSE_ERROR || e.code == INVALID_REQUEST, "{e:?}");
+            let line = error_response(e.id.as_ref(), e.code, &e.message, None);
+            let _: Value = serde_json::from_slice(&line).unwrap();
+        }
+    }
+}
