@@ -254,8 +254,14 @@ async def test_every_call_is_audited_and_the_chain_verifies(airlock, config, eve
     result_records = [r for r in records if r["kind"] == "result" and r.get("target") in {ECHO, SUM}]
     assert [r["target"] for r in result_records] == [ECHO, ECHO], result_records
     for record in result_records:
-        assert record["result_status"] is not None, record
-        assert isinstance(record["result_duration_us"], int) and record["result_duration_us"] >= 0, record
+        assert record["status"] == "ok", record
+        assert isinstance(record["duration_us"], int) and record["duration_us"] >= 0, record
+    # each allowed call record carries its result, joined from the result record that points at it
+    allowed = [r for r in call_records if r["decision"] == "allow"]
+    assert [r["seq"] for r in allowed] == [r["ref_seq"] for r in result_records]
+    for record in allowed:
+        assert record["result_status"] == "ok", record
+        assert isinstance(record["result_duration_us"], int), record
 
     verify = airlock.audit_verify(config)
     assert verify.returncode == 0, f"audit verify failed ({verify.returncode}):\n{verify.stdout}\n{verify.stderr}"

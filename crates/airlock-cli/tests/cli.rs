@@ -48,13 +48,20 @@ struct Env {
 
 impl Env {
     fn new(policy: &str) -> Env {
+        Env::with_gateway(policy, "")
+    }
+
+    /// With extra lines in the `[gateway]` table.
+    fn with_gateway(policy: &str, gateway: &str) -> Env {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("policy.cedar"), policy).unwrap();
         std::fs::write(
             dir.path().join("airlock.toml"),
-            r#"
+            format!(
+                r#"
 [gateway]
 max_frame_bytes = 65536
+{gateway}
 
 [policy]
 files = ["policy.cedar"]
@@ -71,7 +78,8 @@ on_behalf_of = "alice"
 task = "t1"
 
 [servers.rec]
-"#,
+"#
+            ),
         )
         .unwrap();
         Env { dir }
@@ -466,16 +474,29 @@ fn audit_verify_detects_edits_and_truncation() {
 
     let db = rusqlite::Connection::open(env.dir.path().join("audit.db")).unwrap();
     let sql = |q: &str| db.execute(q, []).unwrap();
+    // The store's append-only triggers are a speed bump, not a defence: an attacker with the
+    // file drops them first, and the chain must catch what follows.
+    let triggers: Vec<String> = db
+        .prepare("select name from sqlite_master where type = 'trigger'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for t in triggers {
+        sql(&format!("drop trigger {t}"));
+    }
     // Truncate the tail: the anchor written at exit names a record that is gone.
     sql("delete from records where seq = (select max(seq) from records)");
     let out = verify();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("truncat"));
     // Edit a decision in the middle.
-    sql("update records set decision = 'allow' where seq = 2");
+    sql("update records set decision = 'deny' where seq = 2");
     let out = verify();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("first bad record: 2"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("first bad record: 2"), "{text}");
 }
 
 #[test]
@@ -496,4 +517,31 @@ fn demo_runs_and_every_step_goes_as_expected() {
     assert!(text.contains("public forum posts: 0"), "{text}");
     assert!(text.contains("ACL changes: 0"), "{text}");
     assert!(text.contains("records intact"), "{text}");
+}
+
+#[test]
+fn a_call_the_upstream_sits_on_times_out_and_is_cancelled_upstream() {
+    let env = Env::with_gateway(POLICY, "call_timeout_secs = 1");
+    let mut s = env.start();
+    let reply = s.tool(1, "slow", json!({}));
+    assert_eq!(error_code(&reply), -31006, "{reply}");
+    let start = Instant::now();
+    while !env.received().contains("notifications/cancelled") {
+        assert!(
+            start.elapsed() < WAIT,
+            "no cancellation reached the upstream"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        env.received().contains(r#""requestId": 1"#) || env.received().contains(r#""requestId":1"#)
+    );
+    s.ping(2);
+    s.finish();
+    let records = env.audit();
+    let call = records
+        .iter()
+        .find(|r| r["kind"] == "call" && r["target"] == "slow")
+        .unwrap();
+    assert_eq!(call["result_status"], "timeout");
 }

@@ -35,6 +35,8 @@ const MAX_BATCH: usize = 256;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 type AgentWriter = Arc<tokio::sync::Mutex<Box<dyn AsyncWrite + Unpin + Send>>>;
+/// The upstream's stdin; `None` once closed (the agent went away).
+type UpstreamWriter = tokio::sync::Mutex<Option<tokio::process::ChildStdin>>;
 
 /// One request forwarded upstream and not yet answered.
 struct InFlight {
@@ -58,6 +60,7 @@ struct Shared {
     results: Mutex<Vec<NewRecord>>,
     results_ready: Notify,
     agent_out: AgentWriter,
+    upstream_in: UpstreamWriter,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -90,13 +93,13 @@ pub(crate) async fn run(
         results: Mutex::new(Vec::new()),
         results_ready: Notify::new(),
         agent_out: Arc::new(tokio::sync::Mutex::new(agent.writer)),
+        upstream_in: tokio::sync::Mutex::new(Some(stdin)),
     });
 
     let max = shared.opts.max_frame_bytes;
     let mut to_upstream = tokio::spawn(agent_to_upstream(
         shared.clone(),
         LineReader::new(agent.reader, max),
-        stdin,
     ));
     let mut to_agent = tokio::spawn(upstream_to_agent(
         shared.clone(),
@@ -104,6 +107,7 @@ pub(crate) async fn run(
     ));
     tokio::spawn(log_stderr(stderr));
     let flusher = tokio::spawn(flush_results(shared.clone()));
+    let sweeper = tokio::spawn(expire_calls(shared.clone()));
 
     let outcome = tokio::select! {
         agent_done = &mut to_upstream => {
@@ -112,6 +116,7 @@ pub(crate) async fn run(
             if let Ok(Err(e)) = agent_done {
                 tracing::warn!(error = %e, "reading from the agent failed");
             }
+            shared.upstream_in.lock().await.take();
             let _ = tokio::time::timeout(SHUTDOWN_GRACE, &mut to_agent).await;
             let status = shut_down(&mut child, pid, SHUTDOWN_GRACE).await.ok();
             tracing::info!(?status, "agent closed the session; upstream stopped");
@@ -126,6 +131,7 @@ pub(crate) async fn run(
         }
     };
     flusher.abort();
+    sweeper.abort();
     commit_results(&shared);
     Ok(outcome)
 }
@@ -135,7 +141,6 @@ pub(crate) async fn run(
 async fn agent_to_upstream<R: AsyncRead + Unpin>(
     shared: Arc<Shared>,
     mut lines: LineReader<R>,
-    mut upstream_in: tokio::process::ChildStdin,
 ) -> std::io::Result<()> {
     let limits = Limits {
         max_frame_bytes: shared.opts.max_frame_bytes,
@@ -208,7 +213,7 @@ async fn agent_to_upstream<R: AsyncRead + Unpin>(
             }
         }
         if !upstream_bytes.is_empty() {
-            upstream_in.write_all(&upstream_bytes).await?;
+            write_upstream(&shared, &upstream_bytes).await?;
         }
         if !agent_bytes.is_empty() {
             write_agent(&shared, &agent_bytes).await?;
@@ -540,6 +545,61 @@ async fn fail_in_flight(shared: &Shared, why: &str) {
     record.time_unix_ns = now_unix_ns();
     record.detail = Some(json!({ "why": why, "failed_requests": entries.len() }));
     lock(&shared.results).push(record);
+}
+
+async fn write_upstream(shared: &Shared, bytes: &[u8]) -> std::io::Result<()> {
+    let mut guard = shared.upstream_in.lock().await;
+    let Some(upstream) = guard.as_mut() else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::BrokenPipe,
+            "upstream input closed",
+        ));
+    };
+    upstream.write_all(bytes).await?;
+    upstream.flush().await
+}
+
+/// Answers calls the upstream has sat on for longer than the call timeout, and tells the
+/// upstream to stop working on them.
+async fn expire_calls(shared: Arc<Shared>) {
+    let timeout = shared.opts.call_timeout;
+    let mut tick = tokio::time::interval(Duration::from_millis(250).min(timeout));
+    loop {
+        tick.tick().await;
+        let expired: Vec<(Id, InFlight)> = {
+            let mut in_flight = lock(&shared.in_flight);
+            let ids: Vec<Id> = in_flight
+                .iter()
+                .filter(|(_, e)| e.started.elapsed() >= timeout)
+                .map(|(id, _)| id.clone())
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| in_flight.remove(&id).map(|e| (id, e)))
+                .collect()
+        };
+        for (id, entry) in expired {
+            queue_result(&shared, &id, &entry, "timeout");
+            let cancel = json!({
+                "jsonrpc": "2.0",
+                "method": "notifications/cancelled",
+                "params": { "requestId": id.to_json(), "reason": "timed out in Airlock" },
+            });
+            let mut line = cancel.to_string().into_bytes();
+            line.push(b'\n');
+            if let Err(e) = write_upstream(&shared, &line).await {
+                tracing::warn!(error = %e, "cannot send the cancellation upstream");
+            }
+            let message = format!(
+                "the upstream server did not answer `{}` within {} s; the call was cancelled",
+                entry.method,
+                timeout.as_secs()
+            );
+            let out = error_line(Some(&id), codes::UPSTREAM_TIMEOUT, &message);
+            if write_agent(&shared, &out).await.is_err() {
+                return;
+            }
+        }
+    }
 }
 
 async fn write_agent(shared: &Shared, bytes: &[u8]) -> std::io::Result<()> {

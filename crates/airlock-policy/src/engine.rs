@@ -443,4 +443,4 @@ impl PolicyEngine {
 
 #[cfg(test)]
 #[path = "engine_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -1,2 +1,485 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::{json, Value};
+
 use super::*;
+use crate::{AgentEntity, HumanEntity};
+
+pub(crate) fn model() -> EntityModel {
+    EntityModel {
+        agents: vec![
+            AgentEntity {
+                id: "bot".into(),
+                on_behalf_of: "alice".into(),
+                task: "triage".into(),
+                groups: vec!["writers".into()],
+            },
+            AgentEntity {
+                id: "intern".into(),
+                on_behalf_of: "bob".into(),
+                task: "triage".into(),
+                groups: vec![],
+            },
+        ],
+        humans: vec![
+            HumanEntity {
+                id: "alice".into(),
+                groups: vec!["eng".into()],
+            },
+            HumanEntity {
+                id: "bob".into(),
+                groups: vec![],
+            },
+        ],
+        tasks: vec!["triage".into()],
+        servers: vec!["corp".into(), "everything".into()],
+    }
+}
+
+pub(crate) fn engine(policies: &[&str]) -> PolicyEngine {
+    let files: Vec<(String, String)> = policies
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (format!("p{i}.cedar"), (*p).to_owned()))
+        .collect();
+    PolicyEngine::from_texts(SHIPPED_SCHEMA, &files, &model()).unwrap()
+}
+
+pub(crate) fn call<'a>(agent: &'a str, name: &'a str, args: Option<&'a Value>) -> CallRequest<'a> {
+    CallRequest {
+        agent,
+        session: "s1",
+        action: Action::CallTool,
+        server: "corp",
+        name,
+        args,
+        approval_granted: false,
+    }
+}
+
+fn ids(d: &Decision) -> Vec<&str> {
+    d.reasons().iter().map(|r| r.id.as_str()).collect()
+}
+
+const PERMIT_ALL: &str = r#"@id("all") permit(principal, action, resource);"#;
+
+#[test]
+fn no_permit_is_a_default_deny() {
+    let e = engine(&[r#"permit(principal, action, resource == Tool::"corp/other");"#]);
+    assert_eq!(
+        e.decide(&call("bot", "forum_post", None)),
+        Decision::Deny {
+            reasons: vec![],
+            errors: vec![NO_PERMIT.to_owned()]
+        }
+    );
+    let empty = engine(&[]);
+    assert_eq!(
+        empty.decide(&call("bot", "forum_post", None)),
+        Decision::Deny {
+            reasons: vec![],
+            errors: vec![NO_PERMIT.to_owned()]
+        }
+    );
+}
+
+#[test]
+fn a_permit_allows_and_names_itself() {
+    let e = engine(&[
+        "// first file\n\n  @id(\"read\")\n  @reason(\"reading is fine\")\n  permit(principal, action == Action::\"call_tool\", resource == Tool::\"corp/forum_read\");",
+    ]);
+    assert_eq!(
+        e.decide(&call("bot", "forum_read", None)),
+        Decision::Allow {
+            reasons: vec![PolicyRef {
+                id: "read".into(),
+                reason: Some("reading is fine".into()),
+                approval: None,
+                location: "p0.cedar:3:3".into(),
+            }]
+        }
+    );
+    // the same tool on another server, and another action, are not covered
+    let mut other = call("bot", "forum_read", None);
+    other.server = "everything";
+    assert!(!e.decide(&other).is_allow());
+    let mut read = call("bot", "forum_read", None);
+    read.action = Action::ReadResource;
+    assert!(!e.decide(&read).is_allow());
+}
+
+#[test]
+fn a_forbid_overrides_a_permit() {
+    let e = engine(&[
+        PERMIT_ALL,
+        r#"@id("no-acl") @reason("ACLs are for humans")
+           forbid(principal, action, resource == Tool::"corp/acl_set");"#,
+    ]);
+    let d = e.decide(&call("bot", "acl_set", None));
+    assert_eq!(
+        d,
+        Decision::Deny {
+            reasons: vec![PolicyRef {
+                id: "no-acl".into(),
+                reason: Some("ACLs are for humans".into()),
+                approval: None,
+                location: "p1.cedar:1:1".into(),
+            }],
+            errors: vec![]
+        }
+    );
+    assert_eq!(ids(&e.decide(&call("bot", "forum_read", None))), ["all"]);
+}
+
+#[test]
+fn unknown_agents_are_denied_and_see_nothing() {
+    let e = engine(&[PERMIT_ALL]);
+    assert_eq!(
+        e.decide(&call("mallory", "forum_read", None)),
+        Decision::Deny {
+            reasons: vec![],
+            errors: vec![UNKNOWN_AGENT.to_owned()]
+        }
+    );
+    assert!(!e.visible("mallory", Action::CallTool, "corp", "forum_read"));
+    assert!(e.visible("bot", Action::CallTool, "corp", "forum_read"));
+}
+
+/// DESIGN.md's trap: Cedar skips a forbid whose condition errors, so plain
+/// Cedar says Allow. Strict validation rules out unguarded reads of optional
+/// attributes, but reading an entity the store lacks, or overflowing, still
+/// errors at run time — and must deny.
+#[test]
+fn an_erroring_forbid_denies_instead_of_being_skipped() {
+    let ghost = r#"@id("ghost") forbid(principal, action, resource)
+        when { Agent::"ghost".task == Task::"triage" };"#;
+    let overflow = r#"@id("overflow") forbid(principal, action, resource)
+        when { context.args has cpus && context.args.cpus * 4611686018427387904 > 0 };"#;
+    for (forbid, args) in [(ghost, json!({})), (overflow, json!({"cpus": 4}))] {
+        let e = engine(&[PERMIT_ALL, forbid]);
+        // What Cedar alone answers, on the same policies and entities:
+        let req = call("bot", "forum_post", Some(&args));
+        let slice = e.slice_for("bot", Action::CallTool, "corp", "forum_post").unwrap();
+        let raw = e.evaluate(&slice, &req, false).unwrap();
+        assert_eq!(raw.decision(), CedarDecision::Allow, "the trap is real");
+        assert_eq!(raw.diagnostics().errors().count(), 1);
+
+        let Decision::Deny { reasons, errors } = e.decide(&req) else {
+            panic!("must deny");
+        };
+        let id = if forbid == ghost { "ghost" } else { "overflow" };
+        assert_eq!(reasons.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), [id]);
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].starts_with(&format!("policy {id}: ")), "{errors:?}");
+    }
+}
+
+#[test]
+fn an_erroring_permit_also_denies() {
+    let e = engine(&[
+        PERMIT_ALL,
+        r#"@id("p") permit(principal, action, resource) when { Agent::"ghost".task == Task::"triage" };"#,
+    ]);
+    let d = e.decide(&call("bot", "forum_read", None));
+    assert!(matches!(&d, Decision::Deny { errors, .. } if errors.len() == 1), "{d:?}");
+    assert_eq!(ids(&d), ["p"]);
+}
+
+const PUBLIC_POST_APPROVAL: &str = r#"
+@id("public-post")
+@approval("public posts need a human sign-off")
+forbid(principal, action == Action::"call_tool", resource == Tool::"corp/forum_post")
+when { context.args has channel && context.args.channel == "public" }
+unless { context.approval.granted };
+"#;
+
+#[test]
+fn approval_holds_then_allows() {
+    let e = engine(&[PERMIT_ALL, PUBLIC_POST_APPROVAL]);
+    let public = json!({"channel": "public", "title": "hi", "body": "x"});
+    let first = e.decide(&call("bot", "forum_post", Some(&public)));
+    assert_eq!(
+        first,
+        Decision::NeedsApproval {
+            reasons: vec![PolicyRef {
+                id: "public-post".into(),
+                reason: None,
+                approval: Some("public posts need a human sign-off".into()),
+                location: "p1.cedar:2:1".into(),
+            }]
+        }
+    );
+    let mut approved = call("bot", "forum_post", Some(&public));
+    approved.approval_granted = true;
+    assert_eq!(ids(&e.decide(&approved)), ["all"]);
+    assert!(e.decide(&approved).is_allow());
+
+    let general = json!({"channel": "general"});
+    assert!(e.decide(&call("bot", "forum_post", Some(&general))).is_allow());
+    assert!(e.visible("bot", Action::CallTool, "corp", "forum_post"));
+}
+
+#[test]
+fn approval_is_not_offered_when_it_could_not_help() {
+    let public = json!({"channel": "public"});
+    // No permit: approving would still end in a deny.
+    let e = engine(&[PUBLIC_POST_APPROVAL]);
+    assert_eq!(
+        e.decide(&call("bot", "forum_post", Some(&public))),
+        Decision::Deny {
+            reasons: vec![],
+            errors: vec![NO_PERMIT.to_owned()]
+        }
+    );
+    // A plain forbid applies too: not every determining policy is @approval.
+    let e = engine(&[
+        PERMIT_ALL,
+        PUBLIC_POST_APPROVAL,
+        r#"@id("no-posts") forbid(principal, action, resource == Tool::"corp/forum_post");"#,
+    ]);
+    let d = e.decide(&call("bot", "forum_post", Some(&public)));
+    assert!(matches!(d, Decision::Deny { .. }));
+    let mut got = ids(&d);
+    got.sort_unstable();
+    assert_eq!(got, ["no-posts", "public-post"]);
+    // An @approval forbid that ignores `approval.granted` denies after approval too.
+    let e = engine(&[
+        PERMIT_ALL,
+        r#"@id("stuck") @approval("never") forbid(principal, action, resource == Tool::"corp/forum_post");"#,
+    ]);
+    let d = e.decide(&call("bot", "forum_post", None));
+    assert_eq!(
+        d,
+        Decision::Deny {
+            reasons: vec![PolicyRef {
+                id: "stuck".into(),
+                reason: None,
+                approval: Some("never".into()),
+                location: "p1.cedar:1:1".into(),
+            }],
+            errors: vec![]
+        }
+    );
+}
+
+#[test]
+fn arguments_of_the_wrong_type_are_denied_not_misread() {
+    let e = engine(&[
+        PERMIT_ALL,
+        r#"@id("public") forbid(principal, action, resource)
+           when { context.args has channel && context.args.channel == "public" };"#,
+        r#"@id("big") forbid(principal, action, resource)
+           when { context.args has cpus && context.args.cpus > 8 };"#,
+    ]);
+    // As Cedar values these would compare unequal / error; the schema check
+    // denies them up front with a clear reason.
+    for args in [
+        json!({"channel": ["public"]}),
+        json!({"channel": 5}),
+        json!({"cpus": "64"}),
+        json!({"cpus": 64.5}),
+        json!({"recursive": "true"}),
+    ] {
+        let d = e.decide(&call("bot", "job_run", Some(&args)));
+        let Decision::Deny { reasons, errors } = &d else {
+            panic!("{args}: {d:?}");
+        };
+        assert!(reasons.is_empty(), "{args}: {d:?}");
+        assert!(errors[0].starts_with("the call does not fit the schema"), "{errors:?}");
+    }
+    for args in [json!({"cpus": 4}), json!({"cpus": 4.0}), json!({"channel": "general"})] {
+        assert!(e.decide(&call("bot", "job_run", Some(&args))).is_allow(), "{args}");
+    }
+    assert_eq!(ids(&e.decide(&call("bot", "job_run", Some(&json!({"cpus": 9.0}))))), ["big"]);
+}
+
+#[test]
+fn undeclared_arguments_are_ignored_and_non_objects_denied() {
+    let e = engine(&[
+        r#"permit(principal, action, resource) when { context.args has channel && context.args.channel == "general" };"#,
+    ]);
+    let args = json!({"channel": "general", "whatever": {"deep": [1, 2.5, null]}, "n": null});
+    assert!(e.decide(&call("bot", "forum_post", Some(&args))).is_allow());
+    let d = e.decide(&call("bot", "forum_post", Some(&json!(["general"]))));
+    assert_eq!(
+        d,
+        Decision::Deny {
+            reasons: vec![],
+            errors: vec!["the call's arguments are not a JSON object".into()]
+        }
+    );
+}
+
+#[test]
+fn groups_hierarchy_session_and_other_actions() {
+    let e = engine(&[
+        r#"@id("writers") permit(principal in AgentGroup::"writers", action == Action::"call_tool", resource in Server::"corp");"#,
+        r#"@id("eng") permit(principal, action == Action::"read_resource", resource in Server::"corp")
+           when { principal.on_behalf_of in Group::"eng" && principal.task == Task::"triage" };"#,
+        r#"@id("prompt") permit(principal == Agent::"intern", action == Action::"get_prompt", resource == Prompt::"corp/summary")
+           when { context.session.id == "s1" };"#,
+    ]);
+    assert_eq!(ids(&e.decide(&call("bot", "forum_post", None))), ["writers"]);
+    assert!(!e.decide(&call("intern", "forum_post", None)).is_allow());
+
+    let read = |agent| CallRequest {
+        action: Action::ReadResource,
+        name: "file:///etc/motd",
+        ..call(agent, "", None)
+    };
+    assert_eq!(ids(&e.decide(&read("bot"))), ["eng"]);
+    assert!(!e.decide(&read("intern")).is_allow());
+
+    let prompt = |session| CallRequest {
+        action: Action::GetPrompt,
+        session,
+        ..call("intern", "summary", None)
+    };
+    assert_eq!(ids(&e.decide(&prompt("s1"))), ["prompt"]);
+    assert!(!e.decide(&prompt("s2")).is_allow());
+}
+
+#[test]
+fn server_names_with_a_slash_are_refused() {
+    let e = engine(&[PERMIT_ALL]);
+    let mut req = call("bot", "c", None);
+    req.server = "corp/b";
+    let d = e.decide(&req);
+    assert!(matches!(&d, Decision::Deny { errors, .. } if errors[0].contains("may not contain '/'")), "{d:?}");
+    assert!(!e.visible("bot", Action::CallTool, "corp/b", "c"));
+
+    let mut m = model();
+    m.servers.push("a/b".into());
+    let err = PolicyEngine::from_texts(SHIPPED_SCHEMA, &[], &m).unwrap_err();
+    assert_eq!(err.to_string(), "<entity model>: server name \"a/b\" may not contain '/'");
+}
+
+#[test]
+fn visibility_over_approximates_conditions() {
+    let e = engine(&[
+        // conditional permit → visible (arguments might satisfy it)
+        r#"permit(principal, action, resource == Tool::"corp/forum_post") when { context.args has channel && context.args.channel == "general" };"#,
+        // unconditional forbid → hidden even though a permit covers it
+        r#"permit(principal, action, resource in Server::"corp");"#,
+        r#"forbid(principal == Agent::"intern", action, resource == Tool::"corp/acl_set");"#,
+        // conditional forbid → still visible
+        r#"forbid(principal, action, resource == Tool::"corp/repo_delete") when { context.args has recursive && context.args.recursive };"#,
+        // a permit for one agent only
+        r#"permit(principal == Agent::"bot", action, resource == Tool::"everything/echo");"#,
+        PUBLIC_POST_APPROVAL,
+    ]);
+    let vis = |agent, server, name| e.visible(agent, Action::CallTool, server, name);
+    assert!(vis("intern", "corp", "forum_post"));
+    assert!(vis("bot", "corp", "acl_set"));
+    assert!(!vis("intern", "corp", "acl_set"));
+    assert!(vis("intern", "corp", "repo_delete"));
+    assert!(vis("bot", "everything", "echo"));
+    assert!(!vis("intern", "everything", "echo"), "no permit names it for intern");
+    assert!(!vis("bot", "everything", "add"), "no permit names it");
+    assert!(!e.visible("bot", Action::GetPrompt, "everything", "echo"));
+}
+
+#[test]
+fn slices_hold_only_what_can_apply_and_are_cached() {
+    let mut policies = vec![PERMIT_ALL.to_owned()];
+    for i in 0..50 {
+        policies.push(format!(
+            r#"forbid(principal, action, resource == Tool::"corp/t{i}") when {{ context.args has a && context.args.a == {i} }};"#
+        ));
+    }
+    policies.push(r#"forbid(principal, action, resource in Server::"everything") when { context.args has b };"#.into());
+    policies.push(r#"permit(principal, action, resource is Tool in Server::"corp");"#.into());
+    let refs: Vec<&str> = policies.iter().map(String::as_str).collect();
+    let e = engine(&refs);
+    // global (1) + that tool (1) + `is Tool in Server::"corp"` (server bucket)
+    assert_eq!(e.slice_size(Action::CallTool, "corp", "t7"), 3);
+    assert_eq!(e.slice_size(Action::CallTool, "everything", "echo"), 2);
+    assert_eq!(e.slice_size(Action::CallTool, "other", "x"), 1);
+
+    assert_eq!(e.cached_slices(), 0);
+    let seven = json!({"a": 7});
+    assert!(!e.decide(&call("bot", "t7", Some(&seven))).is_allow());
+    assert!(e.decide(&call("bot", "t8", Some(&seven))).is_allow());
+    assert!(e.decide(&call("bot", "t7", None)).is_allow());
+    assert_eq!(e.cached_slices(), 2);
+}
+
+#[test]
+fn policies_lists_every_policy_in_load_order() {
+    let e = engine(&[
+        "permit(principal, action, resource);\npermit(principal, action, resource); forbid(principal, action, resource);",
+        PUBLIC_POST_APPROVAL,
+    ]);
+    let got = e.policies();
+    let brief: Vec<(&str, &str, &str)> = got
+        .iter()
+        .map(|p| (p.id.as_str(), p.effect, p.location.as_str()))
+        .collect();
+    assert_eq!(
+        brief,
+        [
+            ("p0.cedar:1", "permit", "p0.cedar:1:1"),
+            ("p0.cedar:2", "permit", "p0.cedar:2:1"),
+            ("p0.cedar:2:38", "forbid", "p0.cedar:2:38"),
+            ("public-post", "forbid", "p1.cedar:2:1"),
+        ]
+    );
+    assert_eq!(got[3].approval.as_deref(), Some("public posts need a human sign-off"));
+}
+
+#[test]
+fn digest_covers_schema_names_and_texts_unambiguously() {
+    let m = model();
+    let d = |schema: &str, files: &[(&str, &str)]| {
+        let files: Vec<(String, String)> = files.iter().map(|(a, b)| ((*a).into(), (*b).into())).collect();
+        PolicyEngine::from_texts(schema, &files, &m).unwrap().digest().to_owned()
+    };
+    let p = "permit(principal, action, resource);";
+    let base = d(SHIPPED_SCHEMA, &[("a.cedar", p)]);
+    assert_eq!(base.len(), 64);
+    assert!(base.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(base, d(SHIPPED_SCHEMA, &[("a.cedar", p)]));
+    assert_ne!(base, d(SHIPPED_SCHEMA, &[("b.cedar", p)]));
+    assert_ne!(base, d(SHIPPED_SCHEMA, &[("a.cedar", &format!("{p}\n"))]));
+    assert_ne!(base, d(&format!("{SHIPPED_SCHEMA}\n"), &[("a.cedar", p)]));
+    assert_ne!(d(SHIPPED_SCHEMA, &[("a", ""), ("b", p)]), d(SHIPPED_SCHEMA, &[("b", p), ("a", "")]));
+}
+
+#[test]
+fn the_engine_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<PolicyEngine>();
+}
+
+#[test]
+fn warnings_name_what_the_config_lacks() {
+    let e = engine(&[
+        r#"@id("t") permit(principal == Agent::"bot", action, resource == Tool::"corp/forum_pst");"#,
+        r#"@id("s") permit(principal == Agent::"robot", action, resource in Server::"crop");"#,
+        r#"@id("h") permit(principal, action, resource == Tool::"nowhere/x") when { principal.on_behalf_of == Human::"carol" };"#,
+        r#"@id("ok") permit(principal in AgentGroup::"writers", action, resource == Tool::"everything/echo");"#,
+    ]);
+    let known = KnownTargets {
+        servers: vec!["corp".into(), "everything".into()],
+        tools: [
+            ("corp".to_owned(), vec!["forum_post".to_owned()]),
+            ("everything".to_owned(), vec![]),
+        ]
+        .into(),
+    };
+    assert_eq!(
+        e.warnings(&known),
+        [
+            r#"p0.cedar:1:1: policy t names Tool::"corp/forum_pst" but server corp has no tool forum_pst"#,
+            r#"p1.cedar:1:1: policy s names Agent::"robot" but there is no agent robot"#,
+            r#"p1.cedar:1:1: policy s names Server::"crop" but there is no server crop"#,
+            r#"p2.cedar:1:1: policy h names Human::"carol" but there is no human carol"#,
+            r#"p2.cedar:1:1: policy h names Tool::"nowhere/x" but there is no server nowhere"#,
+        ]
+    );
+    assert_eq!(engine(&[]).warnings(&known), ["no policies: every call will be denied"]);
+    assert_eq!(
+        engine(&["forbid(principal, action, resource);"]).warnings(&known),
+        ["no permit policies: every call will be denied"]
+    );
+}

@@ -244,3 +244,7 @@ pub(crate) fn policy_starts(text: &str) -> Vec<usize> {
     }
     starts
 }
+
+#[cfg(test)]
+#[path = "load_tests.rs"]
+mod tests;

@@ -128,3 +128,7 @@ impl SliceCache {
         map.iter().flat_map(|m| m.values()).map(HashMap::len).sum()
     }
 }
+
+#[cfg(test)]
+#[path = "slice_tests.rs"]
+mod tests;

@@ -43,8 +43,19 @@ pub(crate) fn warnings(engine: &PolicyEngine, known: &KnownTargets) -> Vec<Strin
         .collect();
     let servers: HashSet<&str> = known.servers.iter().map(String::as_str).collect();
 
-    let mut seen = HashSet::new();
+    // Per policy, sorted: Cedar returns a policy's literals in no fixed order.
+    let mut current: Option<&str> = None;
+    let mut batch: Vec<String> = Vec::new();
+    let flush = |batch: &mut Vec<String>, out: &mut Vec<String>| {
+        batch.sort();
+        batch.dedup();
+        out.append(batch);
+    };
     for (loaded, kind, id) in engine.kinds_of_literals() {
+        if current != Some(loaded.meta.id.as_str()) {
+            flush(&mut batch, &mut out);
+            current = Some(loaded.meta.id.as_str());
+        }
         let problem = match kind {
             Kind::Agent if !agents.contains(id.as_str()) => Some(format!("there is no agent {id}")),
             Kind::Human if !humans.contains(id.as_str()) => Some(format!("there is no human {id}")),
@@ -62,18 +73,16 @@ pub(crate) fn warnings(engine: &PolicyEngine, known: &KnownTargets) -> Vec<Strin
             _ => None,
         };
         if let Some(problem) = problem {
-            let line = format!(
+            batch.push(format!(
                 "{}: policy {} names {}::{:?} but {problem}",
                 loaded.meta.location,
                 loaded.meta.id,
                 kind.name(),
                 id
-            );
-            if seen.insert(line.clone()) {
-                out.push(line);
-            }
+            ));
         }
     }
+    flush(&mut batch, &mut out);
     out.extend(engine.validation_warnings.iter().cloned());
     out
 }

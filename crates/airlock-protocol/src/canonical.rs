@@ -6,6 +6,8 @@ use std::fmt::Write as _;
 use serde_json::{Map, Number, Value};
 use sha2::{Digest, Sha256};
 
+use crate::es_number::write_es_double;
+
 /// The RFC 8785 form of `v`: no whitespace, object keys sorted by their
 /// UTF-16 code units, strings with the minimal escaping of ECMAScript's
 /// `JSON.stringify`, numbers as ECMAScript's `Number.prototype.toString`.
@@ -116,59 +118,10 @@ fn write_number(out: &mut Vec<u8>, n: &Number) {
         write!(buf, "{u}")
     } else {
         // A serde_json Number is an i64, a u64 or a finite f64.
-        write_es_double(&mut buf, n.as_f64().unwrap_or(0.0))
+        write_es_double(&mut buf, n.as_f64().unwrap_or(0.0));
+        Ok(())
     };
     out.extend_from_slice(buf.as_bytes());
-}
-
-/// ECMAScript `Number.prototype.toString(x)` for a finite double (ES2015
-/// 7.1.12.1): the shortest digits that read back as `x`, placed in plain
-/// or exponent notation by the position of the decimal point.
-pub(crate) fn write_es_double(out: &mut String, x: f64) -> std::fmt::Result {
-    if x == 0.0 {
-        // Both +0 and -0.
-        out.push('0');
-        return Ok(());
-    }
-    // Rust's `{:e}` prints the shortest round-tripping digits, nearest to
-    // `x` when there is a choice, as `d[.ddd]e<exp>`: exactly the `s`, `k`
-    // and `n` of the ECMAScript algorithm.
-    let sci = format!("{:e}", x.abs());
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
-    let k = i32::try_from(digits.len()).unwrap_or(i32::MAX);
-    let n = exp + 1;
-
-    if x < 0.0 {
-        out.push('-');
-    }
-    if k <= n && n <= 21 {
-        out.push_str(&digits);
-        for _ in k..n {
-            out.push('0');
-        }
-    } else if 0 < n && n <= 21 {
-        let (int, frac) = digits.split_at(n.unsigned_abs() as usize);
-        out.push_str(int);
-        out.push('.');
-        out.push_str(frac);
-    } else if -6 < n && n <= 0 {
-        out.push_str("0.");
-        for _ in n..0 {
-            out.push('0');
-        }
-        out.push_str(&digits);
-    } else {
-        let (first, rest) = digits.split_at(1);
-        out.push_str(first);
-        if !rest.is_empty() {
-            out.push('.');
-            out.push_str(rest);
-        }
-        write!(out, "e{}{}", if n > 0 { '+' } else { '-' }, (n - 1).abs())?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

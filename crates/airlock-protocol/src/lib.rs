@@ -31,6 +31,7 @@
 
 mod canonical;
 mod error;
+mod es_number;
 mod frame;
 mod id;
 mod strict;
