@@ -1,11 +1,10 @@
 //! `airlock run`: one agent's MCP server behind the gateway, over stdio.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_audit::{AuditStore, Durability, NewRecord};
-use airlock_gateway::{AgentIo, GatewayOptions, Identity, Outcome, Upstream};
+use airlock_gateway::{AgentIo, GatewayOptions, Identity, Outcome, PolicyHandle, Upstream};
 use anyhow::Context;
 use clap::Args;
 use serde_json::json;
@@ -113,15 +112,25 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
         .map_err(Failure::failed)?;
     let audit_path = config.audit.path.clone();
     let anchor_path = config.audit.anchor.clone();
+    let policy = PolicyHandle::new(policy);
+    let reload = Reload {
+        config_path: args.config.clone(),
+        identity: options.identity.clone(),
+        audit_path: audit_path.clone(),
+        durability,
+        policy: policy.clone(),
+    };
     let outcome = runtime.block_on(async move {
         let upstream =
             Upstream::spawn(&args.command).map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
         let agent_io = AgentIo::stdio().map_err(Failure::failed)?;
         let anchor = tokio::spawn(keep_anchor(audit_path.clone(), anchor_path.clone()));
-        let outcome = airlock_gateway::run(options, Arc::new(policy), audit, agent_io, upstream)
+        let reloader = tokio::spawn(reload_on_sighup(reload));
+        let outcome = airlock_gateway::run(options, policy, audit, agent_io, upstream)
             .await
             .map_err(Failure::failed);
         anchor.abort();
+        reloader.abort();
         outcome
     })?;
     update_anchor(&config.audit.path, &config.audit.anchor);
@@ -171,5 +180,61 @@ pub(crate) fn update_anchor(db: &Path, anchor: &Path) {
     }
     if let Err(e) = airlock_audit::write_anchor(&head, anchor) {
         tracing::warn!(error = %e, "cannot write the audit anchor");
+    }
+}
+
+/// What a policy reload needs.
+struct Reload {
+    config_path: PathBuf,
+    identity: Identity,
+    audit_path: PathBuf,
+    durability: Durability,
+    policy: PolicyHandle,
+}
+
+/// `kill -HUP` reloads the config's policies and entities. A reload that fails to load keeps
+/// the policy set in force; either way the attempt is an audit record.
+async fn reload_on_sighup(reload: Reload) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        tracing::warn!("cannot listen for SIGHUP; policy reload is off");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        let mut record = NewRecord {
+            time_unix_ns: now_unix_ns(),
+            agent: Some(reload.identity.agent.clone()),
+            session: Some(reload.identity.session.clone()),
+            server: Some(reload.identity.server.clone()),
+            ..NewRecord::default()
+        };
+        match load(&reload.config_path) {
+            Ok(Loaded { config, policy }) if config.agent(&reload.identity.agent).is_some() => {
+                tracing::info!(digest = policy.digest(), "policies reloaded");
+                record.kind = "config_reload".into();
+                record.policy_digest = Some(policy.digest().to_string());
+                record.detail = Some(json!({
+                    "config": config.path.display().to_string(),
+                    "config_digest": config.digest,
+                    "policies": policy.policies().len(),
+                }));
+                reload.policy.replace(policy);
+            }
+            Ok(_) => {
+                tracing::error!(agent = %reload.identity.agent, "reload refused: the agent is no longer declared; keeping the policies in force");
+                record.kind = "config_reload_failed".into();
+                record.detail = Some(json!({ "error": "the agent is no longer declared" }));
+            }
+            Err(failure) => {
+                tracing::error!(error = %failure.error, "reload failed; keeping the policies in force");
+                record.kind = "config_reload_failed".into();
+                record.detail = Some(json!({ "error": format!("{:#}", failure.error) }));
+            }
+        }
+        let appended = AuditStore::open(&reload.audit_path, reload.durability)
+            .and_then(|mut s| s.append(&[record]));
+        if let Err(e) = appended {
+            tracing::error!(error = %e, "cannot record the reload in the audit trail");
+        }
     }
 }

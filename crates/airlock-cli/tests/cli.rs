@@ -545,3 +545,60 @@ fn a_call_the_upstream_sits_on_times_out_and_is_cancelled_upstream() {
         .unwrap();
     assert_eq!(call["result_status"], "timeout");
 }
+
+#[test]
+fn sighup_reloads_policies_and_a_bad_reload_keeps_the_old_set() {
+    let env = Env::new(POLICY);
+    let mut s = env.start();
+    assert_eq!(error_code(&s.tool(1, "secret", json!({}))), -31001);
+    let hup = |pid: u32| {
+        let ok = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    // A broken policy file: the reload fails and the old set stays in force.
+    std::fs::write(
+        env.dir.path().join("policy.cedar"),
+        "permit (principal, action, resource) when {",
+    )
+    .unwrap();
+    hup(s.child.id());
+    let start = Instant::now();
+    while !env
+        .audit()
+        .iter()
+        .any(|r| r["kind"] == "config_reload_failed")
+    {
+        assert!(start.elapsed() < WAIT, "no failed reload recorded");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(s.tool(2, "echo", json!({})).get("result").is_some());
+    assert_eq!(error_code(&s.tool(3, "secret", json!({}))), -31001);
+    // A good one: the new set judges the next call.
+    let widened = format!(
+        "{POLICY}\n@id(\"allow-secret\")\npermit (principal == Agent::\"bot\", action == Action::\"call_tool\", resource == Tool::\"rec/secret\");\n"
+    );
+    std::fs::write(env.dir.path().join("policy.cedar"), widened).unwrap();
+    hup(s.child.id());
+    let start = Instant::now();
+    while !env.audit().iter().any(|r| r["kind"] == "config_reload") {
+        assert!(start.elapsed() < WAIT, "no reload recorded");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let reply = s.tool(4, "secret", json!({}));
+    assert!(reply.get("result").is_some(), "{reply}");
+    assert!(s.finish().success());
+    let records = env.audit();
+    let digests: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["kind"] == "call")
+        .map(|r| &r["policy_digest"])
+        .collect();
+    assert_ne!(
+        digests.first(),
+        digests.last(),
+        "the last call was judged by the new set"
+    );
+}

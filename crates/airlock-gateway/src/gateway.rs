@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use airlock_audit::{AuditStore, NewRecord};
-use airlock_policy::PolicyEngine;
 use airlock_protocol::{
     error_response, parse_frame, Frame, FrameKind, Id, Limits, INVALID_REQUEST,
 };
@@ -27,7 +26,7 @@ use crate::lines::{Line, LineReader};
 use crate::route::notification_allowed;
 use crate::stdio::AgentIo;
 use crate::upstream::{shut_down, Upstream};
-use crate::{GatewayError, GatewayOptions, Identity, Outcome};
+use crate::{GatewayError, GatewayOptions, Identity, Outcome, PolicyHandle};
 
 /// The most frames judged before one audit commit.
 const MAX_BATCH: usize = 256;
@@ -50,7 +49,7 @@ struct InFlight {
 struct Shared {
     who: Identity,
     opts: GatewayOptions,
-    policy: Arc<PolicyEngine>,
+    policy: PolicyHandle,
     audit: Mutex<AuditStore>,
     /// Agent requests in flight upstream, by id.
     in_flight: Mutex<HashMap<Id, InFlight>>,
@@ -71,7 +70,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Runs the gateway until the agent or the upstream goes away.
 pub(crate) async fn run(
     opts: GatewayOptions,
-    policy: Arc<PolicyEngine>,
+    policy: PolicyHandle,
     audit: AuditStore,
     agent: AgentIo,
     upstream: Upstream,
@@ -294,7 +293,7 @@ fn judge_line(shared: &Shared, limits: &Limits, line: Line, records: &mut Vec<Ne
                 };
             }
             match judge_request(
-                &shared.policy,
+                &shared.policy.current(),
                 &shared.who,
                 &shared.opts.allow_methods,
                 &frame,
@@ -464,7 +463,7 @@ fn answer_for_agent(shared: &Shared, frame: &Frame, id: &Id, entry: &InFlight) -
             with_newline(frame.raw())
         }
         Expect::List(kind) => {
-            match filter_list(&shared.policy, &shared.who, *kind, frame.value()) {
+            match filter_list(&shared.policy.current(), &shared.who, *kind, frame.value()) {
                 Filtered::Unchanged => with_newline(frame.raw()),
                 Filtered::Rewritten(mut bytes) => {
                     bytes.push(b'\n');
@@ -490,7 +489,7 @@ fn queue_result(shared: &Shared, id: &Id, entry: &InFlight, status: &str) {
     };
     let mut record = base_record(
         &shared.who,
-        &shared.policy,
+        &shared.policy.current(),
         &entry.method,
         Some(target),
         Some(id),
@@ -539,7 +538,7 @@ async fn fail_in_flight(shared: &Shared, why: &str) {
     if !out.is_empty() {
         let _ = write_agent(shared, &out).await;
     }
-    let mut record = base_record(&shared.who, &shared.policy, "upstream/exit", None, None);
+    let mut record = base_record(&shared.who, &shared.policy.current(), "upstream/exit", None, None);
     record.kind = "upstream_exit".into();
     record.status = Some("upstream_died".into());
     record.time_unix_ns = now_unix_ns();

@@ -15,7 +15,7 @@ mod route;
 mod stdio;
 mod upstream;
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use airlock_audit::AuditStore;
@@ -61,10 +61,38 @@ pub enum GatewayError {
     Io(#[from] std::io::Error),
 }
 
+/// The policy set in force, replaceable while the gateway runs (a reload): each call is judged
+/// against the set current when it arrives.
+#[derive(Clone)]
+pub struct PolicyHandle(Arc<RwLock<Arc<PolicyEngine>>>);
+
+impl PolicyHandle {
+    pub fn new(engine: PolicyEngine) -> Self {
+        Self(Arc::new(RwLock::new(Arc::new(engine))))
+    }
+
+    /// The policy set in force now.
+    pub fn current(&self) -> Arc<PolicyEngine> {
+        match self.0.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Puts a new policy set in force for every call judged from now on.
+    pub fn replace(&self, engine: PolicyEngine) {
+        let engine = Arc::new(engine);
+        match self.0.write() {
+            Ok(mut guard) => *guard = engine,
+            Err(poisoned) => *poisoned.into_inner() = engine,
+        }
+    }
+}
+
 /// Runs the gateway between `agent` and `upstream` until one of them goes away.
 pub async fn run(
     opts: GatewayOptions,
-    policy: Arc<PolicyEngine>,
+    policy: PolicyHandle,
     audit: AuditStore,
     agent: AgentIo,
     upstream: Upstream,

@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 //! Slicing is sound: on random policy sets and requests, deciding against the
-//! slice gives exactly what deciding against the whole set gives.
+//! slice gives exactly what deciding against the whole set gives. And
+//! `visible` over-approximates: whatever can be allowed (or held) is visible.
 
 use proptest::prelude::*;
 use serde_json::json;
@@ -55,9 +56,10 @@ fn condition() -> impl Strategy<Value = String> {
 }
 
 fn policy() -> impl Strategy<Value = String> {
-    (any::<bool>(), any::<bool>(), principal(), action(), resource(), condition()).prop_map(
-        |(permit, approval, p, a, r, c)| {
-            let (effect, note) = if permit {
+    // two permits for each forbid, so that allows are common too
+    (0..3u8, any::<bool>(), principal(), action(), resource(), condition()).prop_map(
+        |(effect, approval, p, a, r, c)| {
+            let (effect, note) = if effect < 2 {
                 ("permit", "")
             } else if approval {
                 ("forbid", "@approval(\"ask\") ")
@@ -81,7 +83,7 @@ struct Req {
 
 fn request() -> impl Strategy<Value = Req> {
     (
-        prop::sample::select(vec!["bot", "intern", "mallory"]),
+        prop::sample::select(vec!["bot", "bot", "intern", "mallory"]),
         prop::sample::select(vec![Action::CallTool, Action::ReadResource, Action::GetPrompt]),
         prop::sample::select(SERVERS.to_vec()),
         prop::sample::select(NAMES.to_vec()),
@@ -121,7 +123,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
     #[test]
-    fn sliced_decisions_equal_unsliced(
+    fn sliced_decisions_equal_unsliced_and_allowed_means_visible(
         policies in prop::collection::vec(policy(), 0..14),
         requests in prop::collection::vec(request(), 1..24),
     ) {
@@ -139,11 +141,18 @@ proptest! {
                 args: args.as_ref(),
                 approval_granted: r.granted,
             };
+            let sliced = e.decide(&req);
             prop_assert_eq!(
-                normalized(e.decide(&req)),
+                normalized(sliced.clone()),
                 normalized(e.decide_unsliced(&req)),
                 "{:?}\n{}", r, policies.join("\n")
             );
+            if matches!(sliced, Decision::Allow { .. } | Decision::NeedsApproval { .. }) {
+                prop_assert!(
+                    e.visible(r.agent, r.action, r.server, r.name),
+                    "allowed but hidden: {:?}\n{}", r, policies.join("\n")
+                );
+            }
         }
     }
 }

@@ -44,8 +44,10 @@ fn numbers_print_like_ecmascript() {
 
 #[test]
 fn integers_print_exactly() {
-    assert_eq!(canon(&json!([0, -7, 9007199254740991_i64, u64::MAX, i64::MIN])),
-        "[0,-7,9007199254740991,18446744073709551615,-9223372036854775808]");
+    assert_eq!(
+        canon(&json!([0, -7, 9007199254740991_i64, u64::MAX, i64::MIN])),
+        "[0,-7,9007199254740991,18446744073709551615,-9223372036854775808]"
+    );
     // A float that is integral prints without a fraction, as in ECMAScript.
     assert_eq!(canon(&json!([3.0, -0.0, 1e300])), "[3,0,1e+300]");
 }
@@ -109,5 +111,8 @@ fn digests_are_sha256_hex_of_the_canonical_form() {
     let b: Value = serde_json::from_str(r#"{ "a" : [ 1 , "\u0078" ] , "b" : 1.0 }"#).unwrap();
     assert_eq!(digest_json(&a), digest_json(&b));
     assert_eq!(digest_json(&a), sha256_hex(br#"{"a":[1,"x"],"b":1}"#));
-    assert_ne!(digest_json(&a), digest_json(&json!({"a": [1, "x"], "b": 2})));
+    assert_ne!(
+        digest_json(&a),
+        digest_json(&json!({"a": [1, "x"], "b": 2}))
+    );
 }

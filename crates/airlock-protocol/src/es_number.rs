@@ -100,9 +100,15 @@ fn is_exactly_half(x: f64, odd: u64, e10: i32) -> bool {
     }
     // Move the power of five to whichever side keeps it an integer.
     let (lhs, rhs) = if e10 >= 0 {
-        (Some(m_odd), pow5(e10).and_then(|p| p.checked_mul(u128::from(odd))))
+        (
+            Some(m_odd),
+            pow5(e10).and_then(|p| p.checked_mul(u128::from(odd))),
+        )
     } else {
-        (pow5(-e10).and_then(|p| p.checked_mul(m_odd)), Some(u128::from(odd)))
+        (
+            pow5(-e10).and_then(|p| p.checked_mul(m_odd)),
+            Some(u128::from(odd)),
+        )
     };
     matches!((lhs, rhs), (Some(a), Some(b)) if a == b)
 }
@@ -140,7 +146,7 @@ mod tests {
         assert_eq!(es(2f64.powi(-25)), "2.9802322387695312e-8");
         assert_eq!(es(-(2f64.powi(-25))), "-2.9802322387695312e-8");
         // 581487367.28515625 exactly: halfway between …562 and …563.
-        assert_eq!(es(581487367.28515625), "581487367.2851562");
+        assert_eq!(es(581_487_367.0 + 73.0 / 256.0), "581487367.2851562");
     }
 
     #[test]

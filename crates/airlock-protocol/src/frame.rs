@@ -134,8 +134,12 @@ pub fn parse_frame(line: &[u8], limits: &Limits) -> Result<Frame, FrameError> {
             None,
         ));
     }
-    let text = std::str::from_utf8(line)
-        .map_err(|e| parse_error(format!("frame is not valid UTF-8 (at byte {})", e.valid_up_to())))?;
+    let text = std::str::from_utf8(line).map_err(|e| {
+        parse_error(format!(
+            "frame is not valid UTF-8 (at byte {})",
+            e.valid_up_to()
+        ))
+    })?;
     check_text(text)?;
     let value = parse_strict(text).map_err(|e| match e {
         StrictError::Syntax(e) => parse_error(format!("invalid JSON: {e}")),
@@ -163,7 +167,9 @@ fn check_text(text: &str) -> Result<(), FrameError> {
         return Err(parse_error("empty frame".into()));
     }
     if text.starts_with('\u{feff}') {
-        return Err(parse_error("frame starts with a UTF-8 byte order mark".into()));
+        return Err(parse_error(
+            "frame starts with a UTF-8 byte order mark".into(),
+        ));
     }
     // JSON allows CR and LF as whitespace between tokens (inside strings they
     // are invalid anyway), but a peer reading lines would split the frame
@@ -220,7 +226,9 @@ fn classify(value: &Value) -> Result<FrameKind, FrameError> {
 
     if let Some(method) = obj.get("method") {
         if has("result") || has("error") {
-            return Err(fail("ambiguous message: it has \"method\" and also \"result\" or \"error\"".into()));
+            return Err(fail(
+                "ambiguous message: it has \"method\" and also \"result\" or \"error\"".into(),
+            ));
         }
         let Value::String(method) = method else {
             return Err(fail("\"method\" must be a string".into()));
@@ -241,7 +249,9 @@ fn classify(value: &Value) -> Result<FrameKind, FrameError> {
         return Err(fail("\"params\" without \"method\"".into()));
     }
     match (obj.get("result"), obj.get("error")) {
-        (Some(_), Some(_)) => Err(fail("ambiguous response: it has both \"result\" and \"error\"".into())),
+        (Some(_), Some(_)) => Err(fail(
+            "ambiguous response: it has both \"result\" and \"error\"".into(),
+        )),
         (Some(_), None) => match &id {
             Some(id) => Ok(FrameKind::Response { id: id.clone() }),
             None => Err(fail("a response needs a string or integer \"id\"".into())),
@@ -250,7 +260,9 @@ fn classify(value: &Value) -> Result<FrameKind, FrameError> {
             check_error_object(error).map_err(fail)?;
             Ok(FrameKind::ErrorResponse { id: id.clone() })
         }
-        (None, None) => Err(fail("message has neither \"method\" nor \"result\" nor \"error\"".into())),
+        (None, None) => Err(fail(
+            "message has neither \"method\" nor \"result\" nor \"error\"".into(),
+        )),
     }
 }
 

@@ -20,7 +20,11 @@ fn refused(line: impl AsRef<[u8]>, code: i32, needle: &str, id: Option<Id>) {
         Ok(frame) => panic!("{shown} was accepted as {:?}", frame.kind()),
         Err(e) => {
             assert_eq!(e.code, code, "{shown}: {}", e.message);
-            assert!(e.message.contains(needle), "{shown}: {:?} lacks {needle:?}", e.message);
+            assert!(
+                e.message.contains(needle),
+                "{shown}: {:?} lacks {needle:?}",
+                e.message
+            );
             assert_eq!(e.id, id, "{shown}");
         }
     }
@@ -67,7 +71,12 @@ fn notification_has_a_method_and_no_id() {
 #[test]
 fn response_and_its_result() {
     let frame = ok(r#"{"jsonrpc":"2.0","id":"abc","result":{"content":[]}}"#);
-    assert_eq!(frame.kind(), &FrameKind::Response { id: Id::Str("abc".into()) });
+    assert_eq!(
+        frame.kind(),
+        &FrameKind::Response {
+            id: Id::Str("abc".into())
+        }
+    );
     assert_eq!(frame.result(), Some(&json!({"content": []})));
     assert_eq!(frame.method(), None);
     assert_eq!(frame.id(), Some(&Id::Str("abc".into())));
@@ -82,7 +91,12 @@ fn response_and_its_result() {
 fn error_response_with_id_null_or_absent() {
     let e = r#""error":{"code":-32601,"message":"no","data":[1]}"#;
     let with = ok(&format!(r#"{{"jsonrpc":"2.0","id":5,{e}}}"#));
-    assert_eq!(with.kind(), &FrameKind::ErrorResponse { id: Some(Id::Int(5)) });
+    assert_eq!(
+        with.kind(),
+        &FrameKind::ErrorResponse {
+            id: Some(Id::Int(5))
+        }
+    );
     assert_eq!(with.error().unwrap()["code"], json!(-32601));
     for line in [
         format!(r#"{{"jsonrpc":"2.0","id":null,{e}}}"#),
@@ -99,7 +113,10 @@ fn params_may_be_an_array_and_ids_may_be_negative_or_empty_strings() {
     let frame = ok(r#"{"jsonrpc":"2.0","id":-9007199254740991,"method":"m","params":[1,2]}"#);
     assert_eq!(frame.id(), Some(&Id::Int(-9007199254740991)));
     assert_eq!(frame.params(), Some(&json!([1, 2])));
-    assert_eq!(ok(r#"{"jsonrpc":"2.0","id":"","method":"m"}"#).id(), Some(&Id::Str(String::new())));
+    assert_eq!(
+        ok(r#"{"jsonrpc":"2.0","id":"","method":"m"}"#).id(),
+        Some(&Id::Str(String::new()))
+    );
 }
 
 #[test]
@@ -121,26 +138,54 @@ fn progress_token_only_when_string_or_integer() {
 #[test]
 fn trailing_newline_and_crlf_are_stripped_from_raw() {
     let body = r#"{"jsonrpc":"2.0","method":"ping","id":1}"#;
-    for line in [format!("{body}\n"), format!("{body}\r\n"), format!("{body}\r"), body.to_owned()] {
+    for line in [
+        format!("{body}\n"),
+        format!("{body}\r\n"),
+        format!("{body}\r"),
+        body.to_owned(),
+    ] {
         assert_eq!(ok(&line).raw(), body.as_bytes(), "{line:?}");
     }
     // Spaces and tabs around the object are JSON whitespace and stay in raw.
-    assert_eq!(ok(&format!(" \t{body} ")).raw(), format!(" \t{body} ").as_bytes());
+    assert_eq!(
+        ok(&format!(" \t{body} ")).raw(),
+        format!(" \t{body} ").as_bytes()
+    );
 }
 
 #[test]
 fn raw_line_breaks_inside_the_frame_are_refused() {
     let inner_cr = "{\"jsonrpc\":\"2.0\",\r\"method\":\"ping\"}";
     refused(inner_cr, PARSE_ERROR, "raw line break", None);
-    refused("{\"jsonrpc\":\"2.0\",\n\"method\":\"ping\"}", PARSE_ERROR, "raw line break", None);
-    refused("{\"jsonrpc\":\"2.0\",\"method\":\"ping\"}\r\r\n", PARSE_ERROR, "raw line break", None);
-    refused("{\"jsonrpc\":\"2.0\",\"method\":\"ping\"}\n\n", PARSE_ERROR, "raw line break", None);
+    refused(
+        "{\"jsonrpc\":\"2.0\",\n\"method\":\"ping\"}",
+        PARSE_ERROR,
+        "raw line break",
+        None,
+    );
+    refused(
+        "{\"jsonrpc\":\"2.0\",\"method\":\"ping\"}\r\r\n",
+        PARSE_ERROR,
+        "raw line break",
+        None,
+    );
+    refused(
+        "{\"jsonrpc\":\"2.0\",\"method\":\"ping\"}\n\n",
+        PARSE_ERROR,
+        "raw line break",
+        None,
+    );
 }
 
 #[test]
 fn escaped_line_breaks_and_unicode_separators_in_strings_are_fine() {
-    let frame = ok("{\"jsonrpc\":\"2.0\",\"method\":\"m\",\"params\":{\"t\":\"a\\nb\\r\u{2028}\u{2029}\"}}");
-    assert_eq!(frame.params().unwrap()["t"], json!("a\nb\r\u{2028}\u{2029}"));
+    let frame = ok(
+        "{\"jsonrpc\":\"2.0\",\"method\":\"m\",\"params\":{\"t\":\"a\\nb\\r\u{2028}\u{2029}\"}}",
+    );
+    assert_eq!(
+        frame.params().unwrap()["t"],
+        json!("a\nb\r\u{2028}\u{2029}")
+    );
 }
 
 #[test]
@@ -152,7 +197,9 @@ fn empty_and_blank_lines_are_parse_errors() {
 
 #[test]
 fn size_limit_is_checked_before_parsing() {
-    let limits = Limits { max_frame_bytes: 10 };
+    let limits = Limits {
+        max_frame_bytes: 10,
+    };
     // Not even JSON: the limit must fire first.
     let e = parse_frame(b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", &limits).unwrap_err();
     assert_eq!(e.code, INVALID_REQUEST);
@@ -167,11 +214,31 @@ fn size_limit_is_checked_before_parsing() {
 
 #[test]
 fn invalid_utf8_and_bom_are_parse_errors() {
-    refused(b"{\"jsonrpc\":\"2.0\",\"method\":\"\xff\"}", PARSE_ERROR, "not valid UTF-8 (at byte 27)", None);
+    refused(
+        b"{\"jsonrpc\":\"2.0\",\"method\":\"\xff\"}",
+        PARSE_ERROR,
+        "not valid UTF-8 (at byte 27)",
+        None,
+    );
     // An overlong encoding of '"' and a UTF-8-encoded surrogate are not UTF-8 either.
-    refused(b"{\"a\":\"\xc0\xa2\"}", PARSE_ERROR, "not valid UTF-8", None);
-    refused(b"{\"a\":\"\xed\xa0\x80\"}", PARSE_ERROR, "not valid UTF-8", None);
-    refused("\u{feff}{\"jsonrpc\":\"2.0\",\"method\":\"ping\"}", PARSE_ERROR, "byte order mark", None);
+    refused(
+        b"{\"a\":\"\xc0\xa2\"}",
+        PARSE_ERROR,
+        "not valid UTF-8",
+        None,
+    );
+    refused(
+        b"{\"a\":\"\xed\xa0\x80\"}",
+        PARSE_ERROR,
+        "not valid UTF-8",
+        None,
+    );
+    refused(
+        "\u{feff}{\"jsonrpc\":\"2.0\",\"method\":\"ping\"}",
+        PARSE_ERROR,
+        "byte order mark",
+        None,
+    );
 }
 
 // === JSON-level ambiguity (-32700) ===
@@ -208,7 +275,12 @@ fn duplicate_keys_are_refused_with_the_id_when_it_is_not_in_doubt() {
         Some(Id::Int(3)),
     );
     // Top-level duplicates: nothing at the top level can be trusted.
-    refused(r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"m"}"#, PARSE_ERROR, "duplicate key \"id\"", None);
+    refused(
+        r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"m"}"#,
+        PARSE_ERROR,
+        "duplicate key \"id\"",
+        None,
+    );
     refused(
         r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","method":"tools/call"}"#,
         PARSE_ERROR,
@@ -281,15 +353,26 @@ fn unsafe_integers_are_refused_anywhere() {
         Some(Id::Int(1)),
     );
     // An unsafe id is no readable id.
-    refused(r#"{"jsonrpc":"2.0","id":9007199254740993,"method":"m"}"#, PARSE_ERROR, "outside", None);
+    refused(
+        r#"{"jsonrpc":"2.0","id":9007199254740993,"method":"m"}"#,
+        PARSE_ERROR,
+        "outside",
+        None,
+    );
     // Large floats are the same double everywhere, so they pass.
-    let frame = ok(r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"n":1e300,"m":9007199254740991}}"#);
+    let frame =
+        ok(r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"n":1e300,"m":9007199254740991}}"#);
     assert_eq!(frame.params().unwrap()["n"], json!(1e300));
 }
 
 #[test]
 fn numbers_overflowing_f64_and_deep_nesting_are_parse_errors() {
-    refused(r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"n":1e309}}"#, PARSE_ERROR, "out of range", None);
+    refused(
+        r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"n":1e309}}"#,
+        PARSE_ERROR,
+        "out of range",
+        None,
+    );
     let deep = format!(
         r#"{{"jsonrpc":"2.0","id":1,"method":"m","params":{{"a":{}{}}}}}"#,
         "[".repeat(130),
@@ -302,7 +385,12 @@ fn numbers_overflowing_f64_and_deep_nesting_are_parse_errors() {
 
 #[test]
 fn non_objects_and_batches_are_invalid_requests() {
-    refused(r#"[{"jsonrpc":"2.0","method":"ping"}]"#, INVALID_REQUEST, "batches are not supported", None);
+    refused(
+        r#"[{"jsonrpc":"2.0","method":"ping"}]"#,
+        INVALID_REQUEST,
+        "batches are not supported",
+        None,
+    );
     refused("[]", INVALID_REQUEST, "batches are not supported", None);
     for line in ["1", "\"x\"", "null", "true"] {
         refused(line, INVALID_REQUEST, "must be a JSON object", None);
@@ -311,7 +399,12 @@ fn non_objects_and_batches_are_invalid_requests() {
 
 #[test]
 fn jsonrpc_member_must_be_exactly_2_0() {
-    refused(r#"{"id":1,"method":"m"}"#, INVALID_REQUEST, "missing \"jsonrpc\"", Some(Id::Int(1)));
+    refused(
+        r#"{"id":1,"method":"m"}"#,
+        INVALID_REQUEST,
+        "missing \"jsonrpc\"",
+        Some(Id::Int(1)),
+    );
     for v in ["\"1.0\"", "\"2.0 \"", "2.0", "null", "\"2\""] {
         refused(
             format!(r#"{{"jsonrpc":{v},"id":1,"method":"m"}}"#),
@@ -332,9 +425,24 @@ fn ids_must_be_strings_or_integers() {
             None,
         );
     }
-    refused(r#"{"jsonrpc":"2.0","id":null,"method":"m"}"#, INVALID_REQUEST, "must not be null", None);
-    refused(r#"{"jsonrpc":"2.0","id":null,"result":{}}"#, INVALID_REQUEST, "needs a string or integer", None);
-    refused(r#"{"jsonrpc":"2.0","result":{}}"#, INVALID_REQUEST, "needs a string or integer", None);
+    refused(
+        r#"{"jsonrpc":"2.0","id":null,"method":"m"}"#,
+        INVALID_REQUEST,
+        "must not be null",
+        None,
+    );
+    refused(
+        r#"{"jsonrpc":"2.0","id":null,"result":{}}"#,
+        INVALID_REQUEST,
+        "needs a string or integer",
+        None,
+    );
+    refused(
+        r#"{"jsonrpc":"2.0","result":{}}"#,
+        INVALID_REQUEST,
+        "needs a string or integer",
+        None,
+    );
     refused(
         r#"{"jsonrpc":"2.0","id":1.5,"error":{"code":1,"message":"m"}}"#,
         INVALID_REQUEST,
@@ -375,7 +483,11 @@ fn params_must_be_object_or_array_and_only_with_a_method() {
 
 #[test]
 fn request_and_response_at_once_is_ambiguous() {
-    for extra in [r#""result":{}"#, r#""error":{"code":1,"message":"x"}"#, r#""result":null"#] {
+    for extra in [
+        r#""result":{}"#,
+        r#""error":{"code":1,"message":"x"}"#,
+        r#""result":null"#,
+    ] {
         refused(
             format!(r#"{{"jsonrpc":"2.0","id":4,"method":"tools/call",{extra}}}"#),
             INVALID_REQUEST,
@@ -389,18 +501,35 @@ fn request_and_response_at_once_is_ambiguous() {
         "both \"result\" and \"error\"",
         Some(Id::Int(4)),
     );
-    refused(r#"{"jsonrpc":"2.0","id":4,"result":{},"error":null}"#, INVALID_REQUEST, "both", Some(Id::Int(4)));
+    refused(
+        r#"{"jsonrpc":"2.0","id":4,"result":{},"error":null}"#,
+        INVALID_REQUEST,
+        "both",
+        Some(Id::Int(4)),
+    );
 }
 
 #[test]
 fn a_message_needs_a_method_result_or_error() {
-    refused(r#"{"jsonrpc":"2.0","id":4}"#, INVALID_REQUEST, "neither", Some(Id::Int(4)));
+    refused(
+        r#"{"jsonrpc":"2.0","id":4}"#,
+        INVALID_REQUEST,
+        "neither",
+        Some(Id::Int(4)),
+    );
     refused(r#"{"jsonrpc":"2.0"}"#, INVALID_REQUEST, "neither", None);
 }
 
 #[test]
 fn error_member_must_have_code_and_message() {
-    for e in ["null", "\"oops\"", "{}", r#"{"code":"1","message":"m"}"#, r#"{"code":1.5,"message":"m"}"#, r#"{"code":1}"#] {
+    for e in [
+        "null",
+        "\"oops\"",
+        "{}",
+        r#"{"code":"1","message":"m"}"#,
+        r#"{"code":1.5,"message":"m"}"#,
+        r#"{"code":1}"#,
+    ] {
         refused(
             format!(r#"{{"jsonrpc":"2.0","id":"e","error":{e}}}"#),
             INVALID_REQUEST,
@@ -419,7 +548,12 @@ fn unknown_members_are_refused() {
         Some(Id::Int(1)),
     );
     // A lone differently-cased member that a Go peer would read as "method".
-    refused(r#"{"jsonrpc":"2.0","id":1,"result":{},"Method":"x"}"#, INVALID_REQUEST, "\"Method\"", Some(Id::Int(1)));
+    refused(
+        r#"{"jsonrpc":"2.0","id":1,"result":{},"Method":"x"}"#,
+        INVALID_REQUEST,
+        "\"Method\"",
+        Some(Id::Int(1)),
+    );
 }
 
 // === answers ===
@@ -433,7 +567,15 @@ fn every_refusal_turns_into_a_valid_error_line() {
         v,
         json!({"jsonrpc":"2.0","id":"r","error":{"code":-32600,"message":"\"method\" must be a string"}})
     );
-    assert_eq!(line, error_response(Some(&Id::Str("r".into())), e.code, &e.message, None));
+    assert_eq!(
+        line,
+        error_response(Some(&Id::Str("r".into())), e.code, &e.message, None)
+    );
     // And Airlock can parse its own error lines back.
-    assert_eq!(ok(std::str::from_utf8(&line).unwrap()).kind(), &FrameKind::ErrorResponse { id: Some(Id::Str("r".into())) });
+    assert_eq!(
+        ok(std::str::from_utf8(&line).unwrap()).kind(),
+        &FrameKind::ErrorResponse {
+            id: Some(Id::Str("r".into()))
+        }
+    );
 }

@@ -102,10 +102,19 @@ mod tests {
     fn from_json_accepts_only_strings_and_safe_integers() {
         assert_eq!(Id::from_json(&json!(1)), Some(Id::Int(1)));
         assert_eq!(Id::from_json(&json!("")), Some(Id::Str(String::new())));
-        assert_eq!(Id::from_json(&json!(-9007199254740991_i64)), Some(Id::Int(-9007199254740991)));
+        assert_eq!(
+            Id::from_json(&json!(-9007199254740991_i64)),
+            Some(Id::Int(-9007199254740991))
+        );
         assert_eq!(Id::from_json(&json!(9007199254740992_i64)), None);
         assert_eq!(Id::from_json(&json!(u64::MAX)), None);
-        for bad in [json!(null), json!(1.0), json!(true), json!([1]), json!({"a": 1})] {
+        for bad in [
+            json!(null),
+            json!(1.0),
+            json!(true),
+            json!([1]),
+            json!({"a": 1}),
+        ] {
             assert_eq!(Id::from_json(&bad), None, "{bad}");
         }
     }

@@ -183,7 +183,8 @@ impl<'de> Visitor<'de> for Seed<'_> {
             let value = access.next_value_seed(self.child())?;
             if key == "__proto__" {
                 self.ctx.note(
-                    "key \"__proto__\" is refused: JavaScript may read it as a prototype".to_owned(),
+                    "key \"__proto__\" is refused: JavaScript may read it as a prototype"
+                        .to_owned(),
                     top_level,
                 );
             }

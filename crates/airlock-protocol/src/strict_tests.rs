@@ -51,7 +51,10 @@ fn case_colliding_keys_are_refused() {
         "{\"session\":1,\"\u{17f}ession\":2}",
     ] {
         let (reason, _, _) = ambiguous(text);
-        assert!(reason.contains("differ only in letter case"), "{text}: {reason}");
+        assert!(
+            reason.contains("differ only in letter case"),
+            "{text}: {reason}"
+        );
     }
     // Different words with the same letters in other cases are fine.
     assert!(parse_strict(r#"{"name":1,"names":2,"progressToken":3}"#).is_ok());
@@ -79,7 +82,10 @@ fn proto_key_is_refused() {
 #[test]
 fn unsafe_integers_are_refused_and_replaced_by_null() {
     let max = MAX_SAFE_INTEGER;
-    assert_eq!(parse_strict(&format!("[{max},-{max}]")).unwrap(), json!([max, -(max as i64)]));
+    assert_eq!(
+        parse_strict(&format!("[{max},-{max}]")).unwrap(),
+        json!([max, -(max as i64)])
+    );
     // Within i64/u64: seen by the visitor, replaced by null.
     for text in [
         format!("[{}]", max + 1),
@@ -96,25 +102,36 @@ fn unsafe_integers_are_refused_and_replaced_by_null() {
     for (text, literal) in [
         ("[18446744073709551616]", "18446744073709551616"),
         ("[-9223372036854775809]", "-9223372036854775809"),
-        (r#"{"a":"1e5","b":[1e30,123456789012345678901234567890]}"#, "123456789012345678901234567890"),
+        (
+            r#"{"a":"1e5","b":[1e30,123456789012345678901234567890]}"#,
+            "123456789012345678901234567890",
+        ),
     ] {
         let (reason, _, top) = ambiguous(text);
-        assert_eq!(reason, format!("integer {literal:?} is outside ±(2^53−1): JavaScript would round it"));
+        assert_eq!(
+            reason,
+            format!("integer {literal:?} is outside ±(2^53−1): JavaScript would round it")
+        );
         assert!(!top);
     }
 }
 
 #[test]
 fn large_floats_are_not_mistaken_for_integers() {
-    let value = parse_strict(r#"{"s":"12345678901234567890","f":[1e20,1.5e300,-1E+19,123456789012345678901.5]}"#)
-        .unwrap();
+    let value = parse_strict(
+        r#"{"s":"12345678901234567890","f":[1e20,1.5e300,-1E+19,123456789012345678901.5]}"#,
+    )
+    .unwrap();
     assert_eq!(value["f"][0], json!(1e20));
     assert_eq!(value["f"][3], json!(123456789012345678901.5));
 }
 
 #[test]
 fn long_integer_literal_skips_strings_and_floats() {
-    assert_eq!(long_integer_literal(r#"["12345678901234567890",1.2345678901234567890]"#), None);
+    assert_eq!(
+        long_integer_literal(r#"["12345678901234567890",1.2345678901234567890]"#),
+        None
+    );
     assert_eq!(long_integer_literal(r#"["\"",1e99999999999999999]"#), None);
     assert_eq!(
         long_integer_literal(r#"{"a\\":"\"x",  "b":[-12345678901234567]}"#),

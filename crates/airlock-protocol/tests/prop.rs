@@ -51,8 +51,15 @@ fn id() -> impl Strategy<Value = Value> {
 
 /// Any valid JSON-RPC message: request, notification, response, error.
 fn frame_value() -> impl Strategy<Value = Value> {
-    (0..4u8, id(), any::<String>(), json_object(), json_value(), any::<bool>()).prop_map(
-        |(kind, id, method, params, result, with_params)| {
+    (
+        0..4u8,
+        id(),
+        any::<String>(),
+        json_object(),
+        json_value(),
+        any::<bool>(),
+    )
+        .prop_map(|(kind, id, method, params, result, with_params)| {
             let mut m = Map::new();
             m.insert("jsonrpc".into(), "2.0".into());
             match kind {
@@ -79,8 +86,7 @@ fn frame_value() -> impl Strategy<Value = Value> {
                 }
             }
             Value::Object(m)
-        },
-    )
+        })
 }
 
 /// A JSON string literal for `s` with every character as a `\u` escape.
