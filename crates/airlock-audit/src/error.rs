@@ -25,6 +25,10 @@ pub enum AuditError {
         source: rusqlite::Error,
     },
 
+    /// SQLite would not put the file in WAL mode (e.g. an in-memory or network path).
+    #[error("audit store {}: journal_mode is {mode:?}, but WAL is required", path.display())]
+    NotWal { path: PathBuf, mode: String },
+
     /// The file is a SQLite database but not one this crate created.
     #[error("audit store {}: not an Airlock audit store (no schema_version table)", path.display())]
     NotAnAuditStore { path: PathBuf },
@@ -48,6 +52,19 @@ pub enum AuditError {
         #[source]
         source: std::io::Error,
     },
+
+    /// The spool (the per-process file that makes records durable before they are chained)
+    /// could not be written or read.
+    #[error("audit spool {}: {source}", path.display())]
+    Spool {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// `submit` after the writer was closed.
+    #[error("audit writer is closed")]
+    Closed,
 
     /// The anchor file exists but does not hold a valid head.
     #[error("audit anchor {}: malformed: {reason}", path.display())]

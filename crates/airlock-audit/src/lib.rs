@@ -39,17 +39,22 @@
 
 mod anchor;
 mod chain;
+mod checkpoint;
 mod error;
 mod query;
 mod record;
 mod redact;
+mod spool;
 mod store;
 mod verify;
+mod writer;
 
 pub use anchor::{read_anchor, write_anchor};
 pub use error::AuditError;
 pub use query::Query;
 pub use record::{kinds, now_unix_ns, valid_kind, Appended, Head, NewRecord, StoredRecord};
 pub use redact::{is_marker, is_secret_key, redact};
+pub use spool::{recover, spool_dir};
 pub use store::{AuditStore, Durability};
 pub use verify::{verify, Problem, VerifyReport};
+pub use writer::{AuditWriter, Submission, Ticket};

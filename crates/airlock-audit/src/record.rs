@@ -39,7 +39,7 @@ pub fn valid_kind(kind: &str) -> bool {
 ///
 /// `args_redacted` must already be redacted: the store keeps what it is given.
 /// [`NewRecord::args`] does both the redaction and the digest bookkeeping.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct NewRecord {
     pub time_unix_ns: i64,
     pub kind: String,

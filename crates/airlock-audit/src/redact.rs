@@ -64,8 +64,12 @@ const SECRET_PATTERNS: &[&str] = &[
     r#"(?i:password|passwd|secret|token|api[_-]?key)\s*[=:]\s*["']?([^\s"'&,;]{4,})"#,
 ];
 
-static SECRET_RE: LazyLock<Option<Regex>> =
-    LazyLock::new(|| Regex::new(&SECRET_PATTERNS.join("|")).ok());
+// ASCII word boundaries (`\b` would be Unicode-aware: a larger automaton for
+// no gain, since every pattern here is ASCII).
+static SECRET_RE: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    let joined = SECRET_PATTERNS.join("|").replace(r"\b", r"(?-u:\b)");
+    Regex::new(&joined).ok()
+});
 
 /// A copy of `v` with every secret replaced by a correlatable marker.
 pub fn redact(v: &Value) -> Value {
@@ -90,21 +94,35 @@ pub fn redact(v: &Value) -> Value {
 
 /// Whether a key names a secret (`api_key`, `X-Api-Key`, `githubToken`, `basic_auth`, …).
 pub fn is_secret_key(key: &str) -> bool {
-    // Flattened: lowercase ASCII alphanumerics only, so `-`, `_`, `.` and case vanish.
-    let flat: String = key
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .map(|c| c.to_ascii_lowercase())
-        .collect();
-    if SECRET_KEY_PARTS.iter().any(|p| flat.contains(p)) {
+    // Flattened: lowercase ASCII alphanumerics only, so `-`, `_`, `.` and case
+    // vanish. Keys are short: flatten on the stack, the heap only for long ones.
+    let mut stack = [0u8; 64];
+    let heap: Vec<u8>;
+    let flat: &[u8] = if key.len() <= stack.len() {
+        let mut n = 0;
+        for b in key.bytes().filter(u8::is_ascii_alphanumeric) {
+            stack[n] = b.to_ascii_lowercase();
+            n += 1;
+        }
+        &stack[..n]
+    } else {
+        heap = key
+            .bytes()
+            .filter(u8::is_ascii_alphanumeric)
+            .map(|b| b.to_ascii_lowercase())
+            .collect();
+        &heap
+    };
+    let contains = |needle: &[u8]| flat.windows(needle.len()).any(|w| w == needle);
+    if SECRET_KEY_PARTS.iter().any(|p| contains(p.as_bytes())) {
         return true;
     }
     // `token` and `auth` are too short to match as substrings (`max_tokens`,
     // `author`), so they count as a final word or a word of their own.
-    if flat.ends_with("token") || flat.ends_with("auth") {
+    if flat.ends_with(b"token") || flat.ends_with(b"auth") {
         return true;
     }
-    flat.contains("auth") && words(key).any(|w| w.eq_ignore_ascii_case("auth"))
+    contains(b"auth") && words(key).any(|w| w.eq_ignore_ascii_case("auth"))
 }
 
 /// Words of a key: split at non-alphanumerics and lower→upper case changes.

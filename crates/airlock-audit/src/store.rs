@@ -7,6 +7,7 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, TransactionBehavior};
 
 use crate::chain::{chain_hash, write_canonical, write_str_array, Field, GENESIS};
+use crate::checkpoint::Checkpointer;
 use crate::error::AuditError;
 use crate::record::{valid_kind, Appended, Head, NewRecord};
 
@@ -110,6 +111,8 @@ pub enum Durability {
 pub struct AuditStore {
     pub(crate) conn: Connection,
     read_only: bool,
+    /// Writers only; `None` also when it could not start (SQLite then checkpoints inline).
+    checkpointer: Option<Checkpointer>,
     /// Reused text buffers for the JSON columns, so appends do not allocate them per record.
     bufs: Buffers,
 }
@@ -140,9 +143,9 @@ impl AuditStore {
             .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
             .map_err(AuditError::sqlite("set journal_mode=WAL"))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(AuditError::Sqlite {
-                context: "set journal_mode=WAL",
-                source: rusqlite::Error::InvalidParameterName(format!("journal_mode is {mode}")),
+            return Err(AuditError::NotWal {
+                path: path.to_owned(),
+                mode,
             });
         }
         let sync = match durability {
@@ -157,9 +160,17 @@ impl AuditStore {
         let mut store = AuditStore {
             conn,
             read_only: false,
+            checkpointer: None,
             bufs: Buffers::default(),
         };
         store.init_schema(path)?;
+        store.checkpointer = Checkpointer::start(path);
+        if store.checkpointer.is_some() {
+            store
+                .conn
+                .pragma_update(None, "wal_autocheckpoint", 0)
+                .map_err(AuditError::sqlite("set wal_autocheckpoint"))?;
+        }
         Ok(store)
     }
 
@@ -178,6 +189,7 @@ impl AuditStore {
         Ok(AuditStore {
             conn,
             read_only: true,
+            checkpointer: None,
             bufs: Buffers::default(),
         })
     }
@@ -264,7 +276,30 @@ impl AuditStore {
             }
         }
         tx.commit().map_err(AuditError::sqlite("commit append"))?;
+        if let Some(c) = &self.checkpointer {
+            c.poke();
+        }
         Ok(out)
+    }
+
+    /// The seq of a record already in the chain that `r` describes (same time, kind, session
+    /// and request id), if any: how spool recovery tells folded records from lost ones.
+    pub fn find_seq(&self, r: &NewRecord) -> Result<Option<u64>, AuditError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT seq FROM records WHERE time_ns = ?1 AND kind = ?2 \
+                 AND session IS ?3 AND request_id IS ?4 AND agent IS ?5 LIMIT 1",
+            )
+            .map_err(AuditError::sqlite("prepare find"))?;
+        let found: Option<i64> = stmt
+            .query_row(
+                rusqlite::params![r.time_unix_ns, r.kind, r.session, r.request_id, r.agent],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(AuditError::sqlite("find record"))?;
+        Ok(found.and_then(|s| u64::try_from(s).ok()))
     }
 
     /// The last record's seq and hash; `None` for an empty trail.
@@ -334,7 +369,7 @@ fn read_head(conn: &Connection) -> Result<Option<Head>, AuditError> {
     .transpose()
 }
 
-fn validate(index: usize, r: &NewRecord) -> Result<(), AuditError> {
+pub(crate) fn validate(index: usize, r: &NewRecord) -> Result<(), AuditError> {
     if !valid_kind(&r.kind) {
         return Err(AuditError::InvalidRecord {
             index,

@@ -370,3 +370,41 @@ fn triggers_refuse_update_and_delete() {
         Some("a")
     );
 }
+
+#[test]
+fn writers_checkpoint_in_the_background() {
+    let (_d, db) = temp_db();
+    let mut s = AuditStore::open(&db, Durability::Process).unwrap();
+    let auto: i64 = s
+        .conn
+        .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(auto, 0, "appends must not checkpoint inline");
+    s.append(
+        &(0..500)
+            .map(|i| call(i, "a", "t", "allow"))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let pages: i64 = s
+        .conn
+        .query_row("PRAGMA page_count", [], |r| r.get(0))
+        .unwrap();
+    let pages = u64::try_from(pages).unwrap();
+    // The main file catches up with the WAL without anyone closing the store.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::metadata(&db).unwrap().len() < pages * 4096 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no background checkpoint"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(s.count().unwrap(), 500);
+}
+
+#[test]
+fn a_store_can_move_to_a_writer_thread() {
+    fn assert_send<T: Send>() {}
+    assert_send::<AuditStore>();
+}

@@ -80,8 +80,26 @@ pub(crate) fn audit(command: AuditCommand) -> Result<u8, Failure> {
     }
 }
 
+/// Folds what crashed gateways left in their spools into the chain, so every reader sees
+/// every record a gateway acted on.
+pub(crate) fn recover_spools(config: &airlock_config::Config) -> Result<(), Failure> {
+    if !airlock_audit::spool_dir(&config.audit.path).exists() {
+        return Ok(());
+    }
+    let mut store =
+        airlock_audit::AuditStore::open(&config.audit.path, airlock_audit::Durability::Process)
+            .with_context(|| format!("cannot open {}", config.audit.path.display()))?;
+    let added = airlock_audit::recover(&config.audit.path, &mut store)
+        .context("cannot recover spooled records")?;
+    if added > 0 {
+        eprintln!("airlock: recovered {added} record(s) a stopped gateway had not yet chained");
+    }
+    Ok(())
+}
+
 fn verify(config: &Path, anchor: Option<PathBuf>) -> Result<u8, Failure> {
     let config = airlock_config::load(config).map_err(Failure::usage)?;
+    recover_spools(&config)?;
     let anchor = anchor.unwrap_or_else(|| config.audit.anchor.clone());
     let anchor_opt = anchor.exists().then_some(anchor.as_path());
     let report = airlock_audit::verify(&config.audit.path, anchor_opt)
@@ -110,6 +128,7 @@ fn verify(config: &Path, anchor: Option<PathBuf>) -> Result<u8, Failure> {
 
 fn query_cmd(config: &Path, query: &Query, json: bool) -> Result<u8, Failure> {
     let config = airlock_config::load(config).map_err(Failure::usage)?;
+    recover_spools(&config)?;
     let store = airlock_audit::AuditStore::open_read_only(&config.audit.path)
         .with_context(|| format!("cannot open {}", config.audit.path.display()))?;
     let records = store.query(query).context("audit query failed")?;

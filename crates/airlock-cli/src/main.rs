@@ -6,9 +6,11 @@
 
 mod audit_cmd;
 mod check;
+mod control_cmd;
 mod demo;
 mod load;
 mod run;
+mod sandbox_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +38,24 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: audit_cmd::AuditCommand,
+    },
+    /// Inspect the sandbox Airlock puts around the processes it starts.
+    Sandbox {
+        #[command(subcommand)]
+        command: sandbox_cmd::SandboxCommand,
+    },
+    /// Run a command inside a sandbox profile, with its outcome audited.
+    Exec(sandbox_cmd::ExecArgs),
+    /// Stop an agent, a session, a tool or everything at once (as a named human).
+    Kill(control_cmd::KillArgs),
+    /// Lift a kill or a breaker pause (as a named human).
+    Resume(control_cmd::ResumeArgs),
+    /// Kills and pauses in force, and breaker levels per agent and class.
+    Status(control_cmd::StatusArgs),
+    /// Human credentials (`airlock token new`).
+    Token {
+        #[command(subcommand)]
+        command: control_cmd::TokenCommand,
     },
     /// Run the bundled demo: a scripted agent against the demo company server, through Airlock.
     Demo(demo::DemoArgs),
@@ -86,6 +106,12 @@ fn main() -> ExitCode {
         Command::Check { config } => check::check(&config),
         Command::Audit { command } => audit_cmd::audit(command),
         Command::Demo(args) => demo::demo(args),
+        Command::Sandbox { command } => sandbox_cmd::sandbox(command),
+        Command::Kill(args) => control_cmd::kill(args),
+        Command::Resume(args) => control_cmd::resume(args),
+        Command::Status(args) => control_cmd::status(args),
+        Command::Token { command } => control_cmd::token(command),
+        Command::Exec(args) => sandbox_cmd::exec(args),
         Command::DemoServer { state, reset } => demo_server(state, reset),
     };
     match result {

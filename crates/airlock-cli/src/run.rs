@@ -1,9 +1,10 @@
 //! `airlock run`: one agent's MCP server behind the gateway, over stdio.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use airlock_audit::{AuditStore, Durability, NewRecord};
+use airlock_audit::{AuditStore, AuditWriter, Durability, NewRecord, Submission};
 use airlock_gateway::{AgentIo, GatewayOptions, Identity, Outcome, PolicyHandle, Upstream};
 use anyhow::Context;
 use clap::Args;
@@ -71,7 +72,8 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
         airlock_config::Durability::Process => Durability::Process,
         airlock_config::Durability::PowerLoss => Durability::PowerLoss,
     };
-    let mut audit = AuditStore::open(&config.audit.path, durability).with_context(|| {
+    // Opening the writer also folds in what crashed gateways left in their spools.
+    let audit = AuditWriter::start(&config.audit.path, durability).with_context(|| {
         format!(
             "cannot open the audit store {}",
             config.audit.path.display()
@@ -97,8 +99,10 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
         "upstream": args.command,
     }));
     audit
-        .append(&[record])
+        .submit(&[Submission::from(record)])
         .context("cannot write to the audit store")?;
+    let audit = Arc::new(audit);
+    let writer = audit.clone();
 
     let options = GatewayOptions {
         identity,
@@ -133,6 +137,17 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
         reloader.abort();
         outcome
     })?;
+    // Everything into the chain before the anchor moves and the process exits.
+    match Arc::try_unwrap(writer) {
+        Ok(writer) => writer.close(),
+        Err(writer) => {
+            if !writer.flush(Duration::from_secs(5)) {
+                tracing::error!(
+                    "audit records are still in the spool; the next reader recovers them"
+                );
+            }
+        }
+    }
     update_anchor(&config.audit.path, &config.audit.anchor);
     match outcome {
         Outcome::AgentClosed => Ok(0),

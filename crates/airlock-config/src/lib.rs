@@ -35,20 +35,31 @@
 //! # Ok::<(), airlock_config::ConfigError>(())
 //! ```
 
+mod control;
 mod error;
 mod model;
 mod raw;
+mod sandbox;
 mod validate;
 
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+pub use control::{
+    ArgValue, BreakerClass, BreakersConfig, ItemsSource, LoopDefaults, ToolPattern,
+    BREAKER_DEFAULTS_KEY, MAX_BREAKER_COUNT, MAX_BREAKER_WINDOW_SECS,
+};
 pub use error::ConfigError;
 pub use model::{
     Agent, AuditConfig, Config, Durability, GatewayConfig, Human, PolicyConfig, Server, Task,
     DEFAULT_AUDIT_PATH, DEFAULT_CALL_TIMEOUT_SECS, DEFAULT_MAX_FRAME_BYTES, MAX_CALL_TIMEOUT_SECS,
     MAX_MAX_FRAME_BYTES, MIN_MAX_FRAME_BYTES,
+};
+pub use sandbox::{
+    SandboxConfig, SandboxLayer, SandboxProfile, ServerSandbox, DEFAULT_CPU_SECONDS, DEFAULT_ENV,
+    DEFAULT_MAX_PROCESSES, DEFAULT_MEMORY_BYTES, DEFAULT_SANDBOX_PROFILE, MIN_MEMORY_MB,
+    SANDBOX_OFF, SYSTEM_READ_PATHS,
 };
 
 use error::Source;

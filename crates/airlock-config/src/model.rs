@@ -43,6 +43,10 @@ pub struct Config {
     pub agents: BTreeMap<String, Agent>,
     /// `[servers.<id>]`
     pub servers: BTreeMap<String, Server>,
+    /// `[breakers]`: budgets per agent × action class, and loop detection.
+    pub breakers: crate::control::BreakersConfig,
+    /// `[sandbox]`: sandbox profiles, always including `default`.
+    pub sandbox: crate::sandbox::SandboxConfig,
 }
 
 /// `[gateway]`: limits of the stdio gateway.
@@ -128,6 +132,8 @@ pub struct Human {
     pub display_name: Option<String>,
     /// Group ids (Cedar parents).
     pub groups: Vec<String>,
+    /// SHA-256 (lowercase hex) of the human's bearer token; `None`: cannot act on Airlock.
+    pub token_sha256: Option<String>,
 }
 
 /// `[tasks.<id>]`: a job an agent is given.
@@ -159,11 +165,35 @@ pub struct Server {
     pub description: Option<String>,
     /// Tool names the server is expected to have (for `airlock check` warnings).
     pub tools: Option<Vec<String>>,
+    /// The sandbox the server runs in (default: the `default` profile).
+    pub sandbox: crate::sandbox::ServerSandbox,
 }
 
 // === impl Config ===
 
 impl Config {
+    /// The sandbox profile `server` runs in: `None` for `sandbox = "off"` or an unknown
+    /// server. The name is the profile's.
+    pub fn sandbox_for_server(
+        &self,
+        server: &str,
+    ) -> Option<(&str, &crate::sandbox::SandboxProfile)> {
+        match &self.servers.get(server)?.sandbox {
+            crate::sandbox::ServerSandbox::Off => None,
+            crate::sandbox::ServerSandbox::Profile(name) => self
+                .sandbox
+                .profiles
+                .get_key_value(name)
+                .map(|(n, p)| (n.as_str(), p)),
+        }
+    }
+
+    /// Sandbox settings `airlock check` reports as warnings: servers with
+    /// `sandbox = "off"`, profiles that turn layers off.
+    pub fn sandbox_warnings(&self) -> Vec<String> {
+        crate::sandbox::warnings(self)
+    }
+
     /// The agent with this id.
     pub fn agent(&self, id: &str) -> Option<&Agent> {
         self.agents.get(id)

@@ -31,6 +31,10 @@ pub(crate) struct RawConfig {
     pub(crate) agents: BTreeMap<SpStr, RawAgent>,
     #[serde(default)]
     pub(crate) servers: BTreeMap<SpStr, RawServer>,
+    #[serde(default)]
+    pub(crate) breakers: crate::control::RawBreakers,
+    #[serde(default)]
+    pub(crate) sandbox: crate::sandbox::RawSandbox,
 }
 
 /// `[gateway]`
@@ -68,6 +72,8 @@ pub(crate) struct RawHuman {
     pub(crate) display_name: Option<String>,
     #[serde(default)]
     pub(crate) groups: Vec<SpStr>,
+    /// SHA-256 (hex) of the human's bearer token.
+    pub(crate) token_sha256: Option<SpStr>,
 }
 
 /// `[tasks.<name>]`
@@ -95,4 +101,6 @@ pub(crate) struct RawServer {
     pub(crate) command: Option<Spanned<Vec<SpStr>>>,
     pub(crate) description: Option<String>,
     pub(crate) tools: Option<Vec<SpStr>>,
+    /// A `[sandbox.profiles.*]` name, or `"off"`.
+    pub(crate) sandbox: Option<SpStr>,
 }

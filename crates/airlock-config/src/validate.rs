@@ -68,14 +68,25 @@ pub(crate) fn build(raw: RawConfig, origin: Origin<'_>) -> Result<Config, Config
     let humans = named(&raw.humans, "human", &mut p, |h: &RawHuman, p| Human {
         display_name: h.display_name.clone(),
         groups: groups(&h.groups, p),
+        token_sha256: crate::control::token_sha256(h.token_sha256.as_ref(), &mut |s, m| p.at(s, m)),
     });
     let tasks = named(&raw.tasks, "task", &mut p, |t, _| Task {
         description: t.description.clone(),
     });
-    let servers = named(&raw.servers, "server", &mut p, server);
+    let sandbox = crate::sandbox::sandbox(&raw.sandbox, base, &mut |s, m| p.at(s, m));
+    let servers = named(&raw.servers, "server", &mut p, |s: &RawServer, p| {
+        let mut built = server(s, p);
+        built.sandbox =
+            crate::sandbox::server_sandbox(s, &raw.sandbox.profiles, &mut |sp, m| p.at(sp, m));
+        built
+    });
     let agents = named(&raw.agents, "agent", &mut p, |a: &RawAgent, p| {
         agent(a, &raw.humans, &raw.tasks, &raw.servers, p)
     });
+    let breakers =
+        crate::control::breakers(&raw.breakers, &raw.agents, &raw.servers, &mut |s, m| {
+            p.at(s, m)
+        });
 
     if let Some((offset, message)) = p.first {
         return Err(origin.source.error_at(offset, message));
@@ -95,6 +106,8 @@ pub(crate) fn build(raw: RawConfig, origin: Origin<'_>) -> Result<Config, Config
         tasks,
         agents,
         servers,
+        breakers,
+        sandbox,
     })
 }
 
@@ -306,6 +319,7 @@ fn server(raw: &RawServer, p: &mut Problems) -> Server {
         command,
         description: raw.description.clone(),
         tools,
+        sandbox: Default::default(),
     }
 }
 
@@ -351,7 +365,7 @@ fn reference<R>(
 }
 
 /// Ids become Cedar entity ids and `server/tool` uids: no '/', quotes or spaces.
-fn is_valid_name(name: &str) -> bool {
+pub(crate) fn is_valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     let head_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
     head_ok

@@ -106,6 +106,7 @@ fn full_config_builds_the_whole_model() {
                 Human {
                     display_name: Some("Alice Ng".into()),
                     groups: vec!["sre".into(), "support".into()],
+                    token_sha256: None,
                 },
             ),
             ("bob".into(), Human::default()),
@@ -146,10 +147,13 @@ fn full_config_builds_the_whole_model() {
                     command: Some(vec!["airlock".into(), "demo-server".into()]),
                     description: Some("The demo company".into()),
                     tools: Some(vec!["forum_post".into(), "acl_set".into()]),
+                    sandbox: Default::default(),
                 },
             ),
             ("github".into(), Server::default()),
         ]),
+        breakers: Default::default(),
+        sandbox: Default::default(),
     };
     assert_eq!(config, expected);
     assert_eq!(config.digest.len(), 64);
@@ -241,7 +245,7 @@ fn unknown_section_points_at_the_header() {
     assert_eq!(
         error_after_minimal("[approvalz]\n"),
         "/etc/airlock/airlock.toml:3:2: unknown field `approvalz`, expected one of `gateway`, \
-         `policy`, `audit`, `humans`, `tasks`, `agents`, `servers`"
+         `policy`, `audit`, `humans`, `tasks`, `agents`, `servers`, `breakers`, `sandbox`"
     );
 }
 

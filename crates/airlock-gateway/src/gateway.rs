@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use airlock_audit::{AuditStore, NewRecord};
+use airlock_audit::{AuditWriter, NewRecord, Submission, Ticket};
 use airlock_protocol::{
     error_response, parse_frame, Frame, FrameKind, Id, Limits, INVALID_REQUEST,
 };
@@ -30,6 +30,8 @@ use crate::{GatewayError, GatewayOptions, Identity, Outcome, PolicyHandle};
 
 /// The most frames judged before one audit commit.
 const MAX_BATCH: usize = 256;
+/// How long a result record may wait for a decision commit to ride along with.
+const RESULT_FLUSH_DELAY: Duration = Duration::from_millis(20);
 /// How long the upstream gets to exit after its stdin closes, before SIGTERM, then SIGKILL.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
@@ -40,7 +42,8 @@ type UpstreamWriter = tokio::sync::Mutex<Option<tokio::process::ChildStdin>>;
 /// One request forwarded upstream and not yet answered.
 struct InFlight {
     expect: Expect,
-    call_seq: Option<u64>,
+    /// The call's audit record, for its result record to point at.
+    call: Option<Ticket>,
     started: Instant,
     method: String,
 }
@@ -50,13 +53,13 @@ struct Shared {
     who: Identity,
     opts: GatewayOptions,
     policy: PolicyHandle,
-    audit: Mutex<AuditStore>,
+    audit: Arc<AuditWriter>,
     /// Agent requests in flight upstream, by id.
     in_flight: Mutex<HashMap<Id, InFlight>>,
     /// Server→agent requests (sampling, elicitation, roots) awaiting the agent's answer.
     server_requests: Mutex<HashSet<Id>>,
     /// Result records waiting for the background commit.
-    results: Mutex<Vec<NewRecord>>,
+    results: Mutex<Vec<Submission>>,
     results_ready: Notify,
     agent_out: AgentWriter,
     upstream_in: UpstreamWriter,
@@ -71,7 +74,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) async fn run(
     opts: GatewayOptions,
     policy: PolicyHandle,
-    audit: AuditStore,
+    audit: Arc<AuditWriter>,
     agent: AgentIo,
     upstream: Upstream,
 ) -> Result<Outcome, GatewayError> {
@@ -86,7 +89,7 @@ pub(crate) async fn run(
         who: opts.identity.clone(),
         opts,
         policy,
-        audit: Mutex::new(audit),
+        audit,
         in_flight: Mutex::new(HashMap::new()),
         server_requests: Mutex::new(HashSet::new()),
         results: Mutex::new(Vec::new()),
@@ -156,22 +159,22 @@ async fn agent_to_upstream<R: AsyncRead + Unpin>(
             }
         }
         // The decisions are durable before anything they allowed moves on.
-        let seqs = commit_decisions(&shared, &mut records);
+        let tickets = commit_decisions(&shared, &mut records);
         let mut upstream_bytes = Vec::new();
         let mut agent_bytes = Vec::new();
         for step in steps.drain(..) {
             match step {
                 Step::Forward { frame, id, record } => {
-                    let seq =
-                        record.and_then(|r| seqs.as_ref().ok().and_then(|s| s.get(r).copied()));
-                    if record.is_some() && seq.is_none() {
+                    let ticket =
+                        record.and_then(|r| tickets.as_ref().ok().and_then(|s| s.get(r).copied()));
+                    if record.is_some() && ticket.is_none() {
                         // Fail closed: the decision could not be recorded.
                         if let Some(id) = &id {
                             lock(&shared.in_flight).remove(id);
                         }
                         let message = format!(
                             "Airlock refused the call: the audit store could not record it ({})",
-                            seqs.as_ref().err().map_or("", String::as_str)
+                            tickets.as_ref().err().map_or("", String::as_str)
                         );
                         agent_bytes.extend(error_response(
                             id.as_ref(),
@@ -182,9 +185,9 @@ async fn agent_to_upstream<R: AsyncRead + Unpin>(
                         agent_bytes.push(b'\n');
                         continue;
                     }
-                    if let (Some(id), Some(seq)) = (&id, seq) {
+                    if let (Some(id), Some(ticket)) = (&id, ticket) {
                         if let Some(entry) = lock(&shared.in_flight).get_mut(id) {
-                            entry.call_seq = Some(seq);
+                            entry.call = Some(ticket);
                         }
                     }
                     upstream_bytes.extend_from_slice(frame.raw());
@@ -194,17 +197,8 @@ async fn agent_to_upstream<R: AsyncRead + Unpin>(
                     id,
                     code,
                     message,
-                    mut data,
-                    record,
+                    data,
                 } => {
-                    let seq =
-                        record.and_then(|r| seqs.as_ref().ok().and_then(|s| s.get(r).copied()));
-                    if let (Some(seq), Some(serde_json::Value::Object(map))) = (seq, data.as_mut())
-                    {
-                        if let Some(serde_json::Value::Object(inner)) = map.get_mut("airlock") {
-                            inner.insert("audit_seq".into(), json!(seq));
-                        }
-                    }
                     agent_bytes.extend(error_response(id.as_ref(), code, &message, data));
                     agent_bytes.push(b'\n');
                 }
@@ -229,13 +223,12 @@ enum Step {
         id: Option<Id>,
         record: Option<usize>,
     },
-    /// Answer the agent with an error.
+    /// Answer the agent with an error (its audit record, if any, is in the batch).
     Reply {
         id: Option<Id>,
         code: i32,
         message: String,
         data: Option<serde_json::Value>,
-        record: Option<usize>,
     },
     Drop,
 }
@@ -253,7 +246,6 @@ fn judge_line(shared: &Shared, limits: &Limits, line: Line, records: &mut Vec<Ne
                     limits.max_frame_bytes
                 ),
                 data: None,
-                record: None,
             };
         }
     };
@@ -269,7 +261,6 @@ fn judge_line(shared: &Shared, limits: &Limits, line: Line, records: &mut Vec<Ne
                 code: e.code,
                 message: e.message,
                 data: None,
-                record: None,
             };
         }
     };
@@ -289,7 +280,6 @@ fn judge_line(shared: &Shared, limits: &Limits, line: Line, records: &mut Vec<Ne
                         "Airlock refused the request: a request with this id is already in flight"
                             .into(),
                     data: None,
-                    record: None,
                 };
             }
             match judge_request(
@@ -305,7 +295,7 @@ fn judge_line(shared: &Shared, limits: &Limits, line: Line, records: &mut Vec<Ne
                         id.clone(),
                         InFlight {
                             expect,
-                            call_seq: None,
+                            call: None,
                             started: Instant::now(),
                             method,
                         },
@@ -323,12 +313,12 @@ fn judge_line(shared: &Shared, limits: &Limits, line: Line, records: &mut Vec<Ne
                     record,
                 } => {
                     tracing::info!(%method, %message, "request refused");
+                    push(record);
                     Step::Reply {
                         id: Some(id),
                         code,
                         message,
                         data,
-                        record: push(record),
                     }
                 }
             }
@@ -365,20 +355,19 @@ fn judge_line(shared: &Shared, limits: &Limits, line: Line, records: &mut Vec<Ne
     }
 }
 
-/// Commits the batch's decision records; returns each record's sequence number.
-fn commit_decisions(shared: &Shared, records: &mut Vec<NewRecord>) -> Result<Vec<u64>, String> {
+/// Makes the batch's decision records durable; returns each record's ticket.
+fn commit_decisions(shared: &Shared, records: &mut Vec<NewRecord>) -> Result<Vec<Ticket>, String> {
     if records.is_empty() {
         return Ok(Vec::new());
     }
-    // Result records waiting for the background commit ride along in the same transaction.
-    let pending_results: Vec<NewRecord> = std::mem::take(&mut *lock(&shared.results));
-    let n = records.len();
-    records.extend(pending_results);
-    let appended = lock(&shared.audit).append(records);
-    match appended {
-        Ok(appended) => Ok(appended.iter().take(n).map(|a| a.seq).collect()),
+    // Result records waiting for a write ride along with the decisions.
+    let mut batch: Vec<Submission> = records.drain(..).map(Submission::from).collect();
+    let n = batch.len();
+    batch.append(&mut lock(&shared.results));
+    match shared.audit.submit(&batch) {
+        Ok(tickets) => Ok(tickets.into_iter().take(n).collect()),
         Err(e) => {
-            tracing::error!(error = %e, "audit append failed; refusing the batch");
+            tracing::error!(error = %e, "audit write failed; refusing the batch");
             Err(e.to_string())
         }
     }
@@ -495,30 +484,33 @@ fn queue_result(shared: &Shared, id: &Id, entry: &InFlight, status: &str) {
         Some(id),
     );
     record.kind = "result".into();
-    record.ref_seq = entry.call_seq;
     record.status = Some(status.to_string());
     record.duration_us =
         Some(u64::try_from(entry.started.elapsed().as_micros()).unwrap_or(u64::MAX));
-    lock(&shared.results).push(record);
+    lock(&shared.results).push(Submission {
+        record,
+        refers_to: entry.call,
+    });
     shared.results_ready.notify_one();
 }
 
-/// Commits queued result records when the runtime is otherwise idle.
+/// Commits queued result records that no decision commit took along. Results are not what the
+/// gateway acts on (the decision is, and it is durable before the call moves), so they wait a
+/// moment: under load they ride along with the next decision's commit for free.
 async fn flush_results(shared: Arc<Shared>) {
     loop {
         shared.results_ready.notified().await;
-        // Let the frame that queued the record go out first.
-        tokio::task::yield_now().await;
+        tokio::time::sleep(RESULT_FLUSH_DELAY).await;
         commit_results(&shared);
     }
 }
 
 fn commit_results(shared: &Shared) {
-    let records: Vec<NewRecord> = std::mem::take(&mut *lock(&shared.results));
+    let records: Vec<Submission> = std::mem::take(&mut *lock(&shared.results));
     if records.is_empty() {
         return;
     }
-    if let Err(e) = lock(&shared.audit).append(&records) {
+    if let Err(e) = shared.audit.submit(&records) {
         tracing::error!(error = %e, count = records.len(), "audit append of result records failed");
     }
 }
@@ -538,12 +530,18 @@ async fn fail_in_flight(shared: &Shared, why: &str) {
     if !out.is_empty() {
         let _ = write_agent(shared, &out).await;
     }
-    let mut record = base_record(&shared.who, &shared.policy.current(), "upstream/exit", None, None);
+    let mut record = base_record(
+        &shared.who,
+        &shared.policy.current(),
+        "upstream/exit",
+        None,
+        None,
+    );
     record.kind = "upstream_exit".into();
     record.status = Some("upstream_died".into());
     record.time_unix_ns = now_unix_ns();
     record.detail = Some(json!({ "why": why, "failed_requests": entries.len() }));
-    lock(&shared.results).push(record);
+    lock(&shared.results).push(Submission::from(record));
 }
 
 async fn write_upstream(shared: &Shared, bytes: &[u8]) -> std::io::Result<()> {

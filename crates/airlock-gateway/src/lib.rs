@@ -18,7 +18,7 @@ mod upstream;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use airlock_audit::AuditStore;
+use airlock_audit::AuditWriter;
 use airlock_policy::PolicyEngine;
 
 pub use stdio::AgentIo;
@@ -93,7 +93,7 @@ impl PolicyHandle {
 pub async fn run(
     opts: GatewayOptions,
     policy: PolicyHandle,
-    audit: AuditStore,
+    audit: Arc<AuditWriter>,
     agent: AgentIo,
     upstream: Upstream,
 ) -> Result<Outcome, GatewayError> {

@@ -1,42 +1,49 @@
-//! The call's JSON arguments → Cedar values, guided by the schema's context type.
+//! The call's JSON arguments → Cedar values, checked against the schema.
 //!
-//! Conversion (documented for policy authors in `policies/README.md`):
+//! Plain conversion (documented for policy authors in `policies/README.md`):
 //! objects → records, strings → String, bools → Bool, integers → Long, floats
 //! with an integral value (`4.0`) → Long, other floats → `decimal` when they
 //! have at most 4 fraction digits and fit its range, else a String of the
 //! number; arrays → Sets; `null` → the attribute (or set element) is omitted.
-//! Where the schema declares a `decimal`, integers become decimals too.
 //!
-//! Attributes the schema does not declare are dropped: strict validation
-//! guarantees no policy can read them, and dropping them lets the engine
-//! type-check what remains against the schema, so an agent cannot send
-//! `"cpus": "64"` where policies compare `context.args.cpus` as a Long.
+//! Where the schema declares an argument's type ([`Shape`]) the value must
+//! have it, or the call is denied: strict validation assumed that type when
+//! it accepted the policies, and a value of another type would make
+//! comparisons silently false (`"cpus": "64"` vs `context.args.cpus > 8`).
+//! Declared `decimal`s take integers too; `ipaddr`, `datetime` and `duration`
+//! are built from strings. Undeclared attributes are dropped: no validated
+//! policy can read them.
 
 use std::collections::HashMap;
 
 use cedar_policy::RestrictedExpression;
 use serde_json::Value;
 
+use crate::reads::Reads;
+
 /// Cedar's `decimal` is an i64 scaled by 10^4: integer parts up to this bound fit.
 const DECIMAL_MAX_INT_PART: u64 = 922_337_203_685_476;
 
-/// The part of a schema type that guides conversion.
+/// A schema type, as far as conversion from JSON cares.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Shape {
-    /// A record: only these attributes are kept.
-    Record(HashMap<String, Shape>),
-    /// A set of elements of this shape.
+    /// A record: attribute → (shape, required).
+    Record(HashMap<String, (Shape, bool)>),
     Set(Box<Shape>),
-    /// The `decimal` extension type.
+    String,
+    Long,
+    Bool,
     Decimal,
-    /// Anything else (String, Long, Bool, entities, other extensions, or a
-    /// type this module could not resolve): converted by the plain rules.
-    Other,
+    /// `ipaddr`, `datetime`, `duration`: built from a JSON string.
+    Ext(&'static str),
+    /// An entity type (or a type this module cannot resolve): no JSON value
+    /// may stand for it — an agent must not be able to name an entity.
+    Opaque,
 }
 
 impl Shape {
     /// The shape of the context of `action` in a schema's JSON form (as from
-    /// `SchemaFragment::to_json_value`), for Airlock's un-namespaced schema.
+    /// `SchemaFragment::to_json_value`), for an un-namespaced schema.
     pub(crate) fn context_of(schema_json: &Value, action: &str) -> Option<Shape> {
         let ns = schema_json.get("")?;
         let common = ns.get("commonTypes").and_then(Value::as_object);
@@ -45,14 +52,28 @@ impl Shape {
             .get(action)?
             .get("appliesTo")?
             .get("context")?;
-        let resolver = Resolver { common };
-        Some(resolver.shape(ctx, 0))
+        Some(Resolver { common }.shape(ctx, 0))
     }
 
+    /// The shape of a record attribute.
+    #[cfg(test)]
     pub(crate) fn attr(&self, name: &str) -> Option<&Shape> {
         match self {
-            Shape::Record(attrs) => attrs.get(name),
+            Shape::Record(attrs) => attrs.get(name).map(|(s, _)| s),
             _ => None,
+        }
+    }
+
+    fn describe(&self) -> &'static str {
+        match self {
+            Shape::Record(_) => "a record (JSON object)",
+            Shape::Set(_) => "a set (JSON array)",
+            Shape::String => "a String",
+            Shape::Long => "a Long (integer)",
+            Shape::Bool => "a Bool",
+            Shape::Decimal => "a decimal (≤ 4 fraction digits)",
+            Shape::Ext(name) => name,
+            Shape::Opaque => "an entity (never settable from arguments)",
         }
     }
 }
@@ -66,7 +87,7 @@ impl Resolver<'_> {
     /// bound only guards this code against a malformed document.
     fn shape(&self, ty: &Value, depth: usize) -> Shape {
         if depth > 32 {
-            return Shape::Other;
+            return Shape::Opaque;
         }
         match ty.get("type").and_then(Value::as_str) {
             Some("Record") => {
@@ -76,26 +97,27 @@ impl Resolver<'_> {
                     .map(|attrs| {
                         attrs
                             .iter()
-                            .map(|(k, v)| (k.clone(), self.shape(v, depth + 1)))
+                            .map(|(k, v)| {
+                                let required =
+                                    v.get("required").and_then(Value::as_bool) != Some(false);
+                                (k.clone(), (self.shape(v, depth + 1), required))
+                            })
                             .collect()
                     })
                     .unwrap_or_default();
                 Shape::Record(attrs)
             }
-            Some("Set") => ty.get("element").map_or(Shape::Other, |e| {
+            Some("Set") => ty.get("element").map_or(Shape::Opaque, |e| {
                 Shape::Set(Box::new(self.shape(e, depth + 1)))
             }),
-            Some("Extension") => match ty.get("name").and_then(Value::as_str) {
-                Some("decimal") => Shape::Decimal,
-                _ => Shape::Other,
-            },
-            Some("EntityOrCommon") => match ty.get("name").and_then(Value::as_str) {
-                Some(name) => self.named(name, depth),
-                None => Shape::Other,
-            },
-            // `{"type": "Args"}`: a common type named directly.
+            Some("Extension" | "EntityOrCommon" | "Entity") => {
+                match ty.get("name").and_then(Value::as_str) {
+                    Some(name) => self.named(name, depth),
+                    None => Shape::Opaque,
+                }
+            }
             Some(name) => self.named(name, depth),
-            None => Shape::Other,
+            None => Shape::Opaque,
         }
     }
 
@@ -103,99 +125,182 @@ impl Resolver<'_> {
         if let Some(def) = self.common.and_then(|c| c.get(name)) {
             return self.shape(def, depth + 1);
         }
-        match name {
-            "decimal" | "__cedar::decimal" => Shape::Decimal,
-            _ => Shape::Other,
+        match name.strip_prefix("__cedar::").unwrap_or(name) {
+            "String" => Shape::String,
+            "Long" => Shape::Long,
+            "Bool" | "Boolean" => Shape::Bool,
+            "decimal" => Shape::Decimal,
+            "ipaddr" => Shape::Ext("ipaddr"),
+            "datetime" => Shape::Ext("datetime"),
+            "duration" => Shape::Ext("duration"),
+            _ => Shape::Opaque,
         }
     }
 }
 
-/// Converts the call's arguments to the `args` record. `None`/`null` is the
-/// empty record; anything but an object is refused (MCP arguments are objects).
+/// The `args` record for a call: only the attributes `reads` names (what the
+/// slice's policies can observe), each typed by `shape` when the schema gives
+/// one. `None`/`null` is the empty record; anything but an object is refused
+/// (MCP arguments are objects).
 pub(crate) fn args_record(
     args: Option<&Value>,
     shape: Option<&Shape>,
+    reads: &Reads,
 ) -> Result<RestrictedExpression, String> {
-    match args {
-        None | Some(Value::Null) => Ok(RestrictedExpression::new_record(Vec::new())
-            .map_err(|e| e.to_string())?),
-        Some(v @ Value::Object(_)) => convert(v, shape),
-        Some(_) => Err("the call's arguments are not a JSON object".to_owned()),
+    let map = match args {
+        None | Some(Value::Null) => return record(Vec::new()),
+        Some(Value::Object(map)) => map,
+        Some(_) => return Err("the call's arguments are not a JSON object".to_owned()),
+    };
+    let declared = match shape {
+        Some(Shape::Record(attrs)) => Some(attrs),
+        _ => None,
+    };
+    let mut fields = Vec::new();
+    for (k, v) in map {
+        if v.is_null() || !reads.covers(k) {
+            continue;
+        }
+        match declared {
+            Some(attrs) => match attrs.get(k) {
+                Some((s, _)) => fields.push((k.clone(), typed(v, s, k)?)),
+                None => continue, // undeclared: no validated policy can read it
+            },
+            None => fields.push((k.clone(), plain(v)?)),
+        }
     }
+    if let Some(attrs) = declared {
+        for (k, (_, required)) in attrs {
+            if *required && reads.covers(k) && map.get(k).is_none_or(Value::is_null) {
+                return Err(format!("argument {k} is required by the schema"));
+            }
+        }
+    }
+    record(fields)
 }
 
-/// Converts one JSON value; `shape` (if known) filters record attributes and
-/// picks `decimal` for numbers. Returns an error text only for record
-/// construction failures, which cannot happen for JSON objects (unique keys).
-fn convert(v: &Value, shape: Option<&Shape>) -> Result<RestrictedExpression, String> {
-    Ok(match v {
-        Value::Bool(b) => RestrictedExpression::new_bool(*b),
-        Value::String(s) => RestrictedExpression::new_string(s.clone()),
-        Value::Number(n) => number(n, matches!(shape, Some(Shape::Decimal))),
-        Value::Array(items) => {
-            let elem = match shape {
-                Some(Shape::Set(e)) => Some(e.as_ref()),
-                _ => None,
-            };
-            let items = items
+fn record(fields: Vec<(String, RestrictedExpression)>) -> Result<RestrictedExpression, String> {
+    // JSON object keys are unique, so this cannot fail; keep it total anyway.
+    RestrictedExpression::new_record(fields).map_err(|e| e.to_string())
+}
+
+/// Converts `v` as schema type `shape`; the error names the argument path.
+fn typed(v: &Value, shape: &Shape, path: &str) -> Result<RestrictedExpression, String> {
+    let mismatch = || {
+        Err(format!(
+            "argument {path} must be {}, not {}",
+            shape.describe(),
+            json_kind(v)
+        ))
+    };
+    Ok(match (shape, v) {
+        (Shape::String, Value::String(s)) => RestrictedExpression::new_string(s.clone()),
+        (Shape::Bool, Value::Bool(b)) => RestrictedExpression::new_bool(*b),
+        (Shape::Long, Value::Number(n)) => match as_long(n) {
+            Some(i) => RestrictedExpression::new_long(i),
+            None => return mismatch(),
+        },
+        (Shape::Decimal, Value::Number(n)) => match as_decimal(n) {
+            Some(text) => RestrictedExpression::new_decimal(text),
+            None => return mismatch(),
+        },
+        (Shape::Ext("ipaddr"), Value::String(s)) => RestrictedExpression::new_ip(s),
+        (Shape::Ext("datetime"), Value::String(s)) => RestrictedExpression::new_datetime(s),
+        (Shape::Ext("duration"), Value::String(s)) => RestrictedExpression::new_duration(s),
+        (Shape::Set(elem), Value::Array(items)) => RestrictedExpression::new_set(
+            items
                 .iter()
                 .filter(|i| !i.is_null())
-                .map(|i| convert(i, elem))
-                .collect::<Result<Vec<_>, _>>()?;
-            RestrictedExpression::new_set(items)
-        }
-        Value::Object(map) => {
-            let mut fields = Vec::with_capacity(map.len());
-            for (k, item) in map {
-                if item.is_null() {
-                    continue;
+                .map(|i| typed(i, elem, &format!("{path}[]")))
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        (Shape::Record(attrs), Value::Object(map)) => {
+            let mut fields = Vec::new();
+            for (k, (s, required)) in attrs {
+                match map.get(k) {
+                    Some(item) if !item.is_null() => {
+                        fields.push((k.clone(), typed(item, s, &format!("{path}.{k}"))?));
+                    }
+                    _ if *required => {
+                        return Err(format!("argument {path}.{k} is required by the schema"));
+                    }
+                    _ => {}
                 }
-                let sub = match shape {
-                    Some(s @ Shape::Record(_)) => match s.attr(k) {
-                        Some(sub) => Some(sub),
-                        None => continue, // undeclared: no validated policy can read it
-                    },
-                    _ => None,
-                };
-                fields.push((k.clone(), convert(item, sub)?));
             }
-            RestrictedExpression::new_record(fields).map_err(|e| e.to_string())?
+            record(fields)?
         }
-        // Only reached for a null set element or top-level null, both filtered.
-        Value::Null => RestrictedExpression::new_record(Vec::new()).map_err(|e| e.to_string())?,
+        _ => return mismatch(),
     })
 }
 
-/// Integers → Long; integral floats → Long; other floats → decimal when
-/// exact in ≤ 4 fraction digits and in range, else the number as a String.
-fn number(n: &serde_json::Number, want_decimal: bool) -> RestrictedExpression {
+/// The plain rules, for arguments the schema gives no type for.
+fn plain(v: &Value) -> Result<RestrictedExpression, String> {
+    Ok(match v {
+        Value::Bool(b) => RestrictedExpression::new_bool(*b),
+        Value::String(s) => RestrictedExpression::new_string(s.clone()),
+        Value::Number(n) => match (as_long(n), as_decimal(n)) {
+            (Some(i), _) => RestrictedExpression::new_long(i),
+            (None, Some(text)) => RestrictedExpression::new_decimal(text),
+            (None, None) => RestrictedExpression::new_string(n.to_string()),
+        },
+        Value::Array(items) => RestrictedExpression::new_set(
+            items
+                .iter()
+                .filter(|i| !i.is_null())
+                .map(plain)
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        Value::Object(map) => record(
+            map.iter()
+                .filter(|(_, item)| !item.is_null())
+                .map(|(k, item)| Ok((k.clone(), plain(item)?)))
+                .collect::<Result<Vec<_>, String>>()?,
+        )?,
+        // Filtered out by every caller.
+        Value::Null => record(Vec::new())?,
+    })
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "an integer",
+        Value::Number(_) => "a fractional number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Integers, and floats with an integral value, that fit an i64.
+fn as_long(n: &serde_json::Number) -> Option<i64> {
     if let Some(i) = n.as_i64() {
-        return if want_decimal && i.unsigned_abs() <= DECIMAL_MAX_INT_PART {
-            RestrictedExpression::new_decimal(format!("{i}.0"))
-        } else {
-            RestrictedExpression::new_long(i)
-        };
+        return Some(i);
     }
     if n.is_u64() {
-        // Above i64::MAX: no Cedar number holds it.
-        return RestrictedExpression::new_string(n.to_string());
+        return None; // above i64::MAX
     }
-    let Some(f) = n.as_f64() else {
-        return RestrictedExpression::new_string(n.to_string());
-    };
+    let f = n.as_f64()?;
     // [-2^63, 2^63): i64::MAX as f64 rounds up to 2^63, so the bound is exclusive.
     const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
     if f.fract() == 0.0 && (-TWO_POW_63..TWO_POW_63).contains(&f) {
         #[allow(clippy::cast_possible_truncation)] // integral and in range, checked above
-        let i = f as i64;
-        if !want_decimal || i.unsigned_abs() > DECIMAL_MAX_INT_PART {
-            return RestrictedExpression::new_long(i);
-        }
+        return Some(f as i64);
     }
-    match decimal_text(f) {
-        Some(text) => RestrictedExpression::new_decimal(text),
-        None => RestrictedExpression::new_string(n.to_string()),
+    None
+}
+
+/// The number as Cedar decimal text, if it is exact in ≤ 4 fraction digits
+/// and its integer part fits.
+fn as_decimal(n: &serde_json::Number) -> Option<String> {
+    if let Some(i) = n.as_i64() {
+        return (i.unsigned_abs() <= DECIMAL_MAX_INT_PART).then(|| format!("{i}.0"));
     }
+    if n.is_u64() {
+        return None;
+    }
+    decimal_text(n.as_f64()?)
 }
 
 /// `f` as Cedar decimal text (`-12.5`), if its shortest exact rendering has at
@@ -206,10 +311,7 @@ pub(crate) fn decimal_text(f: f64) -> Option<String> {
     }
     // Rust's `Display` for f64 is the shortest round-trip form, never exponential.
     let text = f.to_string();
-    let (int_part, frac) = match text.split_once('.') {
-        Some((i, f)) => (i, f),
-        None => (text.as_str(), "0"),
-    };
+    let (int_part, frac) = text.split_once('.').unwrap_or((text.as_str(), "0"));
     if frac.is_empty() || frac.len() > 4 {
         return None;
     }

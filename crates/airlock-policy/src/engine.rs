@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::args::{args_record, Shape};
 use crate::entities::{base_entities, check_server_name, Kind, Types};
 use crate::load::{self, Loaded};
+use crate::reads::Reads;
 use crate::slice::{Buckets, Slice, SliceCache};
 use crate::{
     Action, CallRequest, Decision, EntityModel, KnownTargets, PolicyError, PolicyInfo, PolicyRef,
@@ -26,7 +27,7 @@ const SHIPPED_SCHEMA_NAME: &str = "<shipped airlock.cedarschema>";
 pub struct PolicyEngine {
     types: Types,
     schema: Schema,
-    /// The schema's context type per action (index = `Action as usize`).
+    /// The schema's context type per action (by `Action::index`).
     context_shapes: [Option<Shape>; 3],
     base: Entities,
     pub(crate) model: EntityModel,
@@ -35,6 +36,8 @@ pub struct PolicyEngine {
     decide_policies: Vec<Policy>,
     /// Each policy's visibility version (`None`: it can only forbid sometimes).
     visible_policies: Vec<Option<Policy>>,
+    /// What each policy reads from `context`.
+    pub(crate) policy_reads: Vec<Reads>,
     by_id: HashMap<String, usize>,
     buckets: Buckets,
     cache: SliceCache,
@@ -74,8 +77,7 @@ impl PolicyEngine {
         model: &EntityModel,
     ) -> Result<PolicyEngine, PolicyError> {
         let parsed = load::parse_schema(schema_name, schema_text)?;
-        let loaded = load::parse_and_validate(&parsed.schema, files)?;
-        let validation_warnings = load::validation_warnings(&parsed.schema, &loaded);
+        let (loaded, validation_warnings) = load::parse_and_validate(&parsed.schema, files)?;
         let types = Types::new()?;
         let base = base_entities(&types, model, &parsed.schema)?;
         let decide_policies: Vec<Policy> = loaded.iter().map(|l| l.policy.clone()).collect();
@@ -84,6 +86,7 @@ impl PolicyEngine {
             .map(visibility_policy)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|m| PolicyError::whole("<policies>", m))?;
+        let policy_reads = decide_policies.iter().map(|p| Reads::of([p])).collect();
         let by_id = loaded
             .iter()
             .enumerate()
@@ -100,6 +103,7 @@ impl PolicyEngine {
             buckets: Buckets::new(&decide_policies),
             decide_policies,
             visible_policies,
+            policy_reads,
             by_id,
             loaded,
             cache: SliceCache::default(),
@@ -138,7 +142,8 @@ impl PolicyEngine {
         let response = self
             .authorizer
             .is_authorized(&request, &slice.visible, &slice.entities);
-        response.decision() == CedarDecision::Allow && response.diagnostics().errors().next().is_none()
+        response.decision() == CedarDecision::Allow
+            && response.diagnostics().errors().next().is_none()
     }
 
     /// SHA-256 (hex) over the schema text and each policy file's name and
@@ -173,8 +178,9 @@ impl PolicyEngine {
             return Err(UNKNOWN_AGENT.to_owned());
         }
         check_server_name(server)?;
-        self.cache
-            .get_or_build(action, server, name, || self.build_slice(action, server, name, None))
+        self.cache.get_or_build(action, server, name, || {
+            self.build_slice(action, server, name, None)
+        })
     }
 
     /// The slice for one target: the buckets that can apply, or `only`.
@@ -191,7 +197,9 @@ impl PolicyEngine {
             None => self.buckets.for_target(server, &resource),
         };
         let policies = cedar_policy::PolicySet::from_policies(
-            indices.iter().filter_map(|&i| self.decide_policies.get(i).cloned()),
+            indices
+                .iter()
+                .filter_map(|&i| self.decide_policies.get(i).cloned()),
         )
         .map_err(|e| format!("building the policy slice: {e}"))?;
         let visible = cedar_policy::PolicySet::from_policies(
@@ -205,11 +213,22 @@ impl PolicyEngine {
             .clone()
             .add_entities(extra, Some(&self.schema))
             .map_err(|e| format!("adding the target entity: {e}"))?;
+        let reads = match only {
+            // The reference for tests: the whole context, however little is read.
+            Some(_) => Reads::All,
+            None => indices.iter().fold(Reads::Nothing, |mut acc, &i| {
+                if let Some(r) = self.policy_reads.get(i) {
+                    acc.merge(r);
+                }
+                acc
+            }),
+        };
         Ok(Slice {
             policies,
             visible,
             entities,
             resource,
+            reads,
         })
     }
 
@@ -246,45 +265,66 @@ impl PolicyEngine {
         req: &CallRequest<'_>,
         granted: bool,
     ) -> Result<Response, String> {
-        let shape = self.context_shapes[action_index(req.action)].as_ref();
-        let args = args_record(req.args, shape.and_then(|s| s.attr("args")))?;
-        let record = |pairs: Vec<(String, RestrictedExpression)>| {
-            RestrictedExpression::new_record(pairs).map_err(|e| e.to_string())
-        };
-        let mut pairs = vec![
-            ("args".to_owned(), args),
-            (
-                "session".to_owned(),
-                record(vec![(
-                    "id".to_owned(),
-                    RestrictedExpression::new_string(req.session.to_owned()),
-                )])?,
-            ),
-            (
-                "approval".to_owned(),
-                record(vec![(
-                    "granted".to_owned(),
-                    RestrictedExpression::new_bool(granted),
-                )])?,
-            ),
-        ];
-        // A user schema may leave some of these out; strict validation means
-        // no policy reads what the schema does not declare.
-        if let Some(Shape::Record(attrs)) = shape {
-            pairs.retain(|(k, _)| attrs.contains_key(k));
-        }
-        let context = Context::from_pairs(pairs).map_err(|e| format!("building the context: {e}"))?;
+        let (context, validate) = self.context(req, granted, &slice.reads)?;
         let request = Request::new(
             self.types.uid(Kind::Agent, req.agent),
             self.types.action(req.action),
             slice.resource.clone(),
             context,
-            Some(&self.schema),
+            validate.then_some(&self.schema),
         )
         .map_err(|e| format!("the call does not fit the schema: {e}"))?;
         Ok(self
             .authorizer
             .is_authorized(&request, &slice.policies, &slice.entities))
+    }
+
+    /// The request context: `{ args, session: { id }, approval: { granted } }`,
+    /// holding only what `reads` says the policies can observe. Also says
+    /// whether Cedar must still check it against the schema (only when the
+    /// schema's context type could not be read, so nothing was typed here).
+    fn context(
+        &self,
+        req: &CallRequest<'_>,
+        granted: bool,
+        reads: &Reads,
+    ) -> Result<(Context, bool), String> {
+        if req.args.is_some_and(|a| !a.is_object() && !a.is_null()) {
+            return Err("the call's arguments are not a JSON object".to_owned());
+        }
+        let shape = self.context_shapes[req.action.index()].as_ref();
+        let (typed, reads) = match shape {
+            Some(Shape::Record(attrs)) => (Some(attrs), reads),
+            _ => (None, &Reads::All),
+        };
+        // A user schema may leave some of these out; strict validation means
+        // no policy reads what the schema does not declare.
+        let wanted = |name: &str| reads.covers(name) && typed.is_none_or(|t| t.contains_key(name));
+        let mut pairs = Vec::new();
+        if let Some(args_reads) = reads.get("args").filter(|_| wanted("args")) {
+            let args_shape = typed.and_then(|t| t.get("args")).map(|(s, _)| s);
+            pairs.push((
+                "args".to_owned(),
+                args_record(req.args, args_shape, args_reads)?,
+            ));
+        }
+        let record = |name: &str, value: RestrictedExpression| {
+            RestrictedExpression::new_record([(name.to_owned(), value)]).map_err(|e| e.to_string())
+        };
+        if wanted("session") {
+            let id = RestrictedExpression::new_string(req.session.to_owned());
+            pairs.push(("session".to_owned(), record("id", id)?));
+        }
+        if wanted("approval") {
+            let granted = RestrictedExpression::new_bool(granted);
+            pairs.push(("approval".to_owned(), record("granted", granted)?));
+        }
+        let context = if pairs.is_empty() {
+            Context::empty()
+        } else {
+            Context::from_pairs(pairs).map_err(|e| format!("building the context: {e}"))?
+        };
+        Ok((context, typed.is_none()))
     }
 
     /// Cedar's response → Airlock's decision (without the approval step).
@@ -322,7 +362,11 @@ impl PolicyEngine {
     }
 
     fn policy_ref(&self, id: &PolicyId) -> PolicyRef {
-        match self.by_id.get(AsRef::<str>::as_ref(id)).and_then(|&i| self.loaded.get(i)) {
+        match self
+            .by_id
+            .get(AsRef::<str>::as_ref(id))
+            .and_then(|&i| self.loaded.get(i))
+        {
             Some(l) => PolicyRef {
                 id: l.meta.id.clone(),
                 reason: l.meta.reason.clone(),
@@ -344,6 +388,9 @@ impl PolicyEngine {
         if !self.agents.contains(req.agent) {
             return deny(UNKNOWN_AGENT.to_owned());
         }
+        if let Err(m) = check_server_name(req.server) {
+            return deny(m);
+        }
         let all: Vec<usize> = (0..self.decide_policies.len()).collect();
         match self.build_slice(req.action, req.server, req.name, Some(&all)) {
             Ok(slice) => self.decide_in(&slice, req),
@@ -364,19 +411,14 @@ impl PolicyEngine {
 
     pub(crate) fn kinds_of_literals(&self) -> impl Iterator<Item = (&Loaded, Kind, String)> + '_ {
         self.loaded.iter().flat_map(|l| {
-            l.policy.entity_literals().into_iter().filter_map(move |uid| {
-                let kind = Kind::of(&uid.type_name().to_string())?;
-                Some((l, kind, uid.id().unescaped().to_owned()))
-            })
+            l.policy
+                .entity_literals()
+                .into_iter()
+                .filter_map(move |uid| {
+                    let kind = Kind::of(&uid.type_name().to_string())?;
+                    Some((l, kind, uid.id().unescaped().to_owned()))
+                })
         })
-    }
-}
-
-fn action_index(action: Action) -> usize {
-    match action {
-        Action::CallTool => 0,
-        Action::ReadResource => 1,
-        Action::GetPrompt => 2,
     }
 }
 
@@ -408,7 +450,10 @@ fn visibility_policy(policy: &Policy) -> Result<Option<Policy>, String> {
                 .to_json()
                 .map_err(|e| format!("policy {}: {e}", policy.id()))?;
             if let Some(obj) = json.as_object_mut() {
-                obj.insert("conditions".to_owned(), serde_json::Value::Array(Vec::new()));
+                obj.insert(
+                    "conditions".to_owned(),
+                    serde_json::Value::Array(Vec::new()),
+                );
             }
             Policy::from_json(Some(policy.id().clone()), json)
                 .map(Some)

@@ -159,7 +159,9 @@ fn an_erroring_forbid_denies_instead_of_being_skipped() {
         let e = engine(&[PERMIT_ALL, forbid]);
         // What Cedar alone answers, on the same policies and entities:
         let req = call("bot", "forum_post", Some(&args));
-        let slice = e.slice_for("bot", Action::CallTool, "corp", "forum_post").unwrap();
+        let slice = e
+            .slice_for("bot", Action::CallTool, "corp", "forum_post")
+            .unwrap();
         let raw = e.evaluate(&slice, &req, false).unwrap();
         assert_eq!(raw.decision(), CedarDecision::Allow, "the trap is real");
         assert_eq!(raw.diagnostics().errors().count(), 1);
@@ -168,9 +170,15 @@ fn an_erroring_forbid_denies_instead_of_being_skipped() {
             panic!("must deny");
         };
         let id = if forbid == ghost { "ghost" } else { "overflow" };
-        assert_eq!(reasons.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), [id]);
+        assert_eq!(
+            reasons.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            [id]
+        );
         assert_eq!(errors.len(), 1);
-        assert!(errors[0].starts_with(&format!("policy {id}: ")), "{errors:?}");
+        assert!(
+            errors[0].starts_with(&format!("policy {id}: ")),
+            "{errors:?}"
+        );
     }
 }
 
@@ -181,7 +189,10 @@ fn an_erroring_permit_also_denies() {
         r#"@id("p") permit(principal, action, resource) when { Agent::"ghost".task == Task::"triage" };"#,
     ]);
     let d = e.decide(&call("bot", "forum_read", None));
-    assert!(matches!(&d, Decision::Deny { errors, .. } if errors.len() == 1), "{d:?}");
+    assert!(
+        matches!(&d, Decision::Deny { errors, .. } if errors.len() == 1),
+        "{d:?}"
+    );
     assert_eq!(ids(&d), ["p"]);
 }
 
@@ -215,7 +226,9 @@ fn approval_holds_then_allows() {
     assert!(e.decide(&approved).is_allow());
 
     let general = json!({"channel": "general"});
-    assert!(e.decide(&call("bot", "forum_post", Some(&general))).is_allow());
+    assert!(e
+        .decide(&call("bot", "forum_post", Some(&general)))
+        .is_allow());
     assert!(e.visible("bot", Action::CallTool, "corp", "forum_post"));
 }
 
@@ -271,26 +284,53 @@ fn arguments_of_the_wrong_type_are_denied_not_misread() {
         r#"@id("big") forbid(principal, action, resource)
            when { context.args has cpus && context.args.cpus > 8 };"#,
     ]);
-    // As Cedar values these would compare unequal / error; the schema check
-    // denies them up front with a clear reason.
-    for args in [
-        json!({"channel": ["public"]}),
-        json!({"channel": 5}),
-        json!({"cpus": "64"}),
-        json!({"cpus": 64.5}),
-        json!({"recursive": "true"}),
+    // As Cedar values these would compare unequal (or error); the schema
+    // check denies them up front with a clear reason.
+    for (args, why) in [
+        (
+            json!({"channel": ["public"]}),
+            "argument channel must be a String, not an array",
+        ),
+        (
+            json!({"channel": 5}),
+            "argument channel must be a String, not an integer",
+        ),
+        (
+            json!({"cpus": "64"}),
+            "argument cpus must be a Long (integer), not a string",
+        ),
+        (
+            json!({"cpus": 64.5}),
+            "argument cpus must be a Long (integer), not a fractional number",
+        ),
     ] {
-        let d = e.decide(&call("bot", "job_run", Some(&args)));
-        let Decision::Deny { reasons, errors } = &d else {
-            panic!("{args}: {d:?}");
-        };
-        assert!(reasons.is_empty(), "{args}: {d:?}");
-        assert!(errors[0].starts_with("the call does not fit the schema"), "{errors:?}");
+        assert_eq!(
+            e.decide(&call("bot", "job_run", Some(&args))),
+            Decision::Deny {
+                reasons: vec![],
+                errors: vec![why.to_owned()]
+            },
+            "{args}"
+        );
     }
-    for args in [json!({"cpus": 4}), json!({"cpus": 4.0}), json!({"channel": "general"})] {
-        assert!(e.decide(&call("bot", "job_run", Some(&args))).is_allow(), "{args}");
+    // No policy reads `recursive`: its type does not matter.
+    assert!(e
+        .decide(&call("bot", "job_run", Some(&json!({"recursive": "yes"}))))
+        .is_allow());
+    for args in [
+        json!({"cpus": 4}),
+        json!({"cpus": 4.0}),
+        json!({"channel": "general"}),
+    ] {
+        assert!(
+            e.decide(&call("bot", "job_run", Some(&args))).is_allow(),
+            "{args}"
+        );
     }
-    assert_eq!(ids(&e.decide(&call("bot", "job_run", Some(&json!({"cpus": 9.0}))))), ["big"]);
+    assert_eq!(
+        ids(&e.decide(&call("bot", "job_run", Some(&json!({"cpus": 9.0}))))),
+        ["big"]
+    );
 }
 
 #[test]
@@ -319,7 +359,10 @@ fn groups_hierarchy_session_and_other_actions() {
         r#"@id("prompt") permit(principal == Agent::"intern", action == Action::"get_prompt", resource == Prompt::"corp/summary")
            when { context.session.id == "s1" };"#,
     ]);
-    assert_eq!(ids(&e.decide(&call("bot", "forum_post", None))), ["writers"]);
+    assert_eq!(
+        ids(&e.decide(&call("bot", "forum_post", None))),
+        ["writers"]
+    );
     assert!(!e.decide(&call("intern", "forum_post", None)).is_allow());
 
     let read = |agent| CallRequest {
@@ -345,13 +388,19 @@ fn server_names_with_a_slash_are_refused() {
     let mut req = call("bot", "c", None);
     req.server = "corp/b";
     let d = e.decide(&req);
-    assert!(matches!(&d, Decision::Deny { errors, .. } if errors[0].contains("may not contain '/'")), "{d:?}");
+    assert!(
+        matches!(&d, Decision::Deny { errors, .. } if errors[0].contains("may not contain '/'")),
+        "{d:?}"
+    );
     assert!(!e.visible("bot", Action::CallTool, "corp/b", "c"));
 
     let mut m = model();
     m.servers.push("a/b".into());
     let err = PolicyEngine::from_texts(SHIPPED_SCHEMA, &[], &m).unwrap_err();
-    assert_eq!(err.to_string(), "<entity model>: server name \"a/b\" may not contain '/'");
+    assert_eq!(
+        err.to_string(),
+        "<entity model>: server name \"a/b\" may not contain '/'"
+    );
 }
 
 #[test]
@@ -374,7 +423,10 @@ fn visibility_over_approximates_conditions() {
     assert!(!vis("intern", "corp", "acl_set"));
     assert!(vis("intern", "corp", "repo_delete"));
     assert!(vis("bot", "everything", "echo"));
-    assert!(!vis("intern", "everything", "echo"), "no permit names it for intern");
+    assert!(
+        !vis("intern", "everything", "echo"),
+        "no permit names it for intern"
+    );
     assert!(!vis("bot", "everything", "add"), "no permit names it");
     assert!(!e.visible("bot", Action::GetPrompt, "everything", "echo"));
 }
@@ -424,15 +476,24 @@ fn policies_lists_every_policy_in_load_order() {
             ("public-post", "forbid", "p1.cedar:2:1"),
         ]
     );
-    assert_eq!(got[3].approval.as_deref(), Some("public posts need a human sign-off"));
+    assert_eq!(
+        got[3].approval.as_deref(),
+        Some("public posts need a human sign-off")
+    );
 }
 
 #[test]
 fn digest_covers_schema_names_and_texts_unambiguously() {
     let m = model();
     let d = |schema: &str, files: &[(&str, &str)]| {
-        let files: Vec<(String, String)> = files.iter().map(|(a, b)| ((*a).into(), (*b).into())).collect();
-        PolicyEngine::from_texts(schema, &files, &m).unwrap().digest().to_owned()
+        let files: Vec<(String, String)> = files
+            .iter()
+            .map(|(a, b)| ((*a).into(), (*b).into()))
+            .collect();
+        PolicyEngine::from_texts(schema, &files, &m)
+            .unwrap()
+            .digest()
+            .to_owned()
     };
     let p = "permit(principal, action, resource);";
     let base = d(SHIPPED_SCHEMA, &[("a.cedar", p)]);
@@ -442,7 +503,10 @@ fn digest_covers_schema_names_and_texts_unambiguously() {
     assert_ne!(base, d(SHIPPED_SCHEMA, &[("b.cedar", p)]));
     assert_ne!(base, d(SHIPPED_SCHEMA, &[("a.cedar", &format!("{p}\n"))]));
     assert_ne!(base, d(&format!("{SHIPPED_SCHEMA}\n"), &[("a.cedar", p)]));
-    assert_ne!(d(SHIPPED_SCHEMA, &[("a", ""), ("b", p)]), d(SHIPPED_SCHEMA, &[("b", p), ("a", "")]));
+    assert_ne!(
+        d(SHIPPED_SCHEMA, &[("a", ""), ("b", p)]),
+        d(SHIPPED_SCHEMA, &[("b", p), ("a", "")])
+    );
 }
 
 #[test]
@@ -477,9 +541,54 @@ fn warnings_name_what_the_config_lacks() {
             r#"p2.cedar:1:1: policy h names Tool::"nowhere/x" but there is no server nowhere"#,
         ]
     );
-    assert_eq!(engine(&[]).warnings(&known), ["no policies: every call will be denied"]);
+    assert_eq!(
+        engine(&[]).warnings(&known),
+        ["no policies: every call will be denied"]
+    );
     assert_eq!(
         engine(&["forbid(principal, action, resource);"]).warnings(&known),
         ["no permit policies: every call will be denied"]
+    );
+}
+
+#[test]
+fn warnings_flag_approval_annotations_that_cannot_work() {
+    let e = engine(&[
+        PERMIT_ALL,
+        PUBLIC_POST_APPROVAL,
+        r#"@id("stuck") @approval("x") forbid(principal, action, resource == Tool::"corp/forum_post");"#,
+        r#"@id("odd") @approval("x") permit(principal, action, resource == Tool::"corp/forum_post");"#,
+    ]);
+    let known = KnownTargets {
+        servers: vec!["corp".into()],
+        tools: Default::default(),
+    };
+    assert_eq!(
+        e.warnings(&known),
+        [
+            "p2.cedar:1:1: policy stuck has @approval but never reads context.approval.granted: approving cannot unblock it",
+            "p3.cedar:1:1: policy odd is a permit with @approval: only forbids hold calls for approval",
+        ]
+    );
+}
+
+#[test]
+fn cedar_validation_warnings_are_passed_on() {
+    let e = engine(&[
+        PERMIT_ALL,
+        "\n@id(\"never\") permit(principal, action == Action::\"read_resource\", resource == Tool::\"corp/x\");",
+    ]);
+    let known = KnownTargets {
+        servers: vec!["corp".into()],
+        tools: Default::default(),
+    };
+    let mut w = e.warnings(&known);
+    w.sort();
+    assert_eq!(
+        w,
+        [
+            "p1.cedar:2:1: policy never: for policy `never`, policy is impossible: the policy expression evaluates to false for all valid requests",
+            "p1.cedar:2:1: policy never: for policy `never`, unable to find an applicable action given the policy scope constraints",
+        ]
     );
 }

@@ -105,7 +105,12 @@ impl Types {
 
     /// The target entity of a call (`Tool::"s/t"` etc.) with its server as
     /// parent, and that server.
-    pub(crate) fn target(&self, action: Action, server: &str, name: &str) -> (EntityUid, [Entity; 2]) {
+    pub(crate) fn target(
+        &self,
+        action: Action,
+        server: &str,
+        name: &str,
+    ) -> (EntityUid, [Entity; 2]) {
         let server_uid = self.uid(Kind::Server, server);
         let target = self.uid(Kind::target_of(action), &format!("{server}/{name}"));
         let entities = [
@@ -123,7 +128,9 @@ pub(crate) fn base_entities(
     model: &EntityModel,
     schema: &cedar_policy::Schema,
 ) -> Result<Entities, PolicyError> {
-    let dup = |what: &str, id: &str| PolicyError::whole(MODEL_FILE, format!("{what} {id:?} is declared twice"));
+    let dup = |what: &str, id: &str| {
+        PolicyError::whole(MODEL_FILE, format!("{what} {id:?} is declared twice"))
+    };
     let mut out: Vec<Entity> = Vec::new();
 
     let mut humans: BTreeMap<&str, &[String]> = BTreeMap::new();
@@ -145,10 +152,16 @@ pub(crate) fn base_entities(
         out.push(Entity::new_no_attrs(types.uid(Kind::Human, id), parents));
     }
     for g in groups {
-        out.push(Entity::new_no_attrs(types.uid(Kind::Group, g), HashSet::new()));
+        out.push(Entity::new_no_attrs(
+            types.uid(Kind::Group, g),
+            HashSet::new(),
+        ));
     }
     for t in tasks {
-        out.push(Entity::new_no_attrs(types.uid(Kind::Task, t), HashSet::new()));
+        out.push(Entity::new_no_attrs(
+            types.uid(Kind::Task, t),
+            HashSet::new(),
+        ));
     }
 
     let mut agents: HashSet<&str> = HashSet::new();
@@ -168,13 +181,20 @@ pub(crate) fn base_entities(
                 RestrictedExpression::new_entity_uid(types.uid(Kind::Task, &a.task)),
             ),
         ]);
-        let parents = a.groups.iter().map(|g| types.uid(Kind::AgentGroup, g)).collect();
+        let parents = a
+            .groups
+            .iter()
+            .map(|g| types.uid(Kind::AgentGroup, g))
+            .collect();
         let entity = Entity::new(types.uid(Kind::Agent, &a.id), attrs, parents)
             .map_err(|e| PolicyError::whole(MODEL_FILE, format!("agent {:?}: {e}", a.id)))?;
         out.push(entity);
     }
     for g in agent_groups {
-        out.push(Entity::new_no_attrs(types.uid(Kind::AgentGroup, g), HashSet::new()));
+        out.push(Entity::new_no_attrs(
+            types.uid(Kind::AgentGroup, g),
+            HashSet::new(),
+        ));
     }
 
     let mut servers: HashSet<&str> = HashSet::new();
@@ -183,13 +203,19 @@ pub(crate) fn base_entities(
         if !servers.insert(s) {
             return Err(dup("server", s));
         }
-        out.push(Entity::new_no_attrs(types.uid(Kind::Server, s), HashSet::new()));
+        out.push(Entity::new_no_attrs(
+            types.uid(Kind::Server, s),
+            HashSet::new(),
+        ));
     }
 
     Entities::from_entities(out, Some(schema)).map_err(|e| {
         PolicyError::whole(
             MODEL_FILE,
-            format!("the entities do not fit the schema: {}", crate::error::describe(&e)),
+            format!(
+                "the entities do not fit the schema: {}",
+                crate::error::describe(&e)
+            ),
         )
     })
 }

@@ -82,21 +82,20 @@ fn unreadable(path: &Path, e: &std::io::Error) -> PolicyError {
 }
 
 /// Parses every file, gives each policy its id, rejects duplicate ids, and
-/// validates the whole set against the schema in strict mode.
+/// validates the whole set against the schema in strict mode. Returns the
+/// policies and Cedar's validation warnings (`file:line:col: policy <id>: …`).
 pub(crate) fn parse_and_validate(
     schema: &Schema,
     files: &[(String, String)],
-) -> Result<Vec<Loaded>, PolicyError> {
+) -> Result<(Vec<Loaded>, Vec<String>), PolicyError> {
     let mut all: Vec<Loaded> = Vec::new();
-    // id → index into `all`; and where each policy's source lives for errors.
-    let mut ids: HashMap<String, usize> = HashMap::new();
-    let mut sources: Vec<(usize, usize)> = Vec::new(); // (file index, start offset)
+    // id → (file index, start offset) of the policy's source, for errors.
+    let mut ids: HashMap<String, (usize, usize)> = HashMap::new();
     for (fi, (file, text)) in files.iter().enumerate() {
         for (policy, start) in parse_file(file, text)? {
             let meta = meta_of(&policy, file, text, start, &ids)?;
             let policy = policy.new_id(PolicyId::new(&meta.id));
-            ids.insert(meta.id.clone(), all.len());
-            sources.push((fi, start));
+            ids.insert(meta.id.clone(), (fi, start));
             all.push(Loaded { policy, meta });
         }
     }
@@ -104,39 +103,35 @@ pub(crate) fn parse_and_validate(
     let set = PolicySet::from_policies(all.iter().map(|l| l.policy.clone()))
         .map_err(|e| PolicyError::whole("<policies>", e.to_string()))?;
     let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
+    // Where a diagnostic points: (file index, byte offset into that file).
+    let place = |id: &PolicyId, diag: &dyn miette::Diagnostic| -> Option<(usize, usize)> {
+        let &(fi, start) = ids.get(AsRef::<str>::as_ref(id))?;
+        Some((fi, diagnostic_offset(diag).unwrap_or(start)))
+    };
     // Report the first error in file order, at the offending expression.
     let first = result
         .validation_errors()
-        .filter_map(|e| {
-            let idx = *ids.get(AsRef::<str>::as_ref(e.policy_id()))?;
-            let (fi, start) = sources[idx];
-            let offset = diagnostic_offset(e).unwrap_or(start);
-            Some((fi, offset, e))
-        })
-        .min_by_key(|(fi, offset, _)| (*fi, *offset));
-    if let Some((fi, offset, e)) = first {
-        let (file, text) = &files[fi];
-        return Err(PolicyError::at(file, text, offset, describe(e)));
+        .filter_map(|e| Some((place(e.policy_id(), e)?, e)))
+        .min_by_key(|(at, _)| *at);
+    if let Some(((fi, offset), e)) = first {
+        if let Some((file, text)) = files.get(fi) {
+            return Err(PolicyError::at(file, text, offset, describe(e)));
+        }
     }
-    Ok(all)
-}
-
-/// Validation warnings (e.g. a policy that can never apply), as
-/// `file:line:col: policy <id>: message`.
-pub(crate) fn validation_warnings(schema: &Schema, loaded: &[Loaded]) -> Vec<String> {
-    let Ok(set) = PolicySet::from_policies(loaded.iter().map(|l| l.policy.clone())) else {
-        return Vec::new();
-    };
-    let by_id: HashMap<&str, &Meta> = loaded.iter().map(|l| (l.meta.id.as_str(), &l.meta)).collect();
-    let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
-    result
+    if let Some(e) = result.validation_errors().next() {
+        // An error Cedar could not tie to a policy of ours.
+        return Err(PolicyError::whole("<policies>", describe(e)));
+    }
+    let warnings = result
         .validation_warnings()
         .map(|w| {
-            let id = w.policy_id().to_string();
-            let loc = by_id.get(id.as_str()).map_or("<policies>", |m| m.location.as_str());
-            format!("{loc}: policy {id}: {}", describe(w))
+            let at = place(w.policy_id(), w)
+                .and_then(|(fi, offset)| files.get(fi).map(|(f, t)| location(f, t, offset)))
+                .unwrap_or_else(|| "<policies>".to_owned());
+            format!("{at}: policy {}: {}", w.policy_id(), describe(w))
         })
-        .collect()
+        .collect();
+    Ok((all, warnings))
 }
 
 /// Parses one file into its policies, each with the byte offset it starts at.
@@ -149,7 +144,10 @@ fn parse_file(file: &str, text: &str) -> Result<Vec<(Policy, usize)>, PolicyErro
         }
     })?;
     if set.templates().next().is_some() {
-        return Err(PolicyError::whole(file, "policy templates (`?principal`, `?resource`) are not supported"));
+        return Err(PolicyError::whole(
+            file,
+            "policy templates (`?principal`, `?resource`) are not supported",
+        ));
     }
     let starts = policy_starts(text);
     // Cedar names the policies of a parsed text `policy0`, `policy1`, … in order.
@@ -157,16 +155,24 @@ fn parse_file(file: &str, text: &str) -> Result<Vec<(Policy, usize)>, PolicyErro
     for (i, start) in starts.iter().enumerate() {
         let id = PolicyId::new(format!("policy{i}"));
         let policy = set.policy(&id).ok_or_else(|| {
-            PolicyError::at(file, text, *start, "could not match this policy to Cedar's parse (please report)")
+            PolicyError::at(
+                file,
+                text,
+                *start,
+                "could not match this policy to Cedar's parse (please report)",
+            )
         })?;
         out.push((policy.clone(), *start));
     }
     if set.num_of_policies() != out.len() {
-        return Err(PolicyError::whole(file, format!(
-            "found {} policies but Cedar parsed {} (please report)",
-            out.len(),
-            set.num_of_policies()
-        )));
+        return Err(PolicyError::whole(
+            file,
+            format!(
+                "found {} policies but Cedar parsed {} (please report)",
+                out.len(),
+                set.num_of_policies()
+            ),
+        ));
     }
     Ok(out)
 }
@@ -176,7 +182,7 @@ fn meta_of(
     file: &str,
     text: &str,
     start: usize,
-    taken: &HashMap<String, usize>,
+    taken: &HashMap<String, (usize, usize)>,
 ) -> Result<Meta, PolicyError> {
     let location = location(file, text, start);
     let id = match policy.annotation("id") {
@@ -196,7 +202,12 @@ fn meta_of(
         }
     };
     if taken.contains_key(&id) {
-        return Err(PolicyError::at(file, text, start, format!("duplicate policy id {id:?}")));
+        return Err(PolicyError::at(
+            file,
+            text,
+            start,
+            format!("duplicate policy id {id:?}"),
+        ));
     }
     Ok(Meta {
         id,

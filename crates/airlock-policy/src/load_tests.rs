@@ -21,11 +21,16 @@ fn pos(e: &PolicyError) -> (&str, usize, usize) {
 
 #[test]
 fn a_syntax_error_names_its_file_line_and_column() {
-    let second = "// second\npermit(principal, action, resource);\n\npermit(principal, action resource);\n";
+    let second =
+        "// second\npermit(principal, action, resource);\n\npermit(principal, action resource);\n";
     let e = load_err(&[("a.cedar", OK), ("b.cedar", second)]);
     // `resource` where a `,` or `)` was expected: line 4, column 26.
     assert_eq!(pos(&e), ("b.cedar", 4, 26), "{e}");
-    assert!(e.to_string().starts_with("b.cedar:4:26: unexpected token `resource`"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("b.cedar:4:26: unexpected token `resource`"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -43,7 +48,10 @@ fn strict_validation_refuses_unguarded_reads_and_unknown_types() {
     assert_eq!(pos(&e), ("u.cedar", 2, 8), "{e}");
     assert!(e.message.contains("channel"), "{e}");
 
-    let e = load_err(&[("t.cedar", "permit(principal == Usr::\"x\", action, resource);")]);
+    let e = load_err(&[(
+        "t.cedar",
+        "permit(principal == Usr::\"x\", action, resource);",
+    )]);
     assert_eq!(pos(&e), ("t.cedar", 1, 21), "{e}");
     assert!(e.message.contains("Usr"), "{e}");
 
@@ -76,7 +84,10 @@ fn duplicate_ids_and_templates_are_refused() {
     let e = load_err(&[("a.cedar", a), ("b.cedar", b)]);
     assert_eq!(e.to_string(), "b.cedar:3:1: duplicate policy id \"x\"");
 
-    let e = load_err(&[("t.cedar", "permit(principal == ?principal, action, resource);")]);
+    let e = load_err(&[(
+        "t.cedar",
+        "permit(principal == ?principal, action, resource);",
+    )]);
     assert_eq!(e.file, "t.cedar");
     assert!(e.message.contains("templates"), "{e}");
 
@@ -92,7 +103,9 @@ fn open_records_need_an_experimental_feature() {
         "Args": {"type": "Record", "attributes": {}, "additionalAttributes": true}}}});
     let err = cedar_policy::Schema::from_json_value(json).unwrap_err();
     let text = crate::error::describe(&err);
-    let source = std::error::Error::source(&err).map(ToString::to_string).unwrap_or_default();
+    let source = std::error::Error::source(&err)
+        .map(ToString::to_string)
+        .unwrap_or_default();
     assert!(
         format!("{text} {source}").contains("unsupported feature"),
         "{text} / {source}"
@@ -104,8 +117,16 @@ fn load_reads_directories_sorted_and_uses_the_shipped_schema() {
     let dir = tempfile::tempdir().unwrap();
     let pol = dir.path().join("policies");
     fs::create_dir(&pol).unwrap();
-    fs::write(pol.join("b.cedar"), "@id(\"b\") forbid(principal, action, resource == Tool::\"corp/x\");").unwrap();
-    fs::write(pol.join("a.cedar"), "@id(\"a\") permit(principal, action, resource);").unwrap();
+    fs::write(
+        pol.join("b.cedar"),
+        "@id(\"b\") forbid(principal, action, resource == Tool::\"corp/x\");",
+    )
+    .unwrap();
+    fs::write(
+        pol.join("a.cedar"),
+        "@id(\"a\") permit(principal, action, resource);",
+    )
+    .unwrap();
     fs::write(pol.join("notes.txt"), "not a policy").unwrap();
     let extra = dir.path().join("extra.cedar");
     fs::write(&extra, "@id(\"c\") permit(principal, action, resource);").unwrap();
@@ -115,7 +136,11 @@ fn load_reads_directories_sorted_and_uses_the_shipped_schema() {
         files: vec![pol.clone(), extra.clone()],
     };
     let e = PolicyEngine::load(&src, &model()).unwrap();
-    let got: Vec<(String, String)> = e.policies().into_iter().map(|p| (p.id, p.location)).collect();
+    let got: Vec<(String, String)> = e
+        .policies()
+        .into_iter()
+        .map(|p| (p.id, p.location))
+        .collect();
     let at = |p: &std::path::Path| format!("{}:1:1", p.display());
     assert_eq!(
         got,
@@ -144,7 +169,11 @@ fn load_reads_directories_sorted_and_uses_the_shipped_schema() {
         &model(),
     )
     .unwrap_err();
-    assert_eq!((err.file.clone(), err.line), (schema.display().to_string(), 2), "{err}");
+    assert_eq!(
+        (err.file.clone(), err.line),
+        (schema.display().to_string(), 2),
+        "{err}"
+    );
 }
 
 #[test]
@@ -159,7 +188,11 @@ fn a_missing_file_is_an_error_without_a_position() {
     )
     .unwrap_err();
     assert_eq!((err.line, err.col), (0, 0));
-    assert!(err.to_string().starts_with("/nonexistent/airlock/p.cedar: cannot read: "), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("/nonexistent/airlock/p.cedar: cannot read: "),
+        "{err}"
+    );
 }
 
 #[test]
@@ -170,6 +203,43 @@ fn policy_starts_skip_strings_and_comments() {
     assert!(text[starts[0]..].starts_with("@id"));
     assert!(text[starts[1]..].starts_with("forbid"));
     assert_eq!(crate::error::line_col(text, starts[1]), (3, 3));
-    assert_eq!(crate::error::line_col("é\nàb", 5), (2, 2), "columns count characters");
-    assert_eq!(crate::error::line_col("é\nàb", 4), (2, 1), "inside a character: clamped");
+    assert_eq!(
+        crate::error::line_col("é\nàb", 5),
+        (2, 2),
+        "columns count characters"
+    );
+    assert_eq!(
+        crate::error::line_col("é\nàb", 4),
+        (2, 1),
+        "inside a character: clamped"
+    );
+}
+
+/// The examples in `policies/README.md` load against the shipped schema.
+#[test]
+fn readme_examples_validate() {
+    let readme = include_str!("../../../policies/README.md");
+    let blocks: Vec<(String, String)> = readme
+        .split("```cedar\n")
+        .skip(1)
+        .enumerate()
+        .map(|(i, rest)| {
+            (
+                format!("README example {i}"),
+                rest.split("```").next().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(blocks.len(), 4);
+    let e = PolicyEngine::from_texts(SHIPPED_SCHEMA, &blocks, &model()).unwrap();
+    let ids: Vec<String> = e.policies().into_iter().map(|p| p.id).collect();
+    assert_eq!(
+        ids,
+        [
+            "read-forum",
+            "writers-on-corp",
+            "no-public-posts",
+            "public-post-approval"
+        ]
+    );
 }

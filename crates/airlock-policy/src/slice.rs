@@ -38,9 +38,15 @@ impl Buckets {
                 | ResourceConstraint::IsIn(_, uid) => Some(uid),
                 ResourceConstraint::Any | ResourceConstraint::Is(_) => None,
             };
-            match pinned.as_ref().map(|u| (Kind::of(&u.type_name().to_string()), u)) {
+            match pinned
+                .as_ref()
+                .map(|u| (Kind::of(&u.type_name().to_string()), u))
+            {
                 Some((Some(Kind::Server), uid)) => {
-                    b.servers.entry(uid.id().unescaped().to_owned()).or_default().push(i);
+                    b.servers
+                        .entry(uid.id().unescaped().to_owned())
+                        .or_default()
+                        .push(i);
                 }
                 Some((Some(Kind::Tool | Kind::Resource | Kind::Prompt), uid)) => {
                     b.targets.entry(uid.clone()).or_default().push(i);
@@ -70,6 +76,8 @@ pub(crate) struct Slice {
     /// The model's entities plus the target and its server.
     pub(crate) entities: Entities,
     pub(crate) resource: EntityUid,
+    /// What the policies can read from `context` (the rest is not built).
+    pub(crate) reads: crate::reads::Reads,
 }
 
 /// server → name → slice.
@@ -82,14 +90,6 @@ pub(crate) struct SliceCache {
     map: RwLock<[ByServer; 3]>,
 }
 
-fn action_index(action: Action) -> usize {
-    match action {
-        Action::CallTool => 0,
-        Action::ReadResource => 1,
-        Action::GetPrompt => 2,
-    }
-}
-
 impl SliceCache {
     /// The cached slice, or `build()` it (and cache it while there is room).
     pub(crate) fn get_or_build(
@@ -99,7 +99,7 @@ impl SliceCache {
         name: &str,
         build: impl FnOnce() -> Result<Slice, String>,
     ) -> Result<Arc<Slice>, String> {
-        let a = action_index(action);
+        let a = action.index();
         {
             // A panic elsewhere cannot leave a half-built entry (entries are
             // inserted whole), so a poisoned lock is still usable.

@@ -36,9 +36,11 @@ fn resource() -> impl Strategy<Value = String> {
     let ty = prop::sample::select(vec!["Tool", "Resource", "Prompt"]);
     prop_oneof![
         Just("resource".to_owned()),
-        (ty.clone(), s.clone(), n.clone()).prop_map(|(t, s, n)| format!("resource == {t}::\"{s}/{n}\"")),
+        (ty.clone(), s.clone(), n.clone())
+            .prop_map(|(t, s, n)| format!("resource == {t}::\"{s}/{n}\"")),
         (ty.clone(), s.clone(), n).prop_map(|(t, s, n)| format!("resource in {t}::\"{s}/{n}\"")),
-        s.clone().prop_map(|s| format!("resource in Server::\"{s}\"")),
+        s.clone()
+            .prop_map(|s| format!("resource in Server::\"{s}\"")),
         ty.clone().prop_map(|t| format!("resource is {t}")),
         (ty, s).prop_map(|(t, s)| format!("resource is {t} in Server::\"{s}\"")),
     ]
@@ -57,8 +59,15 @@ fn condition() -> impl Strategy<Value = String> {
 
 fn policy() -> impl Strategy<Value = String> {
     // two permits for each forbid, so that allows are common too
-    (0..3u8, any::<bool>(), principal(), action(), resource(), condition()).prop_map(
-        |(effect, approval, p, a, r, c)| {
+    (
+        0..3u8,
+        any::<bool>(),
+        principal(),
+        action(),
+        resource(),
+        condition(),
+    )
+        .prop_map(|(effect, approval, p, a, r, c)| {
             let (effect, note) = if effect < 2 {
                 ("permit", "")
             } else if approval {
@@ -67,8 +76,7 @@ fn policy() -> impl Strategy<Value = String> {
                 ("forbid", "")
             };
             format!("{note}{effect}({p}, {a}, {r}){c};")
-        },
-    )
+        })
 }
 
 #[derive(Debug, Clone)]
@@ -84,7 +92,11 @@ struct Req {
 fn request() -> impl Strategy<Value = Req> {
     (
         prop::sample::select(vec!["bot", "bot", "intern", "mallory"]),
-        prop::sample::select(vec![Action::CallTool, Action::ReadResource, Action::GetPrompt]),
+        prop::sample::select(vec![
+            Action::CallTool,
+            Action::ReadResource,
+            Action::GetPrompt,
+        ]),
         prop::sample::select(SERVERS.to_vec()),
         prop::sample::select(NAMES.to_vec()),
         prop::option::of(0..3i64),
@@ -107,9 +119,16 @@ fn normalized(d: Decision) -> Decision {
         v
     };
     match d {
-        Decision::Allow { reasons } => Decision::Allow { reasons: sort(reasons) },
-        Decision::NeedsApproval { reasons } => Decision::NeedsApproval { reasons: sort(reasons) },
-        Decision::Deny { reasons, mut errors } => {
+        Decision::Allow { reasons } => Decision::Allow {
+            reasons: sort(reasons),
+        },
+        Decision::NeedsApproval { reasons } => Decision::NeedsApproval {
+            reasons: sort(reasons),
+        },
+        Decision::Deny {
+            reasons,
+            mut errors,
+        } => {
             errors.sort();
             Decision::Deny {
                 reasons: sort(reasons),

@@ -7,13 +7,18 @@ use cedar_policy::Effect;
 use crate::entities::Kind;
 use crate::{KnownTargets, PolicyEngine};
 
+/// See [`PolicyEngine::warnings`].
 pub(crate) fn warnings(engine: &PolicyEngine, known: &KnownTargets) -> Vec<String> {
     let mut out = Vec::new();
     if engine.loaded.is_empty() {
         out.push("no policies: every call will be denied".to_owned());
         return out;
     }
-    if !engine.loaded.iter().any(|l| l.meta.effect == Effect::Permit) {
+    if !engine
+        .loaded
+        .iter()
+        .any(|l| l.meta.effect == Effect::Permit)
+    {
         out.push("no permit policies: every call will be denied".to_owned());
     }
 
@@ -69,7 +74,9 @@ pub(crate) fn warnings(engine: &PolicyEngine, known: &KnownTargets) -> Vec<Strin
             Kind::Server if !servers.contains(id.as_str()) => {
                 Some(format!("there is no server {id}"))
             }
-            Kind::Tool | Kind::Resource | Kind::Prompt => target_problem(kind, &id, &servers, known),
+            Kind::Tool | Kind::Resource | Kind::Prompt => {
+                target_problem(kind, &id, &servers, known)
+            }
             _ => None,
         };
         if let Some(problem) = problem {
@@ -83,6 +90,24 @@ pub(crate) fn warnings(engine: &PolicyEngine, known: &KnownTargets) -> Vec<Strin
         }
     }
     flush(&mut batch, &mut out);
+
+    for (loaded, reads) in engine.loaded.iter().zip(&engine.policy_reads) {
+        let m = &loaded.meta;
+        if m.approval.is_none() {
+            continue;
+        }
+        if m.effect == Effect::Permit {
+            out.push(format!(
+                "{}: policy {} is a permit with @approval: only forbids hold calls for approval",
+                m.location, m.id
+            ));
+        } else if !reads.covers("approval") {
+            out.push(format!(
+                "{}: policy {} has @approval but never reads context.approval.granted: approving cannot unblock it",
+                m.location, m.id
+            ));
+        }
+    }
     out.extend(engine.validation_warnings.iter().cloned());
     out
 }
@@ -101,7 +126,11 @@ fn target_problem(
         return Some(format!("there is no server {server}"));
     }
     if kind == Kind::Tool {
-        let tools = known.tools.get(server).map(Vec::as_slice).unwrap_or_default();
+        let tools = known
+            .tools
+            .get(server)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         if !tools.is_empty() && !tools.iter().any(|t| t == name) {
             return Some(format!("server {server} has no tool {name}"));
         }

@@ -195,8 +195,9 @@ fn latency(flags: &Flags) -> Result<()> {
         }
     }
 
-    // Every path spawns the same server; the wrappers differ.
-    let mut conns: Vec<(PathKind, Conn)> = Vec::new();
+    // Every path spawns the same server; the wrappers differ. All argvs are checked before
+    // anything is spawned, so a bad flag fails fast.
+    let mut argvs = Vec::new();
     for &kind in &paths {
         let argv = match kind {
             PathKind::Direct => server.clone(),
@@ -214,6 +215,10 @@ fn latency(flags: &Flags) -> Result<()> {
             }
             PathKind::Airlock => airlock_argv(flags, &server)?,
         };
+        argvs.push((kind, argv));
+    }
+    let mut conns: Vec<(PathKind, Conn)> = Vec::new();
+    for (kind, argv) in argvs {
         let mut conn = Conn::spawn(kind.name(), &argv)?;
         conn.initialize()
             .with_context(|| format!("{}: initialize failed", kind.name()))?;

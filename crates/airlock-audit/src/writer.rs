@@ -1,0 +1,266 @@
+//! [`AuditWriter`]: durable on the call path, chained in the background.
+//!
+//! `submit` writes a batch to this process's spool (one `write(2)`, durable against a crash of
+//! the process when it returns) and queues it; a background thread appends everything queued to
+//! the hash chain in one transaction, resolving each result's reference to its call's `seq`,
+//! and clears the spool once the chain holds all of it. If SQLite is unavailable the records
+//! stay in the spool and the thread retries; if the process dies they are recovered by the next
+//! reader of the trail (see [`crate::spool`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::spool::{recover, Entry, Spool};
+use crate::{AuditError, AuditStore, Durability, NewRecord};
+
+/// A submitted record's key, for a later record to refer to it (a result to its call).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ticket(u64);
+
+/// One record to submit, and the earlier record it refers to.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub record: NewRecord,
+    pub refers_to: Option<Ticket>,
+}
+
+impl From<NewRecord> for Submission {
+    fn from(record: NewRecord) -> Self {
+        Submission {
+            record,
+            refers_to: None,
+        }
+    }
+}
+
+/// How long the folding thread lets records gather before a commit: a SQLite commit costs the
+/// same for one record as for hundreds, and the spool already made them durable.
+const GATHER: Duration = Duration::from_millis(5);
+/// Commit at once when this many records are waiting.
+const GATHER_MAX: usize = 1024;
+/// How long the folding thread waits before retrying after a store error.
+const RETRY: Duration = Duration::from_millis(200);
+/// How many call keys are remembered for results that arrive later.
+const MAX_REMEMBERED: usize = 100_000;
+
+struct State {
+    spool: Option<Spool>,
+    next_key: u64,
+    queue: VecDeque<Entry>,
+    closed: bool,
+    /// Keys below this are in the chain.
+    folded_below: u64,
+    last_error: Option<String>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+    sync: bool,
+}
+
+/// The audit trail as the gateway writes it. See the module docs.
+pub struct AuditWriter {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl AuditWriter {
+    /// Opens the trail at `db`, folds the spools of dead gateways into it, and starts this
+    /// process's spool and folding thread.
+    pub fn start(db: &Path, durability: Durability) -> Result<AuditWriter, AuditError> {
+        let mut store = AuditStore::open(db, durability)?;
+        recover(db, &mut store)?;
+        let spool = Spool::create(db)?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                spool: Some(spool),
+                next_key: 0,
+                queue: VecDeque::new(),
+                closed: false,
+                folded_below: 0,
+                last_error: None,
+            }),
+            wake: Condvar::new(),
+            sync: durability == Durability::PowerLoss,
+        });
+        let thread_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("airlock-audit".into())
+            .spawn(move || fold_loop(&thread_shared, store))
+            .map_err(|e| AuditError::Spool {
+                path: db.to_owned(),
+                source: e,
+            })?;
+        Ok(AuditWriter {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Makes the records durable (spool) and queues them for the chain. When this returns
+    /// `Ok`, a crash of this process can no longer lose them.
+    pub fn submit(&self, batch: &[Submission]) -> Result<Vec<Ticket>, AuditError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        for (index, s) in batch.iter().enumerate() {
+            crate::store::validate(index, &s.record)?;
+        }
+        let mut state = lock(&self.shared.state);
+        let first = state.next_key;
+        let entries: Vec<Entry> = batch
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Entry {
+                k: first + i as u64,
+                refers_to: s.refers_to.map(|t| t.0),
+                r: s.record.clone(),
+            })
+            .collect();
+        let Some(spool) = state.spool.as_mut() else {
+            return Err(AuditError::Closed);
+        };
+        spool.write(&entries, self.shared.sync)?;
+        state.next_key += entries.len() as u64;
+        state.queue.extend(entries);
+        drop(state);
+        self.shared.wake.notify_all();
+        Ok((first..first + batch.len() as u64).map(Ticket).collect())
+    }
+
+    /// The last error the folding thread hit, if it has not recovered since.
+    pub fn last_error(&self) -> Option<String> {
+        lock(&self.shared.state).last_error.clone()
+    }
+
+    /// Blocks until everything submitted so far is in the chain (or `timeout` passes).
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut state = lock(&self.shared.state);
+        let target = state.next_key;
+        while state.folded_below < target {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            state = match self.shared.wake.wait_timeout(state, deadline - now) {
+                Ok((s, _)) => s,
+                Err(p) => p.into_inner().0,
+            };
+        }
+        true
+    }
+
+    /// Folds everything into the chain, removes the spool and stops the thread. Records that
+    /// could not be folded stay in the spool for recovery.
+    pub fn close(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        lock(&self.shared.state).closed = true;
+        self.shared.wake.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for AuditWriter {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn fold_loop(shared: &Shared, mut store: AuditStore) {
+    let mut seq_of: HashMap<u64, u64> = HashMap::new();
+    loop {
+        let (batch, closed) = {
+            let mut state = lock(&shared.state);
+            while state.queue.is_empty() && !state.closed {
+                state = match shared.wake.wait(state) {
+                    Ok(s) => s,
+                    Err(p) => p.into_inner(),
+                };
+            }
+            if !state.closed && state.queue.len() < GATHER_MAX {
+                // Let more records gather (submits keep waking the condvar, so sleep).
+                drop(state);
+                std::thread::sleep(GATHER);
+                state = lock(&shared.state);
+            }
+            (
+                state.queue.iter().cloned().collect::<Vec<Entry>>(),
+                state.closed,
+            )
+        };
+        if batch.is_empty() && closed {
+            let mut state = lock(&shared.state);
+            if let Some(spool) = state.spool.take() {
+                spool.remove();
+            }
+            return;
+        }
+        let records: Vec<NewRecord> = batch
+            .iter()
+            .map(|e| {
+                let mut r = e.r.clone();
+                if let Some(seq) = e.refers_to.and_then(|k| seq_of.get(&k)) {
+                    r.ref_seq = Some(*seq);
+                }
+                r
+            })
+            .collect();
+        match store.append(&records) {
+            Ok(appended) => {
+                for (e, a) in batch.iter().zip(&appended) {
+                    if e.r.kind == crate::kinds::CALL {
+                        seq_of.insert(e.k, a.seq);
+                    }
+                    if let Some(k) = e.refers_to {
+                        seq_of.remove(&k);
+                    }
+                }
+                if seq_of.len() > MAX_REMEMBERED {
+                    let oldest = batch
+                        .first()
+                        .map_or(0, |e| e.k)
+                        .saturating_sub(MAX_REMEMBERED as u64);
+                    seq_of.retain(|k, _| *k >= oldest);
+                }
+                let mut state = lock(&shared.state);
+                state.queue.drain(..batch.len());
+                state.folded_below = batch.last().map_or(state.folded_below, |e| e.k + 1);
+                state.last_error = None;
+                if state.queue.is_empty() {
+                    if let Some(spool) = state.spool.as_mut() {
+                        if let Err(e) = spool.clear() {
+                            state.last_error = Some(e.to_string());
+                        }
+                    }
+                }
+                drop(state);
+                shared.wake.notify_all();
+            }
+            Err(e) => {
+                let mut state = lock(&shared.state);
+                state.last_error = Some(e.to_string());
+                if state.closed {
+                    // Give up: the spool keeps the records for the next reader to recover.
+                    state.spool.take();
+                    return;
+                }
+                drop(state);
+                std::thread::sleep(RETRY);
+            }
+        }
+    }
+}

@@ -1,0 +1,416 @@
+//! `airlock kill`, `airlock resume`, `airlock status` and `airlock token new`: the
+//! kill switch from the command line, acting as a named human.
+//!
+//! A kill is committed to the store first (so it holds whatever happens next), then
+//! recorded in the audit chain, then announced to every running gateway.
+
+use std::path::{Path, PathBuf};
+
+use airlock_control::{BreakerSet, ControlStore, Kill, KillTarget};
+use anyhow::{anyhow, Context};
+use clap::{ArgGroup, Args, Subcommand};
+
+use crate::Failure;
+
+/// Environment variable holding the acting human's token.
+const TOKEN_ENV: &str = "AIRLOCK_TOKEN";
+
+/// Exactly one of `--agent`, `--session`, `--tool`, `--all`.
+#[derive(Args, Debug)]
+#[command(group(ArgGroup::new("target").required(true).args(["agent", "session", "tool", "all"])))]
+pub(crate) struct TargetArgs {
+    /// One agent, in every session.
+    #[arg(long, value_name = "ID")]
+    agent: Option<String>,
+    /// One session (`airlock run --session`).
+    #[arg(long, value_name = "ID")]
+    session: Option<String>,
+    /// One tool, for every agent.
+    #[arg(long, value_name = "SERVER/TOOL")]
+    tool: Option<String>,
+    /// Everything.
+    #[arg(long)]
+    all: bool,
+}
+
+/// Who is acting: `--as NAME`, with the token from `$AIRLOCK_TOKEN` or `--token-file`.
+#[derive(Args, Debug)]
+pub(crate) struct HumanArgs {
+    /// The human acting (a `[humans.NAME]` with `token_sha256`).
+    #[arg(long = "as", value_name = "NAME")]
+    as_human: String,
+    /// Read the token from this file instead of $AIRLOCK_TOKEN.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct KillArgs {
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Why: shown to the agent and kept in the audit trail.
+    #[arg(long, value_name = "TEXT")]
+    reason: Option<String>,
+    #[command(flatten)]
+    human: HumanArgs,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ResumeArgs {
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    #[command(flatten)]
+    target: TargetArgs,
+    #[command(flatten)]
+    human: HumanArgs,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct StatusArgs {
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// One JSON object instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum TokenCommand {
+    /// Print a fresh random token and the `token_sha256` line for the config.
+    New,
+}
+
+// === kill / resume ===
+
+pub(crate) fn kill(args: KillArgs) -> Result<u8, Failure> {
+    let config = airlock_config::load(&args.config).map_err(Failure::usage)?;
+    let human = authenticate(&config, &args.human, std::env::var(TOKEN_ENV).ok())?;
+    let target = target(&args.target)?;
+    for warning in check_target(&config, &target).map_err(Failure::usage)? {
+        eprintln!("airlock: warning: {warning}");
+    }
+    let reason = args.reason.unwrap_or_else(|| format!("killed by {human}"));
+    let db = &config.audit.path;
+    let mut store = open_store(&config)?;
+    let k = store
+        .kill(target, &reason, &human)
+        .with_context(|| format!("cannot record the kill in {}", db.display()))?;
+    // The kill is in force from here; an audit failure must not stop the fan-out.
+    let audited = audit(&config, airlock_control::kill_record(&k));
+    let notified = airlock_control::notify_all(db).context("cannot notify gateways")?;
+    println!(
+        "killed {} (kill #{}, by {human}: {reason}); notified {notified} running gateway{}",
+        k.target,
+        k.id,
+        plural(notified)
+    );
+    audited.map_err(|e| {
+        Failure::failed(e.context("the kill is in force, but its audit record failed"))
+    })?;
+    Ok(0)
+}
+
+pub(crate) fn resume(args: ResumeArgs) -> Result<u8, Failure> {
+    let config = airlock_config::load(&args.config).map_err(Failure::usage)?;
+    let human = authenticate(&config, &args.human, std::env::var(TOKEN_ENV).ok())?;
+    let target = target(&args.target)?;
+    let db = &config.audit.path;
+    let mut store = open_store(&config)?;
+    let n = store
+        .resume(&target, &human)
+        .with_context(|| format!("cannot record the resume in {}", db.display()))?;
+    if n == 0 {
+        println!("no active kill of {target}: nothing resumed");
+        return Ok(1);
+    }
+    let audited = audit(&config, airlock_control::resume_record(&target, &human, n));
+    let notified = airlock_control::notify_all(db).context("cannot notify gateways")?;
+    println!(
+        "resumed {target} ({n} kill{}, by {human}); notified {notified} running gateway{}",
+        plural(n),
+        plural(notified)
+    );
+    audited.map_err(|e| Failure::failed(e.context("resumed, but the audit record failed")))?;
+    Ok(0)
+}
+
+/// Verifies `--as` against the token; every failure is exit 2 with the reason.
+fn authenticate(
+    config: &airlock_config::Config,
+    args: &HumanArgs,
+    env_token: Option<String>,
+) -> Result<String, Failure> {
+    let token = read_token(args.token_file.as_deref(), env_token)?;
+    airlock_control::auth::verify_human(config, &args.as_human, &token).map_err(Failure::usage)?;
+    Ok(args.as_human.clone())
+}
+
+/// The token from `--token-file` (first line), else from the environment.
+fn read_token(file: Option<&Path>, env_token: Option<String>) -> Result<String, Failure> {
+    let token = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read token file {}", path.display()))
+            .map_err(Failure::usage)?,
+        None => env_token.ok_or_else(|| {
+            Failure::usage(anyhow!(
+                "no token: set {TOKEN_ENV} or pass --token-file (`airlock token new` makes one)"
+            ))
+        })?,
+    };
+    let token = token.lines().next().unwrap_or("").trim().to_owned();
+    if token.is_empty() {
+        return Err(Failure::usage(anyhow!("the token is empty")));
+    }
+    Ok(token)
+}
+
+fn target(args: &TargetArgs) -> Result<KillTarget, Failure> {
+    let t = match (&args.agent, &args.session, &args.tool, args.all) {
+        (Some(a), None, None, false) => KillTarget::Agent(a.clone()),
+        (None, Some(s), None, false) if !s.is_empty() => KillTarget::Session(s.clone()),
+        (None, None, Some(t), false) => KillTarget::tool(t).map_err(Failure::usage)?,
+        (None, None, None, true) => KillTarget::All,
+        _ => {
+            return Err(Failure::usage(anyhow!(
+                "give exactly one of --agent, --session, --tool, --all"
+            )))
+        }
+    };
+    Ok(t)
+}
+
+/// A kill of something the config does not declare is an error, not a silent
+/// success; returns warnings for what cannot be checked.
+fn check_target(config: &airlock_config::Config, t: &KillTarget) -> anyhow::Result<Vec<String>> {
+    let path = config.path.display();
+    match t {
+        KillTarget::Agent(a) if !config.agents.contains_key(a) => Err(anyhow!(
+            "{path}: unknown agent \"{a}\" (known: {})",
+            join(config.agents.keys())
+        )),
+        KillTarget::Tool { server, tool } => match config.servers.get(server) {
+            None => Err(anyhow!(
+                "{path}: unknown server \"{server}\" (known: {})",
+                join(config.servers.keys())
+            )),
+            Some(s) => match &s.tools {
+                Some(tools) if !tools.iter().any(|x| x == tool) => Err(anyhow!(
+                    "{path}: server \"{server}\" has no tool \"{tool}\" (its tools: {})",
+                    join(tools.iter())
+                )),
+                Some(_) => Ok(vec![]),
+                None => Ok(vec![format!(
+                    "[servers.{server}] has no `tools` list, so \"{tool}\" cannot be checked; \
+                     the kill applies to that name"
+                )]),
+            },
+        },
+        _ => Ok(vec![]),
+    }
+}
+
+fn open_store(config: &airlock_config::Config) -> Result<ControlStore, Failure> {
+    let db = &config.audit.path;
+    ControlStore::open_with(db, durability(config))
+        .with_context(|| format!("cannot open {}", db.display()))
+        .map_err(Failure::failed)
+}
+
+fn audit(config: &airlock_config::Config, record: airlock_audit::NewRecord) -> anyhow::Result<()> {
+    let mut store = airlock_audit::AuditStore::open(&config.audit.path, durability(config))?;
+    store.append(&[record])?;
+    Ok(())
+}
+
+fn durability(config: &airlock_config::Config) -> airlock_audit::Durability {
+    match config.audit.durability {
+        airlock_config::Durability::Process => airlock_audit::Durability::Process,
+        airlock_config::Durability::PowerLoss => airlock_audit::Durability::PowerLoss,
+    }
+}
+
+// === status ===
+
+pub(crate) fn status(args: StatusArgs) -> Result<u8, Failure> {
+    let config = airlock_config::load(&args.config).map_err(Failure::usage)?;
+    let store = open_store(&config)?;
+    let kills = store.active().context("cannot read the kill state")?;
+    let breakers = BreakerSet::from_config(&config);
+    let now = airlock_audit::now_unix_ns();
+    let levels = breakers
+        .levels(&store, now)
+        .context("cannot read the breaker counters")?;
+    if args.json {
+        let v = serde_json::json!({ "kills": kills, "breakers": levels });
+        let text = serde_json::to_string_pretty(&v).context("cannot encode status")?;
+        println!("{text}");
+        return Ok(0);
+    }
+    if kills.is_empty() {
+        println!("kills: none in force");
+    } else {
+        println!("kills ({}):", kills.len());
+        println!(
+            "  {:>4}  {:<8}  {:<24}  {:<10}  {:<20}  reason",
+            "id", "scope", "target", "by", "since (UTC)"
+        );
+        for k in &kills {
+            println!("  {}", kill_row(k));
+        }
+    }
+    if levels.is_empty() {
+        println!("breakers: no calls counted in any window");
+    } else {
+        println!("breakers:");
+        println!(
+            "  {:<16}  {:<16}  {:>15}  {:>15}  resets at (UTC)",
+            "agent", "class", "calls", "items"
+        );
+        for l in &levels {
+            let items = l
+                .max_items
+                .map_or_else(|| "-".to_owned(), |m| format!("{}/{m}", l.items));
+            println!(
+                "  {:<16}  {:<16}  {:>15}  {:>15}  {}",
+                l.agent,
+                l.class,
+                format!("{}/{}", l.calls, l.max_calls),
+                items,
+                l.resets_at_ns.map(fmt_time).unwrap_or_default()
+            );
+        }
+    }
+    Ok(0)
+}
+
+fn kill_row(k: &Kill) -> String {
+    let kind = if k.breaker_class().is_some() {
+        "paused"
+    } else {
+        k.target.scope()
+    };
+    format!(
+        "{:>4}  {:<8}  {:<24}  {:<10}  {:<20}  {}",
+        k.id,
+        kind,
+        k.target.target(),
+        k.by,
+        fmt_time(k.created_ns),
+        k.reason
+    )
+}
+
+// === token ===
+
+pub(crate) fn token(command: TokenCommand) -> Result<u8, Failure> {
+    match command {
+        TokenCommand::New => {
+            let token = airlock_control::auth::new_token().map_err(Failure::failed)?;
+            println!("token (give it to the human; it is not stored anywhere):");
+            println!("  {token}");
+            println!("config line for their [humans.<name>] section:");
+            println!(
+                "  token_sha256 = \"{}\"",
+                airlock_control::auth::token_digest(&token)
+            );
+            Ok(0)
+        }
+    }
+}
+
+// === helpers ===
+
+fn fmt_time(ns: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ns))
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .map(|t| t.chars().take(19).collect())
+        .unwrap_or_default()
+}
+
+fn join<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let v: Vec<&str> = names.map(String::as_str).collect();
+    if v.is_empty() {
+        "none".to_owned()
+    } else {
+        v.join(", ")
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn config() -> airlock_config::Config {
+        let text = "[policy]\nfiles = [\"p\"]\n[humans.alice]\n[tasks.t]\n[agents.bot]\n\
+                    on_behalf_of = \"alice\"\ntask = \"t\"\n[servers.corp]\ntools = [\"acl_set\"]\n\
+                    [servers.open]\n";
+        airlock_config::parse(text, Path::new("a.toml")).unwrap()
+    }
+
+    #[test]
+    fn unknown_targets_are_errors() {
+        let c = config();
+        assert!(check_target(&c, &KillTarget::Agent("bot".into()))
+            .unwrap()
+            .is_empty());
+        assert!(check_target(&c, &KillTarget::Agent("ghost".into())).is_err());
+        assert!(check_target(&c, &KillTarget::tool("corp/acl_set").unwrap())
+            .unwrap()
+            .is_empty());
+        assert!(check_target(&c, &KillTarget::tool("corp/nope").unwrap()).is_err());
+        assert!(check_target(&c, &KillTarget::tool("nope/x").unwrap()).is_err());
+        assert_eq!(
+            check_target(&c, &KillTarget::tool("open/x").unwrap())
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(check_target(&c, &KillTarget::All).unwrap().is_empty());
+    }
+
+    #[test]
+    fn token_comes_from_file_or_env_and_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("tok");
+        std::fs::write(&f, "alt_abc\n").unwrap();
+        assert_eq!(read_token(Some(&f), Some("env".into())).unwrap(), "alt_abc");
+        assert_eq!(read_token(None, Some(" env \n".into())).unwrap(), "env");
+        let none = read_token(None, None).unwrap_err();
+        assert_eq!(none.code, 2);
+        assert!(format!("{:#}", none.error).contains("AIRLOCK_TOKEN"));
+        assert_eq!(read_token(None, Some("\n".into())).unwrap_err().code, 2);
+    }
+
+    #[test]
+    fn targets_from_flags() {
+        let t = |agent: Option<&str>, tool: Option<&str>, all| TargetArgs {
+            agent: agent.map(Into::into),
+            session: None,
+            tool: tool.map(Into::into),
+            all,
+        };
+        assert_eq!(
+            target(&t(Some("bot"), None, false)).unwrap(),
+            KillTarget::Agent("bot".into())
+        );
+        assert_eq!(target(&t(None, None, true)).unwrap(), KillTarget::All);
+        assert!(target(&t(None, Some("corp"), false)).is_err());
+        assert!(target(&t(Some("a"), None, true)).is_err());
+    }
+}

@@ -1,0 +1,368 @@
+//! `[sandbox.profiles.<name>]` and `[servers.<id>] sandbox`: how each process Airlock
+//! starts is boxed in. Raw types, model and validation live together here so the section
+//! is one unit; `validate.rs` only calls in.
+//!
+//! A profile named `default` always exists (the built-in one unless the file defines it);
+//! a server with no `sandbox` key uses it. `sandbox = "off"` and a profile's
+//! `off = [...]` are the only ways to run without a layer; [`crate::Config::sandbox_warnings`]
+//! lists them for `airlock check`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_spanned::Spanned;
+
+use crate::raw::{RawServer, SpStr};
+
+/// The profile a server without a `sandbox` key runs in.
+pub const DEFAULT_SANDBOX_PROFILE: &str = "default";
+/// The `sandbox` value that runs a server with no sandbox at all.
+pub const SANDBOX_OFF: &str = "off";
+/// System paths readable in the default profile.
+pub const SYSTEM_READ_PATHS: &[&str] = &["/usr", "/lib", "/lib64", "/bin", "/sbin", "/etc"];
+/// Default CPU-seconds cap per process: a long-lived server stays well below it, a miner
+/// reaches it in minutes.
+pub const DEFAULT_CPU_SECONDS: u64 = 600;
+/// Default memory cap per process: 1 GiB.
+pub const DEFAULT_MEMORY_BYTES: u64 = 1024 * 1024 * 1024;
+/// Default cap on processes in one sandbox.
+pub const DEFAULT_MAX_PROCESSES: u64 = 128;
+/// Environment variables passed by default; all others are cleared.
+pub const DEFAULT_ENV: &[&str] = &["PATH", "LANG", "LC_ALL", "TERM", "TZ"];
+/// Smallest `memory_mb`: below this nothing starts, and the failure would look like a bug.
+pub const MIN_MEMORY_MB: u64 = 16;
+
+// === model ===
+
+/// `[sandbox]`: the profiles, always including `default`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxConfig {
+    /// By name.
+    pub profiles: BTreeMap<String, SandboxProfile>,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            profiles: BTreeMap::from([(
+                DEFAULT_SANDBOX_PROFILE.to_owned(),
+                SandboxProfile::default(),
+            )]),
+        }
+    }
+}
+
+/// One sandbox profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxProfile {
+    /// Paths readable and executable beneath (default: the system paths).
+    pub read: Vec<PathBuf>,
+    /// Paths readable and writable beneath (default: none).
+    pub write: Vec<PathBuf>,
+    /// A fresh writable directory as `HOME` and `TMPDIR` (default: yes).
+    pub private_tmp: bool,
+    /// Caps; `None` only when the file cannot express one (see docs/config.md).
+    pub cpu_seconds: Option<u64>,
+    /// Memory cap per process, in bytes.
+    pub memory_bytes: Option<u64>,
+    /// Processes in the sandbox.
+    pub max_processes: Option<u64>,
+    /// Wall-clock cap for the whole sandbox (default: none).
+    pub wall_clock: Option<Duration>,
+    /// Environment variable names passed through.
+    pub env: Vec<String>,
+    /// Layers explicitly turned off.
+    pub off: BTreeSet<SandboxLayer>,
+}
+
+impl Default for SandboxProfile {
+    /// The built-in default: no network, read-only system paths, a private temp dir,
+    /// modest caps, every layer on.
+    fn default() -> Self {
+        Self {
+            read: SYSTEM_READ_PATHS.iter().map(PathBuf::from).collect(),
+            write: Vec::new(),
+            private_tmp: true,
+            cpu_seconds: Some(DEFAULT_CPU_SECONDS),
+            memory_bytes: Some(DEFAULT_MEMORY_BYTES),
+            max_processes: Some(DEFAULT_MAX_PROCESSES),
+            wall_clock: None,
+            env: DEFAULT_ENV.iter().map(|s| (*s).to_owned()).collect(),
+            off: BTreeSet::new(),
+        }
+    }
+}
+
+/// A layer a profile can turn off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SandboxLayer {
+    /// User, mount and PID namespaces.
+    Namespaces,
+    /// The network namespace (off: the host's network).
+    Network,
+    /// The Landlock filesystem allowlist.
+    Landlock,
+    /// The seccomp syscall filter.
+    Seccomp,
+    /// CPU, memory and process limits.
+    Rlimits,
+}
+
+impl SandboxLayer {
+    /// Every layer.
+    pub const ALL: [SandboxLayer; 5] = [
+        SandboxLayer::Namespaces,
+        SandboxLayer::Network,
+        SandboxLayer::Landlock,
+        SandboxLayer::Seccomp,
+        SandboxLayer::Rlimits,
+    ];
+
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxLayer::Namespaces => "namespaces",
+            SandboxLayer::Network => "network",
+            SandboxLayer::Landlock => "landlock",
+            SandboxLayer::Seccomp => "seccomp",
+            SandboxLayer::Rlimits => "rlimits",
+        }
+    }
+
+    /// The layer for a config spelling.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|l| l.as_str() == name)
+    }
+}
+
+/// `[servers.<id>] sandbox`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerSandbox {
+    /// Run in this profile (it exists in [`SandboxConfig::profiles`]).
+    Profile(String),
+    /// `sandbox = "off"`: no sandbox at all.
+    Off,
+}
+
+impl Default for ServerSandbox {
+    fn default() -> Self {
+        ServerSandbox::Profile(DEFAULT_SANDBOX_PROFILE.to_owned())
+    }
+}
+
+// === raw ===
+
+/// `[sandbox]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [sandbox] table")]
+pub(crate) struct RawSandbox {
+    #[serde(default)]
+    pub(crate) profiles: BTreeMap<SpStr, RawSandboxProfile>,
+}
+
+/// `[sandbox.profiles.<name>]`: every key optional; a missing one takes the default's value.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [sandbox.profiles.<name>] table")]
+pub(crate) struct RawSandboxProfile {
+    pub(crate) read: Option<Vec<SpStr>>,
+    pub(crate) write: Option<Vec<SpStr>>,
+    pub(crate) private_tmp: Option<bool>,
+    pub(crate) network: Option<SpStr>,
+    pub(crate) cpu_seconds: Option<Spanned<u64>>,
+    pub(crate) memory_mb: Option<Spanned<u64>>,
+    pub(crate) max_processes: Option<Spanned<u64>>,
+    pub(crate) wall_clock_secs: Option<Spanned<u64>>,
+    pub(crate) env: Option<Vec<SpStr>>,
+    pub(crate) off: Option<Vec<SpStr>>,
+}
+
+// === validation ===
+
+/// Where complaints go: `(span, message)`, the earliest in the file wins.
+pub(crate) type Report<'a> = dyn FnMut(std::ops::Range<usize>, String) + 'a;
+
+/// Builds `[sandbox]`; `base` resolves relative paths.
+pub(crate) fn sandbox(raw: &RawSandbox, base: &Path, p: &mut Report<'_>) -> SandboxConfig {
+    let mut config = SandboxConfig::default();
+    for (name, raw) in &raw.profiles {
+        if name.get_ref() == SANDBOX_OFF {
+            p(
+                name.span(),
+                "a sandbox profile cannot be named \"off\": that value turns the sandbox off"
+                    .into(),
+            );
+        } else if !crate::validate::is_valid_name(name.get_ref()) {
+            p(
+                name.span(),
+                format!(
+                    "invalid sandbox profile name \"{}\": use 1 to 64 of A-Z a-z 0-9 _ . - \
+                     starting with a letter or digit",
+                    name.get_ref().escape_debug()
+                ),
+            );
+        }
+        config
+            .profiles
+            .insert(name.get_ref().clone(), profile(raw, base, p));
+    }
+    config
+}
+
+fn profile(raw: &RawSandboxProfile, base: &Path, p: &mut Report<'_>) -> SandboxProfile {
+    let d = SandboxProfile::default();
+    let paths = |list: &Option<Vec<SpStr>>, what: &str, p: &mut Report<'_>| {
+        list.as_ref().map(|l| {
+            l.iter()
+                .map(|v| {
+                    if v.get_ref().is_empty() {
+                        p(v.span(), format!("{what}: a path must not be empty"));
+                    }
+                    base.join(v.get_ref())
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+    let read = paths(&raw.read, "read", p).unwrap_or(d.read);
+    let write = paths(&raw.write, "write", p).unwrap_or(d.write);
+    if let Some(n) = &raw.network {
+        if n.get_ref() != "none" {
+            p(
+                n.span(),
+                format!(
+                    "network = \"{}\": only \"none\" is supported (an egress allowlist is not \
+                     implemented yet; `off = [\"network\"]` gives the host's network)",
+                    n.get_ref().escape_debug()
+                ),
+            );
+        }
+    }
+    let at_least = |v: &Option<Spanned<u64>>, key: &str, min: u64, p: &mut Report<'_>| {
+        v.as_ref().map(|v| {
+            if *v.get_ref() < min {
+                p(
+                    v.span(),
+                    format!("{key} = {} is too small: at least {min}", v.get_ref()),
+                );
+            }
+            *v.get_ref()
+        })
+    };
+    let cpu_seconds = at_least(&raw.cpu_seconds, "cpu_seconds", 1, p).or(d.cpu_seconds);
+    let memory_bytes = at_least(&raw.memory_mb, "memory_mb", MIN_MEMORY_MB, p)
+        .map(|mb| mb.saturating_mul(1024 * 1024))
+        .or(d.memory_bytes);
+    let max_processes = at_least(&raw.max_processes, "max_processes", 1, p).or(d.max_processes);
+    let wall_clock = at_least(&raw.wall_clock_secs, "wall_clock_secs", 1, p)
+        .map(Duration::from_secs)
+        .or(d.wall_clock);
+    let env = raw.env.as_ref().map_or(d.env, |names| {
+        for n in names {
+            let name = n.get_ref();
+            if name.is_empty() || name.contains('=') || name.contains('\0') {
+                p(
+                    n.span(),
+                    format!("env: \"{}\" is not a variable name", name.escape_debug()),
+                );
+            }
+        }
+        names.iter().map(|n| n.get_ref().clone()).collect()
+    });
+    let mut off = BTreeSet::new();
+    for l in raw.off.iter().flatten() {
+        match SandboxLayer::from_name(l.get_ref()) {
+            Some(layer) => {
+                if !off.insert(layer) {
+                    p(
+                        l.span(),
+                        format!("off: \"{}\" is listed twice", l.get_ref()),
+                    );
+                }
+            }
+            None => p(
+                l.span(),
+                format!(
+                    "off: unknown sandbox layer \"{}\": expected one of namespaces, network, \
+                     landlock, seccomp, rlimits",
+                    l.get_ref().escape_debug()
+                ),
+            ),
+        }
+    }
+    SandboxProfile {
+        read,
+        write,
+        private_tmp: raw.private_tmp.unwrap_or(d.private_tmp),
+        cpu_seconds,
+        memory_bytes,
+        max_processes,
+        wall_clock,
+        env,
+        off,
+    }
+}
+
+/// A server's `sandbox` value; the profile must exist.
+pub(crate) fn server_sandbox(
+    raw: &RawServer,
+    profiles: &BTreeMap<SpStr, RawSandboxProfile>,
+    p: &mut Report<'_>,
+) -> ServerSandbox {
+    match &raw.sandbox {
+        None => ServerSandbox::default(),
+        Some(v) if v.get_ref() == SANDBOX_OFF => ServerSandbox::Off,
+        Some(v) => {
+            let name = v.get_ref();
+            if name != DEFAULT_SANDBOX_PROFILE && !profiles.contains_key(name.as_str()) {
+                p(
+                    v.span(),
+                    format!(
+                        "sandbox: unknown profile \"{name}\" (no [sandbox.profiles.{name}] \
+                         section; use \"off\" for no sandbox)"
+                    ),
+                );
+            }
+            ServerSandbox::Profile(name.clone())
+        }
+    }
+}
+
+/// What `airlock check` warns about: servers without a sandbox, profiles without layers.
+pub(crate) fn warnings(config: &crate::Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, server) in &config.servers {
+        if server.sandbox == ServerSandbox::Off {
+            out.push(format!(
+                "server \"{name}\" runs with sandbox = \"off\": no namespaces, Landlock, \
+                 seccomp or resource caps"
+            ));
+        }
+    }
+    for (name, profile) in &config.sandbox.profiles {
+        if profile.off.is_empty() {
+            continue;
+        }
+        let users: Vec<&str> = config
+            .servers
+            .iter()
+            .filter(|(_, s)| s.sandbox == ServerSandbox::Profile(name.clone()))
+            .map(|(n, _)| n.as_str())
+            .collect();
+        let layers: Vec<&str> = profile.off.iter().map(|l| l.as_str()).collect();
+        let used = if users.is_empty() {
+            "no server uses it".to_owned()
+        } else {
+            format!("used by {}", users.join(", "))
+        };
+        out.push(format!(
+            "sandbox profile \"{name}\" turns off {} ({used})",
+            layers.join(", ")
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+#[path = "sandbox_tests.rs"]
+mod tests;

@@ -1,0 +1,558 @@
+//! Breakers: budgets per agent × action class, and the default loop and
+//! fan-out detection. The decision is a pure function of the config, the call
+//! and the cached counters ([`BreakerSet::evaluate`]); the store calls around
+//! it are thin.
+//!
+//! A budget of `max_calls = N` lets exactly N calls through per sliding window:
+//! the call that would be the N+1th trips and is not counted. Loop detection
+//! (`[breakers.defaults]`, on unless disabled) adds two classes:
+//! - `loop.fanout`: one agent calling one tool with more than `fanout_distinct`
+//!   distinct targets (the values of the `fanout_keys` arguments it passes)
+//!   in `fanout_window_secs`; repeating a target does not count again.
+//! - `loop.rate`: an agent's calls in the last `rate_window_secs` above
+//!   `max(rate_min_calls, rate_factor × its own average per rate window over
+//!   the rest of rate_baseline_secs)`.
+
+use std::time::Duration;
+
+use airlock_config::{ArgValue, BreakerClass, Config, ItemsSource, LoopDefaults};
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::cache::{EventCache, EventRow, FANOUT_PREFIX, RATE_CLASS};
+use crate::error::ControlError;
+use crate::store::{ControlStore, LOOP_REFRESH};
+
+/// Trip class of the default fan-out breaker.
+pub const LOOP_FANOUT: &str = "loop.fanout";
+/// Trip class of the default rate breaker.
+pub const LOOP_RATE: &str = "loop.rate";
+/// Rate events are kept in buckets of this fraction of `rate_window_secs`.
+const RATE_BUCKETS_PER_WINDOW: i64 = 6;
+const NS_PER_SEC: i64 = 1_000_000_000;
+
+/// What the breakers say about one call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Verdict {
+    /// Within every budget; `matched` is what [`BreakerSet::record_call`] counts.
+    Pass {
+        /// Budget classes (by name) and loop-detection counters the call hits.
+        matched: Vec<Matched>,
+    },
+    /// The call would cross a budget: deny it and pause the agent.
+    Trip(Trip),
+}
+
+/// A crossed budget.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Trip {
+    /// The class name (`loop.fanout` / `loop.rate` for the defaults).
+    pub class: String,
+    /// The budget in words, e.g. `5 calls per 600 s`.
+    pub budget: String,
+    /// When enough of the window has passed for the call to fit again (ns since the epoch).
+    pub resets_at_ns: i64,
+}
+
+impl Trip {
+    /// The reason of the pause this trip causes: `breaker:<class>`.
+    pub fn reason(&self) -> String {
+        format!("{}{}", crate::kill::BREAKER_REASON_PREFIX, self.class)
+    }
+}
+
+/// One counter a passing call increments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Matched {
+    /// A budget class name, or an internal loop-detection counter (starts with `!`).
+    pub class: String,
+    /// Items counted from the arguments (`items = "args:…"`), else 0.
+    pub items: u64,
+    #[serde(skip)]
+    key: Option<String>,
+}
+
+impl Matched {
+    /// Whether this is a configured budget class (not loop detection).
+    pub fn is_budget(&self) -> bool {
+        !self.class.starts_with('!')
+    }
+}
+
+/// How full one agent × class budget is, for `airlock status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Level {
+    /// The agent.
+    pub agent: String,
+    /// The class.
+    pub class: String,
+    /// Calls in the window.
+    pub calls: u64,
+    /// The budget's `max_calls`.
+    pub max_calls: u64,
+    /// Items in the window.
+    pub items: u64,
+    /// The budget's `max_items`.
+    pub max_items: Option<u64>,
+    /// The window.
+    pub window_secs: u64,
+    /// When the oldest counted call leaves the window.
+    pub resets_at_ns: Option<i64>,
+}
+
+/// The configured breakers, built once from the config.
+#[derive(Debug, Clone)]
+pub struct BreakerSet {
+    classes: Vec<(String, BreakerClass)>,
+    defaults: LoopDefaults,
+    max_window_ns: i64,
+    rate_bucket_ns: i64,
+}
+
+// === impl BreakerSet ===
+
+impl BreakerSet {
+    /// The breakers of `config`'s `[breakers]` section.
+    pub fn from_config(config: &Config) -> BreakerSet {
+        let b = &config.breakers;
+        let d = &b.defaults;
+        let max_window_secs = b
+            .classes
+            .values()
+            .map(|c| c.window_secs)
+            .chain(
+                d.enabled
+                    .then_some([d.fanout_window_secs, d.rate_baseline_secs])
+                    .into_iter()
+                    .flatten(),
+            )
+            .max()
+            .unwrap_or(0);
+        BreakerSet {
+            classes: b
+                .classes
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            defaults: d.clone(),
+            max_window_ns: secs_ns(max_window_secs),
+            rate_bucket_ns: (secs_ns(d.rate_window_secs) / RATE_BUCKETS_PER_WINDOW).max(1),
+        }
+    }
+
+    /// Judges one call against the counters in `store` (this process's and,
+    /// for budget classes, every other process's committed calls). Does not
+    /// count the call: use [`BreakerSet::record_call`], or [`BreakerSet::admit`]
+    /// for both at once without a gap another process could use.
+    pub fn check(
+        &self,
+        store: &ControlStore,
+        agent: &str,
+        server: &str,
+        tool: &str,
+        args: &Value,
+        now_ns: i64,
+    ) -> Result<Verdict, ControlError> {
+        let budget = self.any_budget_applies(agent, server, tool, args);
+        if budget || self.defaults.enabled {
+            store.refresh(budget, LOOP_REFRESH)?;
+        }
+        let mut cache = store.cache()?;
+        cache.rate_bucket_ns = self.rate_bucket_ns;
+        Ok(self.evaluate(&cache, agent, server, tool, args, now_ns))
+    }
+
+    /// Counts a call that passed [`BreakerSet::check`]. Budget counters are
+    /// committed before this returns; loop-detection counters within 100 ms.
+    pub fn record_call(
+        &self,
+        store: &mut ControlStore,
+        agent: &str,
+        matched: &[Matched],
+        now_ns: i64,
+    ) -> Result<(), ControlError> {
+        store.cache()?.rate_bucket_ns = self.rate_bucket_ns;
+        let (budget, loops): (Vec<EventRow>, Vec<EventRow>) = matched
+            .iter()
+            .map(|m| row(agent, m, now_ns))
+            .partition(|r| !r.class.starts_with('!'));
+        store.maybe_prune(now_ns.saturating_sub(self.max_window_ns))?;
+        if budget.is_empty() {
+            store.write_later(loops)
+        } else {
+            store.write_now(&[budget, loops].concat())
+        }
+    }
+
+    /// [`BreakerSet::check`] and [`BreakerSet::record_call`] in one step. When
+    /// a budget class applies, both happen inside one write transaction, so
+    /// two processes cannot both take the last call of a budget.
+    pub fn admit(
+        &self,
+        store: &mut ControlStore,
+        agent: &str,
+        server: &str,
+        tool: &str,
+        args: &Value,
+        now_ns: i64,
+    ) -> Result<Verdict, ControlError> {
+        if !self.any_budget_applies(agent, server, tool, args) {
+            let verdict = self.check(store, agent, server, tool, args, now_ns)?;
+            if let Verdict::Pass { matched } = &verdict {
+                if !matched.is_empty() {
+                    self.record_call(store, agent, matched, now_ns)?;
+                }
+            }
+            return Ok(verdict);
+        }
+        store.maybe_prune(now_ns.saturating_sub(self.max_window_ns))?;
+        store.cache()?.rate_bucket_ns = self.rate_bucket_ns;
+        store.atomically(|cache| {
+            let verdict = self.evaluate(cache, agent, server, tool, args, now_ns);
+            let rows = match &verdict {
+                Verdict::Pass { matched } => {
+                    matched.iter().map(|m| row(agent, m, now_ns)).collect()
+                }
+                Verdict::Trip(_) => Vec::new(),
+            };
+            (verdict, rows)
+        })
+    }
+
+    /// Counts `n` items a call of `class` affected (read from its result) and
+    /// returns the trip if that crossed the class's `max_items`: the call has
+    /// happened, so the caller pauses the agent to stop the next one.
+    pub fn record_items(
+        &self,
+        store: &mut ControlStore,
+        agent: &str,
+        class: &str,
+        n: u64,
+        now_ns: i64,
+    ) -> Result<Option<Trip>, ControlError> {
+        let Some((_, c)) = self.classes.iter().find(|(name, _)| name == class) else {
+            return Ok(None);
+        };
+        let window_ns = secs_ns(c.window_secs);
+        store.atomically(|cache| {
+            let from = now_ns.saturating_sub(window_ns).max(cache.reset_ns(agent));
+            let used = cache.budget_usage(agent, class, from).items + n;
+            let trip = c.max_items.filter(|&max| used > max).map(|max| Trip {
+                class: class.to_owned(),
+                budget: format!("{max} items per {} s", c.window_secs),
+                resets_at_ns: now_ns.saturating_add(window_ns),
+            });
+            let row = EventRow {
+                agent: agent.to_owned(),
+                class: class.to_owned(),
+                time_ns: now_ns,
+                calls: 0,
+                items: n,
+                key: None,
+            };
+            (trip, vec![row])
+        })
+    }
+
+    /// For each matched class that counts items from the result: `(class, n)`.
+    pub fn result_items(&self, matched: &[Matched], result: &Value) -> Vec<(String, u64)> {
+        matched
+            .iter()
+            .filter_map(|m| {
+                let (_, c) = self.classes.iter().find(|(n, _)| *n == m.class)?;
+                match &c.items {
+                    Some(ItemsSource::Result(p)) => Some((m.class.clone(), count_items(result, p))),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
+    /// Budget levels per agent × class with any call in the window.
+    pub fn levels(&self, store: &ControlStore, now_ns: i64) -> Result<Vec<Level>, ControlError> {
+        store.refresh(true, Duration::ZERO)?;
+        let cache = store.cache()?;
+        let mut out = Vec::new();
+        for (name, c) in &self.classes {
+            let window_ns = secs_ns(c.window_secs);
+            for agent in cache.budget_agents(name) {
+                let from = now_ns.saturating_sub(window_ns).max(cache.reset_ns(agent));
+                let used = cache.budget_usage(agent, name, from);
+                if used.calls == 0 && used.items == 0 {
+                    continue;
+                }
+                let oldest = cache
+                    .budget_events(agent, name, from)
+                    .next()
+                    .map(|e| e.time_ns);
+                out.push(Level {
+                    agent: agent.to_owned(),
+                    class: name.clone(),
+                    calls: used.calls,
+                    max_calls: c.max_calls,
+                    items: used.items,
+                    max_items: c.max_items,
+                    window_secs: c.window_secs,
+                    resets_at_ns: oldest.map(|t| t.saturating_add(window_ns)),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes counters older than the longest window.
+    pub fn prune(&self, store: &mut ControlStore, now_ns: i64) -> Result<usize, ControlError> {
+        store.prune(now_ns.saturating_sub(self.max_window_ns))
+    }
+
+    fn any_budget_applies(&self, agent: &str, server: &str, tool: &str, args: &Value) -> bool {
+        self.classes
+            .iter()
+            .any(|(_, c)| applies(c, agent, server, tool, args))
+    }
+
+    /// The decision, from the cached counters alone.
+    pub(crate) fn evaluate(
+        &self,
+        cache: &EventCache,
+        agent: &str,
+        server: &str,
+        tool: &str,
+        args: &Value,
+        now_ns: i64,
+    ) -> Verdict {
+        let reset = cache.reset_ns(agent);
+        let mut matched = Vec::new();
+        for (name, c) in &self.classes {
+            if !applies(c, agent, server, tool, args) {
+                continue;
+            }
+            match budget(cache, name, c, agent, args, now_ns, reset) {
+                Ok(m) => matched.push(m),
+                Err(trip) => return Verdict::Trip(trip),
+            }
+        }
+        if self.defaults.enabled {
+            match self.fanout(cache, agent, server, tool, args, now_ns, reset) {
+                Ok(Some(m)) => matched.push(m),
+                Ok(None) => {}
+                Err(trip) => return Verdict::Trip(trip),
+            }
+            match self.rate(cache, agent, now_ns, reset) {
+                Ok(m) => matched.push(m),
+                Err(trip) => return Verdict::Trip(trip),
+            }
+        }
+        Verdict::Pass { matched }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn fanout(
+        &self,
+        cache: &EventCache,
+        agent: &str,
+        server: &str,
+        tool: &str,
+        args: &Value,
+        now_ns: i64,
+        reset: i64,
+    ) -> Result<Option<Matched>, Trip> {
+        let d = &self.defaults;
+        let Some(key) = fanout_key(args, &d.fanout_keys) else {
+            return Ok(None);
+        };
+        let class = format!("{FANOUT_PREFIX}{server}/{tool}");
+        let window_ns = secs_ns(d.fanout_window_secs);
+        let from = now_ns.saturating_sub(window_ns).max(reset);
+        let (distinct, seen, oldest) = cache.fanout_state(agent, &class, from, &key);
+        if !seen && distinct + 1 > d.fanout_distinct {
+            return Err(Trip {
+                class: LOOP_FANOUT.to_owned(),
+                budget: format!(
+                    "{} distinct targets of {server}/{tool} per {} s",
+                    d.fanout_distinct, d.fanout_window_secs
+                ),
+                resets_at_ns: oldest.unwrap_or(now_ns).saturating_add(window_ns),
+            });
+        }
+        Ok(Some(Matched {
+            class,
+            items: 0,
+            key: Some(key),
+        }))
+    }
+
+    fn rate(
+        &self,
+        cache: &EventCache,
+        agent: &str,
+        now_ns: i64,
+        reset: i64,
+    ) -> Result<Matched, Trip> {
+        let d = &self.defaults;
+        let short = secs_ns(d.rate_window_secs);
+        let long = secs_ns(d.rate_baseline_secs);
+        let recent_from = now_ns.saturating_sub(short);
+        let (mut recent, mut before) = (0u64, 0u64);
+        let mut oldest_recent = None;
+        for e in cache.rate_events(agent, now_ns.saturating_sub(long).max(reset)) {
+            if e.time_ns > recent_from {
+                recent += e.calls;
+                oldest_recent.get_or_insert(e.time_ns);
+            } else {
+                before += e.calls;
+            }
+        }
+        // The agent's own average per short window over the rest of the long one.
+        let span = u64::try_from(long - short).unwrap_or(1).max(1);
+        let per_window = (u128::from(before) * u128::from(d.rate_window_secs) * 1_000_000_000)
+            .div_ceil(u128::from(span));
+        let per_window = u64::try_from(per_window).unwrap_or(u64::MAX);
+        let limit = d
+            .rate_min_calls
+            .max(d.rate_factor.saturating_mul(per_window));
+        if recent + 1 > limit {
+            return Err(Trip {
+                class: LOOP_RATE.to_owned(),
+                budget: format!(
+                    "{limit} calls per {} s ({}× this agent's usual rate, at least {})",
+                    d.rate_window_secs, d.rate_factor, d.rate_min_calls
+                ),
+                resets_at_ns: oldest_recent
+                    .unwrap_or(now_ns)
+                    .saturating_add(short + self.rate_bucket_ns),
+            });
+        }
+        Ok(Matched {
+            class: RATE_CLASS.to_owned(),
+            items: 0,
+            key: None,
+        })
+    }
+}
+
+/// One budget class against the cache: the counter to bump, or the trip.
+fn budget(
+    cache: &EventCache,
+    name: &str,
+    c: &BreakerClass,
+    agent: &str,
+    args: &Value,
+    now_ns: i64,
+    reset: i64,
+) -> Result<Matched, Trip> {
+    let window_ns = secs_ns(c.window_secs);
+    let from = now_ns.saturating_sub(window_ns).max(reset);
+    let used = cache.budget_usage(agent, name, from);
+    // The time the `excess`-th oldest unit (by `unit`) leaves the window.
+    let resets_at = |excess: u64, unit: fn(&crate::cache::Event) -> u64| {
+        let mut acc = 0;
+        for e in cache.budget_events(agent, name, from) {
+            acc += unit(e);
+            if acc >= excess {
+                return e.time_ns.saturating_add(window_ns);
+            }
+        }
+        now_ns.saturating_add(window_ns)
+    };
+    if used.calls + 1 > c.max_calls {
+        return Err(Trip {
+            class: name.to_owned(),
+            budget: format!("{} calls per {} s", c.max_calls, c.window_secs),
+            resets_at_ns: resets_at(used.calls + 1 - c.max_calls, |e| e.calls),
+        });
+    }
+    let items = match &c.items {
+        Some(ItemsSource::Args(p)) => count_items(args, p),
+        _ => 0,
+    };
+    if let Some(max) = c.max_items {
+        // Result-counted items are known only afterwards: a full budget stops the next call.
+        let over = match &c.items {
+            Some(ItemsSource::Result(_)) => used.items >= max,
+            _ => used.items + items > max,
+        };
+        if over {
+            let excess = (used.items + items.max(1)).saturating_sub(max);
+            return Err(Trip {
+                class: name.to_owned(),
+                budget: format!("{max} items per {} s", c.window_secs),
+                resets_at_ns: resets_at(excess, |e| e.items),
+            });
+        }
+    }
+    Ok(Matched {
+        class: name.to_owned(),
+        items,
+        key: None,
+    })
+}
+
+/// Whether a class covers this agent, tool and arguments.
+fn applies(c: &BreakerClass, agent: &str, server: &str, tool: &str, args: &Value) -> bool {
+    c.agents
+        .as_ref()
+        .is_none_or(|a| a.iter().any(|x| x == agent))
+        && c.tools.iter().any(|p| p.matches(server, tool))
+        && c.when
+            .iter()
+            .all(|(k, v)| args.get(k).is_some_and(|a| arg_eq(v, a)))
+}
+
+fn arg_eq(v: &ArgValue, a: &Value) -> bool {
+    match (v, a) {
+        (ArgValue::Bool(x), Value::Bool(y)) => x == y,
+        (ArgValue::Int(x), Value::Number(n)) => n.as_i64() == Some(*x),
+        (ArgValue::Str(x), Value::String(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// Items at a JSON pointer: an array's length or a non-negative integer; else 0.
+pub fn count_items(v: &Value, pointer: &str) -> u64 {
+    match v.pointer(pointer) {
+        Some(Value::Array(a)) => u64::try_from(a.len()).unwrap_or(u64::MAX),
+        Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// A digest of the target arguments a call names, or `None` if it names none.
+/// Hashed so the store keeps no argument values.
+fn fanout_key(args: &Value, keys: &[String]) -> Option<String> {
+    let obj = args.as_object()?;
+    let mut h = Sha256::new();
+    let mut any = false;
+    for k in keys {
+        if let Some(v) = obj.get(k) {
+            any = true;
+            h.update(k.as_bytes());
+            h.update([0]);
+            h.update(v.to_string().as_bytes());
+            h.update([0]);
+        }
+    }
+    any.then(|| hex::encode(&h.finalize()[..16]))
+}
+
+fn row(agent: &str, m: &Matched, now_ns: i64) -> EventRow {
+    EventRow {
+        agent: agent.to_owned(),
+        class: m.class.clone(),
+        time_ns: now_ns,
+        calls: 1,
+        items: m.items,
+        key: m.key.clone(),
+    }
+}
+
+fn secs_ns(secs: u64) -> i64 {
+    i64::try_from(secs)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(NS_PER_SEC)
+}
+
+#[cfg(test)]
+#[path = "breakers_tests.rs"]
+mod tests;

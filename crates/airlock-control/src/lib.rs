@@ -1,0 +1,53 @@
+//! `airlock-control`: the kill switch and the blast-radius breakers.
+//!
+//! - **Kills** ([`ControlStore::kill`], [`ControlStore::resume`],
+//!   [`ControlStore::active`], [`matching`]) live in their own tables of the
+//!   audit database, committed before the call returns, so a kill survives a
+//!   restart of any process. [`notify_all`] then wakes every gateway bound
+//!   with [`Listener::bind`] (Unix datagram sockets in `<db>.control/`), which
+//!   re-reads the active kills.
+//! - **Breakers** ([`BreakerSet`]) keep budgets per agent × action class from
+//!   `[breakers.<class>]`, plus default loop and fan-out detection
+//!   (`[breakers.defaults]`). Counters are rows of `breaker_events` in the
+//!   same file, so they survive restarts and are shared by every process; an
+//!   in-memory cache in front of them is kept exact by reading other
+//!   processes' new rows before every budget decision (see the `cache` module).
+//! - **Humans** act with a bearer token whose SHA-256 is in the config
+//!   ([`auth::verify_human`]).
+//!
+//! Every error is a [`ControlError`]; on the call path, every error means deny.
+//!
+//! ```
+//! use airlock_control::{matching, notify_all, ControlStore, KillTarget};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let db = dir.path().join("audit.db");
+//! let mut store = ControlStore::open(&db)?;
+//! store.kill(KillTarget::Agent("bot".into()), "runaway", "alice")?;
+//! let woken = notify_all(&db)?; // no gateway is listening here
+//! assert_eq!(woken, 0);
+//! let active = store.active()?;
+//! assert!(matching(&active, "bot", None, Some("corp"), Some("acl_set")).is_some());
+//! assert!(matching(&active, "other", None, None, None).is_none());
+//! assert_eq!(store.resume(&KillTarget::Agent("bot".into()), "alice")?, 1);
+//! assert!(store.active()?.is_empty());
+//! # Ok(()) }
+//! ```
+
+pub mod auth;
+mod breakers;
+mod cache;
+mod error;
+mod kill;
+mod notify;
+mod records;
+mod store;
+
+pub use breakers::{
+    count_items, BreakerSet, Level, Matched, Trip, Verdict, LOOP_FANOUT, LOOP_RATE,
+};
+pub use error::ControlError;
+pub use kill::{matching, Kill, KillTarget, BREAKER_REASON_PREFIX};
+pub use notify::{notify_all, socket_dir, Listener};
+pub use records::{kill_record, resume_record, trip_record, RESUME_KIND};
+pub use store::ControlStore;

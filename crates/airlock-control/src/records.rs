@@ -1,0 +1,64 @@
+//! Audit records for control events, so the CLI, `serve` and the gateway
+//! write the same shape: kind `kill`, `resume` or `breaker`, with `detail`
+//! holding scope, target, reason and who.
+
+use airlock_audit::{kinds, NewRecord};
+use serde_json::json;
+
+use crate::breakers::Trip;
+use crate::kill::{Kill, KillTarget};
+
+/// Kind of the record of a resume.
+pub const RESUME_KIND: &str = "resume";
+
+/// The record of a committed kill.
+pub fn kill_record(kill: &Kill) -> NewRecord {
+    let r = NewRecord::at(kinds::KILL, kill.created_ns)
+        .decision("deny")
+        .reasons([kill.reason.clone()])
+        .detail(&json!({
+            "kill_id": kill.id,
+            "scope": kill.target.scope(),
+            "target": kill.target.target(),
+            "reason": kill.reason,
+            "by": kill.by,
+        }));
+    with_subject(r, &kill.target)
+}
+
+/// The record of a resume of `target` by `by` that ended `resumed` kills.
+pub fn resume_record(target: &KillTarget, by: &str, resumed: usize) -> NewRecord {
+    let r = NewRecord::now(RESUME_KIND).detail(&json!({
+        "scope": target.scope(),
+        "target": target.target(),
+        "by": by,
+        "resumed": resumed,
+    }));
+    with_subject(r, target)
+}
+
+/// The record of a breaker trip that paused `agent`.
+pub fn trip_record(agent: &str, trip: &Trip, server: &str, tool: &str) -> NewRecord {
+    NewRecord::now(kinds::BREAKER)
+        .agent(agent)
+        .server(server)
+        .target(tool)
+        .decision("deny")
+        .reasons([trip.reason()])
+        .detail(&json!({
+            "class": trip.class,
+            "budget": trip.budget,
+            "resets_at_ns": trip.resets_at_ns,
+            "by": "airlock",
+        }))
+}
+
+/// Fills the columns `audit query --agent/--tool` filter on.
+fn with_subject(r: NewRecord, target: &KillTarget) -> NewRecord {
+    match target {
+        KillTarget::Agent(a) => r.agent(a.clone()),
+        KillTarget::Session(s) => r.session(s.clone()),
+        KillTarget::Tool { server, tool } => r.server(server.clone()).target(tool.clone()),
+        KillTarget::All => r,
+    }
+}

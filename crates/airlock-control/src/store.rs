@@ -1,0 +1,497 @@
+//! `ControlStore`: kill rows and breaker counters in the audit database file
+//! (own tables, WAL), plus the in-memory breaker cache in front of them.
+
+use std::cell::{RefCell, RefMut};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use airlock_audit::Durability;
+use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
+
+use crate::cache::{EventCache, EventRow, ALL_AGENTS, RATE_CLASS, RESET_CLASS};
+use crate::error::ControlError;
+use crate::kill::{Kill, KillTarget};
+
+/// How long a writer waits for another process's transaction before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Loop-detection rows are written behind, at most this late (and on drop).
+pub(crate) const FLUSH_AFTER: Duration = Duration::from_millis(100);
+/// Or once this many are pending.
+const FLUSH_ROWS: usize = 512;
+/// Old counter rows are deleted at most this often.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// Loop detection re-reads other processes' rows at most this often.
+pub(crate) const LOOP_REFRESH: Duration = Duration::from_millis(100);
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS kills (
+    id INTEGER PRIMARY KEY,
+    scope TEXT NOT NULL,
+    target TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    by_human TEXT NOT NULL,
+    created_ns INTEGER NOT NULL,
+    resumed_ns INTEGER NULL,
+    resumed_by TEXT NULL
+);
+CREATE INDEX IF NOT EXISTS kills_active ON kills(scope, target) WHERE resumed_ns IS NULL;
+CREATE TABLE IF NOT EXISTS breaker_events (
+    id INTEGER PRIMARY KEY,
+    agent TEXT NOT NULL,
+    class TEXT NOT NULL,
+    time_ns INTEGER NOT NULL,
+    calls INTEGER NOT NULL,
+    items INTEGER NOT NULL,
+    key TEXT NULL,
+    origin TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS breaker_events_time ON breaker_events(time_ns);
+";
+
+const INSERT_EVENT: &str = "INSERT INTO breaker_events (agent, class, time_ns, calls, items, key, \
+     origin) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
+/// Kill state and breaker counters. One per process (or thread); many
+/// processes can share one file.
+#[derive(Debug)]
+pub struct ControlStore {
+    conn: Connection,
+    path: PathBuf,
+    /// Tags this store's rows so the delta query skips what is already cached.
+    origin: String,
+    cache: RefCell<EventCache>,
+    pending: Vec<EventRow>,
+    pending_since: Option<Instant>,
+    last_prune: Option<Instant>,
+}
+
+impl ControlStore {
+    /// Opens (creating if needed) the control tables in `db` with
+    /// process-crash durability (`synchronous=NORMAL`).
+    pub fn open(db: &Path) -> Result<ControlStore, ControlError> {
+        ControlStore::open_with(db, Durability::Process)
+    }
+
+    /// Opens with the given durability (use the config's `[audit] durability`).
+    pub fn open_with(db: &Path, durability: Durability) -> Result<ControlStore, ControlError> {
+        let conn = Connection::open_with_flags(
+            db,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| ControlError::Open {
+            path: db.to_owned(),
+            source,
+        })?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(ControlError::sqlite("set busy_timeout"))?;
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .map_err(ControlError::sqlite("set journal_mode=WAL"))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(ControlError::Corrupt(format!(
+                "journal_mode is {mode}, not wal"
+            )));
+        }
+        let sync = match durability {
+            Durability::Process => "NORMAL",
+            Durability::PowerLoss => "FULL",
+        };
+        conn.pragma_update(None, "synchronous", sync)
+            .map_err(ControlError::sqlite("set synchronous"))?;
+        conn.execute_batch(&format!("BEGIN IMMEDIATE;{SCHEMA}COMMIT;"))
+            .map_err(ControlError::sqlite("create control tables"))?;
+        let mut r = [0u8; 8];
+        crate::auth::random_bytes(&mut r)?;
+        Ok(ControlStore {
+            conn,
+            path: db.to_owned(),
+            origin: format!("{}-{}", std::process::id(), hex::encode(r)),
+            cache: RefCell::new(EventCache::default()),
+            pending: Vec::new(),
+            pending_since: None,
+            last_prune: None,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    // === kills ===
+
+    /// Records a kill and returns it once COMMIT has returned: a crash after
+    /// this call cannot lose it. Notify gateways afterwards ([`crate::notify_all`]).
+    pub fn kill(
+        &mut self,
+        target: KillTarget,
+        reason: &str,
+        by: &str,
+    ) -> Result<Kill, ControlError> {
+        let now = airlock_audit::now_unix_ns();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(ControlError::sqlite("begin kill"))?;
+        tx.execute(
+            "INSERT INTO kills (scope, target, reason, by_human, created_ns) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![target.scope(), target.target(), reason, by, now],
+        )
+        .map_err(ControlError::sqlite("insert kill"))?;
+        let id = tx.last_insert_rowid();
+        tx.commit().map_err(ControlError::sqlite("commit kill"))?;
+        Ok(Kill {
+            id,
+            target,
+            reason: reason.to_owned(),
+            by: by.to_owned(),
+            created_ns: now,
+            resumed_ns: None,
+            resumed_by: None,
+        })
+    }
+
+    /// Ends every active kill of exactly `target` (`All` ends only kills of
+    /// everything) and returns how many. Resuming an agent (or everything)
+    /// also starts its breaker counters afresh, so a paused agent is not
+    /// paused again by the calls that tripped it.
+    pub fn resume(&mut self, target: &KillTarget, by: &str) -> Result<usize, ControlError> {
+        let now = airlock_audit::now_unix_ns();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(ControlError::sqlite("begin resume"))?;
+        let n = tx
+            .execute(
+                "UPDATE kills SET resumed_ns = ?1, resumed_by = ?2 \
+                 WHERE scope = ?3 AND target = ?4 AND resumed_ns IS NULL",
+                params![now, by, target.scope(), target.target()],
+            )
+            .map_err(ControlError::sqlite("resume kills"))?;
+        let reset_agent = match target {
+            KillTarget::Agent(a) => Some(a.as_str()),
+            KillTarget::All => Some(ALL_AGENTS),
+            _ => None,
+        };
+        let reset = reset_agent.map(|agent| EventRow {
+            agent: agent.to_owned(),
+            class: RESET_CLASS.to_owned(),
+            time_ns: now,
+            calls: 0,
+            items: 0,
+            key: None,
+        });
+        let cache = self.cache.get_mut();
+        let rows: Vec<EventRow> = reset.into_iter().collect();
+        write_rows(&tx, &rows, &[], &self.origin, cache)?;
+        tx.commit().map_err(ControlError::sqlite("commit resume"))?;
+        for r in &rows {
+            cache.apply(r);
+        }
+        Ok(n)
+    }
+
+    /// Kills in force, oldest first. An error here means "deny everything".
+    pub fn active(&self) -> Result<Vec<Kill>, ControlError> {
+        self.kills_where("WHERE resumed_ns IS NULL ORDER BY id", [])
+    }
+
+    /// The newest `limit` kills, resumed or not, newest first (for `status`).
+    pub fn recent(&self, limit: usize) -> Result<Vec<Kill>, ControlError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.kills_where("ORDER BY id DESC LIMIT ?1", [limit])
+    }
+
+    fn kills_where<P: rusqlite::Params>(
+        &self,
+        tail: &str,
+        p: P,
+    ) -> Result<Vec<Kill>, ControlError> {
+        let sql = format!(
+            "SELECT id, scope, target, reason, by_human, created_ns, resumed_ns, resumed_by \
+             FROM kills {tail}"
+        );
+        let mut stmt = self
+            .conn
+            .prepare_cached(&sql)
+            .map_err(ControlError::sqlite("prepare kills query"))?;
+        let rows = stmt
+            .query_map(p, |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, Option<i64>>(6)?,
+                    r.get::<_, Option<String>>(7)?,
+                ))
+            })
+            .map_err(ControlError::sqlite("query kills"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, scope, target, reason, by, created_ns, resumed_ns, resumed_by) =
+                row.map_err(ControlError::sqlite("read kill"))?;
+            out.push(Kill {
+                id,
+                target: KillTarget::from_columns(&scope, &target)
+                    .map_err(|e| ControlError::Corrupt(format!("kill {id}: {e}")))?,
+                reason,
+                by,
+                created_ns,
+                resumed_ns,
+                resumed_by,
+            });
+        }
+        Ok(out)
+    }
+
+    // === breaker events ===
+
+    /// Reads other processes' new rows into the cache; without `force`, only
+    /// if the last read is older than `max_age`.
+    pub(crate) fn refresh(&self, force: bool, max_age: Duration) -> Result<(), ControlError> {
+        let mut cache = self
+            .cache
+            .try_borrow_mut()
+            .map_err(|_| ControlError::Busy)?;
+        if !force && cache.refreshed.is_some_and(|t| t.elapsed() < max_age) {
+            return Ok(());
+        }
+        load_delta(&self.conn, &self.origin, &mut cache)
+    }
+
+    /// The cache, for reading after a refresh.
+    pub(crate) fn cache(&self) -> Result<RefMut<'_, EventCache>, ControlError> {
+        self.cache.try_borrow_mut().map_err(|_| ControlError::Busy)
+    }
+
+    /// Writes `rows` durably now (with anything pending), then caches them.
+    pub(crate) fn write_now(&mut self, rows: &[EventRow]) -> Result<(), ControlError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(ControlError::sqlite("begin breaker write"))?;
+        let cache = self.cache.get_mut();
+        write_rows(&tx, rows, &self.pending, &self.origin, cache)?;
+        tx.commit()
+            .map_err(ControlError::sqlite("commit breaker write"))?;
+        self.pending.clear();
+        self.pending_since = None;
+        for r in rows {
+            cache.apply(r);
+        }
+        Ok(())
+    }
+
+    /// Caches `rows` now and writes them within [`FLUSH_AFTER`].
+    pub(crate) fn write_later(&mut self, rows: Vec<EventRow>) -> Result<(), ControlError> {
+        let cache = self.cache.get_mut();
+        for r in &rows {
+            cache.apply(r);
+        }
+        self.pending.extend(rows);
+        let since = *self.pending_since.get_or_insert_with(Instant::now);
+        if self.pending.len() >= FLUSH_ROWS || since.elapsed() >= FLUSH_AFTER {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes pending loop-detection rows now.
+    pub fn flush(&mut self) -> Result<(), ControlError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let width = self.cache.get_mut().rate_bucket_ns;
+        coalesce(&mut self.pending, width);
+        self.write_now(&[])
+    }
+
+    /// Runs `f` inside one `BEGIN IMMEDIATE` transaction, after reading every
+    /// other process's committed rows, and commits the rows it returns (durable
+    /// first, then loop rows and anything pending). No other writer can slip a
+    /// call in between the check and the write, so budgets hold across processes.
+    pub(crate) fn atomically<T>(
+        &mut self,
+        f: impl FnOnce(&EventCache) -> (T, Vec<EventRow>),
+    ) -> Result<T, ControlError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(ControlError::sqlite("begin breaker admit"))?;
+        let cache = self.cache.get_mut();
+        load_delta(&tx, &self.origin, cache)?;
+        let (out, rows) = f(cache);
+        write_rows(&tx, &rows, &self.pending, &self.origin, cache)?;
+        tx.commit()
+            .map_err(ControlError::sqlite("commit breaker admit"))?;
+        self.pending.clear();
+        self.pending_since = None;
+        for r in &rows {
+            cache.apply(r);
+        }
+        Ok(out)
+    }
+
+    /// Deletes counter rows older than `cutoff_ns` (outside every window) and
+    /// forgets them in memory.
+    pub fn prune(&mut self, cutoff_ns: i64) -> Result<usize, ControlError> {
+        let n = self
+            .conn
+            .execute(
+                // The newest row is kept so ids never go back: delta queries rely on it.
+                "DELETE FROM breaker_events WHERE time_ns <= ?1 \
+                 AND id < (SELECT max(id) FROM breaker_events)",
+                [cutoff_ns],
+            )
+            .map_err(ControlError::sqlite("prune breaker events"))?;
+        self.cache.get_mut().prune(cutoff_ns);
+        Ok(n)
+    }
+
+    /// [`ControlStore::prune`] at most once per [`PRUNE_EVERY`].
+    pub(crate) fn maybe_prune(&mut self, cutoff_ns: i64) -> Result<(), ControlError> {
+        if self.last_prune.is_some_and(|t| t.elapsed() < PRUNE_EVERY) {
+            return Ok(());
+        }
+        self.last_prune = Some(Instant::now());
+        self.prune(cutoff_ns).map(drop)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+#[cfg(test)]
+#[path = "store_tests.rs"]
+mod tests;
+
+impl ControlStore {
+    /// Rows waiting to be written (loop detection), for tests.
+    #[cfg(test)]
+    pub(crate) fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+impl Drop for ControlStore {
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            tracing::warn!(error = %e, "could not write pending breaker counters");
+        }
+    }
+}
+
+/// Merges pending loop rows: rate rows per agent × bucket (calls summed, at
+/// the bucket start), fan-out rows per agent × class × key (latest time). A
+/// busy agent then writes a few rows per flush, not one per call.
+fn coalesce(rows: &mut Vec<EventRow>, rate_bucket_ns: i64) {
+    let width = rate_bucket_ns.max(1);
+    let mut merged: HashMap<(String, String, Option<String>, i64), EventRow> = HashMap::new();
+    for r in rows.drain(..) {
+        let bucket = if r.class == RATE_CLASS {
+            r.time_ns - r.time_ns.rem_euclid(width)
+        } else {
+            0
+        };
+        let k = (r.agent.clone(), r.class.clone(), r.key.clone(), bucket);
+        match merged.get_mut(&k) {
+            Some(m) if r.class == RATE_CLASS => m.calls += r.calls,
+            Some(m) => m.time_ns = m.time_ns.max(r.time_ns),
+            None => {
+                let time_ns = if r.class == RATE_CLASS {
+                    bucket
+                } else {
+                    r.time_ns
+                };
+                merged.insert(k, EventRow { time_ns, ..r });
+            }
+        }
+    }
+    rows.extend(merged.into_values());
+    rows.sort_by_key(|r| r.time_ns);
+}
+
+/// Inside a write transaction: reads other processes' rows, inserts ours, and
+/// moves `last_id` past them all. Nobody else can write in between, so every
+/// id up to ours has been seen and the next delta query starts after it.
+fn write_rows(
+    tx: &Connection,
+    rows: &[EventRow],
+    pending: &[EventRow],
+    origin: &str,
+    cache: &mut EventCache,
+) -> Result<(), ControlError> {
+    load_delta(tx, origin, cache)?;
+    insert_rows(tx, rows, origin)?;
+    insert_rows(tx, pending, origin)?;
+    if !(rows.is_empty() && pending.is_empty()) {
+        cache.last_id = cache.last_id.max(tx.last_insert_rowid());
+    }
+    Ok(())
+}
+
+fn insert_rows(conn: &Connection, rows: &[EventRow], origin: &str) -> Result<(), ControlError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut stmt = conn
+        .prepare_cached(INSERT_EVENT)
+        .map_err(ControlError::sqlite("prepare breaker insert"))?;
+    for r in rows {
+        stmt.execute(params![
+            r.agent,
+            r.class,
+            r.time_ns,
+            i64::try_from(r.calls).unwrap_or(i64::MAX),
+            i64::try_from(r.items).unwrap_or(i64::MAX),
+            r.key,
+            origin
+        ])
+        .map_err(ControlError::sqlite("insert breaker event"))?;
+    }
+    Ok(())
+}
+
+/// Applies rows other processes committed since the last read.
+fn load_delta(conn: &Connection, origin: &str, cache: &mut EventCache) -> Result<(), ControlError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT id, agent, class, time_ns, calls, items, key FROM breaker_events \
+             WHERE id > ?1 AND origin != ?2 ORDER BY id",
+        )
+        .map_err(ControlError::sqlite("prepare breaker delta"))?;
+    let mut rows = stmt
+        .query(params![cache.last_id, origin])
+        .map_err(ControlError::sqlite("query breaker delta"))?;
+    while let Some(r) = rows
+        .next()
+        .map_err(ControlError::sqlite("read breaker delta"))?
+    {
+        let id: i64 = r.get(0).map_err(ControlError::sqlite("read breaker id"))?;
+        let read = |e| ControlError::sqlite("read breaker event")(e);
+        let calls: i64 = r.get(4).map_err(read)?;
+        let items: i64 = r.get(5).map_err(read)?;
+        let row = EventRow {
+            agent: r.get(1).map_err(read)?,
+            class: r.get(2).map_err(read)?,
+            time_ns: r.get(3).map_err(read)?,
+            calls: u64::try_from(calls)
+                .map_err(|_| ControlError::Corrupt(format!("breaker event {id}: calls {calls}")))?,
+            items: u64::try_from(items)
+                .map_err(|_| ControlError::Corrupt(format!("breaker event {id}: items {items}")))?,
+            key: r.get(6).map_err(read)?,
+        };
+        cache.apply(&row);
+        cache.last_id = cache.last_id.max(id);
+    }
+    cache.refreshed = Some(Instant::now());
+    Ok(())
+}

@@ -1,0 +1,391 @@
+//! What runs in the new process between `fork` and `exec`.
+//!
+//! Everything here must be async-signal-safe: the parent may have other threads, one of
+//! which may hold the allocator's lock at the moment of `fork`. So the [`Plan`] is built
+//! in the parent (paths as C strings, the Landlock ruleset as an fd, seccomp as BPF) and
+//! the child only makes raw syscalls on it: no allocation, no locks, no panics.
+//!
+//! With namespaces on, the process tree is
+//!
+//! ```text
+//! supervisor (the pid the caller sees; new user, mount, net namespaces; waits, exits alike)
+//!   └─ init    (pid 1 of the new PID namespace; mounts /proc, reaps, forwards signals)
+//!        └─ command (rlimits, no_new_privs, Landlock, seccomp, then exec)
+//! ```
+//!
+//! When init exits the kernel kills everything left in the namespace, and init dies with
+//! the supervisor (`PR_SET_PDEATHSIG`): killing the supervisor kills the whole tree.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use seccompiler::BpfProgram;
+
+use crate::profile::Layer;
+
+/// One step of the set-up; its number is written to the report pipe when it fails, so the
+/// parent can say which layer broke (the exec machinery only carries an errno).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Step {
+    DropGroups = 1,
+    DropGid,
+    DropUid,
+    Dumpable,
+    Unshare,
+    DenySetgroups,
+    UidMap,
+    GidMap,
+    MountPrivate,
+    ForkInit,
+    DeathSignal,
+    MountProc,
+    ForkCommand,
+    Rlimit,
+    NoNewPrivs,
+    LandlockProc,
+    LandlockRestrict,
+    Seccomp,
+}
+
+impl Step {
+    const ALL: [Step; 18] = [
+        Step::DropGroups,
+        Step::DropGid,
+        Step::DropUid,
+        Step::Dumpable,
+        Step::Unshare,
+        Step::DenySetgroups,
+        Step::UidMap,
+        Step::GidMap,
+        Step::MountPrivate,
+        Step::ForkInit,
+        Step::DeathSignal,
+        Step::MountProc,
+        Step::ForkCommand,
+        Step::Rlimit,
+        Step::NoNewPrivs,
+        Step::LandlockProc,
+        Step::LandlockRestrict,
+        Step::Seccomp,
+    ];
+
+    pub(crate) fn from_byte(b: u8) -> Option<Step> {
+        Step::ALL.into_iter().find(|s| *s as u8 == b)
+    }
+
+    /// The layer the step belongs to and what it does, for the error message.
+    pub(crate) fn describe(self) -> (Layer, &'static str) {
+        use Layer::*;
+        match self {
+            Step::DropGroups => (Namespaces, "dropping supplementary groups"),
+            Step::DropGid => (Namespaces, "switching to the sandbox gid"),
+            Step::DropUid => (Namespaces, "switching to the sandbox uid"),
+            Step::Dumpable => (Namespaces, "prctl(PR_SET_DUMPABLE)"),
+            Step::Unshare => (Namespaces, "unshare(user, mount, pid, net)"),
+            Step::DenySetgroups => (Namespaces, "writing /proc/self/setgroups"),
+            Step::UidMap => (Namespaces, "writing /proc/self/uid_map"),
+            Step::GidMap => (Namespaces, "writing /proc/self/gid_map"),
+            Step::MountPrivate => (Namespaces, "making mounts private"),
+            Step::ForkInit => (Namespaces, "forking the PID namespace's init"),
+            Step::DeathSignal => (Namespaces, "prctl(PR_SET_PDEATHSIG)"),
+            Step::MountProc => (Namespaces, "mounting /proc for the new PID namespace"),
+            Step::ForkCommand => (Namespaces, "forking the command"),
+            Step::Rlimit => (Rlimits, "setrlimit"),
+            Step::NoNewPrivs => (Seccomp, "prctl(PR_SET_NO_NEW_PRIVS)"),
+            Step::LandlockProc => (Landlock, "adding the /proc rule"),
+            Step::LandlockRestrict => (Landlock, "landlock_restrict_self"),
+            Step::Seccomp => (Seccomp, "loading the seccomp filter"),
+        }
+    }
+}
+
+/// Resource limits to set, as the kernel takes them.
+#[derive(Debug, Default)]
+pub(crate) struct Limits {
+    pub(crate) cpu: Option<libc::rlimit>,
+    pub(crate) data: Option<libc::rlimit>,
+    pub(crate) nproc: Option<libc::rlimit>,
+}
+
+/// Everything the child needs, prepared in the parent.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    /// Drop to this uid/gid first (Airlock runs as root; the command never does).
+    pub(crate) drop_to: Option<(libc::uid_t, libc::gid_t)>,
+    /// New user, mount and PID namespaces.
+    pub(crate) namespaces: bool,
+    /// A new network namespace too.
+    pub(crate) new_net: bool,
+    /// Only a network namespace (namespaces off, Airlock root): unshared before dropping root.
+    pub(crate) net_only: bool,
+    pub(crate) uid_map: CString,
+    pub(crate) gid_map: CString,
+    pub(crate) limits: Option<Limits>,
+    /// The Landlock ruleset, and whether to add the fresh `/proc` to it.
+    pub(crate) landlock: Option<OwnedFd>,
+    pub(crate) seccomp: Vec<BpfProgram>,
+    /// Write end of the report pipe (one byte: the failed [`Step`]).
+    pub(crate) report: OwnedFd,
+}
+
+/// The pid a supervisor or init forwards termination signals to.
+static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
+
+/// Signals passed on to the child, so a polite stop reaches the command.
+const FORWARDED: [libc::c_int; 6] = [
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
+/// `struct landlock_path_beneath_attr` (packed in the kernel's uapi).
+#[repr(C, packed)]
+struct PathBeneathAttr {
+    allowed_access: u64,
+    parent_fd: i32,
+}
+
+/// `LANDLOCK_RULE_PATH_BENEATH`.
+const RULE_PATH_BENEATH: libc::c_int = 1;
+
+/// The pre-exec hook. Returns only in the process that goes on to exec the command.
+pub(crate) fn run(plan: &Plan) -> io::Result<()> {
+    // SAFETY: every call below is a raw syscall on memory prepared by the parent; none
+    // allocates or takes a lock (see the module docs).
+    unsafe {
+        if plan.net_only {
+            check(plan, Step::Unshare, libc::unshare(libc::CLONE_NEWNET))?;
+        }
+        if let Some((uid, gid)) = plan.drop_to {
+            check(plan, Step::DropGroups, libc::setgroups(0, std::ptr::null()))?;
+            check(plan, Step::DropGid, libc::setresgid(gid, gid, gid))?;
+            check(plan, Step::DropUid, libc::setresuid(uid, uid, uid))?;
+            // A uid change makes /proc/self root-owned; the maps below need it ours.
+            check(
+                plan,
+                Step::Dumpable,
+                libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0),
+            )?;
+        }
+        if plan.namespaces {
+            enter_namespaces(plan)?;
+        }
+        if let Some(limits) = &plan.limits {
+            set_limits(plan, limits)?;
+        }
+        check(
+            plan,
+            Step::NoNewPrivs,
+            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0),
+        )?;
+        if let Some(ruleset) = &plan.landlock {
+            restrict_fs(plan, ruleset.as_raw_fd())?;
+        }
+        for prog in &plan.seccomp {
+            let fprog = libc::sock_fprog {
+                len: u16::try_from(prog.len()).unwrap_or(u16::MAX),
+                // seccompiler's sock_filter has the kernel's layout.
+                filter: prog.as_ptr() as *mut libc::sock_filter,
+            };
+            let r = libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                &fprog as *const libc::sock_fprog,
+            );
+            check(plan, Step::Seccomp, r as libc::c_int)?;
+        }
+    }
+    Ok(())
+}
+
+/// Unshares, maps ids, forks init and the command; returns in the command only.
+unsafe fn enter_namespaces(plan: &Plan) -> io::Result<()> {
+    let mut flags = libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID;
+    if plan.new_net {
+        flags |= libc::CLONE_NEWNET;
+    }
+    check(plan, Step::Unshare, libc::unshare(flags))?;
+    // Unprivileged users must give up setgroups before they may map a gid.
+    write_file(plan, Step::DenySetgroups, c"/proc/self/setgroups", c"deny")?;
+    write_file(plan, Step::UidMap, c"/proc/self/uid_map", &plan.uid_map)?;
+    write_file(plan, Step::GidMap, c"/proc/self/gid_map", &plan.gid_map)?;
+    // Our mounts (the new /proc) stay in this namespace.
+    let r = libc::mount(
+        std::ptr::null(),
+        c"/".as_ptr(),
+        std::ptr::null(),
+        libc::MS_REC | libc::MS_PRIVATE,
+        std::ptr::null(),
+    );
+    check(plan, Step::MountPrivate, r)?;
+
+    // The first child is pid 1 of the new PID namespace.
+    let init = libc::fork();
+    check(plan, Step::ForkInit, init)?;
+    if init > 0 {
+        wait_and_exit(init);
+    }
+    check(
+        plan,
+        Step::DeathSignal,
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0),
+    )?;
+    let r = libc::mount(
+        c"proc".as_ptr(),
+        c"/proc".as_ptr(),
+        c"proc".as_ptr(),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        std::ptr::null(),
+    );
+    check(plan, Step::MountProc, r)?;
+    let command = libc::fork();
+    check(plan, Step::ForkCommand, command)?;
+    if command > 0 {
+        wait_and_exit(command);
+    }
+    Ok(())
+}
+
+unsafe fn set_limits(plan: &Plan, limits: &Limits) -> io::Result<()> {
+    let core = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    check(
+        plan,
+        Step::Rlimit,
+        libc::setrlimit(libc::RLIMIT_CORE, &core),
+    )?;
+    if let Some(l) = &limits.cpu {
+        check(plan, Step::Rlimit, libc::setrlimit(libc::RLIMIT_CPU, l))?;
+    }
+    if let Some(l) = &limits.data {
+        check(plan, Step::Rlimit, libc::setrlimit(libc::RLIMIT_DATA, l))?;
+    }
+    if let Some(l) = &limits.nproc {
+        check(plan, Step::Rlimit, libc::setrlimit(libc::RLIMIT_NPROC, l))?;
+    }
+    Ok(())
+}
+
+unsafe fn restrict_fs(plan: &Plan, ruleset: RawFd) -> io::Result<()> {
+    if plan.namespaces {
+        // The /proc mounted above is this PID namespace's own: only the sandbox's processes.
+        let fd = libc::open(c"/proc".as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
+        check(plan, Step::LandlockProc, fd)?;
+        let attr = PathBeneathAttr {
+            allowed_access: crate::fs_rules::PROC_ACCESS,
+            parent_fd: fd,
+        };
+        let r = libc::syscall(
+            libc::SYS_landlock_add_rule,
+            ruleset,
+            RULE_PATH_BENEATH,
+            &attr as *const PathBeneathAttr,
+            0,
+        );
+        libc::close(fd);
+        check(plan, Step::LandlockProc, r as libc::c_int)?;
+    }
+    let r = libc::syscall(libc::SYS_landlock_restrict_self, ruleset, 0);
+    check(plan, Step::LandlockRestrict, r as libc::c_int)
+}
+
+/// Supervisor and init: keep no fds (so the caller sees EOF and exec success as soon as
+/// the command has them), forward signals, wait for `child`, exit with its status.
+unsafe fn wait_and_exit(child: libc::pid_t) -> ! {
+    FORWARD_TO.store(child, Ordering::Relaxed);
+    for sig in FORWARDED {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = forward as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        act.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut act.sa_mask);
+        libc::sigaction(sig, &act, std::ptr::null_mut());
+    }
+    let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+    if null >= 0 {
+        for fd in 0..3 {
+            libc::dup2(null, fd);
+        }
+    }
+    if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) != 0 {
+        for fd in 3..4096 {
+            libc::close(fd);
+        }
+    }
+    let mut code = 1;
+    loop {
+        let mut status = 0;
+        // Init reaps every orphan in the namespace; the supervisor has only one child.
+        let r = libc::waitpid(-1, &mut status, 0);
+        if r == child {
+            code = exit_code(status);
+            break;
+        }
+        if r < 0 && *libc::__errno_location() != libc::EINTR {
+            break;
+        }
+    }
+    libc::_exit(code)
+}
+
+extern "C" fn forward(sig: libc::c_int) {
+    let pid = FORWARD_TO.load(Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe; the pid is our own child.
+        unsafe {
+            libc::kill(pid, sig);
+        }
+    }
+}
+
+/// The shell's convention: the exit code, or 128 + the signal that killed it.
+pub(crate) fn exit_code(status: libc::c_int) -> libc::c_int {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        1
+    }
+}
+
+unsafe fn write_file(
+    plan: &Plan,
+    step: Step,
+    path: &std::ffi::CStr,
+    text: &std::ffi::CStr,
+) -> io::Result<()> {
+    let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+    check(plan, step, fd)?;
+    let bytes = text.to_bytes();
+    let n = libc::write(fd, bytes.as_ptr().cast(), bytes.len());
+    libc::close(fd);
+    if n < 0 || n as usize != bytes.len() {
+        return Err(report(plan, step));
+    }
+    Ok(())
+}
+
+/// A negative result is a failure of `step`: report it, return the errno.
+unsafe fn check(plan: &Plan, step: Step, r: libc::c_int) -> io::Result<()> {
+    if r < 0 {
+        Err(report(plan, step))
+    } else {
+        Ok(())
+    }
+}
+
+unsafe fn report(plan: &Plan, step: Step) -> io::Error {
+    let err = io::Error::last_os_error();
+    let byte = [step as u8];
+    libc::write(plan.report.as_raw_fd(), byte.as_ptr().cast(), 1);
+    err
+}

@@ -1,0 +1,97 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use super::*;
+
+fn sh(script: &str) -> Command {
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(script)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+#[test]
+fn a_command_runs_in_the_default_profile_with_a_clean_environment() {
+    let mut cmd = sh("echo \"$$ $HOME ${AIRLOCK_TEST_SECRET:-unset}\"; test -w \"$HOME\"");
+    cmd.env("AIRLOCK_TEST_SECRET", "leaked");
+    let mut guard = apply(&Profile::default(), &mut cmd).unwrap();
+    let child = cmd.spawn().map_err(|e| guard.explain(e)).unwrap();
+    guard.started(child.id()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let home = guard.private_dir().unwrap().display().to_string();
+    assert_eq!(text, format!("2 {home} unset\n"));
+    assert_eq!(guard.layers(), Layer::ALL);
+    assert!(guard.kills_whole_tree());
+    let dir = guard.private_dir().unwrap().to_path_buf();
+    drop(guard);
+    assert!(!dir.exists(), "the private dir is removed with the guard");
+}
+
+#[test]
+fn a_missing_writable_path_is_refused_before_anything_starts() {
+    let profile = Profile {
+        write: vec!["/nonexistent/airlock-test".into()],
+        ..Profile::default()
+    };
+    let err = apply(&profile, &mut sh("true")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "sandbox path /nonexistent/airlock-test: a writable path must exist"
+    );
+}
+
+#[test]
+fn the_wall_clock_cap_kills_and_is_reported() {
+    let profile = Profile {
+        wall_clock: Some(Duration::from_millis(300)),
+        ..Profile::default()
+    };
+    let out = run(&profile, &mut sh("sleep 20")).unwrap();
+    assert_eq!(out.code, 137);
+    assert!(out.wall_clock_exceeded);
+    assert_eq!(out.cap_hit, Some("wall-clock cap"));
+    assert!(out.duration < Duration::from_secs(10));
+}
+
+#[test]
+fn exit_codes_follow_the_shell_convention() {
+    let out = run(&Profile::default(), &mut sh("exit 3")).unwrap();
+    assert_eq!((out.code, out.cap_hit), (3, None));
+    let out = run(&Profile::default(), &mut sh("kill -TERM $$")).unwrap();
+    assert_eq!(out.code, 128 + libc::SIGTERM);
+}
+
+#[test]
+fn limits_leave_room_for_the_two_helpers() {
+    let profile = Profile {
+        max_processes: Some(10),
+        cpu_seconds: Some(5),
+        ..Profile::default()
+    };
+    let l = limits(&profile);
+    assert_eq!(l.nproc.map(|r| (r.rlim_cur, r.rlim_max)), Some((12, 12)));
+    assert_eq!(l.cpu.map(|r| (r.rlim_cur, r.rlim_max)), Some((5, 6)));
+}
+
+#[test]
+fn the_seccomp_programs_compile() {
+    let programs = syscalls::programs().unwrap();
+    assert!(programs.len() >= 2);
+    assert!(seccomp_denied().contains(&"ptrace"));
+}
+
+#[test]
+fn bare_names_resolve_to_a_visible_path() {
+    let p = resolve_program(&Profile::default(), "sh").unwrap();
+    assert!(SYSTEM_READ_PATHS.iter().any(|r| p.starts_with(r)), "{p:?}");
+    assert_eq!(
+        resolve_program(&Profile::default(), "no-such-airlock-cmd"),
+        None
+    );
+}
