@@ -104,6 +104,8 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
     let audit = Arc::new(audit);
     let writer = audit.clone();
 
+    let agent_id = identity.agent.clone();
+    let session_id = identity.session.clone();
     let options = GatewayOptions {
         identity,
         max_frame_bytes: config.gateway.max_frame_bytes,
@@ -124,15 +126,46 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
         durability,
         policy: policy.clone(),
     };
+    let db = config.audit.path.clone();
     let outcome = runtime.block_on(async move {
+        // Listen for kills before reading them, so one issued in between is not missed.
+        let listener = airlock_control::Listener::bind(&db).map_err(|e| {
+            Failure::failed(anyhow::anyhow!(
+                "cannot listen for kills next to {}: {e}",
+                db.display()
+            ))
+        })?;
+        let kills = airlock_control::ControlStore::open(&db)
+            .and_then(|s| s.active())
+            .map_err(|e| Failure::failed(anyhow::anyhow!("cannot read the kill state: {e}")))?;
+        if let Some(kill) =
+            airlock_control::matching(&kills, &agent_id, Some(&session_id), None, None)
+        {
+            return Err(Failure {
+                code: 4,
+                error: anyhow::anyhow!(
+                    "agent {agent_id} (session {session_id}) is stopped by {} ({}); \
+                     `airlock resume` lifts it",
+                    kill.by,
+                    kill.reason
+                ),
+            });
+        }
         let upstream =
             Upstream::spawn(&args.command).map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
         let agent_io = AgentIo::stdio().map_err(Failure::failed)?;
         let anchor = tokio::spawn(keep_anchor(audit_path.clone(), anchor_path.clone()));
         let reloader = tokio::spawn(reload_on_sighup(reload));
-        let outcome = airlock_gateway::run(options, policy, audit, agent_io, upstream)
-            .await
-            .map_err(Failure::failed);
+        let outcome = airlock_gateway::run(
+            options,
+            policy,
+            audit,
+            agent_io,
+            upstream,
+            Some((db, listener)),
+        )
+        .await
+        .map_err(Failure::failed);
         anchor.abort();
         reloader.abort();
         outcome
@@ -151,6 +184,10 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
     update_anchor(&config.audit.path, &config.audit.anchor);
     match outcome {
         Outcome::AgentClosed => Ok(0),
+        Outcome::Killed { reason } => {
+            eprintln!("airlock: {reason}");
+            Ok(4)
+        }
         Outcome::UpstreamExited { status } => {
             eprintln!("airlock: the upstream server exited ({status}); in-flight calls were answered with errors");
             Ok(3)

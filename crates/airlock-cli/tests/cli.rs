@@ -44,6 +44,8 @@ when { context.args has channel && context.args.channel == "internal" };
 /// A temp dir with a config, a policy and (later) an audit database.
 struct Env {
     dir: tempfile::TempDir,
+    /// Extra environment for the recorder (RECORDER_FORK, RECORDER_SLOW).
+    recorder_env: Vec<(&'static str, &'static str)>,
 }
 
 impl Env {
@@ -70,6 +72,8 @@ files = ["policy.cedar"]
 path = "audit.db"
 
 [humans.alice]
+token_sha256 = "c892f40db4a28bf32432a0ed53daab3b62e9dc400401e54c509039cc6a94631a"
+
 [tasks.t1]
 description = "tests"
 
@@ -82,7 +86,10 @@ task = "t1"
             ),
         )
         .unwrap();
-        Env { dir }
+        Env {
+            dir,
+            recorder_env: Vec::new(),
+        }
     }
 
     fn config(&self) -> PathBuf {
@@ -123,19 +130,54 @@ task = "t1"
     }
 
     fn start(&self) -> Session {
-        let child = Command::new(AIRLOCK)
+        Session::new(self.spawn_run())
+    }
+
+    fn spawn_run(&self) -> Child {
+        Command::new(AIRLOCK)
             .args(["run", "--config"])
             .arg(self.config())
             .args(["--agent", "bot", "--session", "test", "--", "python3"])
             .arg(recorder())
             .env("RECORDER_LOG", self.log())
+            .env("RECORDER_PIDS", self.dir.path().join("pids"))
+            .envs(self.recorder_env.iter().copied())
             .env("AIRLOCK_LOG", "warn")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap();
-        Session::new(child)
+            .unwrap()
+    }
+
+    /// `airlock <cmd> --config … --as alice` with alice's token.
+    fn as_alice(&self, args: &[&str]) -> Output {
+        let config = self.config();
+        Command::new(AIRLOCK)
+            .args(args)
+            .args(["--config", config.to_str().unwrap(), "--as", "alice"])
+            .env("AIRLOCK_TOKEN", "alt_test_token_for_kill_tests")
+            .env("AIRLOCK_LOG", "warn")
+            .output()
+            .unwrap()
+    }
+
+    /// The upstream's pids (the server and the child it forked).
+    fn upstream_pids(&self) -> Vec<i32> {
+        let start = Instant::now();
+        loop {
+            if let Ok(text) = std::fs::read_to_string(self.dir.path().join("pids")) {
+                let pids: Vec<i32> = text
+                    .split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect();
+                if !pids.is_empty() {
+                    return pids;
+                }
+            }
+            assert!(start.elapsed() < WAIT, "the upstream never wrote its pids");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
@@ -601,4 +643,145 @@ fn sighup_reloads_policies_and_a_bad_reload_keeps_the_old_set() {
         digests.last(),
         "the last call was judged by the new set"
     );
+}
+
+/// A process that is gone or a zombie no longer runs anything.
+fn running(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .split_whitespace()
+            .nth(2)
+            .is_some_and(|state| state == "Z"),
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn kill_cancels_in_flight_calls_ends_the_process_tree_and_holds_until_resumed() {
+    let mut env = Env::new(POLICY);
+    env.recorder_env = vec![("RECORDER_FORK", "1"), ("RECORDER_SLOW", "30")];
+    let mut s = env.start();
+    let pids = env.upstream_pids();
+    assert!(pids.iter().all(|p| running(*p)));
+    assert_eq!(pids.len(), 2);
+    // A call the server sits on.
+    s.send_raw(
+        json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow","arguments":{}}})
+            .to_string()
+            .as_bytes(),
+    );
+    let start = Instant::now();
+    while !env.received().contains(r#""name":"slow""#) {
+        assert!(start.elapsed() < WAIT, "the call never reached the server");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Without the human's credential nothing happens.
+    let config = env.config();
+    let forged = Command::new(AIRLOCK)
+        .args([
+            "kill",
+            "--agent",
+            "bot",
+            "--config",
+            config.to_str().unwrap(),
+            "--as",
+            "alice",
+        ])
+        .env("AIRLOCK_TOKEN", "alt_wrong")
+        .output()
+        .unwrap();
+    assert_eq!(forged.status.code(), Some(2));
+    // An unknown agent is an error, not a silent success.
+    let unknown = env.as_alice(&["kill", "--agent", "nobody-here"]);
+    assert_eq!(unknown.status.code(), Some(2));
+
+    let out = env.as_alice(&["kill", "--agent", "bot", "--reason", "runaway"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The in-flight call is answered with the kill, and cancelled upstream.
+    let reply = s.next();
+    assert_eq!(reply["id"], json!(1), "{reply}");
+    assert_eq!(error_code(&reply), -31007, "{reply}");
+    assert!(reply["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("runaway"));
+    // (The cancellation goes upstream just before SIGKILL, so whether the server read it is a
+    // race; the timeout test proves cancellations reach a live server.)
+    // The whole tree is gone, the SIGTERM-ignoring child too.
+    let start = Instant::now();
+    while pids.iter().any(|p| running(*p)) {
+        assert!(
+            start.elapsed() < WAIT,
+            "the upstream tree survived the kill"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // New calls are refused; the gateway stays up to say so.
+    assert_eq!(error_code(&s.tool(2, "echo", json!({}))), -31007);
+    s.stdin.take();
+    assert_eq!(wait_exit(&mut s.child).code(), Some(4));
+
+    // The kill survives: a new session of the agent refuses to start.
+    let mut again = env.spawn_run();
+    drop(again.stdin.take());
+    assert_eq!(wait_exit(&mut again).code(), Some(4));
+    // Until a human resumes it.
+    let out = env.as_alice(&["resume", "--agent", "bot"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut s = env.start();
+    assert!(s.tool(3, "echo", json!({})).get("result").is_some());
+    s.finish();
+
+    let records = env.audit();
+    assert!(records.iter().any(|r| r["kind"] == "kill"));
+    assert!(records.iter().any(|r| r["kind"] == "resume"));
+    let slow = records
+        .iter()
+        .find(|r| r["kind"] == "call" && r["target"] == "slow")
+        .unwrap();
+    assert_eq!(slow["result_status"], "killed");
+}
+
+#[test]
+fn a_killed_tool_is_hidden_and_refused_for_the_agent() {
+    let env = Env::new(POLICY);
+    let mut s = env.start();
+    let out = env.as_alice(&["kill", "--tool", "rec/echo", "--reason", "broken"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let start = Instant::now();
+    loop {
+        let reply = s.tool(10, "echo", json!({}));
+        if reply.get("error").is_some() {
+            assert_eq!(error_code(&reply), -31007);
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "the tool kill never arrived");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let list = s.call(json!({"jsonrpc":"2.0","id":11,"method":"tools/list"}));
+    let names: Vec<&str> = list["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(!names.contains(&"echo"), "{names:?}");
+    assert!(names.contains(&"write"));
+    assert!(s
+        .tool(12, "write", json!({"channel": "internal"}))
+        .get("result")
+        .is_some());
+    s.finish();
 }

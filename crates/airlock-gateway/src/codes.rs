@@ -16,3 +16,5 @@ pub const AUDIT_UNAVAILABLE: i32 = -31004;
 pub const DUPLICATE_ID: i32 = -31005;
 /// The upstream did not answer within the configured call timeout.
 pub const UPSTREAM_TIMEOUT: i32 = -31006;
+/// A kill (of this agent, session, tool, or everything) or a breaker pause is in force.
+pub const KILLED: i32 = -31007;

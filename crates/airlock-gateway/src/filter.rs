@@ -25,6 +25,7 @@ pub(crate) fn filter_list(
     who: &Identity,
     kind: ListKind,
     frame: &Value,
+    killed: &dyn Fn(&str) -> bool,
 ) -> Filtered {
     let (member, name_key) = kind.members();
     let Some(result) = frame.get("result") else {
@@ -41,7 +42,9 @@ pub(crate) fn filter_list(
         entry
             .get(name_key)
             .and_then(Value::as_str)
-            .is_some_and(|name| policy.visible(&who.agent, kind.action(), &who.server, name))
+            .is_some_and(|name| {
+                !killed(name) && policy.visible(&who.agent, kind.action(), &who.server, name)
+            })
     };
     if entries.iter().all(keep) {
         return Filtered::Unchanged;

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use airlock_audit::{AuditWriter, NewRecord, Submission, Ticket};
+use airlock_control::{Kill, Listener};
 use airlock_protocol::{
     error_response, parse_frame, Frame, FrameKind, Id, Limits, INVALID_REQUEST,
 };
@@ -40,7 +41,7 @@ type AgentWriter = Arc<tokio::sync::Mutex<Box<dyn AsyncWrite + Unpin + Send>>>;
 type UpstreamWriter = tokio::sync::Mutex<Option<tokio::process::ChildStdin>>;
 
 /// One request forwarded upstream and not yet answered.
-struct InFlight {
+pub(crate) struct InFlight {
     expect: Expect,
     /// The call's audit record, for its result record to point at.
     call: Option<Ticket>,
@@ -49,8 +50,8 @@ struct InFlight {
 }
 
 /// State both directions share. Locks are held for microseconds and never across an await.
-struct Shared {
-    who: Identity,
+pub(crate) struct Shared {
+    pub(crate) who: Identity,
     opts: GatewayOptions,
     policy: PolicyHandle,
     audit: Arc<AuditWriter>,
@@ -63,6 +64,64 @@ struct Shared {
     results_ready: Notify,
     agent_out: AgentWriter,
     upstream_in: UpstreamWriter,
+    pub(crate) upstream_pid: Option<u32>,
+    /// Kills in force (all scopes), as last read from the store.
+    kills: std::sync::RwLock<Arc<Vec<Kill>>>,
+    /// The kill that stopped this gateway, once one has.
+    stopped: Mutex<Option<Kill>>,
+}
+
+// === impl Shared ===
+
+impl Shared {
+    pub(crate) fn kills(&self) -> Arc<Vec<Kill>> {
+        match self.kills.read() {
+            Ok(k) => k.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub(crate) fn set_kills(&self, kills: Vec<Kill>) {
+        let kills = Arc::new(kills);
+        match self.kills.write() {
+            Ok(mut k) => *k = kills,
+            Err(p) => *p.into_inner() = kills,
+        }
+    }
+
+    /// Records that `kill` stopped this gateway; false if it was already stopped.
+    pub(crate) fn mark_stopped(&self, kill: &Kill) -> bool {
+        let mut stopped = lock(&self.stopped);
+        if stopped.is_some() {
+            return false;
+        }
+        *stopped = Some(kill.clone());
+        true
+    }
+
+    pub(crate) fn stopped(&self) -> Option<Kill> {
+        lock(&self.stopped).clone()
+    }
+
+    pub(crate) fn take_in_flight(&self) -> Vec<(Id, InFlight)> {
+        lock(&self.in_flight).drain().collect()
+    }
+
+    pub(crate) fn queue_result(&self, id: &Id, entry: &InFlight, status: &str) {
+        queue_result(self, id, entry, status);
+    }
+
+    pub(crate) fn commit_results(&self) {
+        commit_results(self);
+    }
+
+    pub(crate) async fn write_agent(&self, bytes: &[u8]) -> std::io::Result<()> {
+        write_agent(self, bytes).await
+    }
+
+    pub(crate) async fn write_upstream(&self, bytes: &[u8]) -> std::io::Result<()> {
+        write_upstream(self, bytes).await
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -77,6 +136,7 @@ pub(crate) async fn run(
     audit: Arc<AuditWriter>,
     agent: AgentIo,
     upstream: Upstream,
+    control: Option<(std::path::PathBuf, Listener)>,
 ) -> Result<Outcome, GatewayError> {
     let Upstream {
         mut child,
@@ -96,7 +156,12 @@ pub(crate) async fn run(
         results_ready: Notify::new(),
         agent_out: Arc::new(tokio::sync::Mutex::new(agent.writer)),
         upstream_in: tokio::sync::Mutex::new(Some(stdin)),
+        upstream_pid: pid,
+        kills: std::sync::RwLock::new(Arc::new(Vec::new())),
+        stopped: Mutex::new(None),
     });
+    let watcher = control
+        .map(|(db, listener)| tokio::spawn(crate::kill::watch(shared.clone(), db, listener)));
 
     let max = shared.opts.max_frame_bytes;
     let mut to_upstream = tokio::spawn(agent_to_upstream(
@@ -124,18 +189,63 @@ pub(crate) async fn run(
             tracing::info!(?status, "agent closed the session; upstream stopped");
             Outcome::AgentClosed
         }
-        _ = &mut to_agent => {
+        exited = child.wait() => {
+            // The server process itself is gone; a child it forked may still hold its stdout,
+            // so do not wait for end-of-file. Let what it wrote drain, then end its group.
+            let _ = tokio::time::timeout(Duration::from_millis(100), &mut to_agent).await;
+            if shared.stopped().is_some() {
+                // Killed: every request is refused until the agent goes away.
+                crate::upstream::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+                let _ = (&mut to_upstream).await;
+                return finish(&shared, flusher, sweeper, watcher, Outcome::AgentClosed);
+            }
+            to_agent.abort();
             to_upstream.abort();
-            let status = shut_down(&mut child, pid, Duration::from_millis(500)).await.ok();
-            let status_text = status.map_or_else(|| "unknown status".to_string(), |s| s.to_string());
+            crate::upstream::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+            let status_text = exited.map_or_else(|e| e.to_string(), |s| s.to_string());
             fail_in_flight(&shared, &format!("the upstream server exited ({status_text})")).await;
             Outcome::UpstreamExited { status: status_text }
         }
+        _ = &mut to_agent => {
+            if shared.stopped().is_some() {
+                // Killed: the upstream is gone, and every request is refused until the agent
+                // goes away.
+                let _ = (&mut to_upstream).await;
+                let _ = shut_down(&mut child, pid, Duration::from_millis(100)).await;
+                Outcome::AgentClosed
+            } else {
+                to_upstream.abort();
+                let status = shut_down(&mut child, pid, Duration::from_millis(500)).await.ok();
+                let status_text =
+                    status.map_or_else(|| "unknown status".to_string(), |s| s.to_string());
+                fail_in_flight(&shared, &format!("the upstream server exited ({status_text})")).await;
+                Outcome::UpstreamExited { status: status_text }
+            }
+        }
     };
+    finish(&shared, flusher, sweeper, watcher, outcome)
+}
+
+/// Stops the helper tasks, writes what is queued, and says why the gateway stopped.
+fn finish(
+    shared: &Shared,
+    flusher: tokio::task::JoinHandle<()>,
+    sweeper: tokio::task::JoinHandle<()>,
+    watcher: Option<tokio::task::JoinHandle<()>>,
+    outcome: Outcome,
+) -> Result<Outcome, GatewayError> {
     flusher.abort();
     sweeper.abort();
-    commit_results(&shared);
-    Ok(outcome)
+    if let Some(w) = watcher {
+        w.abort();
+    }
+    commit_results(shared);
+    Ok(match shared.stopped() {
+        Some(kill) => Outcome::Killed {
+            reason: crate::kill::refusal(&kill),
+        },
+        None => outcome,
+    })
 }
 
 // === agent → upstream: the call path ===
@@ -272,6 +382,32 @@ fn judge_line(shared: &Shared, limits: &Limits, line: Line, records: &mut Vec<Ne
     };
     match frame.kind().clone() {
         FrameKind::Request { id, method } => {
+            let kills = shared.kills();
+            let target = (method == "tools/call")
+                .then(|| {
+                    frame
+                        .params()
+                        .and_then(|p| p.get("name"))
+                        .and_then(serde_json::Value::as_str)
+                })
+                .flatten();
+            let kill = shared.stopped().or_else(|| match target {
+                Some(tool) => crate::kill::tool_kill(&kills, shared, tool).cloned(),
+                None => crate::kill::gateway_kill(&kills, shared).cloned(),
+            });
+            if let Some(kill) = kill {
+                let policy = shared.policy.current();
+                let mut record = base_record(&shared.who, &policy, &method, target, Some(&id));
+                record.decision = Some("deny".into());
+                record.reasons = vec![format!("kill:{}", kill.id)];
+                push(Some(record));
+                return Step::Reply {
+                    id: Some(id),
+                    code: codes::KILLED,
+                    message: crate::kill::refusal(&kill),
+                    data: None,
+                };
+            }
             if lock(&shared.in_flight).contains_key(&id) {
                 return Step::Reply {
                     id: Some(id),
@@ -324,7 +460,9 @@ fn judge_line(shared: &Shared, limits: &Limits, line: Line, records: &mut Vec<Ne
             }
         }
         FrameKind::Notification { method } => {
-            if notification_allowed(&method) {
+            if shared.stopped().is_some() {
+                Step::Drop
+            } else if notification_allowed(&method) {
                 Step::Forward {
                     frame,
                     id: None,
@@ -337,7 +475,7 @@ fn judge_line(shared: &Shared, limits: &Limits, line: Line, records: &mut Vec<Ne
         }
         FrameKind::Response { id } | FrameKind::ErrorResponse { id: Some(id) } => {
             // Only answers to requests the server actually sent reach it.
-            if lock(&shared.server_requests).remove(&id) {
+            if lock(&shared.server_requests).remove(&id) && shared.stopped().is_none() {
                 Step::Forward {
                     frame,
                     id: None,
@@ -452,7 +590,16 @@ fn answer_for_agent(shared: &Shared, frame: &Frame, id: &Id, entry: &InFlight) -
             with_newline(frame.raw())
         }
         Expect::List(kind) => {
-            match filter_list(&shared.policy.current(), &shared.who, *kind, frame.value()) {
+            match filter_list(
+                &shared.policy.current(),
+                &shared.who,
+                *kind,
+                frame.value(),
+                &|name| {
+                    *kind == crate::route::ListKind::Tools
+                        && crate::kill::tool_kill(&shared.kills(), shared, name).is_some()
+                },
+            ) {
                 Filtered::Unchanged => with_newline(frame.raw()),
                 Filtered::Rewritten(mut bytes) => {
                     bytes.push(b'\n');

@@ -10,6 +10,7 @@ pub mod codes;
 mod filter;
 mod gateway;
 mod judge;
+mod kill;
 mod lines;
 mod route;
 mod stdio;
@@ -52,6 +53,8 @@ pub enum Outcome {
     AgentClosed,
     /// The upstream exited or closed its output first; in-flight calls were answered with errors.
     UpstreamExited { status: String },
+    /// A kill stopped this gateway; it refused every request until the agent went away.
+    Killed { reason: String },
 }
 
 /// Errors that stop the gateway itself (not a single call).
@@ -96,6 +99,7 @@ pub async fn run(
     audit: Arc<AuditWriter>,
     agent: AgentIo,
     upstream: Upstream,
+    control: Option<(std::path::PathBuf, airlock_control::Listener)>,
 ) -> Result<Outcome, GatewayError> {
-    gateway::run(opts, policy, audit, agent, upstream).await
+    gateway::run(opts, policy, audit, agent, upstream, control).await
 }

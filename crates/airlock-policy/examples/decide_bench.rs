@@ -95,6 +95,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "{n} policies ({} loaded, {tools} tools):",
             engine.policies().len()
         );
+        let rss_loaded = rss_kib();
         let req = |i: usize| CallRequest {
             agent: "bot",
             session: "s1",
@@ -146,11 +147,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         report("decide (first call on a target)", &mut cold);
         report("visible (warm cache)", &mut vis);
         println!("  allowed {allowed}/{CALLS}");
+        if let (Some(before), Some(after)) = (rss_loaded, rss_kib()) {
+            println!(
+                "  RSS {before} KiB loaded, {after} KiB with {tools} slices cached (~{} B each)",
+                (after.saturating_sub(before) * 1024) / tools as u64
+            );
+        }
         if !skip_baseline {
             unsliced(&text, &mut report_fn(), tools)?;
         }
     }
     Ok(())
+}
+
+/// Resident set size (Linux).
+fn rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn report_fn() -> impl FnMut(&str, &mut [Duration]) {

@@ -1,0 +1,137 @@
+//! The kill switch, as one gateway applies it.
+//!
+//! Kills live in the store (`airlock kill` writes them there first, so they survive restarts)
+//! and reach this process through a datagram socket ([`airlock_control::Listener`]), with a
+//! once-a-second re-read as the fallback for a lost notification. A kill of this agent, this
+//! session or everything cancels what is in flight (a `notifications/cancelled` upstream and an
+//! error to the agent), kills the upstream's whole process group, and from then on every
+//! request is refused. A kill of one tool hides and refuses that tool only.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use airlock_control::{matching, ControlStore, Kill, KillTarget, Listener};
+use airlock_protocol::Id;
+use serde_json::json;
+
+use crate::codes;
+use crate::gateway::Shared;
+
+/// How often the kill state is re-read even without a notification.
+const FALLBACK_REREAD: Duration = Duration::from_secs(1);
+
+/// The message an agent gets for a refused request.
+pub(crate) fn refusal(kill: &Kill) -> String {
+    let what = match &kill.target {
+        KillTarget::All => "every agent is stopped".to_string(),
+        KillTarget::Agent(a) => format!("agent {a} is stopped"),
+        KillTarget::Session(s) => format!("session {s} is stopped"),
+        KillTarget::Tool { server, tool } => format!("tool {server}/{tool} is stopped"),
+    };
+    format!(
+        "Airlock refused the request: {what} by {} ({}); a human must resume it",
+        kill.by, kill.reason
+    )
+}
+
+/// The kill that stops this whole gateway (agent, session or everything), if any.
+pub(crate) fn gateway_kill<'a>(kills: &'a [Kill], shared: &Shared) -> Option<&'a Kill> {
+    matching(
+        kills,
+        &shared.who.agent,
+        Some(&shared.who.session),
+        None,
+        None,
+    )
+}
+
+/// The kill that stops one tool (or the whole gateway) for this agent, if any.
+pub(crate) fn tool_kill<'a>(kills: &'a [Kill], shared: &Shared, tool: &str) -> Option<&'a Kill> {
+    matching(
+        kills,
+        &shared.who.agent,
+        Some(&shared.who.session),
+        Some(&shared.who.server),
+        Some(tool),
+    )
+}
+
+/// Keeps the shared kill state current and applies a kill that stops this gateway.
+pub(crate) async fn watch(shared: Arc<Shared>, db: PathBuf, mut listener: Listener) {
+    let store = match ControlStore::open(&db) {
+        Ok(store) => store,
+        Err(e) => {
+            // Fail closed: without the kill state, this gateway cannot honour a kill.
+            tracing::error!(error = %e, "cannot read the kill state; stopping the gateway");
+            apply(&shared, &emergency_kill(&e.to_string())).await;
+            return;
+        }
+    };
+    loop {
+        match store.active() {
+            Ok(kills) => {
+                let stop = gateway_kill(&kills, &shared).cloned();
+                shared.set_kills(kills);
+                if let Some(kill) = stop {
+                    apply(&shared, &kill).await;
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the kill state; stopping the gateway");
+                apply(&shared, &emergency_kill(&e.to_string())).await;
+            }
+        }
+        let _ = tokio::time::timeout(FALLBACK_REREAD, listener.recv()).await;
+    }
+}
+
+/// A kill that no human issued: the kill state could not be read.
+fn emergency_kill(why: &str) -> Kill {
+    Kill {
+        id: 0,
+        target: KillTarget::All,
+        reason: format!("the kill state could not be read ({why})"),
+        by: "airlock".into(),
+        created_ns: crate::judge::now_unix_ns(),
+        resumed_ns: None,
+        resumed_by: None,
+    }
+}
+
+/// Stops this gateway: cancels what is in flight and kills the upstream's process tree. Runs
+/// once; later calls find the gateway already stopped.
+pub(crate) async fn apply(shared: &Shared, kill: &Kill) {
+    if !shared.mark_stopped(kill) {
+        return;
+    }
+    tracing::warn!(kill = kill.id, reason = %kill.reason, by = %kill.by, "kill received: stopping");
+    let in_flight = shared.take_in_flight();
+    let message = refusal(kill);
+    let mut upstream = Vec::new();
+    let mut agent = Vec::new();
+    for (id, entry) in &in_flight {
+        let cancel = json!({
+            "jsonrpc": "2.0",
+            "method": "notifications/cancelled",
+            "params": { "requestId": Id::to_json(id), "reason": "stopped by Airlock" },
+        });
+        upstream.extend(cancel.to_string().into_bytes());
+        upstream.push(b'\n');
+        agent.extend(airlock_protocol::error_response(
+            Some(id),
+            codes::KILLED,
+            &message,
+            None,
+        ));
+        agent.push(b'\n');
+        shared.queue_result(id, entry, "killed");
+    }
+    // Tell the server to stop, then make sure it does: its whole process group goes.
+    let _ = shared.write_upstream(&upstream).await;
+    crate::upstream::signal_group(shared.upstream_pid, nix::sys::signal::Signal::SIGKILL);
+    if !agent.is_empty() {
+        let _ = shared.write_agent(&agent).await;
+    }
+    shared.commit_results();
+}
