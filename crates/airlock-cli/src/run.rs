@@ -127,6 +127,7 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
         policy: policy.clone(),
     };
     let db = config.audit.path.clone();
+    let breakers = airlock_control::BreakerSet::from_config(&config);
     let outcome = runtime.block_on(async move {
         // Listen for kills before reading them, so one issued in between is not missed.
         let listener = airlock_control::Listener::bind(&db).map_err(|e| {
@@ -156,16 +157,15 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
         let agent_io = AgentIo::stdio().map_err(Failure::failed)?;
         let anchor = tokio::spawn(keep_anchor(audit_path.clone(), anchor_path.clone()));
         let reloader = tokio::spawn(reload_on_sighup(reload));
-        let outcome = airlock_gateway::run(
-            options,
-            policy,
-            audit,
-            agent_io,
-            upstream,
-            Some((db, listener)),
-        )
-        .await
-        .map_err(Failure::failed);
+        let control = airlock_gateway::Control {
+            db,
+            listener,
+            breakers,
+        };
+        let outcome =
+            airlock_gateway::run(options, policy, audit, agent_io, upstream, Some(control))
+                .await
+                .map_err(Failure::failed);
         anchor.abort();
         reloader.abort();
         outcome

@@ -55,6 +55,11 @@ impl Env {
 
     /// With extra lines in the `[gateway]` table.
     fn with_gateway(policy: &str, gateway: &str) -> Env {
+        Env::with_config(policy, gateway, "")
+    }
+
+    /// With extra `[gateway]` lines and extra tables at the end of the config.
+    fn with_config(policy: &str, gateway: &str, extra: &str) -> Env {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("policy.cedar"), policy).unwrap();
         std::fs::write(
@@ -82,6 +87,8 @@ on_behalf_of = "alice"
 task = "t1"
 
 [servers.rec]
+
+{extra}
 "#
             ),
         )
@@ -781,6 +788,63 @@ fn a_killed_tool_is_hidden_and_refused_for_the_agent() {
     assert!(names.contains(&"write"));
     assert!(s
         .tool(12, "write", json!({"channel": "internal"}))
+        .get("result")
+        .is_some());
+    s.finish();
+}
+
+#[test]
+fn a_breaker_trips_at_exactly_its_budget_and_pauses_the_agent() {
+    let env = Env::with_config(
+        POLICY,
+        "",
+        "[breakers.writes]\ntools = [\"rec/write\"]\nwhen = { channel = \"internal\" }\nmax_calls = 3\nwindow_secs = 600\n",
+    );
+    let mut s = env.start();
+    // Calls outside the class do not count.
+    for i in 0..5 {
+        assert!(s.tool(i, "echo", json!({})).get("result").is_some());
+    }
+    for i in 10..13 {
+        let reply = s.tool(i, "write", json!({"channel": "internal"}));
+        assert!(
+            reply.get("result").is_some(),
+            "call {i} within the budget: {reply}"
+        );
+    }
+    let reply = s.tool(13, "write", json!({"channel": "internal"}));
+    assert_eq!(error_code(&reply), -31007, "{reply}");
+    let message = reply["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("writes") && message.contains("3 calls per 600 s"),
+        "{message}"
+    );
+    assert!(message.contains("resets at"), "{message}");
+    assert!(
+        !env.received().contains(r#""id":13"#),
+        "the call that crossed the budget was forwarded"
+    );
+    // The agent is paused: everything is refused now, and the pause is a kill that holds.
+    let reply = s.tool(14, "echo", json!({}));
+    assert_eq!(error_code(&reply), -31007, "{reply}");
+    s.stdin.take();
+    wait_exit(&mut s.child);
+    let config = env.config();
+    let status = env.airlock(&["status", "--config", config.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("breaker:writes"), "{text}");
+    let records = env.audit();
+    assert!(records.iter().any(|r| r["kind"] == "breaker"));
+    // Counters survive a restart: after a human resumes, the budget starts afresh.
+    let out = env.as_alice(&["resume", "--agent", "bot"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut s = env.start();
+    assert!(s
+        .tool(20, "write", json!({"channel": "internal"}))
         .get("result")
         .is_some());
     s.finish();

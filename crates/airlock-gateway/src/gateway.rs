@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use airlock_audit::{AuditWriter, NewRecord, Submission, Ticket};
-use airlock_control::{Kill, Listener};
+use airlock_control::{BreakerSet, ControlStore, Kill, KillTarget, Verdict};
 use airlock_protocol::{
     error_response, parse_frame, Frame, FrameKind, Id, Limits, INVALID_REQUEST,
 };
@@ -39,6 +39,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 type AgentWriter = Arc<tokio::sync::Mutex<Box<dyn AsyncWrite + Unpin + Send>>>;
 /// The upstream's stdin; `None` once closed (the agent went away).
 type UpstreamWriter = tokio::sync::Mutex<Option<tokio::process::ChildStdin>>;
+
+struct ControlParts {
+    db: std::path::PathBuf,
+    listener: airlock_control::Listener,
+}
 
 /// One request forwarded upstream and not yet answered.
 pub(crate) struct InFlight {
@@ -69,6 +74,14 @@ pub(crate) struct Shared {
     kills: std::sync::RwLock<Arc<Vec<Kill>>>,
     /// The kill that stopped this gateway, once one has.
     stopped: Mutex<Option<Kill>>,
+    /// Budgets per action class, and the store that counts them.
+    breakers: Option<Mutex<Breakers>>,
+}
+
+pub(crate) struct Breakers {
+    set: BreakerSet,
+    store: ControlStore,
+    db: std::path::PathBuf,
 }
 
 // === impl Shared ===
@@ -136,7 +149,7 @@ pub(crate) async fn run(
     audit: Arc<AuditWriter>,
     agent: AgentIo,
     upstream: Upstream,
-    control: Option<(std::path::PathBuf, Listener)>,
+    control: Option<crate::Control>,
 ) -> Result<Outcome, GatewayError> {
     let Upstream {
         mut child,
@@ -145,6 +158,28 @@ pub(crate) async fn run(
         stderr,
         pid,
     } = upstream;
+    let (control, breakers) = match control {
+        Some(c) => {
+            let store = ControlStore::open(&c.db).map_err(|e| {
+                GatewayError::Io(std::io::Error::other(format!(
+                    "cannot open the breaker store: {e}"
+                )))
+            })?;
+            let breakers = Breakers {
+                set: c.breakers,
+                store,
+                db: c.db.clone(),
+            };
+            (
+                Some(ControlParts {
+                    db: c.db,
+                    listener: c.listener,
+                }),
+                Some(Mutex::new(breakers)),
+            )
+        }
+        None => (None, None),
+    };
     let shared = Arc::new(Shared {
         who: opts.identity.clone(),
         opts,
@@ -159,9 +194,10 @@ pub(crate) async fn run(
         upstream_pid: pid,
         kills: std::sync::RwLock::new(Arc::new(Vec::new())),
         stopped: Mutex::new(None),
+        breakers,
     });
-    let watcher = control
-        .map(|(db, listener)| tokio::spawn(crate::kill::watch(shared.clone(), db, listener)));
+    let watcher =
+        control.map(|c| tokio::spawn(crate::kill::watch(shared.clone(), c.db, c.listener)));
 
     let max = shared.opts.max_frame_bytes;
     let mut to_upstream = tokio::spawn(agent_to_upstream(
@@ -427,6 +463,25 @@ fn judge_line(shared: &Shared, limits: &Limits, line: Line, records: &mut Vec<Ne
                 &method,
             ) {
                 Judgement::Forward { expect, record } => {
+                    if let Expect::Act { target } = &expect {
+                        if let Some(refusal) = check_breakers(shared, &frame, target) {
+                            let mut record = record;
+                            if let Some(r) = record.as_mut() {
+                                r.decision = Some("deny".into());
+                                r.reasons = vec![refusal.reason.clone()];
+                            }
+                            push(record);
+                            for extra in refusal.records {
+                                push(Some(extra));
+                            }
+                            return Step::Reply {
+                                id: Some(id),
+                                code: refusal.code,
+                                message: refusal.message,
+                                data: None,
+                            };
+                        }
+                    }
                     lock(&shared.in_flight).insert(
                         id.clone(),
                         InFlight {
@@ -491,6 +546,85 @@ fn judge_line(shared: &Shared, limits: &Limits, line: Line, records: &mut Vec<Ne
             Step::Drop
         }
     }
+}
+
+/// A call a breaker (or its store) refused.
+struct BreakerRefusal {
+    code: i32,
+    message: String,
+    reason: String,
+    records: Vec<NewRecord>,
+}
+
+/// Counts the call against its budgets; a call that would cross one pauses the agent and is
+/// refused. Any error reading or writing the counters refuses the call (fail closed).
+fn check_breakers(shared: &Shared, frame: &Frame, tool: &str) -> Option<BreakerRefusal> {
+    let breakers = shared.breakers.as_ref()?;
+    let mut guard = lock(breakers);
+    let Breakers { set, store, db } = &mut *guard;
+    let empty = serde_json::Value::Object(serde_json::Map::new());
+    let args = frame
+        .params()
+        .and_then(|p| p.get("arguments"))
+        .unwrap_or(&empty);
+    let who = &shared.who;
+    let verdict = set.admit(store, &who.agent, &who.server, tool, args, now_unix_ns());
+    let trip = match verdict {
+        Ok(Verdict::Pass { .. }) => return None,
+        Ok(Verdict::Trip(trip)) => trip,
+        Err(e) => {
+            tracing::error!(error = %e, "breaker accounting failed; refusing the call");
+            return Some(BreakerRefusal {
+                code: codes::DENIED,
+                message: format!("denied by Airlock: the breaker counters cannot be read ({e})"),
+                reason: "airlock:breaker-store-error".into(),
+                records: Vec::new(),
+            });
+        }
+    };
+    let resets = time_text(trip.resets_at_ns);
+    let message = format!(
+        "Airlock paused agent {}: the `{}` budget ({}) is used up (it resets at {resets}); \
+         the call was refused and a human must resume the agent",
+        who.agent, trip.class, trip.budget
+    );
+    tracing::warn!(agent = %who.agent, class = %trip.class, budget = %trip.budget, "breaker tripped");
+    let mut records = vec![airlock_control::trip_record(
+        &who.agent,
+        &trip,
+        &who.server,
+        tool,
+    )];
+    // The pause is a kill with reason breaker:<class>: it survives restarts and stops every
+    // gateway of the agent, this one included (through the notification).
+    match store.kill(
+        KillTarget::Agent(who.agent.clone()),
+        &trip.reason(),
+        "airlock",
+    ) {
+        Ok(kill) => {
+            records.push(airlock_control::kill_record(&kill));
+            let mut kills = (*shared.kills()).clone();
+            kills.push(kill);
+            shared.set_kills(kills);
+            if let Err(e) = airlock_control::notify_all(db) {
+                tracing::warn!(error = %e, "cannot notify gateways of the pause");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot record the breaker pause"),
+    }
+    Some(BreakerRefusal {
+        code: codes::KILLED,
+        message,
+        reason: trip.reason(),
+        records,
+    })
+}
+
+fn time_text(unix_ns: i64) -> String {
+    let secs = unix_ns / 1_000_000_000;
+    let now = now_unix_ns() / 1_000_000_000;
+    format!("unix time {secs} (in {} s)", (secs - now).max(0))
 }
 
 /// Makes the batch's decision records durable; returns each record's ticket.

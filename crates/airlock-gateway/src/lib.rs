@@ -92,6 +92,15 @@ impl PolicyHandle {
     }
 }
 
+/// The kill switch and the breakers, as this gateway takes part in them.
+pub struct Control {
+    /// The store file (the audit database) that holds kills and breaker counters.
+    pub db: std::path::PathBuf,
+    /// Bound before the kill state was read, so no kill is missed in between.
+    pub listener: airlock_control::Listener,
+    pub breakers: airlock_control::BreakerSet,
+}
+
 /// Runs the gateway between `agent` and `upstream` until one of them goes away.
 pub async fn run(
     opts: GatewayOptions,
@@ -99,7 +108,7 @@ pub async fn run(
     audit: Arc<AuditWriter>,
     agent: AgentIo,
     upstream: Upstream,
-    control: Option<(std::path::PathBuf, airlock_control::Listener)>,
+    control: Option<Control>,
 ) -> Result<Outcome, GatewayError> {
     gateway::run(opts, policy, audit, agent, upstream, control).await
 }

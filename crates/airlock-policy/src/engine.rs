@@ -33,7 +33,6 @@ pub struct PolicyEngine {
     pub(crate) model: EntityModel,
     agents: HashSet<String>,
     pub(crate) loaded: Vec<Loaded>,
-    decide_policies: Vec<Policy>,
     /// Each policy's visibility version (`None`: it can only forbid sometimes).
     visible_policies: Vec<Option<Policy>>,
     /// What each policy reads from `context`.
@@ -80,13 +79,12 @@ impl PolicyEngine {
         let (loaded, validation_warnings) = load::parse_and_validate(&parsed.schema, files)?;
         let types = Types::new()?;
         let base = base_entities(&types, model, &parsed.schema)?;
-        let decide_policies: Vec<Policy> = loaded.iter().map(|l| l.policy.clone()).collect();
-        let visible_policies = decide_policies
+        let visible_policies = loaded
             .iter()
-            .map(visibility_policy)
+            .map(|l| visibility_policy(&l.policy))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|m| PolicyError::whole("<policies>", m))?;
-        let policy_reads = decide_policies.iter().map(|p| Reads::of([p])).collect();
+        let policy_reads = loaded.iter().map(|l| Reads::of([&l.policy])).collect();
         let by_id = loaded
             .iter()
             .enumerate()
@@ -100,8 +98,7 @@ impl PolicyEngine {
             base,
             agents: model.agents.iter().map(|a| a.id.clone()).collect(),
             model: model.clone(),
-            buckets: Buckets::new(&decide_policies),
-            decide_policies,
+            buckets: Buckets::new(loaded.iter().map(|l| &l.policy)),
             visible_policies,
             policy_reads,
             by_id,
@@ -199,7 +196,7 @@ impl PolicyEngine {
         let policies = cedar_policy::PolicySet::from_policies(
             indices
                 .iter()
-                .filter_map(|&i| self.decide_policies.get(i).cloned()),
+                .filter_map(|&i| self.loaded.get(i).map(|l| l.policy.clone())),
         )
         .map_err(|e| format!("building the policy slice: {e}"))?;
         let visible = cedar_policy::PolicySet::from_policies(
@@ -391,7 +388,7 @@ impl PolicyEngine {
         if let Err(m) = check_server_name(req.server) {
             return deny(m);
         }
-        let all: Vec<usize> = (0..self.decide_policies.len()).collect();
+        let all: Vec<usize> = (0..self.loaded.len()).collect();
         match self.build_slice(req.action, req.server, req.name, Some(&all)) {
             Ok(slice) => self.decide_in(&slice, req),
             Err(m) => deny(m),

@@ -34,7 +34,7 @@
 //!
 //! Speed: policies are bucketed by resource scope (`Tool::"s/t"`,
 //! `Server::"s"`, or global) and a decision evaluates only the buckets that
-//! can apply; the slice for each target is built once and cached (up to 8,192
+//! can apply; the slice for each target is built once and cached (up to 1,024
 //! targets). Only the parts of `context` the slice's policies read are built.
 //! `examples/decide_bench.rs` measures it.
 //!

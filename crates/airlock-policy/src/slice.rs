@@ -16,9 +16,10 @@ use cedar_policy::{Entities, EntityUid, Policy, PolicySet, ResourceConstraint};
 use crate::entities::Kind;
 use crate::Action;
 
-/// Targets whose slices are kept; past this, slices are built per call (an
-/// agent inventing tool names must not grow memory without bound).
-const MAX_CACHED_SLICES: usize = 8192;
+/// Targets whose slices are kept (a few KiB each); past this, slices are
+/// built per call (~25 µs), so an agent inventing tool names cannot grow
+/// memory without bound.
+const MAX_CACHED_SLICES: usize = 1024;
 
 /// Policy indices by the resource their scope pins.
 #[derive(Debug, Default)]
