@@ -234,6 +234,15 @@ impl AuditStore {
     /// The chain head is read inside `BEGIN IMMEDIATE`, so several processes
     /// appending to one file continue one chain.
     pub fn append(&mut self, records: &[NewRecord]) -> Result<Vec<Appended>, AuditError> {
+        let refs: Vec<&NewRecord> = records.iter().collect();
+        self.append_refs(&refs)
+    }
+
+    /// [`AuditStore::append`] over borrowed records (the spool's folding thread owns them).
+    pub(crate) fn append_refs(
+        &mut self,
+        records: &[&NewRecord],
+    ) -> Result<Vec<Appended>, AuditError> {
         if self.read_only {
             return Err(AuditError::ReadOnly);
         }

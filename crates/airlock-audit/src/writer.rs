@@ -107,7 +107,7 @@ impl AuditWriter {
 
     /// Makes the records durable (spool) and queues them for the chain. When this returns
     /// `Ok`, a crash of this process can no longer lose them.
-    pub fn submit(&self, batch: &[Submission]) -> Result<Vec<Ticket>, AuditError> {
+    pub fn submit(&self, batch: Vec<Submission>) -> Result<Vec<Ticket>, AuditError> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
@@ -116,24 +116,28 @@ impl AuditWriter {
         }
         let mut state = lock(&self.shared.state);
         let first = state.next_key;
+        let count = batch.len() as u64;
         let entries: Vec<Entry> = batch
-            .iter()
+            .into_iter()
             .enumerate()
             .map(|(i, s)| Entry {
                 k: first + i as u64,
                 refers_to: s.refers_to.map(|t| t.0),
-                r: s.record.clone(),
+                r: s.record,
             })
             .collect();
         let Some(spool) = state.spool.as_mut() else {
             return Err(AuditError::Closed);
         };
         spool.write(&entries, self.shared.sync)?;
-        state.next_key += entries.len() as u64;
+        state.next_key += count;
+        let was_empty = state.queue.is_empty();
         state.queue.extend(entries);
         drop(state);
-        self.shared.wake.notify_all();
-        Ok((first..first + batch.len() as u64).map(Ticket).collect())
+        if was_empty {
+            self.shared.wake.notify_all();
+        }
+        Ok((first..first + count).map(Ticket).collect())
     }
 
     /// The last error the folding thread hit, if it has not recovered since.
@@ -197,10 +201,7 @@ fn fold_loop(shared: &Shared, mut store: AuditStore) {
                 std::thread::sleep(GATHER);
                 state = lock(&shared.state);
             }
-            (
-                state.queue.iter().cloned().collect::<Vec<Entry>>(),
-                state.closed,
-            )
+            (std::mem::take(&mut state.queue), state.closed)
         };
         if batch.is_empty() && closed {
             let mut state = lock(&shared.state);
@@ -209,17 +210,14 @@ fn fold_loop(shared: &Shared, mut store: AuditStore) {
             }
             return;
         }
-        let records: Vec<NewRecord> = batch
-            .iter()
-            .map(|e| {
-                let mut r = e.r.clone();
-                if let Some(seq) = e.refers_to.and_then(|k| seq_of.get(&k)) {
-                    r.ref_seq = Some(*seq);
-                }
-                r
-            })
-            .collect();
-        match store.append(&records) {
+        let mut batch = batch;
+        for e in batch.iter_mut() {
+            if let Some(seq) = e.refers_to.and_then(|k| seq_of.get(&k)) {
+                e.r.ref_seq = Some(*seq);
+            }
+        }
+        let records: Vec<&NewRecord> = batch.iter().map(|e| &e.r).collect();
+        match store.append_refs(&records) {
             Ok(appended) => {
                 for (e, a) in batch.iter().zip(&appended) {
                     if e.r.kind == crate::kinds::CALL {
@@ -231,14 +229,13 @@ fn fold_loop(shared: &Shared, mut store: AuditStore) {
                 }
                 if seq_of.len() > MAX_REMEMBERED {
                     let oldest = batch
-                        .first()
+                        .front()
                         .map_or(0, |e| e.k)
                         .saturating_sub(MAX_REMEMBERED as u64);
                     seq_of.retain(|k, _| *k >= oldest);
                 }
                 let mut state = lock(&shared.state);
-                state.queue.drain(..batch.len());
-                state.folded_below = batch.last().map_or(state.folded_below, |e| e.k + 1);
+                state.folded_below = batch.back().map_or(state.folded_below, |e| e.k + 1);
                 state.last_error = None;
                 if state.queue.is_empty() {
                     if let Some(spool) = state.spool.as_mut() {
@@ -251,8 +248,13 @@ fn fold_loop(shared: &Shared, mut store: AuditStore) {
                 shared.wake.notify_all();
             }
             Err(e) => {
+                drop(records);
                 let mut state = lock(&shared.state);
                 state.last_error = Some(e.to_string());
+                // Put the batch back in front of what arrived meanwhile, for the retry.
+                let arrived = std::mem::take(&mut state.queue);
+                state.queue = batch;
+                state.queue.extend(arrived);
                 if state.closed {
                     // Give up: the spool keeps the records for the next reader to recover.
                     state.spool.take();

@@ -99,7 +99,7 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
         "upstream": args.command,
     }));
     audit
-        .submit(&[Submission::from(record)])
+        .submit(vec![Submission::from(record)])
         .context("cannot write to the audit store")?;
     let audit = Arc::new(audit);
     let writer = audit.clone();

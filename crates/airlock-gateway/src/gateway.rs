@@ -636,7 +636,7 @@ fn commit_decisions(shared: &Shared, records: &mut Vec<NewRecord>) -> Result<Vec
     let mut batch: Vec<Submission> = records.drain(..).map(Submission::from).collect();
     let n = batch.len();
     batch.append(&mut lock(&shared.results));
-    match shared.audit.submit(&batch) {
+    match shared.audit.submit(batch) {
         Ok(tickets) => Ok(tickets.into_iter().take(n).collect()),
         Err(e) => {
             tracing::error!(error = %e, "audit write failed; refusing the batch");
@@ -791,8 +791,9 @@ fn commit_results(shared: &Shared) {
     if records.is_empty() {
         return;
     }
-    if let Err(e) = shared.audit.submit(&records) {
-        tracing::error!(error = %e, count = records.len(), "audit append of result records failed");
+    let count = records.len();
+    if let Err(e) = shared.audit.submit(records) {
+        tracing::error!(error = %e, count, "audit append of result records failed");
     }
 }
 

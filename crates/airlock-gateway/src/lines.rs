@@ -111,18 +111,9 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
             self.buf.drain(..self.start);
             self.start = 0;
         }
-        let len = self.buf.len();
-        self.buf.resize(len + READ_CHUNK, 0);
-        let read = self.inner.read(&mut self.buf[len..]).await;
-        let n = match read {
-            Ok(n) => n,
-            Err(e) => {
-                self.buf.truncate(len);
-                return Err(e);
-            }
-        };
-        self.buf.truncate(len + n);
-        if n == 0 {
+        // `read_buf` fills the spare capacity without zeroing it first.
+        self.buf.reserve(READ_CHUNK);
+        if self.inner.read_buf(&mut self.buf).await? == 0 {
             self.eof = true;
         }
         Ok(())
