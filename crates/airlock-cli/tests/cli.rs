@@ -99,6 +99,14 @@ task = "t1"
         }
     }
 
+    /// The (first) call record for `target`, with its result joined in.
+    fn call_record(&self, target: &str) -> Value {
+        self.audit()
+            .into_iter()
+            .find(|r| r["kind"] == "call" && r["target"] == target)
+            .unwrap_or_else(|| panic!("no call record for {target}"))
+    }
+
     fn config(&self) -> PathBuf {
         self.dir.path().join("airlock.toml")
     }
@@ -258,6 +266,15 @@ impl Session {
     }
 }
 
+/// Waits (up to [`WAIT`]) for `cond`; fails with `what` if it never holds.
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < WAIT, "{what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
     let start = Instant::now();
     loop {
@@ -411,11 +428,7 @@ fn upstream_death_fails_pending_calls_and_exits_non_zero() {
         .contains("exited"));
     let status = wait_exit(&mut s.child);
     assert_eq!(status.code(), Some(3));
-    let records = env.audit();
-    let call = records
-        .iter()
-        .find(|r| r["kind"] == "call" && r["target"] == "die")
-        .unwrap();
+    let call = env.call_record("die");
     assert_eq!(call["result_status"], "upstream_died");
 }
 
@@ -429,18 +442,12 @@ fn kill_9_loses_no_decision_that_was_acted_on() {
             .to_string()
             .as_bytes(),
     );
-    let start = Instant::now();
-    while !env.received().contains("m-4711") {
-        assert!(start.elapsed() < WAIT, "the call never reached the server");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    eventually("the call never reached the server", || {
+        env.received().contains("m-4711")
+    });
     s.child.kill().unwrap(); // SIGKILL
     s.child.wait().unwrap();
-    let records = env.audit();
-    let call = records
-        .iter()
-        .find(|r| r["kind"] == "call" && r["target"] == "slow")
-        .expect("the forwarded call has no audit record");
+    let call = env.call_record("slow");
     assert_eq!(call["decision"], "allow");
     let config = env.config();
     let out = env.airlock(&["audit", "verify", "--config", config.to_str().unwrap()]);
@@ -574,24 +581,15 @@ fn a_call_the_upstream_sits_on_times_out_and_is_cancelled_upstream() {
     let mut s = env.start();
     let reply = s.tool(1, "slow", json!({}));
     assert_eq!(error_code(&reply), -31006, "{reply}");
-    let start = Instant::now();
-    while !env.received().contains("notifications/cancelled") {
-        assert!(
-            start.elapsed() < WAIT,
-            "no cancellation reached the upstream"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    eventually("no cancellation reached the upstream", || {
+        env.received().contains("notifications/cancelled")
+    });
     assert!(
         env.received().contains(r#""requestId": 1"#) || env.received().contains(r#""requestId":1"#)
     );
     s.ping(2);
     s.finish();
-    let records = env.audit();
-    let call = records
-        .iter()
-        .find(|r| r["kind"] == "call" && r["target"] == "slow")
-        .unwrap();
+    let call = env.call_record("slow");
     assert_eq!(call["result_status"], "timeout");
 }
 
@@ -614,15 +612,11 @@ fn sighup_reloads_policies_and_a_bad_reload_keeps_the_old_set() {
     )
     .unwrap();
     hup(s.child.id());
-    let start = Instant::now();
-    while !env
-        .audit()
-        .iter()
-        .any(|r| r["kind"] == "config_reload_failed")
-    {
-        assert!(start.elapsed() < WAIT, "no failed reload recorded");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually("no failed reload recorded", || {
+        env.audit()
+            .iter()
+            .any(|r| r["kind"] == "config_reload_failed")
+    });
     assert!(s.tool(2, "echo", json!({})).get("result").is_some());
     assert_eq!(error_code(&s.tool(3, "secret", json!({}))), -31001);
     // A good one: the new set judges the next call.
@@ -631,11 +625,9 @@ fn sighup_reloads_policies_and_a_bad_reload_keeps_the_old_set() {
     );
     std::fs::write(env.dir.path().join("policy.cedar"), widened).unwrap();
     hup(s.child.id());
-    let start = Instant::now();
-    while !env.audit().iter().any(|r| r["kind"] == "config_reload") {
-        assert!(start.elapsed() < WAIT, "no reload recorded");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually("no reload recorded", || {
+        env.audit().iter().any(|r| r["kind"] == "config_reload")
+    });
     let reply = s.tool(4, "secret", json!({}));
     assert!(reply.get("result").is_some(), "{reply}");
     assert!(s.finish().success());
@@ -677,11 +669,9 @@ fn kill_cancels_in_flight_calls_ends_the_process_tree_and_holds_until_resumed() 
             .to_string()
             .as_bytes(),
     );
-    let start = Instant::now();
-    while !env.received().contains(r#""name":"slow""#) {
-        assert!(start.elapsed() < WAIT, "the call never reached the server");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    eventually("the call never reached the server", || {
+        env.received().contains(r#""name":"slow""#)
+    });
     // Without the human's credential nothing happens.
     let config = env.config();
     let forged = Command::new(AIRLOCK)
@@ -719,14 +709,9 @@ fn kill_cancels_in_flight_calls_ends_the_process_tree_and_holds_until_resumed() 
     // (The cancellation goes upstream just before SIGKILL, so whether the server read it is a
     // race; the timeout test proves cancellations reach a live server.)
     // The whole tree is gone, the SIGTERM-ignoring child too.
-    let start = Instant::now();
-    while pids.iter().any(|p| running(*p)) {
-        assert!(
-            start.elapsed() < WAIT,
-            "the upstream tree survived the kill"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    eventually("the upstream tree survived the kill", || {
+        !(pids.iter().any(|p| running(*p)))
+    });
     // New calls are refused; the gateway stays up to say so.
     assert_eq!(error_code(&s.tool(2, "echo", json!({}))), -31007);
     s.stdin.take();
