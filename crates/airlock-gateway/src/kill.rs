@@ -18,6 +18,8 @@ use serde_json::json;
 use crate::codes;
 use crate::gateway::Shared;
 
+/// How long a kill waits on a peer that does not read before it moves on.
+const WRITE_GRACE: Duration = Duration::from_millis(20);
 /// How often the kill state is re-read even without a notification.
 const FALLBACK_REREAD: Duration = Duration::from_secs(1);
 
@@ -127,11 +129,12 @@ pub(crate) async fn apply(shared: &Shared, kill: &Kill) {
         agent.push(b'\n');
         shared.queue_result(id, entry, "killed");
     }
-    // Tell the server to stop, then make sure it does: its whole process group goes.
-    let _ = shared.write_upstream(&upstream).await;
+    // Tell the server to stop, then make sure it does: its whole process group goes. A server
+    // (or agent) that stopped reading cannot hold the kill up: each write gets a short grace.
+    let _ = tokio::time::timeout(WRITE_GRACE, shared.write_upstream(&upstream)).await;
     crate::upstream::signal_group(shared.upstream_pid, nix::sys::signal::Signal::SIGKILL);
-    if !agent.is_empty() {
-        let _ = shared.write_agent(&agent).await;
-    }
     shared.commit_results();
+    if !agent.is_empty() {
+        let _ = tokio::time::timeout(WRITE_GRACE, shared.write_agent(&agent)).await;
+    }
 }
