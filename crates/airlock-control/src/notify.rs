@@ -11,13 +11,60 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use sha2::Digest;
+
 use crate::error::ControlError;
 
-/// The directory of gateway sockets for the database `db`: `<db>.control`.
+/// The longest socket path the kernel takes is 107 bytes (`sun_path`); a socket name here is
+/// at most 33 (`<pid>-<12 hex>.sock`).
+const MAX_DIR_LEN: usize = 107 - 1 - 33;
+
+/// The directory of gateway sockets for the database `db`: `<db>.control`, or, when that path
+/// is too long for a Unix socket, a private directory in the system temp dir named after the
+/// database's absolute path (the same for every process that uses `db`).
 pub fn socket_dir(db: &Path) -> PathBuf {
     let mut s = db.as_os_str().to_owned();
     s.push(".control");
-    PathBuf::from(s)
+    let beside = PathBuf::from(s);
+    if beside.as_os_str().len() <= MAX_DIR_LEN {
+        return beside;
+    }
+    let absolute = std::path::absolute(db).unwrap_or_else(|_| db.to_owned());
+    let digest = sha2::Sha256::digest(absolute.as_os_str().as_encoded_bytes());
+    std::env::temp_dir().join(format!(
+        "airlock-ctl-{}-{}",
+        nix::unistd::getuid(),
+        hex::encode(digest.get(..8).unwrap_or_default())
+    ))
+}
+
+/// Creates the socket directory, or checks that the existing one is a directory of ours that
+/// nobody else can enter: a shared temp dir must not let another user plant it.
+fn ensure_private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    }
+    let meta = std::fs::symlink_metadata(dir)?;
+    if !meta.is_dir() || meta.uid() != nix::unistd::getuid().as_raw() || meta.mode() & 0o077 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is not a private directory of this user; refusing to use it for control sockets",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Wakes every gateway listening on `db`; returns how many were reached.
@@ -86,10 +133,7 @@ impl Listener {
     /// (mode 0700) if needed. Needs a tokio runtime with I/O enabled.
     pub fn bind(db: &Path) -> io::Result<Listener> {
         let dir = socket_dir(db);
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)?;
+        ensure_private_dir(&dir)?;
         let mut r = [0u8; 6];
         crate::auth::random_bytes(&mut r).map_err(io::Error::other)?;
         let path = dir.join(format!("{}-{}.sock", std::process::id(), hex::encode(r)));
@@ -125,6 +169,36 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[tokio::test]
+    async fn a_database_path_too_long_for_a_socket_still_gets_notifications() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir
+            .path()
+            .join("a-rather-long-directory-name-for-a-test".repeat(3));
+        std::fs::create_dir_all(&deep).unwrap();
+        let db = deep.join("airlock-audit.db");
+        let sockets = socket_dir(&db);
+        assert!(
+            sockets.starts_with(std::env::temp_dir()),
+            "{}",
+            sockets.display()
+        );
+        assert_eq!(
+            sockets,
+            socket_dir(&db),
+            "every process must find the same directory"
+        );
+        let mut a = Listener::bind(&db).unwrap();
+        assert!(a.path().as_os_str().len() <= 107);
+        assert_eq!(notify_all(&db).unwrap(), 1);
+        tokio::time::timeout(Duration::from_secs(5), a.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        drop(a);
+        let _ = std::fs::remove_dir(&sockets);
+    }
 
     #[tokio::test]
     async fn notify_reaches_every_bound_listener() {
