@@ -21,7 +21,7 @@ struct Trail {
 }
 
 fn record(i: u64) -> NewRecord {
-    let agent = if i % 2 == 0 { "alice" } else { "bob" };
+    let agent = if i.is_multiple_of(2) { "alice" } else { "bob" };
     NewRecord::at(
         kinds::CALL,
         1_700_000_000_000_000_000 + i64::try_from(i).unwrap(),
@@ -400,8 +400,8 @@ fn two_stores_appending_alternately_keep_one_chain() {
     let db = dir.path().join("shared.db");
     let mut a = AuditStore::open(&db, Durability::Process).unwrap();
     let mut b = AuditStore::open(&db, Durability::Process).unwrap();
-    for i in 0..20 {
-        let (store, agent) = if i % 2 == 0 {
+    for i in 0..20u64 {
+        let (store, agent) = if i.is_multiple_of(2) {
             (&mut a, "a")
         } else {
             (&mut b, "b")

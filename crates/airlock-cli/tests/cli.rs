@@ -647,10 +647,10 @@ fn sighup_reloads_policies_and_a_bad_reload_keeps_the_old_set() {
 /// A process that is gone or a zombie no longer runs anything.
 fn running(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
+        Ok(stat) => stat
             .split_whitespace()
             .nth(2)
-            .is_some_and(|state| state == "Z"),
+            .is_none_or(|state| state != "Z"),
         Err(_) => false,
     }
 }

@@ -48,13 +48,13 @@ when { principal.on_behalf_of in Group::"interns" };"#
     ];
     let mut tools = 0;
     while out.len() < n {
-        let i = tools;
+        let i: usize = tools;
         tools += 1;
         out.push(format!(
             r#"@id("allow-t{i}") permit(principal in AgentGroup::"writers", action == Action::"call_tool", resource == Tool::"corp/t{i}")
 when {{ principal.task == Task::"triage" }};"#
         ));
-        if i % 3 == 0 && out.len() < n {
+        if i.is_multiple_of(3) && out.len() < n {
             out.push(format!(
                 r#"@id("limit-t{i}") forbid(principal, action, resource == Tool::"corp/t{i}")
 when {{ context.args has cpus && context.args.cpus > 8 }};"#

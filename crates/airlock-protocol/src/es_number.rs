@@ -122,7 +122,7 @@ fn reads_back(s: u64, e10: i32, x: f64) -> bool {
 }
 
 fn strip_zeros(mut s: u64, mut e10: i32) -> (u64, i32) {
-    while s != 0 && s % 10 == 0 {
+    while s != 0 && s.is_multiple_of(10) {
         s /= 10;
         e10 += 1;
     }
