@@ -548,7 +548,7 @@ fn every_toml_example_in_the_docs_parses() {
     assert_eq!(
         blocks.len(),
         2,
-        "docs/config.md should hold two toml examples"
+        "docs/config.md should hold two whole-file toml examples (fragments use plain fences)"
     );
     for block in blocks {
         if let Err(e) = parse(block, Path::new(PATH)) {
