@@ -235,13 +235,16 @@ impl AuditStore {
     /// appending to one file continue one chain.
     pub fn append(&mut self, records: &[NewRecord]) -> Result<Vec<Appended>, AuditError> {
         let refs: Vec<&NewRecord> = records.iter().collect();
-        self.append_refs(&refs)
+        self.append_refs(&refs, &[])
     }
 
     /// [`AuditStore::append`] over borrowed records (the spool's folding thread owns them).
+    /// `links[j] = Some(i)` sets record `j`'s `ref_seq` to the seq record `i` (earlier in the
+    /// same batch) gets: a result folded in the same commit as its call.
     pub(crate) fn append_refs(
         &mut self,
         records: &[&NewRecord],
+        links: &[Option<usize>],
     ) -> Result<Vec<Appended>, AuditError> {
         if self.read_only {
             return Err(AuditError::ReadOnly);
@@ -261,7 +264,7 @@ impl AuditStore {
             Some(h) => (h.seq, h.hash),
             None => (0, GENESIS.to_owned()),
         };
-        let mut out = Vec::with_capacity(records.len());
+        let mut out: Vec<Appended> = Vec::with_capacity(records.len());
         {
             let mut insert = tx
                 .prepare_cached(INSERT_SQL)
@@ -269,6 +272,17 @@ impl AuditStore {
             for (index, r) in records.iter().enumerate() {
                 seq += 1;
                 let seq_i = to_i64(index, "seq", seq)?;
+                let linked;
+                let r: &NewRecord =
+                    match links.get(index).copied().flatten().and_then(|i| out.get(i)) {
+                        Some(target) => {
+                            let mut copy = (*r).clone();
+                            copy.ref_seq = Some(target.seq);
+                            linked = copy;
+                            &linked
+                        }
+                        None => r,
+                    };
                 let mut row = [Field::Null; 22];
                 fill_fields(&mut row, seq_i, r, bufs, index)?;
                 let hash = chain_hash(prev.as_bytes(), &row[..HASHED]);

@@ -211,13 +211,23 @@ fn fold_loop(shared: &Shared, mut store: AuditStore) {
             return;
         }
         let mut batch = batch;
+        // A reference resolves to a record chained earlier, or to one in this very batch.
+        let position: HashMap<u64, usize> =
+            batch.iter().enumerate().map(|(i, e)| (e.k, i)).collect();
+        let mut links = Vec::with_capacity(batch.len());
         for e in batch.iter_mut() {
-            if let Some(seq) = e.refers_to.and_then(|k| seq_of.get(&k)) {
+            let earlier = e.refers_to.and_then(|k| seq_of.get(&k));
+            if let Some(seq) = earlier {
                 e.r.ref_seq = Some(*seq);
             }
+            links.push(if earlier.is_none() {
+                e.refers_to.and_then(|k| position.get(&k).copied())
+            } else {
+                None
+            });
         }
         let records: Vec<&NewRecord> = batch.iter().map(|e| &e.r).collect();
-        match store.append_refs(&records) {
+        match store.append_refs(&records, &links) {
             Ok(appended) => {
                 for (e, a) in batch.iter().zip(&appended) {
                     if e.r.kind == crate::kinds::CALL {
@@ -264,5 +274,50 @@ fn fold_loop(shared: &Shared, mut store: AuditStore) {
                 std::thread::sleep(RETRY);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::{kinds, verify, Query};
+
+    #[test]
+    fn a_result_finds_its_call_whether_chained_in_the_same_commit_or_an_earlier_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("audit.db");
+        let writer = AuditWriter::start(&db, Durability::Process).unwrap();
+        let call = |id: &str| NewRecord::now(kinds::CALL).agent("bot").request_id(id);
+        // Same commit: the result is submitted within the gathering window of its call.
+        let t1 = writer.submit(vec![call("1").into()]).unwrap();
+        writer
+            .submit(vec![Submission {
+                record: NewRecord::now(kinds::RESULT).status("ok"),
+                refers_to: Some(t1[0]),
+            }])
+            .unwrap();
+        assert!(writer.flush(Duration::from_secs(10)));
+        // Earlier commit: the call is chained before its result arrives.
+        let t2 = writer.submit(vec![call("2").into()]).unwrap();
+        assert!(writer.flush(Duration::from_secs(10)));
+        writer
+            .submit(vec![Submission {
+                record: NewRecord::now(kinds::RESULT).status("is_error"),
+                refers_to: Some(t2[0]),
+            }])
+            .unwrap();
+        writer.close();
+        let store = AuditStore::open_read_only(&db).unwrap();
+        let calls = store
+            .query(&Query {
+                kind: Some(kinds::CALL.into()),
+                ..Query::default()
+            })
+            .unwrap();
+        let status: Vec<Option<&str>> = calls.iter().map(|c| c.result_status.as_deref()).collect();
+        assert_eq!(status, vec![Some("ok"), Some("is_error")]);
+        assert!(verify(&db, None).unwrap().problem.is_none());
+        assert_eq!(std::fs::read_dir(crate::spool_dir(&db)).unwrap().count(), 0);
     }
 }

@@ -573,6 +573,10 @@ fn demo_runs_and_every_step_goes_as_expected() {
     assert!(text.contains("public forum posts: 0"), "{text}");
     assert!(text.contains("ACL changes: 0"), "{text}");
     assert!(text.contains("records intact"), "{text}");
+    // Every allowed call in the trail carries its result.
+    let allowed: Vec<&str> = text.lines().filter(|l| l.contains(" allow ")).collect();
+    assert_eq!(allowed.len(), 4, "{text}");
+    assert!(allowed.iter().all(|l| l.contains(" ok ")), "{text}");
 }
 
 #[test]
