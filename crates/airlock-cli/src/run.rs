@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use airlock_audit::{AuditStore, AuditWriter, Durability, NewRecord, Submission};
+use airlock_audit::{now_unix_ns, AuditStore, AuditWriter, Durability, NewRecord, Submission};
 use airlock_gateway::{AgentIo, GatewayOptions, Identity, Outcome, PolicyHandle, Upstream};
 use anyhow::Context;
 use clap::Args;
@@ -197,13 +197,6 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
 
 fn default_session() -> String {
     format!("s-{}-{}", std::process::id(), now_unix_ns() / 1_000_000)
-}
-
-fn now_unix_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// Copies the chain head to the anchor file now and then, off the call path.

@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use airlock_audit::{AuditWriter, NewRecord, Submission, Ticket};
+use airlock_audit::{now_unix_ns, AuditWriter, NewRecord, Submission, Ticket};
 use airlock_control::{BreakerSet, ControlStore, Kill, KillTarget, Verdict};
 use airlock_protocol::{
     error_response, parse_frame, Frame, FrameKind, Id, Limits, INVALID_REQUEST,
@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 
 use crate::codes;
 use crate::filter::{filter_list, Filtered};
-use crate::judge::{base_record, judge_request, now_unix_ns, Expect, Judgement};
+use crate::judge::{base_record, judge_request, Expect, Judgement};
 use crate::lines::{Line, LineReader};
 use crate::route::notification_allowed;
 use crate::stdio::AgentIo;
@@ -212,10 +212,11 @@ pub(crate) async fn run(
     let flusher = tokio::spawn(flush_results(shared.clone()));
     let sweeper = tokio::spawn(expire_calls(shared.clone()));
 
-    let outcome = tokio::select! {
+    // Who went first: the agent (an orderly end), or the upstream (its exit status).
+    let upstream_status = tokio::select! {
         agent_done = &mut to_upstream => {
-            // The agent closed its side: the upstream's stdin is closed with the task; give the
-            // server time to answer what is in flight and exit, then end it.
+            // The agent closed its side: close the upstream's stdin, give the server time to
+            // answer what is in flight and exit, then end it.
             if let Ok(Err(e)) = agent_done {
                 tracing::warn!(error = %e, "reading from the agent failed");
             }
@@ -223,40 +224,33 @@ pub(crate) async fn run(
             let _ = tokio::time::timeout(SHUTDOWN_GRACE, &mut to_agent).await;
             let status = shut_down(&mut child, pid, SHUTDOWN_GRACE).await.ok();
             tracing::info!(?status, "agent closed the session; upstream stopped");
-            Outcome::AgentClosed
+            None
         }
         exited = child.wait() => {
             // The server process itself is gone; a child it forked may still hold its stdout,
             // so do not wait for end-of-file. Let what it wrote drain, then end its group.
             let _ = tokio::time::timeout(Duration::from_millis(100), &mut to_agent).await;
-            if shared.stopped().is_some() {
-                // Killed: every request is refused until the agent goes away.
-                crate::upstream::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
-                let _ = (&mut to_upstream).await;
-                return finish(&shared, flusher, sweeper, watcher, Outcome::AgentClosed);
-            }
-            to_agent.abort();
-            to_upstream.abort();
             crate::upstream::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
-            let status_text = exited.map_or_else(|e| e.to_string(), |s| s.to_string());
-            fail_in_flight(&shared, &format!("the upstream server exited ({status_text})")).await;
-            Outcome::UpstreamExited { status: status_text }
+            Some(exited.map_or_else(|e| e.to_string(), |s| s.to_string()))
         }
         _ = &mut to_agent => {
-            if shared.stopped().is_some() {
-                // Killed: the upstream is gone, and every request is refused until the agent
-                // goes away.
-                let _ = (&mut to_upstream).await;
-                let _ = shut_down(&mut child, pid, Duration::from_millis(100)).await;
-                Outcome::AgentClosed
-            } else {
-                to_upstream.abort();
-                let status = shut_down(&mut child, pid, Duration::from_millis(500)).await.ok();
-                let status_text =
-                    status.map_or_else(|| "unknown status".to_string(), |s| s.to_string());
-                fail_in_flight(&shared, &format!("the upstream server exited ({status_text})")).await;
-                Outcome::UpstreamExited { status: status_text }
-            }
+            let status = shut_down(&mut child, pid, Duration::from_millis(500)).await.ok();
+            Some(status.map_or_else(|| "unknown status".to_string(), |s| s.to_string()))
+        }
+    };
+    let outcome = match upstream_status {
+        None => Outcome::AgentClosed,
+        Some(_) if shared.stopped().is_some() => {
+            // Killed: the upstream is gone on purpose, and every request is refused until the
+            // agent goes away (`finish` reports the kill).
+            let _ = (&mut to_upstream).await;
+            Outcome::AgentClosed
+        }
+        Some(status) => {
+            to_agent.abort();
+            to_upstream.abort();
+            fail_in_flight(&shared, &format!("the upstream server exited ({status})")).await;
+            Outcome::UpstreamExited { status }
         }
     };
     finish(&shared, flusher, sweeper, watcher, outcome)
@@ -858,13 +852,7 @@ async fn expire_calls(shared: Arc<Shared>) {
         };
         for (id, entry) in expired {
             queue_result(&shared, &id, &entry, "timeout");
-            let cancel = json!({
-                "jsonrpc": "2.0",
-                "method": "notifications/cancelled",
-                "params": { "requestId": id.to_json(), "reason": "timed out in Airlock" },
-            });
-            let mut line = cancel.to_string().into_bytes();
-            line.push(b'\n');
+            let line = cancel_line(&id, "timed out in Airlock");
             if let Err(e) = write_upstream(&shared, &line).await {
                 tracing::warn!(error = %e, "cannot send the cancellation upstream");
             }
@@ -894,7 +882,17 @@ fn with_newline(raw: &[u8]) -> Vec<u8> {
     out
 }
 
-fn error_line(id: Option<&Id>, code: i32, message: &str) -> Vec<u8> {
+/// A `notifications/cancelled` for the upstream, as one line.
+pub(crate) fn cancel_line(id: &Id, reason: &str) -> Vec<u8> {
+    let cancel = json!({
+        "jsonrpc": "2.0",
+        "method": "notifications/cancelled",
+        "params": { "requestId": id.to_json(), "reason": reason },
+    });
+    with_newline(cancel.to_string().as_bytes())
+}
+
+pub(crate) fn error_line(id: Option<&Id>, code: i32, message: &str) -> Vec<u8> {
     let mut out = error_response(id, code, message, None);
     out.push(b'\n');
     out

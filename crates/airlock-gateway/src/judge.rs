@@ -4,7 +4,7 @@
 //! refuse) and the audit record that goes with it. Writing the record and moving bytes is the
 //! caller's job, so that a batch of frames shares one durable commit.
 
-use airlock_audit::NewRecord;
+use airlock_audit::{now_unix_ns, NewRecord};
 use airlock_policy::{Action, CallRequest, Decision, PolicyEngine, PolicyRef};
 use airlock_protocol::{digest_json, Frame, Id, INVALID_PARAMS};
 use serde_json::{json, Map, Value};
@@ -273,13 +273,6 @@ pub(crate) fn base_record(
         policy_digest: Some(policy.digest().to_string()),
         ..NewRecord::default()
     }
-}
-
-pub(crate) fn now_unix_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 fn deny_message(

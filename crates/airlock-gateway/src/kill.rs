@@ -12,11 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_control::{matching, ControlStore, Kill, KillTarget, Listener};
-use airlock_protocol::Id;
-use serde_json::json;
 
 use crate::codes;
-use crate::gateway::Shared;
+use crate::gateway::{cancel_line, error_line, Shared};
 
 /// How long a kill waits on a peer that does not read before it moves on.
 const WRITE_GRACE: Duration = Duration::from_millis(20);
@@ -95,7 +93,7 @@ fn emergency_kill(why: &str) -> Kill {
         target: KillTarget::All,
         reason: format!("the kill state could not be read ({why})"),
         by: "airlock".into(),
-        created_ns: crate::judge::now_unix_ns(),
+        created_ns: airlock_audit::now_unix_ns(),
         resumed_ns: None,
         resumed_by: None,
     }
@@ -113,20 +111,8 @@ pub(crate) async fn apply(shared: &Shared, kill: &Kill) {
     let mut upstream = Vec::new();
     let mut agent = Vec::new();
     for (id, entry) in &in_flight {
-        let cancel = json!({
-            "jsonrpc": "2.0",
-            "method": "notifications/cancelled",
-            "params": { "requestId": Id::to_json(id), "reason": "stopped by Airlock" },
-        });
-        upstream.extend(cancel.to_string().into_bytes());
-        upstream.push(b'\n');
-        agent.extend(airlock_protocol::error_response(
-            Some(id),
-            codes::KILLED,
-            &message,
-            None,
-        ));
-        agent.push(b'\n');
+        upstream.extend(cancel_line(id, "stopped by Airlock"));
+        agent.extend(error_line(Some(id), codes::KILLED, &message));
         shared.queue_result(id, entry, "killed");
     }
     // Tell the server to stop, then make sure it does: its whole process group goes. A server
