@@ -188,17 +188,7 @@ pub(crate) fn run(plan: &Plan) -> io::Result<()> {
             restrict_fs(plan, ruleset.as_raw_fd())?;
         }
         for prog in &plan.seccomp {
-            let fprog = libc::sock_fprog {
-                len: u16::try_from(prog.len()).unwrap_or(u16::MAX),
-                // seccompiler's sock_filter has the kernel's layout.
-                filter: prog.as_ptr() as *mut libc::sock_filter,
-            };
-            let r = libc::syscall(
-                libc::SYS_seccomp,
-                libc::SECCOMP_SET_MODE_FILTER,
-                0,
-                &fprog as *const libc::sock_fprog,
-            );
+            let r = crate::syscalls::install(prog);
             check(plan, Step::Seccomp, r as libc::c_int)?;
         }
     }

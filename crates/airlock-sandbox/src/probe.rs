@@ -139,16 +139,7 @@ fn seccomp_check() -> Check {
                 return Err(std::io::Error::last_os_error());
             }
             for prog in &programs {
-                let fprog = libc::sock_fprog {
-                    len: u16::try_from(prog.len()).unwrap_or(u16::MAX),
-                    filter: prog.as_ptr() as *mut libc::sock_filter,
-                };
-                let r = libc::syscall(
-                    libc::SYS_seccomp,
-                    libc::SECCOMP_SET_MODE_FILTER,
-                    0,
-                    &fprog as *const libc::sock_fprog,
-                );
+                let r = crate::syscalls::install(prog);
                 if r < 0 {
                     return Err(std::io::Error::last_os_error());
                 }

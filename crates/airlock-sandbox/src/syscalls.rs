@@ -128,6 +128,30 @@ pub(crate) fn programs() -> Result<Vec<BpfProgram>, SandboxError> {
     Ok(out)
 }
 
+/// Loads one compiled filter into the calling thread (`seccomp(SECCOMP_SET_MODE_FILTER)`).
+/// Returns the raw syscall result (negative on error, with `errno` set). Makes no allocation,
+/// so it is safe between fork and exec.
+///
+/// # Safety
+/// Call only where installing a filter on this thread is intended (a pre-exec hook): it
+/// restricts every later syscall of the thread and its children.
+pub(crate) unsafe fn install(prog: &BpfProgram) -> libc::c_long {
+    let fprog = libc::sock_fprog {
+        len: u16::try_from(prog.len()).unwrap_or(u16::MAX),
+        // seccompiler's sock_filter has the kernel's layout.
+        filter: prog.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `fprog` points at `prog`, which outlives the call; the kernel copies the program.
+    unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0,
+            &fprog as *const libc::sock_fprog,
+        )
+    }
+}
+
 fn cond(arg: u8, op: SeccompCmpOp, value: u64) -> Result<SeccompCondition, SandboxError> {
     SeccompCondition::new(arg, SeccompCmpArgLen::Dword, op, value)
         .map_err(|e| prepare_err("condition", e))
