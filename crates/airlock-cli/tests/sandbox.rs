@@ -442,9 +442,14 @@ fn a_setuid_binary_gains_nothing() {
 fn a_layer_that_cannot_be_enforced_stops_the_command() {
     // Airlock inside Airlock: the outer seccomp filter forbids unshare, so the inner
     // sandbox cannot create its namespaces and must refuse to run, naming the layer.
-    let airlock = Path::new(env!("CARGO_BIN_EXE_airlock"));
-    let bin_dir = airlock.parent().unwrap();
+    // The outer sandbox runs as `nobody`, and the checkout may sit in a directory `nobody`
+    // cannot enter: run a copy of the binary from the case's own (reachable) directory.
+    let mut airlock_copy = PathBuf::new();
     let case = Case::with(|d| {
+        let bin_dir = open_dir(&d.join("bin"));
+        airlock_copy = bin_dir.join("airlock");
+        fs::copy(env!("CARGO_BIN_EXE_airlock"), &airlock_copy).unwrap();
+        fs::set_permissions(&airlock_copy, fs::Permissions::from_mode(0o755)).unwrap();
         let work = open_dir(&d.join("inner"));
         format!(
             "[sandbox.profiles.outer]\nread = [\"/usr\", \"/lib\", \"/lib64\", \"/etc\", \"{}\"]\n\
@@ -453,6 +458,7 @@ fn a_layer_that_cannot_be_enforced_stops_the_command() {
             work.display()
         )
     });
+    let airlock = airlock_copy.as_path();
     let work = case.path("inner");
     let inner_cfg = work.join("airlock.toml");
     fs::write(work.join("p.cedar"), "").unwrap();
