@@ -838,3 +838,90 @@ fn a_breaker_trips_at_exactly_its_budget_and_pauses_the_agent() {
         .is_some());
     s.finish();
 }
+
+#[test]
+fn items_read_from_the_result_pause_the_agent_once_they_cross_the_cap() {
+    let policy = r#"
+@id("allow-acl")
+permit (principal == Agent::"bot", action == Action::"call_tool", resource == Tool::"rec/acl_set");
+@id("allow-forum")
+permit (principal == Agent::"bot", action == Action::"call_tool", resource == Tool::"rec/forum_list");
+"#;
+    let env = Env::with_config(
+        policy,
+        "",
+        "[breakers.acl-recursive]\ntools = [\"rec/acl_set\"]\nwhen = { recursive = true }\n\
+         max_calls = 100\nwindow_secs = 600\nmax_items = 10\n\
+         items = \"result:/structuredContent/changed\"\n",
+    );
+    let state = env.dir.path().join("company.json");
+    let child = Command::new(AIRLOCK)
+        .args(["run", "--config"])
+        .arg(env.config())
+        .args([
+            "--agent",
+            "bot",
+            "--session",
+            "acl",
+            "--",
+            AIRLOCK,
+            "demo-server",
+        ])
+        .arg("--state")
+        .arg(&state)
+        .arg("--reset")
+        .env("AIRLOCK_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut s = Session::new(child);
+    s.call(
+        json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
+        "protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}),
+    );
+    s.send_raw(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+    let acl = |principal: &str| json!({"repo": "eng/platform", "principal": principal, "access": "admin", "recursive": true});
+    // 7 repos: within the cap of 10.
+    let first = s.tool(1, "acl_set", acl("group:all"));
+    let changed = first["result"]["structuredContent"]["changed"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{first}"))
+        .len();
+    assert_eq!(changed, 7, "{first}");
+    assert!(s.tool(2, "forum_list", json!({})).get("result").is_some());
+    // 7 more: the call has happened (its answer arrives), and the agent is paused.
+    let second = s.tool(3, "acl_set", acl("user:bob"));
+    assert!(second.get("result").is_some(), "{second}");
+    let refused = s.tool(4, "acl_set", acl("user:carol"));
+    assert_eq!(error_code(&refused), -31007, "{refused}");
+    let next = s.tool(5, "forum_list", json!({}));
+    assert_eq!(error_code(&next), -31007, "{next}");
+    assert!(
+        next["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("breaker:acl-recursive"),
+        "{next}"
+    );
+    s.stdin.take();
+    wait_exit(&mut s.child);
+    // The third ACL change never reached the server.
+    let saved = std::fs::read_to_string(&state).unwrap();
+    assert!(
+        !saved.contains("user:carol"),
+        "a refused call changed state"
+    );
+    let config = env.config();
+    let status = env.airlock(&["status", "--config", config.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("breaker:acl-recursive"), "{text}");
+    assert!(text.contains("14/10"), "{text}");
+    let records = env.audit();
+    let trip = records
+        .iter()
+        .find(|r| r["kind"] == "breaker")
+        .expect("a breaker record");
+    assert_eq!(trip["target"], "acl_set", "{trip}");
+}

@@ -255,6 +255,13 @@ impl BreakerSet {
         })
     }
 
+    /// Whether `class` reads its items from the call's result (`items = "result:…"`).
+    pub fn counts_result(&self, class: &str) -> bool {
+        self.classes
+            .iter()
+            .any(|(n, c)| n == class && matches!(c.items, Some(ItemsSource::Result(_))))
+    }
+
     /// For each matched class that counts items from the result: `(class, n)`.
     pub fn result_items(&self, matched: &[Matched], result: &Value) -> Vec<(String, u64)> {
         matched

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use airlock_audit::{now_unix_ns, AuditWriter, NewRecord, Submission, Ticket};
-use airlock_control::{BreakerSet, ControlStore, Kill, KillTarget, Verdict};
+use airlock_control::{BreakerSet, ControlStore, Kill, Verdict};
 use airlock_protocol::{
     error_response, parse_frame, Frame, FrameKind, Id, Limits, INVALID_REQUEST,
 };
@@ -75,13 +75,15 @@ pub(crate) struct Shared {
     /// The kill that stopped this gateway, once one has.
     stopped: Mutex<Option<Kill>>,
     /// Budgets per action class, and the store that counts them.
-    breakers: Option<Mutex<Breakers>>,
+    pub(crate) breakers: Option<Mutex<Breakers>>,
 }
 
 pub(crate) struct Breakers {
-    set: BreakerSet,
-    store: ControlStore,
-    db: std::path::PathBuf,
+    pub(crate) set: BreakerSet,
+    pub(crate) store: ControlStore,
+    pub(crate) db: std::path::PathBuf,
+    /// Calls in flight whose result counts items of a class (see `crate::breaker`).
+    pub(crate) results: HashMap<Id, Vec<airlock_control::Matched>>,
 }
 
 // === impl Shared ===
@@ -137,7 +139,7 @@ impl Shared {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these locks leaves plain data behind; keep going with it.
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -169,6 +171,7 @@ pub(crate) async fn run(
                 set: c.breakers,
                 store,
                 db: c.db.clone(),
+                results: HashMap::new(),
             };
             (
                 Some(ControlParts {
@@ -555,16 +558,19 @@ struct BreakerRefusal {
 fn check_breakers(shared: &Shared, frame: &Frame, tool: &str) -> Option<BreakerRefusal> {
     let breakers = shared.breakers.as_ref()?;
     let mut guard = lock(breakers);
-    let Breakers { set, store, db } = &mut *guard;
     let empty = serde_json::Value::Object(serde_json::Map::new());
     let args = frame
         .params()
         .and_then(|p| p.get("arguments"))
         .unwrap_or(&empty);
     let who = &shared.who;
+    let Breakers { set, store, .. } = &mut *guard;
     let verdict = set.admit(store, &who.agent, &who.server, tool, args, now_unix_ns());
     let trip = match verdict {
-        Ok(Verdict::Pass { .. }) => return None,
+        Ok(Verdict::Pass { matched }) => {
+            crate::breaker::expect_result(&mut guard, frame, matched);
+            return None;
+        }
         Ok(Verdict::Trip(trip)) => trip,
         Err(e) => {
             tracing::error!(error = %e, "breaker accounting failed; refusing the call");
@@ -582,31 +588,8 @@ fn check_breakers(shared: &Shared, frame: &Frame, tool: &str) -> Option<BreakerR
          the call was refused and a human must resume the agent",
         who.agent, trip.class, trip.budget
     );
-    tracing::warn!(agent = %who.agent, class = %trip.class, budget = %trip.budget, "breaker tripped");
-    let mut records = vec![airlock_control::trip_record(
-        &who.agent,
-        &trip,
-        &who.server,
-        tool,
-    )];
-    // The pause is a kill with reason breaker:<class>: it survives restarts and stops every
-    // gateway of the agent, this one included (through the notification).
-    match store.kill(
-        KillTarget::Agent(who.agent.clone()),
-        &trip.reason(),
-        "airlock",
-    ) {
-        Ok(kill) => {
-            records.push(airlock_control::kill_record(&kill));
-            let mut kills = (*shared.kills()).clone();
-            kills.push(kill);
-            shared.set_kills(kills);
-            if let Err(e) = airlock_control::notify_all(db) {
-                tracing::warn!(error = %e, "cannot notify gateways of the pause");
-            }
-        }
-        Err(e) => tracing::error!(error = %e, "cannot record the breaker pause"),
-    }
+    let Breakers { store, db, .. } = &mut *guard;
+    let records = crate::breaker::pause(shared, store, db, &trip, tool);
     Some(BreakerRefusal {
         code: codes::KILLED,
         message,
@@ -701,7 +684,7 @@ async fn upstream_to_agent<R: AsyncRead + Unpin>(
 fn answer_for_agent(shared: &Shared, frame: &Frame, id: &Id, entry: &InFlight) -> Vec<u8> {
     let is_error = matches!(frame.kind(), FrameKind::ErrorResponse { .. });
     match &entry.expect {
-        Expect::Act { .. } => {
+        Expect::Act { target } => {
             let status = if is_error {
                 "error"
             } else if frame
@@ -714,6 +697,8 @@ fn answer_for_agent(shared: &Shared, frame: &Frame, id: &Id, entry: &InFlight) -
             } else {
                 "ok"
             };
+            let pause = crate::breaker::count_result(shared, id, frame, target);
+            lock(&shared.results).extend(pause.into_iter().map(Submission::from));
             queue_result(shared, id, entry, status);
             with_newline(frame.raw())
         }
@@ -751,6 +736,7 @@ fn queue_result(shared: &Shared, id: &Id, entry: &InFlight, status: &str) {
     let Expect::Act { target } = &entry.expect else {
         return;
     };
+    crate::breaker::forget(shared, id);
     let mut record = base_record(
         &shared.who,
         &shared.policy.current(),

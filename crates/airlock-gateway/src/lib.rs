@@ -6,6 +6,7 @@
 //! method (`route`), the policy decision (`judge`), a durable audit commit, then the upstream.
 //! Answers come back through list filtering (`filter`) and close their audit records.
 
+mod breaker;
 pub mod codes;
 mod filter;
 mod gateway;
