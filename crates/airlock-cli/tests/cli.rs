@@ -925,3 +925,52 @@ permit (principal == Agent::"bot", action == Action::"call_tool", resource == To
         .expect("a breaker record");
     assert_eq!(trip["target"], "acl_set", "{trip}");
 }
+
+#[test]
+fn two_gateways_of_one_agent_share_a_budget_exactly() {
+    let env = Env::with_config(
+        POLICY,
+        "",
+        "[breakers.writes]\ntools = [\"rec/write\"]\nmax_calls = 15\nwindow_secs = 600\n\
+         [breakers.defaults]\nenabled = false\n",
+    );
+    let mut sessions = [env.start(), env.start()];
+    // Both gateways take calls at once, 15 each: together they may pass exactly 15.
+    for s in &mut sessions {
+        let burst: String = (100..115)
+            .map(|id| {
+                format!(
+                    "{}\n",
+                    json!({"jsonrpc":"2.0","id":id,"method":"tools/call",
+                           "params":{"name":"write","arguments":{"channel":"internal"}}})
+                )
+            })
+            .collect();
+        s.send_raw(burst.trim_end().as_bytes());
+    }
+    let mut results = 0;
+    for s in &mut sessions {
+        // Every request gets one answer: a result, the trip, or the pause that followed it.
+        for _ in 100..115 {
+            let reply = s.next();
+            if reply.get("result").is_some() {
+                results += 1;
+            } else {
+                assert_eq!(error_code(&reply), -31007, "{reply}");
+            }
+        }
+        s.stdin.take();
+        wait_exit(&mut s.child);
+    }
+    assert!(results <= 15, "{results} results");
+    let records = env.audit();
+    let allowed = records
+        .iter()
+        .filter(|r| r["kind"] == "call" && r["target"] == "write" && r["decision"] == "allow")
+        .count();
+    assert_eq!(
+        allowed, 15,
+        "calls let through by the two gateways together"
+    );
+    assert!(records.iter().any(|r| r["kind"] == "breaker"));
+}

@@ -140,6 +140,35 @@ impl EventCache {
             })
     }
 
+    /// Forgets `agent`'s budget events (its journal is about to be read afresh).
+    pub(crate) fn forget_budgets(&mut self, agent: &str) {
+        self.budgets.remove(agent);
+    }
+
+    /// `agent`'s budget events after `from_ns`, as rows (to rewrite its journal).
+    pub(crate) fn budget_rows(&self, agent: &str, from_ns: i64) -> Vec<EventRow> {
+        let mut rows: Vec<EventRow> = self
+            .budgets
+            .get(agent)
+            .into_iter()
+            .flat_map(|m| m.iter())
+            .flat_map(|(class, q)| {
+                q.iter()
+                    .filter(move |e| e.time_ns > from_ns)
+                    .map(|e| EventRow {
+                        agent: agent.to_owned(),
+                        class: class.clone(),
+                        time_ns: e.time_ns,
+                        calls: e.calls,
+                        items: e.items,
+                        key: None,
+                    })
+            })
+            .collect();
+        rows.sort_by_key(|r| r.time_ns);
+        rows
+    }
+
     /// Agents with any budget event for `class`.
     pub(crate) fn budget_agents(&self, class: &str) -> Vec<&str> {
         let mut v: Vec<&str> = self

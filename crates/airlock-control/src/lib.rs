@@ -38,6 +38,7 @@ pub mod auth;
 mod breakers;
 mod cache;
 mod error;
+mod journal;
 mod kill;
 mod notify;
 mod records;
