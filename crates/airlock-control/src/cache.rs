@@ -1,11 +1,12 @@
 //! The in-memory view of `breaker_events` that every check reads.
 //!
 //! Rows reach it in two ways: this process's own writes are applied as they
-//! are made, and other processes' rows are read by a delta query (`id >
-//! last_id AND origin != me`) — see `ControlStore::refresh`. Budget checks
-//! always run that delta first (inside the write transaction for `admit`), so
-//! they see every committed call of every process; loop detection refreshes at
-//! most every [`crate::store::LOOP_REFRESH`].
+//! are made, and other processes' rows are read back. Budget rows come from
+//! the agent's journal, read up to its end under the agent's lock before every
+//! budget decision (see `crate::journal`), so they include every counted call
+//! of every process; loop-detection rows come from `breaker_events` by a delta
+//! query (`id > last_id AND origin != me`, see `ControlStore::refresh`) at most
+//! every [`crate::store::LOOP_REFRESH`].
 
 use std::collections::{HashMap, VecDeque};
 

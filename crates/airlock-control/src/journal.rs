@@ -259,7 +259,7 @@ impl State {
         }
         let want = usize::try_from(len - self.pos)
             .map_err(|_| ControlError::Corrupt("breaker journal too large".into()))?;
-        let mut buf = vec![0u8; want.min(READ_CHUNK).max(1)];
+        let mut buf = vec![0u8; want.clamp(1, READ_CHUNK)];
         let mut tail: Vec<u8> = Vec::new();
         let mut at = self.pos;
         while at < len {
