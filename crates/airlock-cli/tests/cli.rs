@@ -1132,3 +1132,34 @@ fn a_pending_request_survives_a_crash_and_the_retry_goes_through_once() {
     let _ = wait_exit(&mut s.child);
     assert_eq!(env.received().matches("after-restart").count(), 1);
 }
+
+#[test]
+fn check_refuses_malformed_approval_annotations_and_warns_about_approvals_nobody_can_give() {
+    let env = Env::new(APPROVAL_POLICY);
+    let out = env.airlock(&["check", "--config", env.config().to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("policy public-posts needs 1 approval but only 0 humans with a credential in group comms"),
+        "{text}"
+    );
+    assert!(!text.contains("policy quick needs"), "{text}");
+
+    let bad = APPROVAL_POLICY.replace(r#"@expires("1s")"#, r#"@quorum("many")"#);
+    let env = Env::new(&bad);
+    let out = env.airlock(&["check", "--config", env.config().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("policy.cedar:") && err.contains("@quorum(\"many\") must be a whole number"),
+        "{err}"
+    );
+    // `run` refuses to start the same way.
+    let mut run = env.spawn_run();
+    drop(run.stdin.take());
+    assert_eq!(wait_exit(&mut run).code(), Some(2));
+}
