@@ -10,6 +10,7 @@ mod breaker;
 pub mod codes;
 mod filter;
 mod gateway;
+mod hold;
 mod judge;
 mod kill;
 mod lines;
