@@ -343,8 +343,11 @@ const CUSTOMER_KINDS: &[&str] = &["group", "labs"];
 /// Number of repos in the seed.
 pub const REPO_COUNT: usize = 300;
 
-/// The generated part of the tree: (path, restricted, description, extra files).
-fn generated_repos() -> Vec<(String, bool, String, Vec<(String, String)>)> {
+/// One repo to seed: (path, restricted, description, extra files as (name, content)).
+type RepoSpec = (String, bool, String, Vec<(String, String)>);
+
+/// The generated part of the tree.
+fn generated_repos() -> Vec<RepoSpec> {
     let mut out = Vec::new();
     for domain in SERVICE_DOMAINS {
         for part in SERVICE_PARTS {
