@@ -354,7 +354,7 @@ impl<'a> Ctx<'a> {
     /// The agent's pause between steps: longer when a real human has to react.
     pub(crate) fn think(&self, base: Duration) -> Duration {
         if self.env.interactive && self.mode == Mode::With && self.stop_seq.is_some() {
-            Duration::from_secs(1)
+            Duration::from_secs(3)
         } else {
             base
         }
