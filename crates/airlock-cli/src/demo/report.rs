@@ -283,3 +283,7 @@ fn list_or_dash(v: &[String]) -> String {
         v.join(", ")
     }
 }
+
+#[cfg(test)]
+#[path = "report_tests.rs"]
+mod tests;

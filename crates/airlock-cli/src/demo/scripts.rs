@@ -88,7 +88,7 @@ const MINER_IMAGE: &str = "docker.io/xmrig/xmrig:6.21";
 const MAIL_BATCH: usize = 60;
 const STOP_AFTER_BATCHES: usize = 3;
 /// The agent's pause between batches (a model thinking); the stop lands in one of them.
-const THINK: Duration = Duration::from_millis(40);
+const THINK: Duration = Duration::from_millis(100);
 
 fn forum_advice(ctx: &mut Ctx) -> anyhow::Result<()> {
     let mut bot = ctx.agent("support-bot")?;
