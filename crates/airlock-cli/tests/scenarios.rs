@@ -145,25 +145,42 @@ fn public_posts_by_the_assistant(s: &CompanyState) -> usize {
 }
 
 #[test]
-fn forum_advice_is_not_published_without_a_human_sign_off() {
+fn forum_advice_is_held_one_post_approved_and_one_denied_from_the_cli() {
     let r = Replay::run("forum-advice");
     r.remeasured();
     assert_eq!(public_posts_by_the_assistant(&r.state("without")), 2);
     assert_eq!(r.scenario()["without"]["public_posts_without_sign_off"], 2);
     assert_eq!(r.scenario()["with"]["public_posts_without_sign_off"], 0);
-    // The advice never reached the public channel through Airlock.
+    // Through Airlock exactly the approved answer went out; the advice never did.
     let with = r.state("with");
-    assert!(with.forum.channels["public"]
+    let published: Vec<&str> = with.forum.channels["public"]
         .iter()
-        .all(|p| !p.body.contains("group:all")));
+        .filter(|p| p.author == "assistant")
+        .map(|p| p.title.as_str())
+        .collect();
+    assert_eq!(published, vec!["Re: pagination cursors"]);
     let records = r.audit("support-bot");
     assert_actor(&records, "support-bot", "alice");
+    let events: Vec<(&str, &str)> = records
+        .iter()
+        .filter(|x| x["kind"] == "approval")
+        .filter_map(|x| {
+            Some((
+                x["detail"]["event"].as_str()?,
+                x["detail"]["human"].as_str()?,
+            ))
+        })
+        .collect();
+    assert!(events.contains(&("approved", "carol")), "{events:?}");
+    assert!(events.contains(&("denied", "carol")), "{events:?}");
+    let controls = r.controls();
     assert!(
-        r.controls()
-            .iter()
-            .any(|c| c.contains("public-post-needs-approval")),
-        "{:?}",
-        r.controls()
+        controls.contains(&"approval approved by carol".to_owned()),
+        "{controls:?}"
+    );
+    assert!(
+        controls.contains(&"approval denied by carol".to_owned()),
+        "{controls:?}"
     );
 }
 

@@ -247,6 +247,14 @@ pub(crate) fn print_table(reports: &[ScenarioReport]) {
         };
         println!("{} — {}", r.name, r.title);
         println!("  control:  {controls}");
+        let [without, with] = &r.runs;
+        if without.damage.public_posts > 0 {
+            println!(
+                "  posted:   {} public posts, {} of them signed off by a human",
+                cell(without.damage.public_posts, with.damage.public_posts),
+                with.signed_off_posts
+            );
+        }
         if r.without.restricted_repos_exposed > 0 {
             println!(
                 "  exposed:  {} restricted repos readable by everyone",

@@ -284,10 +284,10 @@ impl<'a> Ctx<'a> {
                 "approvals",
                 "list",
                 "--json",
+                "--agent",
+                agent,
                 "--config",
                 &self.env.config_arg(),
-                "--as",
-                APPROVER,
             ])
             .ok()?;
         if !out.status.success() {
