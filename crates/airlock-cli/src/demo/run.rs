@@ -107,6 +107,8 @@ pub(crate) struct Ctx<'a> {
     state: PathBuf,
     started: bool,
     stop_seq: Option<u64>,
+    /// `--interactive`: the demo asked a person to kill this agent and watches for it.
+    awaiting_kill: Option<String>,
     signed_off: u64,
     steps: Vec<Step>,
 }
@@ -124,6 +126,7 @@ impl<'a> Ctx<'a> {
             state: env.dir.join(format!("{scenario}-{suffix}-airlock.json")),
             started: false,
             stop_seq: None,
+            awaiting_kill: None,
             signed_off: 0,
             steps: Vec::new(),
         }
@@ -217,7 +220,7 @@ impl<'a> Ctx<'a> {
             REPLY_TIMEOUT
         };
         let deadline = Instant::now() + limit;
-        let mut told = false;
+        let mut held = false;
         let mut decided = false;
         let reply = loop {
             if let Some(v) = agent.session.wait(id, Duration::from_millis(100))? {
@@ -233,8 +236,7 @@ impl<'a> Ctx<'a> {
                 continue;
             };
             if self.env.interactive {
-                if !told {
-                    told = true;
+                if !held {
                     eprintln!(
                         "\n{} wants to {tool}: held for a human ({pending}). Decide on the web \
                          page or with\n  AIRLOCK_TOKEN={} airlock approvals approve|deny {pending} \
@@ -244,8 +246,10 @@ impl<'a> Ctx<'a> {
                         self.env.config_arg()
                     );
                 }
+                held = true;
                 continue;
             }
+            held = true;
             let (word, comment) = match verdict {
                 Verdict::Approve => ("approve", "reviewed: fine to publish"),
                 Verdict::Deny => ("deny", "reviewed: must not be published"),
@@ -269,7 +273,8 @@ impl<'a> Ctx<'a> {
             }
             decided = true;
         };
-        if decided && verdict == Verdict::Approve && reply.is_ok() {
+        // A held call that went through was approved by a human (whoever decided).
+        if held && reply.is_ok() {
             self.signed_off += 1;
         }
         self.note(agent, tool, &args, &reply);
@@ -308,9 +313,9 @@ impl<'a> Ctx<'a> {
 
     /// The human says stop to `agent`. Without Airlock the words reach only the agent, which
     /// ignores them; with Airlock `human` runs `airlock kill`. The company clock at that moment
-    /// is the stop time damage is measured against.
+    /// is the stop time damage is measured against. With `--interactive` a person runs the kill,
+    /// and the stop time is when their kill is in the store (see [`Ctx::pause`]).
     pub(crate) fn human_stop(&mut self, agent: &str, human: &str) -> anyhow::Result<()> {
-        self.stop_seq = Some(load_state(&self.state)?.seq);
         let outcome = match self.mode {
             Mode::Without => "said in the chat; nothing can enforce it".to_owned(),
             Mode::With if self.env.interactive => {
@@ -320,7 +325,8 @@ impl<'a> Ctx<'a> {
                     self.env.token,
                     self.env.config_arg()
                 );
-                "waiting for a human's kill".to_owned()
+                self.awaiting_kill = Some(agent.to_owned());
+                "asked a person to kill it".to_owned()
             }
             Mode::With => {
                 let out = self.env.as_human(&[
@@ -343,6 +349,8 @@ impl<'a> Ctx<'a> {
                 String::from_utf8_lossy(&out.stdout).trim().to_owned()
             }
         };
+        // The stop time; with a person still to act, [`Ctx::pause`] moves it to their kill.
+        self.stop_seq = Some(load_state(&self.state)?.seq);
         self.steps.push(Step {
             agent: human.to_owned(),
             action: format!("stop {agent}"),
@@ -351,13 +359,45 @@ impl<'a> Ctx<'a> {
         Ok(())
     }
 
-    /// The agent's pause between steps: longer when a real human has to react.
-    pub(crate) fn think(&self, base: Duration) -> Duration {
-        if self.env.interactive && self.mode == Mode::With && self.stop_seq.is_some() {
-            Duration::from_secs(3)
-        } else {
-            base
+    /// The agent's pause between steps (a model thinking). While a person is asked to kill the
+    /// agent it is 3 s, so they have time to react, and the moment their kill is in the store
+    /// becomes the stop time.
+    pub(crate) fn pause(&mut self, base: std::time::Duration) -> anyhow::Result<()> {
+        let Some(agent) = self.awaiting_kill.clone() else {
+            std::thread::sleep(base);
+            return Ok(());
+        };
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if self.kill_in_force(&agent) {
+                self.stop_seq = Some(load_state(&self.state)?.seq);
+                self.awaiting_kill = None;
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
+        Ok(())
+    }
+
+    /// Whether `airlock status` shows a kill of `agent` (or of everything).
+    fn kill_in_force(&self, agent: &str) -> bool {
+        let Ok(out) = self
+            .env
+            .as_human(&["status", "--json", "--config", &self.env.config_arg()])
+        else {
+            return false;
+        };
+        let status: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        status
+            .get("kills")
+            .and_then(Value::as_array)
+            .is_some_and(|kills| {
+                kills.iter().any(|k| {
+                    let scope = k.pointer("/target/scope").and_then(Value::as_str);
+                    let target = k.pointer("/target/target").and_then(Value::as_str);
+                    scope == Some("all") || (scope == Some("agent") && target == Some(agent))
+                })
+            })
     }
 }
 

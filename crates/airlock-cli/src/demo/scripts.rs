@@ -179,7 +179,7 @@ fn inbox_stop(ctx: &mut Ctx) -> anyhow::Result<()> {
         if reply.is_stopped() {
             break;
         }
-        std::thread::sleep(ctx.think(THINK));
+        ctx.pause(THINK)?;
     }
     bot.finish()
 }
