@@ -1044,8 +1044,22 @@ fn a_changed_argument_is_a_new_request_and_an_expired_one_is_a_denial() {
     assert_eq!(reply["id"], json!(1), "{reply}");
     assert!(env.received().contains("one") && !env.received().contains("two"));
 
+    // The agent cancels the other held call: it is withdrawn, never forwarded.
+    s.send_raw(br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":2}}"#);
+    eventually("the cancelled call was not withdrawn", || {
+        env.approval_list()
+            .iter()
+            .any(|a| a["state"] == "withdrawn")
+    });
     // `quick` expires after a second without a decision: a clear error, nothing forwarded.
-    let reply = s.tool(3, "echo", json!({"message": "urgent"}));
+    // (Progress notifications of the held calls may still be in the pipe: skip them.)
+    s.send_raw(
+        json!({"jsonrpc":"2.0","id":3,"method":"tools/call",
+            "params":{"name":"echo","arguments":{"message":"urgent"}}})
+        .to_string()
+        .as_bytes(),
+    );
+    let reply = next_answer(&mut s);
     assert_eq!(reply["id"], json!(3), "{reply}");
     assert_eq!(error_code(&reply), -31009, "{reply}");
     assert!(!env.received().contains("urgent"));
@@ -1057,14 +1071,8 @@ fn a_changed_argument_is_a_new_request_and_an_expired_one_is_a_denial() {
     assert_eq!(expired["state"], "expired");
     let late = env.approvals(Some("bob"), &["approve", expired["id"].as_str().unwrap()]);
     assert_eq!(late.status.code(), Some(1));
-    // The agent cancels the other held call: it is withdrawn, never forwarded.
-    s.send_raw(br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":2}}"#);
-    eventually("the cancelled call was not withdrawn", || {
-        env.approval_list()
-            .iter()
-            .any(|a| a["state"] == "withdrawn")
-    });
-    s.ping(4);
+    s.send_raw(br#"{"jsonrpc":"2.0","id":4,"method":"ping"}"#);
+    assert_eq!(next_answer(&mut s)["id"], json!(4));
     s.finish();
     assert!(!env.received().contains("two"));
 }
@@ -1107,4 +1115,87 @@ fn a_pending_request_survives_a_crash_and_the_retry_goes_through_once() {
     s.stdin.take();
     let _ = wait_exit(&mut s.child);
     assert_eq!(env.received().matches("after-restart").count(), 1);
+}
+
+#[test]
+fn check_refuses_malformed_approval_annotations_and_warns_about_approvals_nobody_can_give() {
+    let env = Env::new(APPROVAL_POLICY);
+    let out = env.airlock(&["check", "--config", env.config().to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("policy public-posts needs 1 approval but only 0 humans with a credential in group comms"),
+        "{text}"
+    );
+    assert!(!text.contains("policy quick needs"), "{text}");
+
+    let bad = APPROVAL_POLICY.replace(r#"@expires("1s")"#, r#"@quorum("many")"#);
+    let env = Env::new(&bad);
+    let out = env.airlock(&["check", "--config", env.config().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("policy.cedar:") && err.contains("@quorum(\"many\") must be a whole number"),
+        "{err}"
+    );
+    // `run` refuses to start the same way.
+    let mut run = env.spawn_run();
+    drop(run.stdin.take());
+    assert_eq!(wait_exit(&mut run).code(), Some(2));
+}
+
+// === information flow ===
+
+#[test]
+fn an_agent_that_read_confidential_data_cannot_post_it_in_public() {
+    let policy = r#"
+@id("allow-write")
+permit (principal == Agent::"bot", action == Action::"call_tool", resource == Tool::"rec/write");
+@id("allow-secret")
+permit (principal == Agent::"bot", action == Action::"call_tool", resource == Tool::"rec/secret");
+@id("no-confidential-in-public")
+@reason("this agent has read confidential data; it may not post in public")
+forbid (principal, action == Action::"call_tool", resource == Tool::"rec/write")
+when {
+    context.session.labels.contains("confidential") &&
+    context.args has channel && context.args.channel == "public"
+};
+"#;
+    let flow = "[flow.labels.confidential]\ntools = [\"rec/secret\"]\n";
+    let env = Env::with_config(policy, "", flow);
+    let mut s = env.start();
+    let public = |id| {
+        json!({"jsonrpc":"2.0","id":id,"method":"tools/call",
+        "params":{"name":"write","arguments":{"channel":"public","body":"hello"}}})
+    };
+    assert!(s.call(public(1)).get("result").is_some());
+    assert!(s
+        .tool(2, "secret", json!({"repo": "payroll"}))
+        .get("result")
+        .is_some());
+    let reply = s.call(public(3));
+    assert_eq!(error_code(&reply), -31001, "{reply}");
+    assert!(reply["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("it may not post in public"));
+    // Internal posts still work.
+    let internal = s.tool(4, "write", json!({"channel": "internal", "body": "x"}));
+    assert!(internal.get("result").is_some(), "{internal}");
+    s.finish();
+    // The label sticks to the agent across a restart.
+    let mut s = env.start();
+    assert_eq!(error_code(&s.call(public(5))), -31001);
+    s.finish();
+    // Only the post made before the confidential read reached the server.
+    assert_eq!(env.received().matches(r#""channel":"public""#).count(), 1);
+    let records = env.audit();
+    let label = records.iter().find(|r| r["kind"] == "flow").unwrap();
+    assert_eq!(label["detail"]["label"], "confidential");
+    assert_eq!(label["target"], "secret");
+    assert_eq!(records.iter().filter(|r| r["kind"] == "flow").count(), 1);
 }

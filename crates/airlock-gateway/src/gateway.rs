@@ -52,6 +52,8 @@ pub(crate) struct InFlight {
     pub(crate) call: Option<Ticket>,
     pub(crate) started: Instant,
     pub(crate) method: String,
+    /// The call's arguments, kept only when a flow rule could label its result.
+    pub(crate) flow_args: Option<serde_json::Value>,
 }
 
 /// State both directions share. Locks are held for microseconds and never across an await.
@@ -70,6 +72,8 @@ pub(crate) struct Shared {
     pub(crate) approvals_changed: Notify,
     /// The database whose control sockets announce changes (`notify_all`).
     control_db: Option<std::path::PathBuf>,
+    /// Information-flow labels (`None` without a control store).
+    pub(crate) flow: Option<crate::flow::FlowState>,
     /// Server→agent requests (sampling, elicitation, roots) awaiting the agent's answer.
     server_requests: Mutex<HashSet<Id>>,
     /// Result records waiting for the background commit.
@@ -192,6 +196,16 @@ pub(crate) async fn run(
         )),
         None => None,
     };
+    let flow = match &control {
+        Some(c) => Some(
+            crate::flow::FlowState::open(c.flow.clone(), &c.db, &opts.identity).map_err(|e| {
+                GatewayError::Io(std::io::Error::other(format!(
+                    "cannot read the information-flow labels: {e}"
+                )))
+            })?,
+        ),
+        None => None,
+    };
     let (control, breakers) = match control {
         Some(c) => {
             let store = ControlStore::open(&c.db).map_err(|e| {
@@ -224,6 +238,7 @@ pub(crate) async fn run(
         approvals,
         approvals_changed: Notify::new(),
         control_db,
+        flow,
         server_requests: Mutex::new(HashSet::new()),
         results: Mutex::new(Vec::new()),
         results_ready: Notify::new(),
@@ -522,6 +537,7 @@ fn judge_line(shared: &Shared, limits: &Limits, line: Line, records: &mut Vec<Ne
                 &shared.policy.current(),
                 &shared.who,
                 &shared.opts.allow_methods,
+                &crate::flow::labels(shared),
                 &frame,
                 &id,
                 &method,
@@ -588,6 +604,15 @@ fn judge_line(shared: &Shared, limits: &Limits, line: Line, records: &mut Vec<Ne
                             };
                         }
                     }
+                    let flow_args = match (&expect, &shared.flow) {
+                        (Expect::Act { target }, Some(flow))
+                            if method == "tools/call"
+                                && flow.may_label(&shared.who.server, target) =>
+                        {
+                            frame.params().and_then(|p| p.get("arguments")).cloned()
+                        }
+                        _ => None,
+                    };
                     lock(&shared.in_flight).insert(
                         id.clone(),
                         InFlight {
@@ -595,6 +620,7 @@ fn judge_line(shared: &Shared, limits: &Limits, line: Line, records: &mut Vec<Ne
                             call: None,
                             started: Instant::now(),
                             method,
+                            flow_args,
                         },
                     );
                     Step::Forward {
@@ -832,7 +858,7 @@ async fn upstream_to_agent<R: AsyncRead + Unpin>(
 fn answer_for_agent(shared: &Shared, frame: &Frame, id: &Id, entry: &InFlight) -> Vec<u8> {
     let is_error = matches!(frame.kind(), FrameKind::ErrorResponse { .. });
     match &entry.expect {
-        Expect::Act { .. } => {
+        Expect::Act { target } => {
             let status = if is_error {
                 "error"
             } else if frame
@@ -845,6 +871,19 @@ fn answer_for_agent(shared: &Shared, frame: &Frame, id: &Id, entry: &InFlight) -
             } else {
                 "ok"
             };
+            if status == "ok" && entry.method == "tools/call" {
+                let args = entry.flow_args.as_ref().unwrap_or(&serde_json::Value::Null);
+                if let Err(e) = crate::flow::observe(shared, target, args, frame) {
+                    // Fail closed: the result may carry what the label marks.
+                    tracing::error!(error = %e, "cannot record an information-flow label");
+                    queue_result(shared, id, entry, "withheld");
+                    return error_line(
+                        Some(id),
+                        codes::DENIED,
+                        &format!("Airlock withheld the result: its information-flow label could not be recorded ({e})"),
+                    );
+                }
+            }
             queue_result(shared, id, entry, status);
             with_newline(frame.raw())
         }
