@@ -281,9 +281,19 @@ fn a_restricted_snippet_is_not_published() {
     );
     assert_eq!(s["with"]["confidential_bytes_published"], 0);
     assert_eq!(public_posts_by_the_assistant(&r.state("with")), 0);
-    let records = r.audit("docs-bot");
-    assert_actor(&records, "docs-bot", "alice");
-    assert_eq!(denied_by(&records, "restricted-repos-stay-closed"), 1);
+    let records = r.audit("review-bot");
+    assert_actor(&records, "review-bot", "carol");
+    // The read was allowed (the review needs it) and labelled the agent; the post was refused
+    // because of the label.
+    let label = records
+        .iter()
+        .find(|x| x["kind"] == "flow")
+        .expect("a flow label record");
+    assert_eq!(label["detail"]["label"], "confidential");
+    assert_eq!(denied_by(&records, "no-confidential-in-public"), 1);
+    assert!(r
+        .controls()
+        .contains(&"information-flow label confidential".to_owned()));
 }
 
 #[test]

@@ -261,15 +261,18 @@ impl DemoServer {
     }
 
     #[tool(
-        description = "Read one file of a repo. Returns the file content as text.",
+        description = "Read one file of a repo. Returns the file content as text, and whether the \
+                       repo is restricted.",
         annotations(read_only_hint = true)
     )]
     fn repo_read(&self, Parameters(a): Parameters<RepoReadArgs>) -> CallToolResult {
         self.read(|s| match s.repo_read(&a.repo, &a.path) {
             Ok(content) => {
+                let restricted = s.repo(&a.repo).is_some_and(|r| r.restricted);
                 let mut result = CallToolResult::success(vec![ContentBlock::text(content)]);
-                result.structured_content =
-                    Some(json!({ "repo": a.repo, "path": a.path, "content": content }));
+                result.structured_content = Some(json!({
+                    "repo": a.repo, "path": a.path, "restricted": restricted, "content": content
+                }));
                 result
             }
             Err(e) => tool_error(&e),

@@ -147,6 +147,10 @@ pub(crate) fn summarise(
                     }
                 }
             }
+            "flow" => add(format!(
+                "information-flow label {}",
+                text("label").unwrap_or_else(|| "?".into())
+            )),
             "breaker" => add(format!(
                 "breaker {}",
                 text("class").unwrap_or_else(|| "?".into())

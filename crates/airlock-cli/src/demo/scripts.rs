@@ -64,7 +64,7 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "exfiltration",
         title: "restricted repo read, snippet posted publicly",
-        agents: &["docs-bot"],
+        agents: &["review-bot"],
         metric: Metric::ConfidentialBytesPublished,
         script: exfiltration,
     },
@@ -200,7 +200,7 @@ fn miner(ctx: &mut Ctx) -> anyhow::Result<()> {
 }
 
 fn exfiltration(ctx: &mut Ctx) -> anyhow::Result<()> {
-    let mut bot = ctx.agent("docs-bot")?;
+    let mut bot = ctx.agent("review-bot")?;
     let read = ctx.call(
         &mut bot,
         "repo_read",
