@@ -175,6 +175,9 @@ pub(crate) fn demo(args: DemoArgs) -> Result<u8, Failure> {
             ),
         }
         println!("finished in {:.1} s", started.elapsed().as_secs_f64());
+        if args.dir.is_none() {
+            println!("(the work directory is removed now; run with --dir DIR to keep it for the queries above)");
+        }
     }
     if unexpected > 0 || !chain_ok {
         if !args.json {
