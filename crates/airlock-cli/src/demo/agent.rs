@@ -67,15 +67,26 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    /// Starts `program args…` in `dir` and runs the MCP handshake.
-    pub(crate) fn start(program: &Path, args: &[String], dir: &Path) -> anyhow::Result<Session> {
+    /// Starts `program args…` in `dir` and runs the MCP handshake; the child's errors go to
+    /// `log` (appended), so they do not break the table but are there when something fails.
+    pub(crate) fn start(
+        program: &Path,
+        args: &[String],
+        dir: &Path,
+        log: &Path,
+    ) -> anyhow::Result<Session> {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("cannot open {}", log.display()))?;
         let mut child = Command::new(program)
             .args(args)
             .current_dir(dir)
             .env("AIRLOCK_LOG", "error")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .with_context(|| format!("cannot start {}", program.display()))?;
         let stdin = child.stdin.take().ok_or_else(|| anyhow!("no stdin pipe"))?;
@@ -106,7 +117,13 @@ impl Session {
         )?;
         match s.wait(id, REPLY_TIMEOUT)? {
             Some(v) if v.get("result").is_some() => {}
-            other => return Err(anyhow!("initialize failed: {other:?}")),
+            other => {
+                return Err(anyhow!(
+                    "initialize failed ({}; its errors are in {})",
+                    other.map_or_else(|| "no answer".to_owned(), |v| v.to_string()),
+                    log.display()
+                ))
+            }
         }
         s.write_line(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))?;
         Ok(s)

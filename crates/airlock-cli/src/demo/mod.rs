@@ -233,5 +233,8 @@ fn write_files(dir: &Path, digest: &str) -> Result<PathBuf, Failure> {
         let _ = std::fs::remove_file(dir.join(stale));
     }
     let _ = std::fs::remove_dir_all(airlock_audit::spool_dir(&dir.join("audit.db")));
+    for s in SCENARIOS {
+        let _ = std::fs::remove_file(dir.join(format!("{}.log", s.name)));
+    }
     Ok(config_path)
 }

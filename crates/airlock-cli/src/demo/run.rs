@@ -167,7 +167,8 @@ impl<'a> Ctx<'a> {
                 a
             }
         };
-        let session = Session::start(&self.env.exe, &args, &self.env.dir)
+        let log = self.env.dir.join(format!("{}.log", self.scenario));
+        let session = Session::start(&self.env.exe, &args, &self.env.dir, &log)
             .with_context(|| format!("cannot start {agent}'s session"))?;
         Ok(Agent {
             name: agent.to_owned(),
