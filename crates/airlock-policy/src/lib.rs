@@ -67,6 +67,7 @@
 //!     name,
 //!     args: None,
 //!     approval_granted: false,
+//!     labels: &[],
 //! };
 //! assert!(matches!(engine.decide(&call("forum_read")), Decision::Allow { .. }));
 //! assert!(matches!(engine.decide(&call("forum_post")), Decision::Deny { .. }));
