@@ -41,6 +41,22 @@ pub(crate) fn pause(
     ) {
         Ok(kill) => {
             records.push(airlock_control::kill_record(&kill));
+            // Like any kill, the pause denies the agent's pending approval requests.
+            if let Some(approvals) = shared.approvals.as_ref() {
+                match crate::gateway::lock(approvals).deny_for_kill(
+                    &kill.target,
+                    &kill.by,
+                    &kill.reason,
+                ) {
+                    Ok(denied) => records.extend(denied.iter().map(|a| {
+                        let vote = a.votes.iter().rev().find(|v| v.channel == "kill");
+                        airlock_approval::approval_record(a, "denied", vote)
+                    })),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot deny the paused agent's approval requests")
+                    }
+                }
+            }
             let mut kills = (*shared.kills()).clone();
             kills.push(kill);
             shared.set_kills(kills);
