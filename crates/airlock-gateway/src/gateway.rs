@@ -261,9 +261,11 @@ pub(crate) async fn run(
             Outcome::AgentClosed
         }
         Some(status) => {
-            // The frame threads stop at their next frame; nothing more goes upstream.
+            // The frame threads stop at their next frame; nothing more goes upstream. (A thread
+            // stuck writing to a pipe that a stray process holds keeps the lock: do not wait.)
             shared.finished.store(true, Ordering::SeqCst);
-            shared.upstream_in.close().await;
+            let _ =
+                tokio::time::timeout(Duration::from_millis(100), shared.upstream_in.close()).await;
             fail_in_flight(&shared, &format!("the upstream server exited ({status})")).await;
             Outcome::UpstreamExited { status }
         }
