@@ -128,6 +128,7 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
     };
     let db = config.audit.path.clone();
     let breakers = airlock_control::BreakerSet::from_config(&config);
+    let flow = airlock_flow::FlowRules::from_config(&config);
     let outcome = runtime.block_on(async move {
         // Listen for kills before reading them, so one issued in between is not missed.
         let listener = airlock_control::Listener::bind(&db).map_err(|e| {
@@ -161,6 +162,7 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
             db,
             listener,
             breakers,
+            flow,
         };
         // Start-up is over: the parsers' pages go back (see `memory`).
         let released = crate::memory::release_startup_pages();

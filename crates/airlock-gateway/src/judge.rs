@@ -31,6 +31,8 @@ pub(crate) enum Judgement {
         expect: Expect,
         record: Option<NewRecord>,
     },
+    /// Only a human's approval stands in the way: hold the call.
+    Hold(Box<HoldRequest>),
     /// Answer the agent with an error; nothing reaches the server.
     Refuse {
         code: i32,
@@ -40,17 +42,30 @@ pub(crate) enum Judgement {
     },
 }
 
+/// A call policy holds for a human, with what the approval request needs.
+pub(crate) struct HoldRequest {
+    pub(crate) kind: ActKind,
+    pub(crate) target: String,
+    /// The call's arguments (an object; `{}` when absent).
+    pub(crate) args: Value,
+    /// The `@approval` forbids that held it.
+    pub(crate) reasons: Vec<PolicyRef>,
+    /// The call's audit record, decision `hold`.
+    pub(crate) record: NewRecord,
+}
+
 /// Judges one request frame from the agent.
 pub(crate) fn judge_request(
     policy: &PolicyEngine,
     who: &Identity,
     allow_methods: &[String],
+    labels: &[String],
     frame: &Frame,
     id: &Id,
     method: &str,
 ) -> Judgement {
     match route_request(method, allow_methods) {
-        RequestRoute::Act(kind) => judge_act(policy, who, frame, id, method, kind),
+        RequestRoute::Act(kind) => judge_act(policy, who, labels, frame, id, method, kind),
         RequestRoute::List(kind) => Judgement::Forward {
             expect: Expect::List(kind),
             record: None,
@@ -90,6 +105,7 @@ pub(crate) fn judge_request(
 fn judge_act(
     policy: &PolicyEngine,
     who: &Identity,
+    labels: &[String],
     frame: &Frame,
     id: &Id,
     method: &str,
@@ -138,6 +154,7 @@ fn judge_act(
         name: target,
         args: Some(args_value),
         approval_granted: false,
+        labels,
     });
     let mut record = base_record(who, policy, method, Some(target), Some(id));
     record.args_digest = Some(digest_json(args_value));
@@ -181,25 +198,21 @@ fn judge_act(
             }
         }
         Decision::NeedsApproval { reasons } => {
-            // Held calls arrive with the approval queue; until then a call that needs a human
-            // is refused, never let through.
+            // Held for a human: the gateway stores the request and waits (see `hold`).
             let why: Vec<String> = reasons
                 .iter()
                 .map(|r| r.approval.clone().unwrap_or_else(|| r.id.clone()))
                 .collect();
-            record.decision = Some("deny".into());
+            record.decision = Some("hold".into());
             record.reasons = reasons.iter().map(|r| r.id.clone()).collect();
             record.detail = Some(json!({ "needs_approval": why }));
-            Judgement::Refuse {
-                code: codes::DENIED,
-                message: format!(
-                    "denied by Airlock: this call needs a human approval ({}), and no approval \
-                     service is configured",
-                    why.join("; ")
-                ),
-                data: Some(deny_data(&reasons, &[])),
-                record: Some(record),
-            }
+            Judgement::Hold(Box::new(HoldRequest {
+                kind,
+                target: target.to_string(),
+                args: args_value.clone(),
+                reasons,
+                record,
+            }))
         }
     }
 }

@@ -8,7 +8,9 @@
 
 pub mod codes;
 mod filter;
+mod flow;
 mod gateway;
+mod hold;
 mod judge;
 mod kill;
 mod lines;
@@ -99,6 +101,8 @@ pub struct Control {
     /// Bound before the kill state was read, so no kill is missed in between.
     pub listener: airlock_control::Listener,
     pub breakers: airlock_control::BreakerSet,
+    /// `[flow.labels.*]`: which results label the session.
+    pub flow: airlock_flow::FlowRules,
 }
 
 /// Runs the gateway between `agent` and `upstream` until one of them goes away.

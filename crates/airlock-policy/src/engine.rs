@@ -97,6 +97,7 @@ impl PolicyEngine {
             context_shapes,
             base,
             agents: model.agents.iter().map(|a| a.id.clone()).collect(),
+
             model: model.clone(),
             buckets: Buckets::new(loaded.iter().map(|l| &l.policy)),
             visible_policies,
@@ -141,6 +142,13 @@ impl PolicyEngine {
             .is_authorized(&request, &slice.visible, &slice.entities);
         response.decision() == CedarDecision::Allow
             && response.diagnostics().errors().next().is_none()
+    }
+
+    /// The value of annotation `key` on the policy with id `id` (`@id`, or
+    /// `file:line`), e.g. `@approvers("comms")`.
+    pub fn annotation(&self, id: &str, key: &str) -> Option<&str> {
+        let i = *self.by_id.get(id)?;
+        self.loaded.get(i)?.policy.annotation(key)
     }
 
     /// SHA-256 (hex) over the schema text and each policy file's name and
@@ -310,7 +318,26 @@ impl PolicyEngine {
         };
         if wanted("session") {
             let id = RestrictedExpression::new_string(req.session.to_owned());
-            pairs.push(("session".to_owned(), record("id", id)?));
+            // `labels` only where the schema declares it (a user schema may not).
+            let declares_labels = match typed.and_then(|t| t.get("session")) {
+                Some((Shape::Record(attrs), _)) => attrs.contains_key("labels"),
+                _ => typed.is_none(),
+            };
+            let session = if declares_labels {
+                let labels = RestrictedExpression::new_set(
+                    req.labels
+                        .iter()
+                        .map(|l| RestrictedExpression::new_string(l.clone())),
+                );
+                RestrictedExpression::new_record([
+                    ("id".to_owned(), id),
+                    ("labels".to_owned(), labels),
+                ])
+                .map_err(|e| e.to_string())?
+            } else {
+                record("id", id)?
+            };
+            pairs.push(("session".to_owned(), session));
         }
         if wanted("approval") {
             let granted = RestrictedExpression::new_bool(granted);

@@ -177,6 +177,8 @@ pub struct CallRequest<'a> {
     pub args: Option<&'a serde_json::Value>,
     /// Whether a human approved this exact call.
     pub approval_granted: bool,
+    /// Information-flow labels the session carries (`context.session.labels`).
+    pub labels: &'a [String],
 }
 
 /// The answer for one call. A denial is a value, not an error.
