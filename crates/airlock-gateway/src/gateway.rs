@@ -410,7 +410,7 @@ fn agent_to_upstream<R: Read>(shared: &Shared, mut lines: LineReader<R>) -> std:
                         ));
                         continue;
                     }
-                    agent_bytes.extend(crate::hold::start(&shared, id, *held, ticket));
+                    agent_bytes.extend(crate::hold::start(shared, id, *held, ticket));
                     held_any = true;
                 }
                 Step::Forward { frame, id, record } => {
