@@ -164,6 +164,9 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
             breakers,
             flow,
         };
+        // Start-up is over: the parsers' pages go back (see `memory`).
+        let released = crate::memory::release_startup_pages();
+        tracing::debug!(released, "start-up pages released");
         let outcome =
             airlock_gateway::run(options, policy, audit, agent_io, upstream, Some(control))
                 .await
@@ -266,6 +269,7 @@ async fn reload_on_sighup(reload: Reload) {
                     "policies": policy.policies().len(),
                 }));
                 reload.policy.replace(policy);
+                crate::memory::release_startup_pages();
             }
             Ok(_) => {
                 tracing::error!(agent = %reload.identity.agent, "reload refused: the agent is no longer declared; keeping the policies in force");
