@@ -20,6 +20,8 @@ use crate::audit_cmd::table_row;
 use crate::Failure;
 
 const CONFIG: &str = include_str!("../../../examples/demo/airlock.toml");
+/// The company server's state, beneath the directory its sandbox may write.
+const STATE: &str = "company/company.json";
 const POLICIES: &str = include_str!("../../../examples/demo/policies/corp.cedar");
 const REPLY_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -79,10 +81,9 @@ pub(crate) fn demo(args: DemoArgs) -> Result<u8, Failure> {
     println!();
     println!(
         "Effects, measured from the company server's own state ({}):",
-        dir.join("company.json").display()
+        dir.join(STATE).display()
     );
-    let state =
-        airlock_demo_server::load_state(&dir.join("company.json")).map_err(Failure::failed)?;
+    let state = airlock_demo_server::load_state(&dir.join(STATE)).map_err(Failure::failed)?;
     let effects = effects_summary(&state);
     for line in &effects {
         println!("  {line}");
@@ -131,6 +132,20 @@ pub(crate) fn demo(args: DemoArgs) -> Result<u8, Failure> {
 }
 
 fn write_files(dir: &Path) -> Result<PathBuf, Failure> {
+    // The sandboxed company server writes only `company/` (the config's `demo` profile).
+    // As root it runs as `nobody`: the directory must be reachable, and its own writable.
+    let company = dir.join("company");
+    std::fs::create_dir_all(&company).context("cannot create the company directory")?;
+    if airlock_sandbox::runs_as_nobody() {
+        use std::os::unix::fs::PermissionsExt;
+        let perms = |mode| std::fs::Permissions::from_mode(mode);
+        let mode = std::fs::metadata(dir)
+            .map(|m| m.permissions().mode())
+            .unwrap_or(0o700);
+        std::fs::set_permissions(dir, perms(mode | 0o011))
+            .and_then(|()| std::fs::set_permissions(&company, perms(0o777)))
+            .context("cannot open the company directory to the sandboxed server")?;
+    }
     let policies = dir.join("policies");
     std::fs::create_dir_all(&policies).context("cannot create the policies directory")?;
     std::fs::write(policies.join("corp.cedar"), POLICIES).context("cannot write the policies")?;
@@ -160,7 +175,7 @@ fn run_agent(
         exe.display().to_string(),
         "demo-server".to_string(),
         "--state".to_string(),
-        dir.join("company.json").display().to_string(),
+        dir.join(STATE).display().to_string(),
     ];
     if reset {
         server_cmd.push("--reset".into());

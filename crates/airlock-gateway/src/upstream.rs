@@ -51,7 +51,7 @@ pub enum UpstreamSandbox {
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
     /// A sandbox layer could not be set up: fail closed, the server does not run.
-    #[error("the upstream server was not started: {0}")]
+    #[error("the upstream server was not started")]
     Sandbox(#[from] airlock_sandbox::SandboxError),
     #[error("{0}")]
     Io(#[from] io::Error),

@@ -125,6 +125,8 @@ pub(crate) struct Limits {
 /// Everything the child needs, prepared in the parent.
 #[derive(Debug)]
 pub(crate) struct Plan {
+    /// Airlock's pid: the supervisor checks it is still its parent.
+    pub(crate) parent: libc::pid_t,
     /// Drop to this uid/gid first (Airlock runs as root; the command never does).
     pub(crate) drop_to: Option<(libc::uid_t, libc::gid_t)>,
     /// New user, mount and PID namespaces.
@@ -219,6 +221,16 @@ unsafe fn enter_namespaces(plan: &Plan) -> io::Result<()> {
     let mut flags = libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID;
     if plan.new_net {
         flags |= libc::CLONE_NEWNET;
+    }
+    // The supervisor dies with Airlock, even a SIGKILLed one (set after the uid change,
+    // which clears it); if Airlock is already gone, stop here.
+    check(
+        plan,
+        Step::DeathSignal,
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0),
+    )?;
+    if libc::getppid() != plan.parent {
+        libc::_exit(1);
     }
     check(plan, Step::Unshare, libc::unshare(flags))?;
     // Unprivileged users must give up setgroups before they may map a gid.

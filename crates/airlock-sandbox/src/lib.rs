@@ -187,6 +187,7 @@ pub fn apply(profile: &Profile, cmd: &mut Command) -> Result<SandboxGuard, Sandb
 
     let (report, report_w) = report_pipe()?;
     let plan = Arc::new(Plan {
+        parent: nix::unistd::getpid().as_raw(),
         drop_to,
         namespaces,
         new_net: new_net && namespaces,
@@ -257,6 +258,12 @@ fn limits(profile: &Profile) -> Limits {
             rl(n, n)
         }),
     }
+}
+
+/// Whether sandboxed commands run as `nobody` (Airlock runs as root): files they need
+/// must then be reachable by `nobody`, whatever Landlock allows.
+pub fn runs_as_nobody() -> bool {
+    nix::unistd::geteuid().is_root()
 }
 
 /// The uid and gid of `nobody` (65534 when the system has no such user).
