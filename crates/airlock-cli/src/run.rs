@@ -138,7 +138,7 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
         .is_some_and(|s| s.sandbox == airlock_config::ServerSandbox::Off);
     let sandbox = match config.sandbox_for_server(&options.identity.server) {
         Some((name, settings)) => UpstreamSandbox::Profile {
-            profile: airlock_sandbox::Profile::from_config(name, settings),
+            profile: Box::new(airlock_sandbox::Profile::from_config(name, settings)),
             audit: audit.clone(),
             identity: options.identity.clone(),
         },

@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read, Write};
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -514,4 +514,539 @@ print("ptrace", libc.ptrace(0, 0, 0, 0), ctypes.get_errno())
     assert!(out.contains("ptrace -1 1"), "{out}");
     let last = case.records().pop().unwrap();
     assert_eq!(last.0, "exec");
+}
+
+// === egress through Airlock's proxy ===
+
+/// A loopback HTTP server outside every namespace: answers each request with `hello`.
+fn http_server() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { return };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if s.read(&mut byte).unwrap_or(0) == 0 {
+                    break;
+                }
+                head.push(byte[0]);
+            }
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn egress_reaches_only_allowlisted_hosts_through_the_proxy_and_is_audited() {
+    let port = http_server();
+    // Not on the list: must never see a connection.
+    let other = TcpListener::bind("127.0.0.1:0").unwrap();
+    other.set_nonblocking(true).unwrap();
+    let other_port = other.local_addr().unwrap().port();
+    let case = Case::new(&format!(
+        "[sandbox.profiles.net]\negress = [\"127.0.0.1:{port}\"]\n"
+    ));
+    let code = format!(
+        r#"
+import os, socket, urllib.request, urllib.error
+print("proxy", os.environ["HTTPS_PROXY"])
+# An ordinary client: http:// through HTTP_PROXY.
+print("GET", urllib.request.urlopen("http://127.0.0.1:{port}/x", timeout=10).read())
+# A tunnel, as HTTPS clients make them.
+s = socket.create_connection(("127.0.0.1", 3128), timeout=10)
+s.sendall(b"CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n")
+print("CONNECT", s.recv(39).split(b"\r\n")[0])
+s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+data = b""
+while True:
+    chunk = s.recv(4096)
+    if not chunk: break
+    data += chunk
+print("TUNNEL", data.endswith(b"hello"))
+for url in ["http://127.0.0.1:{other_port}/", "http://example.com/"]:
+    try:
+        urllib.request.urlopen(url, timeout=10)
+        print("REACHED", url)
+    except urllib.error.HTTPError as e:
+        print("refused", e.code, e.read().decode().strip())
+for p in [{port}, {other_port}]:
+    try:
+        socket.create_connection(("127.0.0.1", p), timeout=2)
+        print("DIRECT", p)
+    except OSError as e:
+        print("direct refused", e.errno)
+"#
+    );
+    let o = case.python("net", &code);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = stdout(&o);
+    assert!(out.contains("proxy http://127.0.0.1:3128"), "{out}");
+    assert!(out.contains("GET b'hello'"), "{out}");
+    assert!(
+        out.contains("CONNECT b'HTTP/1.1 200 Connection established'"),
+        "{out}"
+    );
+    assert!(out.contains("TUNNEL True"), "{out}");
+    assert!(!out.contains("REACHED"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "refused 403 Airlock egress: 127.0.0.1:{other_port} is not in the sandbox's egress allowlist"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("refused 403 Airlock egress: example.com:80 is not"),
+        "{out}"
+    );
+    assert!(!out.contains("DIRECT"), "{out}");
+    assert_eq!(out.matches("direct refused").count(), 2, "{out}");
+    match other.accept() {
+        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+        other => panic!("the unlisted port was reached: {other:?}"),
+    }
+
+    // Every connection is in the audit chain: opened, closed with its bytes, or refused.
+    let egress: Vec<_> = case
+        .records()
+        .into_iter()
+        .filter(|r| r.0 == "egress")
+        .collect();
+    let with = |decision: &str, status: &str| {
+        egress
+            .iter()
+            .filter(|r| r.1 == decision && r.2 == status)
+            .map(|r| serde_json::from_str::<serde_json::Value>(&r.3).unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(with("allow", "open").len(), 2, "{egress:?}");
+    let closed = with("allow", "closed");
+    assert_eq!(closed.len(), 2, "{egress:?}");
+    for c in &closed {
+        assert_eq!(c["port"], port);
+        assert!(c["bytes_in"].as_u64().unwrap() > 5, "{c}");
+        assert!(c["bytes_out"].as_u64().unwrap() > 0, "{c}");
+    }
+    let refused = with("deny", "refused");
+    let hosts: Vec<String> = refused
+        .iter()
+        .map(|r| format!("{}:{}", r["host"].as_str().unwrap(), r["port"]))
+        .collect();
+    assert_eq!(
+        hosts,
+        [
+            format!("127.0.0.1:{other_port}"),
+            "example.com:80".to_owned()
+        ],
+        "{egress:?}"
+    );
+}
+
+#[test]
+fn egress_without_the_network_layer_is_refused_before_anything_starts() {
+    let case = Case::new("[sandbox.profiles.p]\negress = [\"example.com\"]\noff = [\"network\"]\n");
+    let o = case.python("p", "print('RAN')");
+    assert_eq!(o.status.code(), Some(125), "{}", text(&o));
+    assert!(!stdout(&o).contains("RAN"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("sandbox layer `network` cannot be enforced"),
+        "{err}"
+    );
+}
+
+// === whole-tree caps (cgroups) ===
+
+#[test]
+fn a_memory_bomb_split_across_processes_meets_the_whole_sandbox_cap() {
+    let probe = Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .args(["sandbox", "probe"])
+        .output()
+        .unwrap();
+    let probe = stdout(&probe);
+    if probe.contains("in force: rlimits") {
+        // No cgroup here (an unprivileged run): per-process caps only, tested above.
+        return;
+    }
+    assert!(probe.contains("in force: cgroup v"), "{probe}");
+    // 6 processes of 40 MiB each: every one is under its own 96 MiB rlimit, the tree is not.
+    let case = Case::new("[sandbox.profiles.p]\nmemory_mb = 96\n");
+    let o = case.python(
+        "p",
+        r#"
+import os, time
+kids = []
+for i in range(6):
+    pid = os.fork()
+    if pid == 0:
+        block = bytearray(40 << 20)
+        for j in range(0, len(block), 4096): block[j] = 1
+        time.sleep(2)
+        os._exit(0)
+    kids.append(pid)
+killed = 0
+for pid in kids:
+    _, status = os.waitpid(pid, 0)
+    killed += os.WIFSIGNALED(status) and os.WTERMSIG(status) == 9
+print("killed", killed)
+"#,
+    );
+    let out = stdout(&o);
+    // The kernel's OOM killer acted inside the sandbox's group (on children, or the parent).
+    assert!(
+        !out.contains("killed 0") || o.status.code() == Some(137),
+        "{}",
+        text(&o)
+    );
+    let last = case.records().pop().unwrap();
+    assert!(last.3.contains("\"cap_hit\":\"memory cap\""), "{last:?}");
+    assert!(last.3.contains("\"caps\":\"cgroup v"), "{last:?}");
+}
+
+// === through `airlock run`, with a real MCP server upstream ===
+
+/// A stdio MCP server whose tools try the ways out: read a path, connect to a port, fork
+/// a child that ignores SIGTERM and leaves the process group, burn CPU.
+const ESCAPER: &str = r#"
+import json, os, signal, socket, sys, time
+def answer(id, result):
+    print(json.dumps({"jsonrpc": "2.0", "id": id, "result": result}), flush=True)
+for line in sys.stdin:
+    msg = json.loads(line)
+    if "id" not in msg:
+        continue
+    method, id = msg["method"], msg["id"]
+    if method == "initialize":
+        answer(id, {"protocolVersion": msg["params"]["protocolVersion"], "capabilities": {"tools": {}},
+                    "serverInfo": {"name": "escaper", "version": "0"}})
+        continue
+    if method != "tools/call":
+        answer(id, {})
+        continue
+    name, args = msg["params"]["name"], msg["params"].get("arguments", {})
+    try:
+        if name == "echo":
+            text = args["text"]
+        elif name == "read":
+            text = "READ " + open(args["path"]).read()
+        elif name == "connect":
+            socket.create_connection(("127.0.0.1", args["port"]), timeout=2)
+            text = "CONNECTED"
+        elif name == "fork":
+            if os.fork() == 0:
+                os.setsid()
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                time.sleep(300)
+                os._exit(0)
+            text = "forked"
+        elif name == "spin":
+            while True:
+                pass
+        answer(id, {"content": [{"type": "text", "text": text}]})
+    except Exception as e:
+        answer(id, {"content": [{"type": "text", "text": f"{type(e).__name__}: {e}"}], "isError": True})
+"#;
+
+/// Alice's credential for `airlock kill` (the config holds its SHA-256).
+const ALICE_TOKEN: &str = "alt_sandbox_test_token";
+
+/// `airlock run` in front of the escaper, in profile `p`, driven frame by frame.
+struct Gateway {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Gateway {
+    fn start(case: &Case, mark: &str) -> Gateway {
+        Gateway::start_as(case, mark, &[])
+    }
+
+    /// With `prefix` before the `airlock` command line (e.g. `setpriv … --`).
+    fn start_as(case: &Case, mark: &str, prefix: &[&str]) -> Gateway {
+        let server = case.path("escaper.py");
+        fs::write(&server, ESCAPER).unwrap();
+        fs::write(
+            case.path("p.cedar"),
+            "permit(principal, action, resource);\n",
+        )
+        .unwrap();
+        let (program, before) = match prefix.split_first() {
+            Some((p, rest)) => (*p, rest.to_vec()),
+            None => (env!("CARGO_BIN_EXE_airlock"), Vec::new()),
+        };
+        let mut cmd = Command::new(program);
+        cmd.args(&before);
+        if !prefix.is_empty() {
+            cmd.arg(env!("CARGO_BIN_EXE_airlock"));
+        }
+        let mut child = cmd
+            .arg("run")
+            .arg("--config")
+            .arg(case.path("airlock.toml"))
+            .args(["--agent", "coder", "--session", "esc", "--", PYTHON])
+            .arg(&server)
+            .env("ESCAPER_MARK", mark)
+            .env("AIRLOCK_LOG", "warn")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut g = Gateway {
+            stdin: child.stdin.take(),
+            child,
+            lines: rx,
+        };
+        let init = g.request(serde_json::json!({"jsonrpc":"2.0","id":0,"method":"initialize",
+            "params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}));
+        assert!(init.get("result").is_some(), "{init}");
+        g.send(&serde_json::json!({"jsonrpc":"2.0","method":"notifications/initialized"}));
+        g
+    }
+
+    fn send(&mut self, frame: &serde_json::Value) {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{frame}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    fn next(&mut self) -> serde_json::Value {
+        let line = self
+            .lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("no answer from the gateway");
+        serde_json::from_str(&line).unwrap()
+    }
+
+    fn request(&mut self, frame: serde_json::Value) -> serde_json::Value {
+        self.send(&frame);
+        self.next()
+    }
+
+    /// A tool call's text (or the whole error frame).
+    fn tool(&mut self, id: i64, name: &str, args: serde_json::Value) -> String {
+        let reply = self.request(
+            serde_json::json!({"jsonrpc":"2.0","id":id,"method":"tools/call",
+            "params":{"name":name,"arguments":args}}),
+        );
+        assert_eq!(reply["id"], id, "{reply}");
+        match reply["result"]["content"][0]["text"].as_str() {
+            Some(t) => t.to_owned(),
+            None => reply.to_string(),
+        }
+    }
+}
+
+fn gateway_case(profile: &str) -> Case {
+    Case::new(&format!(
+        "[servers.esc]\nsandbox = \"p\"\n[sandbox.profiles.p]\n\
+         env = [\"PATH\", \"ESCAPER_MARK\"]\n{profile}"
+    ))
+}
+
+#[test]
+fn through_airlock_run_escapes_are_contained_and_the_gateway_answers() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let case = gateway_case("cpu_seconds = 1\n");
+    let secret = open_dir(&case.path("home/.ssh")).join("id_rsa");
+    fs::write(&secret, "-----BEGIN OPENSSH PRIVATE KEY-----").unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o644)).unwrap();
+    let mut g = Gateway::start(&case, "contained");
+
+    let read = g.tool(1, "read", serde_json::json!({"path": secret}));
+    assert!(read.starts_with("PermissionError"), "{read}");
+    // The server's own script is readable (it is on its command line); the config is not.
+    let own = g.tool(
+        2,
+        "read",
+        serde_json::json!({"path": case.path("escaper.py")}),
+    );
+    assert!(own.starts_with("READ "), "{own}");
+    let config = g.tool(
+        3,
+        "read",
+        serde_json::json!({"path": case.path("airlock.toml")}),
+    );
+    assert!(config.starts_with("PermissionError"), "{config}");
+    let connect = g.tool(4, "connect", serde_json::json!({"port": port}));
+    assert!(!connect.contains("CONNECTED"), "{connect}");
+    match listener.accept() {
+        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+        other => panic!("the listener outside was reached: {other:?}"),
+    }
+    // Contained, and the session goes on.
+    assert_eq!(
+        g.tool(5, "echo", serde_json::json!({"text": "still here"})),
+        "still here"
+    );
+
+    // A miner: the CPU-seconds cap ends the server; the pending call gets a clear error.
+    let reply = g.request(
+        serde_json::json!({"jsonrpc":"2.0","id":6,"method":"tools/call",
+        "params":{"name":"spin","arguments":{}}}),
+    );
+    assert_eq!(reply["error"]["code"], -31003, "{reply}");
+    let message = reply["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("killed by Airlock's sandbox at its CPU-seconds cap"),
+        "{message}"
+    );
+    drop(g.stdin.take());
+    let status = g.child.wait().unwrap();
+    assert_eq!(status.code(), Some(3));
+
+    let records = case.records();
+    let breach = records
+        .iter()
+        .find(|r| r.0 == "sandbox_breach")
+        .unwrap_or_else(|| panic!("no breach record: {records:?}"));
+    assert!(breach.3.contains("\"cap\":\"cpu_seconds\""), "{breach:?}");
+    let exit = records.iter().find(|r| r.0 == "upstream_exit").unwrap();
+    assert!(exit.3.contains("CPU-seconds cap"), "{exit:?}");
+}
+
+/// Host pids of the live processes carrying `ESCAPER_MARK=<mark>` in their environment,
+/// but for `gateway` (Airlock itself has it: it passes it on).
+fn marked(mark: &str, gateway: u32) -> Vec<i32> {
+    let needle = format!("ESCAPER_MARK={mark}");
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| i64::from(*pid) != i64::from(gateway))
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| env.split(|b| *b == 0).any(|v| v == needle.as_bytes()))
+                .unwrap_or(false)
+        })
+        .filter(|pid| {
+            // Zombies are dead already.
+            fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| {
+                    s.rsplit(')')
+                        .next()
+                        .is_some_and(|r| !r.trim_start().starts_with('Z'))
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[test]
+fn a_kill_ends_the_whole_sandboxed_tree_and_the_gateway_answers() {
+    let case = gateway_case("");
+    // alice, with a credential, may stop agents.
+    let hash = {
+        let out = Command::new("sha256sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                c.stdin.take().unwrap().write_all(ALICE_TOKEN.as_bytes())?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()[..64].to_owned()
+    };
+    let config = fs::read_to_string(case.path("airlock.toml"))
+        .unwrap()
+        .replace(
+            "[humans.alice]\n",
+            &format!("[humans.alice]\ntoken_sha256 = \"{hash}\"\n"),
+        );
+    fs::write(case.path("airlock.toml"), config).unwrap();
+    let mark = format!("kill-{}", std::process::id());
+    let mut g = Gateway::start(&case, &mark);
+    // A child that leaves the process group and ignores SIGTERM.
+    assert_eq!(g.tool(1, "fork", serde_json::json!({})), "forked");
+    let start = Instant::now();
+    let gw = g.child.id();
+    // Supervisor, init, the server and its child.
+    while marked(&mark, gw).len() < 4 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no marked processes"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pids = marked(&mark, gw);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .args([
+            "kill",
+            "--agent",
+            "coder",
+            "--reason",
+            "escape drill",
+            "--config",
+        ])
+        .arg(case.path("airlock.toml"))
+        .args(["--as", "alice"])
+        .env("AIRLOCK_TOKEN", ALICE_TOKEN)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let start = Instant::now();
+    while !marked(&mark, gw).is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the sandboxed tree survived the kill: {pids:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The gateway is up and says why nothing runs.
+    let refused = g.tool(2, "echo", serde_json::json!({"text": "x"}));
+    assert!(
+        refused.contains("-31007") && refused.contains("escape drill"),
+        "{refused}"
+    );
+    drop(g.stdin.take());
+    assert_eq!(g.child.wait().unwrap().code(), Some(4));
+}
+
+#[test]
+fn as_nobody_airlock_run_sandboxes_its_upstream_too() {
+    let nobody = [
+        "setpriv",
+        "--reuid=nobody",
+        "--regid=nogroup",
+        "--clear-groups",
+        "--",
+    ];
+    let probe = Command::new(nobody[0])
+        .args(&nobody[1..])
+        .args([env!("CARGO_BIN_EXE_airlock"), "sandbox", "probe"])
+        .output()
+        .unwrap();
+    let report = stdout(&probe);
+    assert!(probe.status.success(), "{}", text(&probe));
+    // Unprivileged: no cgroup can be made, the rlimits are the caps, and probe says so.
+    assert!(report.contains("in force: rlimits"), "{report}");
+    let case = gateway_case("");
+    let secret = case.path("id_rsa");
+    fs::write(&secret, "secret").unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o644)).unwrap();
+    let mut g = Gateway::start_as(&case, "nobody", &nobody);
+    let read = g.tool(1, "read", serde_json::json!({"path": secret}));
+    assert!(read.starts_with("PermissionError"), "{read}");
+    assert_eq!(g.tool(2, "echo", serde_json::json!({"text": "ok"})), "ok");
+    drop(g.stdin.take());
+    assert_eq!(g.child.wait().unwrap().code(), Some(0));
 }

@@ -39,7 +39,7 @@ pub struct Upstream {
 pub enum UpstreamSandbox {
     /// Inside `profile`; egress connections and cap breaches are audited as `identity`.
     Profile {
-        profile: Profile,
+        profile: Box<Profile>,
         audit: Arc<AuditWriter>,
         identity: Identity,
     },
@@ -103,10 +103,11 @@ impl Upstream {
                 (cmd, None)
             }
             UpstreamSandbox::Profile {
-                mut profile,
+                profile,
                 audit,
                 identity,
             } => {
+                let mut profile = *profile;
                 let path = airlock_sandbox::resolve_program(&profile, program)
                     .ok_or_else(|| not_found(program))?;
                 // The server's own program and the paths on its command line are readable.
