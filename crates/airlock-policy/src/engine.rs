@@ -97,6 +97,7 @@ impl PolicyEngine {
             context_shapes,
             base,
             agents: model.agents.iter().map(|a| a.id.clone()).collect(),
+
             model: model.clone(),
             buckets: Buckets::new(loaded.iter().map(|l| &l.policy)),
             visible_policies,
@@ -141,6 +142,13 @@ impl PolicyEngine {
             .is_authorized(&request, &slice.visible, &slice.entities);
         response.decision() == CedarDecision::Allow
             && response.diagnostics().errors().next().is_none()
+    }
+
+    /// The value of annotation `key` on the policy with id `id` (`@id`, or
+    /// `file:line`), e.g. `@approvers("comms")`.
+    pub fn annotation(&self, id: &str, key: &str) -> Option<&str> {
+        let i = *self.by_id.get(id)?;
+        self.loaded.get(i)?.policy.annotation(key)
     }
 
     /// SHA-256 (hex) over the schema text and each policy file's name and

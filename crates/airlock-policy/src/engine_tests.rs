@@ -592,3 +592,17 @@ fn cedar_validation_warnings_are_passed_on() {
         ]
     );
 }
+
+// === annotations ===
+
+#[test]
+fn annotations_are_read_by_policy_id() {
+    let e = engine(&[
+        r#"@approvers("eng") @quorum("2") @id("hold") forbid(principal, action == Action::"call_tool", resource)
+           unless { context.approval.granted };"#,
+    ]);
+    assert_eq!(e.annotation("hold", "approvers"), Some("eng"));
+    assert_eq!(e.annotation("hold", "quorum"), Some("2"));
+    assert_eq!(e.annotation("hold", "four_eyes"), None);
+    assert_eq!(e.annotation("nope", "quorum"), None);
+}
