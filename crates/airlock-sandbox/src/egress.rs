@@ -10,11 +10,12 @@
 //! goes to the [`EgressLog`] — for `airlock run` and `airlock exec`, the audit chain — and an
 //! allowed one is dialled only once its opening is recorded.
 
+use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -27,8 +28,10 @@ const MAX_HEAD: usize = 16 * 1024;
 /// Time for the client to send its request head, and for the dial out.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections open at once per sandbox; more wait in the kernel's backlog.
+/// Connections open at once per sandbox; more are refused (503).
 const MAX_CONNECTIONS: u64 = 64;
+/// When the sandbox ends, how long its connections get to record their end.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// One connection through the proxy, as the log sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +84,56 @@ pub trait EgressLog: Send + Sync {
 pub(crate) struct Proxy {
     listener: Arc<TcpListener>,
     thread: Option<JoinHandle<()>>,
+    open: Arc<Open>,
+}
+
+/// The connections in progress: their sockets (to end them when the sandbox ends) and
+/// how many have not written their last record yet.
+#[derive(Debug, Default)]
+struct Open {
+    sockets: Mutex<HashMap<u64, Vec<TcpStream>>>,
+    ended: Condvar,
+}
+
+impl Open {
+    fn add(&self, conn: u64, s: &TcpStream) {
+        if let Ok(clone) = s.try_clone() {
+            lock(&self.sockets).entry(conn).or_default().push(clone);
+        }
+    }
+
+    fn count(&self) -> usize {
+        lock(&self.sockets).len()
+    }
+
+    fn done(&self, conn: u64) {
+        lock(&self.sockets).remove(&conn);
+        self.ended.notify_all();
+    }
+
+    /// Ends every connection and waits (bounded) for each to record how it ended.
+    fn close_all(&self) {
+        let mut sockets = lock(&self.sockets);
+        for s in sockets.values().flatten() {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+        let deadline = Instant::now() + CLOSE_GRACE;
+        while !sockets.is_empty() {
+            let now = Instant::now();
+            if now >= deadline {
+                tracing::warn!(open = sockets.len(), "egress connections still closing");
+                return;
+            }
+            sockets = self
+                .ended
+                .wait_timeout(sockets, deadline - now)
+                .map_or_else(|p| p.into_inner().0, |(g, _)| g);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Proxy {
@@ -93,12 +146,15 @@ impl Proxy {
         let listener = Arc::new(TcpListener::from(listener));
         let accept = Arc::clone(&listener);
         let rules = Arc::new(rules);
+        let open = Arc::new(Open::default());
+        let conns = Arc::clone(&open);
         let thread = std::thread::Builder::new()
             .name("airlock-egress".into())
-            .spawn(move || serve(&accept, &rules, &log))?;
+            .spawn(move || serve(&accept, &rules, &log, &conns))?;
         Ok(Proxy {
             listener,
             thread: Some(thread),
+            open,
         })
     }
 }
@@ -113,18 +169,24 @@ impl Drop for Proxy {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        // The sandbox is over: what it had open ends now, each with its record.
+        self.open.close_all();
     }
 }
 
-fn serve(listener: &TcpListener, rules: &Arc<Vec<EgressRule>>, log: &Arc<dyn EgressLog>) {
+fn serve(
+    listener: &TcpListener,
+    rules: &Arc<Vec<EgressRule>>,
+    log: &Arc<dyn EgressLog>,
+    open: &Arc<Open>,
+) {
     let next = AtomicU64::new(1);
-    let open = Arc::new(AtomicU64::new(0));
     for stream in listener.incoming() {
         let Ok(stream) = stream else {
             // The listener was shut down (the sandbox is over), or accept failed for good.
             return;
         };
-        if open.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
+        if open.count() as u64 >= MAX_CONNECTIONS {
             let _ = respond(
                 &stream,
                 503,
@@ -133,15 +195,16 @@ fn serve(listener: &TcpListener, rules: &Arc<Vec<EgressRule>>, log: &Arc<dyn Egr
             continue;
         }
         let conn = next.fetch_add(1, Ordering::Relaxed);
-        let (rules, log, open) = (Arc::clone(rules), Arc::clone(log), Arc::clone(&open));
-        open.fetch_add(1, Ordering::SeqCst);
+        open.add(conn, &stream);
+        let (rules, log, conns) = (Arc::clone(rules), Arc::clone(log), Arc::clone(open));
         let spawned = std::thread::Builder::new()
             .name("airlock-egress-conn".into())
             .spawn(move || {
-                handle(conn, stream, &rules, log.as_ref());
-                open.fetch_sub(1, Ordering::SeqCst);
+                handle(conn, stream, &rules, log.as_ref(), &conns);
+                conns.done(conn);
             });
         if spawned.is_err() {
+            open.done(conn);
             tracing::warn!("cannot start an egress connection thread; connection dropped");
         }
     }
@@ -225,7 +288,7 @@ fn split_host_port(authority: &str, default: Option<u16>) -> Result<(String, u16
     Ok((host.to_ascii_lowercase(), port))
 }
 
-fn handle(conn: u64, client: TcpStream, rules: &[EgressRule], log: &dyn EgressLog) {
+fn handle(conn: u64, client: TcpStream, rules: &[EgressRule], log: &dyn EgressLog, open: &Open) {
     let start = Instant::now();
     let mut event = EgressEvent {
         conn,
@@ -290,6 +353,7 @@ fn handle(conn: u64, client: TcpStream, rules: &[EgressRule], log: &dyn EgressLo
             let _ = respond(&client, 502, &event.reason);
         }
         Ok(server) => {
+            open.add(conn, &server);
             let _ = client.set_read_timeout(None);
             let first = match &target.forward {
                 None => b"HTTP/1.1 200 Connection established\r\n\r\n".as_slice(),

@@ -114,6 +114,18 @@ fn an_allowed_tunnel_works_and_both_ends_are_logged() {
     );
     drop(proxy);
 
+    // The tunnel's end is recorded once both directions have finished.
+    let start = std::time::Instant::now();
+    while !log
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| e.phase == EgressPhase::Closed)
+    {
+        assert!(start.elapsed() < Duration::from_secs(10), "no closed event");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let events = log.0.lock().unwrap().clone();
     let phases: Vec<(&str, u16)> = events.iter().map(|e| (e.phase.as_str(), e.port)).collect();
     assert!(phases.contains(&("open", target)), "{events:?}");
