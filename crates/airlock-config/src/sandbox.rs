@@ -418,6 +418,17 @@ fn profile(raw: &RawSandboxProfile, base: &Path, p: &mut Report<'_>) -> SandboxP
             ),
         }
     }
+    if let (Some(first), true) = (
+        raw.egress.as_ref().and_then(|e| e.first()),
+        off.contains(&SandboxLayer::Network) || off.contains(&SandboxLayer::Namespaces),
+    ) {
+        p(
+            first.span(),
+            "egress needs the network and namespaces layers (the proxy listens inside the \
+             sandbox's own network namespace); remove them from `off`"
+                .into(),
+        );
+    }
     SandboxProfile {
         read,
         write,

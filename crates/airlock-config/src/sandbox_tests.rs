@@ -146,6 +146,11 @@ fn bad_values_point_at_the_value() {
          with an optional :port or :*"
     );
     assert_eq!(
+        error("[sandbox.profiles.x]\negress = [\"a.example\"]\noff = [\"network\"]\n"),
+        "airlock.toml:4:11: egress needs the network and namespaces layers (the proxy listens \
+         inside the sandbox's own network namespace); remove them from `off`"
+    );
+    assert_eq!(
         error("[sandbox.profiles.x]\negress = [\"a.example:0\"]\n"),
         "airlock.toml:4:11: egress: \"a.example:0\": \"0\" is not a port (1-65535 or *)"
     );
