@@ -33,8 +33,6 @@ pub const DEFAULT_MAX_PROCESSES: u64 = 128;
 pub const DEFAULT_ENV: &[&str] = &["PATH", "LANG", "LC_ALL", "TERM", "TZ"];
 /// Smallest `memory_mb`: below this nothing starts, and the failure would look like a bug.
 pub const MIN_MEMORY_MB: u64 = 16;
-/// Default CPU rate cap (cgroups only): one core's worth, so a runaway never takes the host.
-pub const DEFAULT_CPU_PERCENT: u64 = 100;
 /// Ports an egress pattern without a port allows: HTTPS and HTTP.
 pub const DEFAULT_EGRESS_PORTS: &[u16] = &[443, 80];
 
@@ -72,7 +70,8 @@ pub struct SandboxProfile {
     pub egress: Vec<EgressRule>,
     /// Caps; `None` only when the file cannot express one (see docs/config.md).
     pub cpu_seconds: Option<u64>,
-    /// CPU rate cap in percent of one core for the whole sandbox (cgroups only).
+    /// CPU rate cap in percent of one core for the whole sandbox (cgroups only; default
+    /// none: a CPU group is scheduled as one process, which slows a server on a busy host).
     pub cpu_percent: Option<u64>,
     /// Memory cap per process, in bytes.
     pub memory_bytes: Option<u64>,
@@ -96,7 +95,7 @@ impl Default for SandboxProfile {
             private_tmp: true,
             egress: Vec::new(),
             cpu_seconds: Some(DEFAULT_CPU_SECONDS),
-            cpu_percent: Some(DEFAULT_CPU_PERCENT),
+            cpu_percent: None,
             memory_bytes: Some(DEFAULT_MEMORY_BYTES),
             max_processes: Some(DEFAULT_MAX_PROCESSES),
             wall_clock: None,

@@ -217,8 +217,14 @@ pub(crate) fn create(
                 (0, "cpu.max", quota.map(|q| format!("{q} {CPU_PERIOD_US}"))),
             ],
         ),
+        // A v1 cpu group is made only for a rate cap: a group is scheduled as one entity
+        // against every other process, which would slow the server on a busy host.
         Mechanism::V1 { parents } => (
-            parents.iter().map(|p| p.join(&name)).collect(),
+            parents
+                .iter()
+                .take(if quota.is_some() { 3 } else { 2 })
+                .map(|p| p.join(&name))
+                .collect(),
             false,
             vec![
                 (0, "memory.limit_in_bytes", memory.map(|b| b.to_string())),
