@@ -13,7 +13,7 @@ use clap::{ArgGroup, Args, Subcommand};
 use crate::Failure;
 
 /// Environment variable holding the acting human's token.
-const TOKEN_ENV: &str = "AIRLOCK_TOKEN";
+pub(crate) const TOKEN_ENV: &str = "AIRLOCK_TOKEN";
 
 /// Exactly one of `--agent`, `--session`, `--tool`, `--all`.
 #[derive(Args, Debug)]
@@ -98,7 +98,13 @@ pub(crate) fn kill(args: KillArgs) -> Result<u8, Failure> {
         .kill(target, &reason, &human)
         .with_context(|| format!("cannot record the kill in {}", db.display()))?;
     // The kill is in force from here; an audit failure must not stop the fan-out.
-    let audited = audit(&config, airlock_control::kill_record(&k));
+    let mut records = vec![airlock_control::kill_record(&k)];
+    let denials = deny_approvals(&config, &k);
+    let denied = denials.as_ref().map_or(0, Vec::len);
+    if let Ok(d) = denials.as_ref() {
+        records.extend(d.iter().cloned());
+    }
+    let audited = audit_all(&config, records);
     let notified = airlock_control::notify_all(db).context("cannot notify gateways")?;
     println!(
         "killed {} (kill #{}, by {human}: {reason}); notified {notified} running gateway{}",
@@ -106,6 +112,14 @@ pub(crate) fn kill(args: KillArgs) -> Result<u8, Failure> {
         k.id,
         plural(notified)
     );
+    if denied > 0 {
+        println!("denied {denied} pending approval request{}", plural(denied));
+    }
+    denials.map_err(|e| {
+        Failure::failed(
+            e.context("the kill is in force, but its pending approvals were not denied"),
+        )
+    })?;
     audited.map_err(|e| {
         Failure::failed(e.context("the kill is in force, but its audit record failed"))
     })?;
@@ -137,7 +151,7 @@ pub(crate) fn resume(args: ResumeArgs) -> Result<u8, Failure> {
 }
 
 /// Verifies `--as` against the token; every failure is exit 2 with the reason.
-fn authenticate(
+pub(crate) fn authenticate(
     config: &airlock_config::Config,
     args: &HumanArgs,
     env_token: Option<String>,
@@ -219,12 +233,36 @@ fn open_store(config: &airlock_config::Config) -> Result<ControlStore, Failure> 
 }
 
 fn audit(config: &airlock_config::Config, record: airlock_audit::NewRecord) -> anyhow::Result<()> {
+    audit_all(config, vec![record])
+}
+
+fn audit_all(
+    config: &airlock_config::Config,
+    records: Vec<airlock_audit::NewRecord>,
+) -> anyhow::Result<()> {
     let mut store = airlock_audit::AuditStore::open(&config.audit.path, durability(config))?;
-    store.append(&[record])?;
+    store.append(&records)?;
     Ok(())
 }
 
-fn durability(config: &airlock_config::Config) -> airlock_audit::Durability {
+/// Denies the pending approval requests a kill covers; returns their audit records.
+fn deny_approvals(
+    config: &airlock_config::Config,
+    kill: &Kill,
+) -> anyhow::Result<Vec<airlock_audit::NewRecord>> {
+    let mut store =
+        airlock_approval::ApprovalStore::open_with(&config.audit.path, durability(config))?;
+    let denied = store.deny_for_kill(&kill.target, &kill.by, &kill.reason)?;
+    Ok(denied
+        .iter()
+        .map(|a| {
+            let vote = a.votes.iter().rev().find(|v| v.channel == "kill");
+            airlock_approval::approval_record(a, "denied", vote)
+        })
+        .collect())
+}
+
+pub(crate) fn durability(config: &airlock_config::Config) -> airlock_audit::Durability {
     match config.audit.durability {
         airlock_config::Durability::Process => airlock_audit::Durability::Process,
         airlock_config::Durability::PowerLoss => airlock_audit::Durability::PowerLoss,
@@ -322,7 +360,7 @@ pub(crate) fn token(command: TokenCommand) -> Result<u8, Failure> {
 
 // === helpers ===
 
-fn fmt_time(ns: i64) -> String {
+pub(crate) fn fmt_time(ns: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ns))
         .ok()
         .and_then(|t| {
