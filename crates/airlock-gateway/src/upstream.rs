@@ -66,6 +66,8 @@ pub(crate) struct UpstreamChild {
 
 struct Sandboxed {
     guard: SandboxGuard,
+    /// The breach is recorded once, however often the exit is asked for.
+    recorded: bool,
     profile: String,
     audit: Arc<AuditWriter>,
     identity: Identity,
@@ -122,6 +124,7 @@ impl Upstream {
                 }));
                 let sandboxed = Sandboxed {
                     guard,
+                    recorded: false,
                     profile: profile.name.clone(),
                     audit,
                     identity,
@@ -189,8 +192,11 @@ impl UpstreamChild {
                 .or(status.code());
             s.guard.breach(code)
         });
-        if let (Some(b), Some(s)) = (breach, &self.sandbox) {
-            s.record_breach(b, &status);
+        if let (Some(b), Some(s)) = (breach, self.sandbox.as_mut()) {
+            if !s.recorded {
+                s.recorded = true;
+                s.record_breach(b, &status);
+            }
         }
         Ok(UpstreamExit { status, breach })
     }
