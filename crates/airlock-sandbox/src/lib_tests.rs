@@ -95,3 +95,18 @@ fn bare_names_resolve_to_a_visible_path() {
         None
     );
 }
+
+#[test]
+fn egress_without_its_own_network_namespace_is_refused() {
+    let mut profile = Profile {
+        egress: vec![airlock_config::EgressRule::parse("example.com").unwrap()],
+        ..Profile::default()
+    };
+    profile.off.insert(Layer::Network);
+    let err = apply(&profile, &mut sh("true")).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("sandbox layer `network` cannot be enforced: `egress` needs"),
+        "{err}"
+    );
+}

@@ -134,11 +134,12 @@ for p in [{port}, {other_port}]:
 fn egress_without_the_network_layer_is_refused_before_anything_starts() {
     let case = Case::new("[sandbox.profiles.p]\negress = [\"example.com\"]\noff = [\"network\"]\n");
     let o = case.python("p", "print('RAN')");
-    assert_eq!(o.status.code(), Some(125), "{}", text(&o));
+    // Caught when the config loads: a usage error pointing at the line, nothing runs.
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(!stdout(&o).contains("RAN"));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains("sandbox layer `network` cannot be enforced"),
+        err.contains("egress needs the network and namespaces layers"),
         "{err}"
     );
 }
