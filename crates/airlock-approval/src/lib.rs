@@ -28,5 +28,7 @@ pub use model::{
     action_digest, Approval, HoldReason, ListFilter, NewApproval, State, Verdict, Vote,
 };
 pub use records::approval_record;
-pub use requirements::{Requirements, DEFAULT_EXPIRY, MAX_EXPIRY, MAX_QUORUM};
+pub use requirements::{
+    check_policies, PolicyCheck, Requirements, DEFAULT_EXPIRY, MAX_EXPIRY, MAX_QUORUM,
+};
 pub use store::ApprovalStore;

@@ -63,7 +63,7 @@ enum Command {
         #[command(subcommand)]
         command: control_cmd::TokenCommand,
     },
-    /// Run the bundled demo: a scripted agent against the demo company server, through Airlock.
+    /// Replay the incidents Airlock exists for, without and with Airlock, and measure the damage.
     Demo(demo::DemoArgs),
     /// Run the bundled demo company MCP server on stdio.
     #[command(name = "demo-server", hide = true)]

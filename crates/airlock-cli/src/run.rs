@@ -151,6 +151,7 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
             )))
         }
     };
+    let flow = airlock_flow::FlowRules::from_config(&config);
     let outcome = runtime.block_on(async move {
         // Listen for kills before reading them, so one issued in between is not missed.
         let listener = airlock_control::Listener::bind(&db).map_err(|e| {
@@ -190,6 +191,7 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
             db,
             listener,
             breakers,
+            flow,
         };
         let outcome =
             airlock_gateway::run(options, policy, audit, agent_io, upstream, Some(control))

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use airlock_audit::{now_unix_ns, AuditWriter, NewRecord, Submission, Ticket};
-use airlock_control::{BreakerSet, ControlStore, Kill, KillTarget, Verdict};
+use airlock_control::{BreakerSet, ControlStore, Kill, Verdict};
 use airlock_protocol::{
     error_response, parse_frame, Frame, FrameKind, Id, Limits, INVALID_REQUEST,
 };
@@ -52,6 +52,8 @@ pub(crate) struct InFlight {
     pub(crate) call: Option<Ticket>,
     pub(crate) started: Instant,
     pub(crate) method: String,
+    /// The call's arguments, kept only when a flow rule could label its result.
+    pub(crate) flow_args: Option<serde_json::Value>,
 }
 
 /// State both directions share. Locks are held for microseconds and never across an await.
@@ -70,6 +72,8 @@ pub(crate) struct Shared {
     pub(crate) approvals_changed: Notify,
     /// The database whose control sockets announce changes (`notify_all`).
     control_db: Option<std::path::PathBuf>,
+    /// Information-flow labels (`None` without a control store).
+    pub(crate) flow: Option<crate::flow::FlowState>,
     /// Server→agent requests (sampling, elicitation, roots) awaiting the agent's answer.
     server_requests: Mutex<HashSet<Id>>,
     /// Result records waiting for the background commit.
@@ -83,13 +87,15 @@ pub(crate) struct Shared {
     /// The kill that stopped this gateway, once one has.
     stopped: Mutex<Option<Kill>>,
     /// Budgets per action class, and the store that counts them.
-    breakers: Option<Mutex<Breakers>>,
+    pub(crate) breakers: Option<Mutex<Breakers>>,
 }
 
 pub(crate) struct Breakers {
-    set: BreakerSet,
-    store: ControlStore,
-    db: std::path::PathBuf,
+    pub(crate) set: BreakerSet,
+    pub(crate) store: ControlStore,
+    pub(crate) db: std::path::PathBuf,
+    /// Calls in flight whose result counts items of a class (see `crate::breaker`).
+    pub(crate) results: HashMap<Id, Vec<airlock_control::Matched>>,
 }
 
 // === impl Shared ===
@@ -192,6 +198,16 @@ pub(crate) async fn run(
         )),
         None => None,
     };
+    let flow = match &control {
+        Some(c) => Some(
+            crate::flow::FlowState::open(c.flow.clone(), &c.db, &opts.identity).map_err(|e| {
+                GatewayError::Io(std::io::Error::other(format!(
+                    "cannot read the information-flow labels: {e}"
+                )))
+            })?,
+        ),
+        None => None,
+    };
     let (control, breakers) = match control {
         Some(c) => {
             let store = ControlStore::open(&c.db).map_err(|e| {
@@ -203,6 +219,7 @@ pub(crate) async fn run(
                 set: c.breakers,
                 store,
                 db: c.db.clone(),
+                results: HashMap::new(),
             };
             (
                 Some(ControlParts {
@@ -224,6 +241,7 @@ pub(crate) async fn run(
         approvals,
         approvals_changed: Notify::new(),
         control_db,
+        flow,
         server_requests: Mutex::new(HashSet::new()),
         results: Mutex::new(Vec::new()),
         results_ready: Notify::new(),
@@ -522,6 +540,7 @@ fn judge_line(shared: &Shared, limits: &Limits, line: Line, records: &mut Vec<Ne
                 &shared.policy.current(),
                 &shared.who,
                 &shared.opts.allow_methods,
+                &crate::flow::labels(shared),
                 &frame,
                 &id,
                 &method,
@@ -588,6 +607,15 @@ fn judge_line(shared: &Shared, limits: &Limits, line: Line, records: &mut Vec<Ne
                             };
                         }
                     }
+                    let flow_args = match (&expect, &shared.flow) {
+                        (Expect::Act { target }, Some(flow))
+                            if method == "tools/call"
+                                && flow.may_label(&shared.who.server, target) =>
+                        {
+                            frame.params().and_then(|p| p.get("arguments")).cloned()
+                        }
+                        _ => None,
+                    };
                     lock(&shared.in_flight).insert(
                         id.clone(),
                         InFlight {
@@ -595,6 +623,7 @@ fn judge_line(shared: &Shared, limits: &Limits, line: Line, records: &mut Vec<Ne
                             call: None,
                             started: Instant::now(),
                             method,
+                            flow_args,
                         },
                     );
                     Step::Forward {
@@ -686,16 +715,19 @@ pub(crate) struct BreakerRefusal {
 pub(crate) fn check_breakers(shared: &Shared, frame: &Frame, tool: &str) -> Option<BreakerRefusal> {
     let breakers = shared.breakers.as_ref()?;
     let mut guard = lock(breakers);
-    let Breakers { set, store, db } = &mut *guard;
     let empty = serde_json::Value::Object(serde_json::Map::new());
     let args = frame
         .params()
         .and_then(|p| p.get("arguments"))
         .unwrap_or(&empty);
     let who = &shared.who;
+    let Breakers { set, store, .. } = &mut *guard;
     let verdict = set.admit(store, &who.agent, &who.server, tool, args, now_unix_ns());
     let trip = match verdict {
-        Ok(Verdict::Pass { .. }) => return None,
+        Ok(Verdict::Pass { matched }) => {
+            crate::breaker::expect_result(&mut guard, frame, matched);
+            return None;
+        }
         Ok(Verdict::Trip(trip)) => trip,
         Err(e) => {
             tracing::error!(error = %e, "breaker accounting failed; refusing the call");
@@ -713,31 +745,8 @@ pub(crate) fn check_breakers(shared: &Shared, frame: &Frame, tool: &str) -> Opti
          the call was refused and a human must resume the agent",
         who.agent, trip.class, trip.budget
     );
-    tracing::warn!(agent = %who.agent, class = %trip.class, budget = %trip.budget, "breaker tripped");
-    let mut records = vec![airlock_control::trip_record(
-        &who.agent,
-        &trip,
-        &who.server,
-        tool,
-    )];
-    // The pause is a kill with reason breaker:<class>: it survives restarts and stops every
-    // gateway of the agent, this one included (through the notification).
-    match store.kill(
-        KillTarget::Agent(who.agent.clone()),
-        &trip.reason(),
-        "airlock",
-    ) {
-        Ok(kill) => {
-            records.push(airlock_control::kill_record(&kill));
-            let mut kills = (*shared.kills()).clone();
-            kills.push(kill);
-            shared.set_kills(kills);
-            if let Err(e) = airlock_control::notify_all(db) {
-                tracing::warn!(error = %e, "cannot notify gateways of the pause");
-            }
-        }
-        Err(e) => tracing::error!(error = %e, "cannot record the breaker pause"),
-    }
+    let Breakers { store, db, .. } = &mut *guard;
+    let records = crate::breaker::pause(shared, store, db, &trip, tool);
     Some(BreakerRefusal {
         code: codes::KILLED,
         message,
@@ -832,7 +841,7 @@ async fn upstream_to_agent<R: AsyncRead + Unpin>(
 fn answer_for_agent(shared: &Shared, frame: &Frame, id: &Id, entry: &InFlight) -> Vec<u8> {
     let is_error = matches!(frame.kind(), FrameKind::ErrorResponse { .. });
     match &entry.expect {
-        Expect::Act { .. } => {
+        Expect::Act { target } => {
             let status = if is_error {
                 "error"
             } else if frame
@@ -845,6 +854,22 @@ fn answer_for_agent(shared: &Shared, frame: &Frame, id: &Id, entry: &InFlight) -
             } else {
                 "ok"
             };
+            // Counted first: the call has happened upstream, whether or not its result is withheld.
+            let pause = crate::breaker::count_result(shared, id, frame, target);
+            lock(&shared.results).extend(pause.into_iter().map(Submission::from));
+            if status == "ok" && entry.method == "tools/call" {
+                let args = entry.flow_args.as_ref().unwrap_or(&serde_json::Value::Null);
+                if let Err(e) = crate::flow::observe(shared, target, args, frame) {
+                    // Fail closed: the result may carry what the label marks.
+                    tracing::error!(error = %e, "cannot record an information-flow label");
+                    queue_result(shared, id, entry, "withheld");
+                    return error_line(
+                        Some(id),
+                        codes::DENIED,
+                        &format!("Airlock withheld the result: its information-flow label could not be recorded ({e})"),
+                    );
+                }
+            }
             queue_result(shared, id, entry, status);
             with_newline(frame.raw())
         }
@@ -882,6 +907,7 @@ fn queue_result(shared: &Shared, id: &Id, entry: &InFlight, status: &str) {
     let Expect::Act { target } = &entry.expect else {
         return;
     };
+    crate::breaker::forget(shared, id);
     let mut record = base_record(
         &shared.who,
         &shared.policy.current(),
