@@ -853,7 +853,8 @@ permit (principal == Agent::"bot", action == Action::"call_tool", resource == To
          max_calls = 100\nwindow_secs = 600\nmax_items = 10\n\
          items = \"result:/structuredContent/changed\"\n",
     );
-    let state = env.dir.path().join("company.json");
+    // `out/` is what the sandboxed server may write.
+    let state = env.dir.path().join("out/company.json");
     let child = Command::new(AIRLOCK)
         .args(["run", "--config"])
         .arg(env.config())
