@@ -40,6 +40,8 @@ fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/airlock-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
+# As root the sandboxed server runs as nobody, who must reach the work dir.
+chmod 0777 "$work"
 out=${OUT:-$work}
 mkdir -p "$out"
 
@@ -77,6 +79,11 @@ task = "bench"
 
 [servers.$server_name]
 description = "the bench server"
+
+# The server runs in Airlock's default sandbox: its package tree readable, the work dir writable.
+[sandbox.profiles.default]
+read = ["$root/tests/node/node_modules"]
+write = ["$work"]
 
 # 2,000 calls a second is exactly the runaway the default rate breaker stops.
 [breakers.defaults]

@@ -26,6 +26,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,51 @@ task = {_toml_str(task)}
 {extra_toml}"""
     )
     return AirlockConfig(config_path, policy_path, audit_path, agent, human, task, server)
+
+
+SANDBOX_MARK = "# conftest: what the test servers need inside Airlock's default sandbox"
+
+
+def allow_test_servers(config: AirlockConfig) -> None:
+    """Give a config's `default` sandbox profile what the test servers need, once, before a session.
+
+    `airlock run` starts every upstream in its sandbox profile. server-everything reads its package tree
+    (tests/node/node_modules); the demo server and scripts write beside the config, in tmp_path. As root,
+    the sandboxed server runs as `nobody`, so tmp_path (pytest makes its parents 0700) must be reachable:
+    Landlock, not mode bits, is what keeps the rest of the machine out. Appended at session time so the
+    line numbers `airlock check` tests point at stay those of the generated file.
+    """
+    text = config.path.read_text()
+    if SANDBOX_MARK in text or "[sandbox.profiles.default]" in text:
+        return
+    tmp = config.path.parent
+    if os.geteuid() == 0:
+        tmp.chmod(0o777)
+        for parent in tmp.parents:
+            mode = parent.stat().st_mode
+            if parent.owner() == "root" and not mode & 0o001:
+                parent.chmod((mode & 0o7777) | 0o011)
+    node_modules = REPO / "tests" / "node" / "node_modules"
+    config.path.write_text(
+        f"{text}\n{SANDBOX_MARK}\n[sandbox.profiles.default]\n"
+        f"read = [{_toml_str(node_modules)}]\nwrite = [{_toml_str(tmp)}]\n"
+    )
+
+
+def runnable_upstream(upstream: Sequence[str]) -> list[str]:
+    """The upstream command as the sandbox can run it.
+
+    As root, Airlock runs the sandboxed server as `nobody`; an interpreter under a 0700 home (a pyenv
+    Python in /root) is out of its reach, so a test server written for `sys.executable` runs on the
+    system Python instead. Everything else is left as the test wrote it.
+    """
+    command = [str(c) for c in upstream]
+    if os.geteuid() != 0 or not command or command[0] != sys.executable:
+        return command
+    if all(p.stat().st_mode & 0o001 for p in Path(sys.executable).resolve().parents):
+        return command
+    system = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin")
+    return [system, *command[1:]] if system else command
 
 
 def canonical_digest(value: Any) -> str:
@@ -313,7 +359,8 @@ class Airlock:
     ) -> contextlib.AbstractAsyncContextManager[ClientSession]:
         """`async with airlock.session(cfg, upstream_cmd) as s:` — a ClientSession through `airlock run`."""
         self._runs += 1
-        cmd = airlock_run_command(self.binary, config, upstream, agent=agent, session=session, server=server)
+        allow_test_servers(config)
+        cmd = airlock_run_command(self.binary, config, runnable_upstream(upstream), agent=agent, session=session, server=server)
         return open_session(
             cmd,
             stderr_path=self.tmp_path / f"airlock-run-{self._runs}.stderr",

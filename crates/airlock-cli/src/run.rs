@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_audit::{now_unix_ns, AuditStore, AuditWriter, Durability, NewRecord, Submission};
-use airlock_gateway::{AgentIo, GatewayOptions, Identity, Outcome, PolicyHandle, Upstream};
+use airlock_gateway::{
+    AgentIo, GatewayOptions, Identity, Outcome, PolicyHandle, Upstream, UpstreamSandbox,
+};
 use anyhow::Context;
 use clap::Args;
 use serde_json::json;
@@ -128,6 +130,27 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
     };
     let db = config.audit.path.clone();
     let breakers = airlock_control::BreakerSet::from_config(&config);
+    // The server's profile (`sandbox = "name"`, `default` when unset), or none for "off".
+    // Only an explicit "off" runs it bare; anything unresolvable refuses to start.
+    let off = config
+        .servers
+        .get(&options.identity.server)
+        .is_some_and(|s| s.sandbox == airlock_config::ServerSandbox::Off);
+    let sandbox = match config.sandbox_for_server(&options.identity.server) {
+        Some((name, settings)) => UpstreamSandbox::Profile {
+            profile: Box::new(airlock_sandbox::Profile::from_config(name, settings)),
+            audit: audit.clone(),
+            identity: options.identity.clone(),
+        },
+        None if off => UpstreamSandbox::Off,
+        None => {
+            return Err(Failure::usage(anyhow::anyhow!(
+                "{}: no sandbox profile for server `{}`",
+                config.path.display(),
+                options.identity.server
+            )))
+        }
+    };
     let flow = airlock_flow::FlowRules::from_config(&config);
     let outcome = runtime.block_on(async move {
         // Listen for kills before reading them, so one issued in between is not missed.
@@ -153,8 +176,14 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
                 ),
             });
         }
-        let upstream =
-            Upstream::spawn(&args.command).map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
+        let upstream = Upstream::spawn(&args.command, sandbox).map_err(|e| match e {
+            // Fail closed: a layer that cannot be enforced means no server (exit 125).
+            airlock_gateway::SpawnError::Sandbox(_) => Failure {
+                code: crate::sandbox_cmd::EXIT_SANDBOX,
+                error: anyhow::Error::new(e),
+            },
+            airlock_gateway::SpawnError::Io(_) => Failure::usage(anyhow::anyhow!(e)),
+        })?;
         let agent_io = AgentIo::stdio().map_err(Failure::failed)?;
         let anchor = tokio::spawn(keep_anchor(audit_path.clone(), anchor_path.clone()));
         let reloader = tokio::spawn(reload_on_sighup(reload));

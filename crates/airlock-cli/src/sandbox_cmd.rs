@@ -7,6 +7,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 
 use airlock_audit::{AuditStore, Durability, NewRecord};
 use airlock_sandbox::{Profile, SandboxError};
@@ -19,7 +20,7 @@ use crate::Failure;
 /// The audit record kind for a sandboxed command.
 const EXEC_KIND: &str = "exec";
 /// Exit code when the sandbox cannot be set up (as container runtimes use it).
-const EXIT_SANDBOX: u8 = 125;
+pub(crate) const EXIT_SANDBOX: u8 = 125;
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum SandboxCommand {
@@ -83,7 +84,7 @@ pub(crate) fn exec(args: ExecArgs) -> Result<u8, Failure> {
         airlock_config::Durability::Process => Durability::Process,
         airlock_config::Durability::PowerLoss => Durability::PowerLoss,
     };
-    let mut audit = AuditStore::open(&config.audit.path, durability)
+    let audit = AuditStore::open(&config.audit.path, durability)
         .with_context(|| {
             format!(
                 "cannot open the audit store {}",
@@ -104,11 +105,20 @@ pub(crate) fn exec(args: ExecArgs) -> Result<u8, Failure> {
             .task(a.task.clone());
     }
 
+    // Egress connections go into the same store as they happen, as this agent's.
+    let audit = Arc::new(Mutex::new(audit));
+    let egress = Arc::new(StoreEgress {
+        store: Arc::clone(&audit),
+        agent: agent.map(|(id, a)| (id.clone(), a.on_behalf_of.clone(), a.task.clone())),
+        profile: profile.name.clone(),
+    });
+    let mut profile = profile;
     let result = match airlock_sandbox::resolve_program(&profile, program) {
         Some(path) => {
+            profile.read_command(&path, rest);
             let mut cmd = Command::new(path);
             cmd.args(rest);
-            airlock_sandbox::run(&profile, &mut cmd)
+            airlock_sandbox::run(&profile, &mut cmd, Some(egress))
         }
         None => Err(SandboxError::Spawn(std::io::Error::new(
             std::io::ErrorKind::NotFound,
@@ -132,6 +142,7 @@ pub(crate) fn exec(args: ExecArgs) -> Result<u8, Failure> {
                     "layers": layers,
                     "exit_code": outcome.code,
                     "cap_hit": outcome.cap_hit,
+                    "caps": outcome.caps,
                     "wall_clock_exceeded": outcome.wall_clock_exceeded,
                 }));
             if let Some(cap) = outcome.cap_hit {
@@ -154,6 +165,8 @@ pub(crate) fn exec(args: ExecArgs) -> Result<u8, Failure> {
         }
     };
     audit
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
         .append(&[record])
         .context("cannot write the exec record to the audit store")
         .map_err(Failure::failed)?;
@@ -163,6 +176,32 @@ pub(crate) fn exec(args: ExecArgs) -> Result<u8, Failure> {
             code,
             error: anyhow::Error::new(e),
         }),
+    }
+}
+
+/// `airlock exec`'s egress log: each event appended to the audit store at once (an `open`
+/// that cannot be appended refuses the connection).
+struct StoreEgress {
+    store: Arc<Mutex<AuditStore>>,
+    /// Agent, on-behalf-of, task.
+    agent: Option<(String, String, String)>,
+    profile: String,
+}
+
+impl airlock_sandbox::EgressLog for StoreEgress {
+    fn record(&self, event: &airlock_sandbox::EgressEvent) -> Result<(), String> {
+        let mut record = airlock_gateway::egress_record(event, &self.profile);
+        if let Some((agent, on_behalf_of, task)) = &self.agent {
+            record.agent = Some(agent.clone());
+            record.on_behalf_of = Some(on_behalf_of.clone());
+            record.task = Some(task.clone());
+        }
+        self.store
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .append(&[record])
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 }
 

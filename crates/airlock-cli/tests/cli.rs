@@ -61,6 +61,13 @@ impl Env {
     /// With extra `[gateway]` lines and extra tables at the end of the config.
     fn with_config(policy: &str, gateway: &str, extra: &str) -> Env {
         let dir = tempfile::tempdir().unwrap();
+        // The recorder runs in Airlock's default sandbox (as `nobody` when the tests run as
+        // root): it may write only `out/`, and gets only the variables it reads.
+        use std::os::unix::fs::PermissionsExt;
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
         std::fs::write(dir.path().join("policy.cedar"), policy).unwrap();
         std::fs::write(
             dir.path().join("airlock.toml"),
@@ -88,6 +95,10 @@ task = "t1"
 
 [servers.rec]
 
+[sandbox.profiles.default]
+write = ["out"]
+env = ["PATH", "RECORDER_LOG", "RECORDER_PIDS", "RECORDER_FORK", "RECORDER_SLOW"]
+
 {extra}
 "#
             ),
@@ -112,7 +123,17 @@ task = "t1"
     }
 
     fn log(&self) -> PathBuf {
-        self.dir.path().join("recorder.log")
+        self.dir.path().join("out/recorder.log")
+    }
+
+    /// Runs the recorder with no sandbox (`sandbox = "off"`), for a test that watches its
+    /// host pids (a sandboxed one sees only its own PID namespace).
+    fn unsandboxed(self) -> Env {
+        let config = self.config();
+        let text = std::fs::read_to_string(&config).unwrap();
+        let text = text.replace("[servers.rec]\n", "[servers.rec]\nsandbox = \"off\"\n");
+        std::fs::write(&config, text).unwrap();
+        self
     }
 
     fn received(&self) -> String {
@@ -155,7 +176,7 @@ task = "t1"
             .args(["--agent", "bot", "--session", "test", "--", "python3"])
             .arg(recorder())
             .env("RECORDER_LOG", self.log())
-            .env("RECORDER_PIDS", self.dir.path().join("pids"))
+            .env("RECORDER_PIDS", self.dir.path().join("out/pids"))
             .envs(self.recorder_env.iter().copied())
             .env("AIRLOCK_LOG", "warn")
             .stdin(Stdio::piped())
@@ -181,7 +202,7 @@ task = "t1"
     fn upstream_pids(&self) -> Vec<i32> {
         let start = Instant::now();
         loop {
-            if let Ok(text) = std::fs::read_to_string(self.dir.path().join("pids")) {
+            if let Ok(text) = std::fs::read_to_string(self.dir.path().join("out/pids")) {
                 let pids: Vec<i32> = text
                     .split_whitespace()
                     .filter_map(|p| p.parse().ok())
@@ -637,7 +658,9 @@ fn running(pid: i32) -> bool {
 
 #[test]
 fn kill_cancels_in_flight_calls_ends_the_process_tree_and_holds_until_resumed() {
-    let mut env = Env::new(POLICY);
+    // The kill of an unsandboxed tree (its process group); tests/sandbox.rs has the
+    // sandboxed one (the PID namespace), whose pids this test could not see.
+    let mut env = Env::new(POLICY).unsandboxed();
     env.recorder_env = vec![("RECORDER_FORK", "1"), ("RECORDER_SLOW", "30")];
     let mut s = env.start();
     let pids = env.upstream_pids();
@@ -830,7 +853,8 @@ permit (principal == Agent::"bot", action == Action::"call_tool", resource == To
          max_calls = 100\nwindow_secs = 600\nmax_items = 10\n\
          items = \"result:/structuredContent/changed\"\n",
     );
-    let state = env.dir.path().join("company.json");
+    // `out/` is what the sandboxed server may write.
+    let state = env.dir.path().join("out/company.json");
     let child = Command::new(AIRLOCK)
         .args(["run", "--config"])
         .arg(env.config())

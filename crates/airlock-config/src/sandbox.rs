@@ -33,6 +33,8 @@ pub const DEFAULT_MAX_PROCESSES: u64 = 128;
 pub const DEFAULT_ENV: &[&str] = &["PATH", "LANG", "LC_ALL", "TERM", "TZ"];
 /// Smallest `memory_mb`: below this nothing starts, and the failure would look like a bug.
 pub const MIN_MEMORY_MB: u64 = 16;
+/// Ports an egress pattern without a port allows: HTTPS and HTTP.
+pub const DEFAULT_EGRESS_PORTS: &[u16] = &[443, 80];
 
 // === model ===
 
@@ -57,14 +59,20 @@ impl Default for SandboxConfig {
 /// One sandbox profile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SandboxProfile {
-    /// Paths readable and executable beneath (default: the system paths).
+    /// Paths readable and executable beneath: the system paths (unless `system_paths =
+    /// false`) followed by the profile's own `read` list.
     pub read: Vec<PathBuf>,
     /// Paths readable and writable beneath (default: none).
     pub write: Vec<PathBuf>,
     /// A fresh writable directory as `HOME` and `TMPDIR` (default: yes).
     pub private_tmp: bool,
+    /// Hosts the sandbox may reach through Airlock's egress proxy; empty: no network at all.
+    pub egress: Vec<EgressRule>,
     /// Caps; `None` only when the file cannot express one (see docs/config.md).
     pub cpu_seconds: Option<u64>,
+    /// CPU rate cap in percent of one core for the whole sandbox (cgroups only; default
+    /// none: a CPU group is scheduled as one process, which slows a server on a busy host).
+    pub cpu_percent: Option<u64>,
     /// Memory cap per process, in bytes.
     pub memory_bytes: Option<u64>,
     /// Processes in the sandbox.
@@ -85,7 +93,9 @@ impl Default for SandboxProfile {
             read: SYSTEM_READ_PATHS.iter().map(PathBuf::from).collect(),
             write: Vec::new(),
             private_tmp: true,
+            egress: Vec::new(),
             cpu_seconds: Some(DEFAULT_CPU_SECONDS),
+            cpu_percent: None,
             memory_bytes: Some(DEFAULT_MEMORY_BYTES),
             max_processes: Some(DEFAULT_MAX_PROCESSES),
             wall_clock: None,
@@ -137,6 +147,102 @@ impl SandboxLayer {
     }
 }
 
+/// One `egress` pattern: `host`, `*.domain`, `host:port` or `host:*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressRule {
+    /// The host, lower case; for `*.domain` the `domain` part (subdomains match, the
+    /// domain itself does not).
+    pub host: String,
+    /// `*.domain`: any subdomain of `host`.
+    pub subdomains: bool,
+    /// The ports allowed: `None` is any port (`:*`); no port given is 443 and 80.
+    pub ports: Option<Vec<u16>>,
+}
+
+impl EgressRule {
+    /// Parses one pattern; the error says what is wrong with it.
+    pub fn parse(pattern: &str) -> Result<EgressRule, String> {
+        let (host, port) = match pattern.rsplit_once(':') {
+            // An IPv6 literal is bracketed: `[::1]:8080`.
+            Some((h, p)) if !h.contains(':') || h.ends_with(']') => (h, Some(p)),
+            _ => (pattern, None),
+        };
+        let ports = match port {
+            None => Some(DEFAULT_EGRESS_PORTS.to_vec()),
+            Some("*") => None,
+            Some(p) => match p.parse::<u16>() {
+                Ok(n) if n > 0 => Some(vec![n]),
+                _ => return Err(format!("\"{p}\" is not a port (1-65535 or *)")),
+            },
+        };
+        let (subdomains, host) = match host.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, host),
+        };
+        let host = host.to_ascii_lowercase();
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let ipv6 = host.starts_with('[')
+            && host.ends_with(']')
+            && bare.parse::<std::net::Ipv6Addr>().is_ok();
+        let name_ok = !host.is_empty()
+            && host.len() <= 253
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !(ipv6 || name_ok) || (subdomains && ipv6) {
+            return Err(
+                "expected a host name, an IP address, or *.domain, with an optional \
+                 :port or :*"
+                    .into(),
+            );
+        }
+        Ok(EgressRule {
+            host: bare.to_owned(),
+            subdomains,
+            ports,
+        })
+    }
+
+    /// Whether a connection to `host:port` is allowed by this rule (`host` as the client
+    /// named it; compared without case and without a trailing dot).
+    pub fn matches(&self, host: &str, port: u16) -> bool {
+        let host = host
+            .trim_end_matches('.')
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let host = host.to_ascii_lowercase();
+        let host_ok = if self.subdomains {
+            host.strip_suffix(self.host.as_str())
+                .is_some_and(|rest| rest.len() > 1 && rest.ends_with('.'))
+        } else {
+            host == self.host
+        };
+        host_ok && self.ports.as_ref().is_none_or(|ps| ps.contains(&port))
+    }
+}
+
+impl std::fmt::Display for EgressRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.subdomains {
+            f.write_str("*.")?;
+        }
+        if self.host.contains(':') {
+            write!(f, "[{}]", self.host)?;
+        } else {
+            f.write_str(&self.host)?;
+        }
+        match &self.ports {
+            None => f.write_str(":*"),
+            Some(ps) if ps.as_slice() == DEFAULT_EGRESS_PORTS => Ok(()),
+            Some(ps) => write!(f, ":{}", ps.first().copied().unwrap_or(0)),
+        }
+    }
+}
+
 /// `[servers.<id>] sandbox`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerSandbox {
@@ -167,10 +273,13 @@ pub(crate) struct RawSandbox {
 #[serde(deny_unknown_fields, expecting = "a [sandbox.profiles.<name>] table")]
 pub(crate) struct RawSandboxProfile {
     pub(crate) read: Option<Vec<SpStr>>,
+    pub(crate) system_paths: Option<bool>,
     pub(crate) write: Option<Vec<SpStr>>,
     pub(crate) private_tmp: Option<bool>,
     pub(crate) network: Option<SpStr>,
+    pub(crate) egress: Option<Vec<SpStr>>,
     pub(crate) cpu_seconds: Option<Spanned<u64>>,
+    pub(crate) cpu_percent: Option<Spanned<u64>>,
     pub(crate) memory_mb: Option<Spanned<u64>>,
     pub(crate) max_processes: Option<Spanned<u64>>,
     pub(crate) wall_clock_secs: Option<Spanned<u64>>,
@@ -224,18 +333,35 @@ fn profile(raw: &RawSandboxProfile, base: &Path, p: &mut Report<'_>) -> SandboxP
                 .collect::<Vec<_>>()
         })
     };
-    let read = paths(&raw.read, "read", p).unwrap_or(d.read);
+    // `read` adds to the system paths, so a profile names only what its server needs.
+    let mut read = if raw.system_paths.unwrap_or(true) {
+        d.read
+    } else {
+        Vec::new()
+    };
+    read.extend(paths(&raw.read, "read", p).unwrap_or_default());
     let write = paths(&raw.write, "write", p).unwrap_or(d.write);
     if let Some(n) = &raw.network {
         if n.get_ref() != "none" {
             p(
                 n.span(),
                 format!(
-                    "network = \"{}\": only \"none\" is supported (an egress allowlist is not \
-                     implemented yet; `off = [\"network\"]` gives the host's network)",
+                    "network = \"{}\": only \"none\" is supported (list hosts in `egress` to \
+                     reach them through Airlock's proxy; `off = [\"network\"]` gives the host's \
+                     network)",
                     n.get_ref().escape_debug()
                 ),
             );
+        }
+    }
+    let mut egress = Vec::new();
+    for e in raw.egress.iter().flatten() {
+        match EgressRule::parse(e.get_ref()) {
+            Ok(rule) => egress.push(rule),
+            Err(why) => p(
+                e.span(),
+                format!("egress: \"{}\": {why}", e.get_ref().escape_debug()),
+            ),
         }
     }
     let at_least = |v: &Option<Spanned<u64>>, key: &str, min: u64, p: &mut Report<'_>| {
@@ -250,6 +376,7 @@ fn profile(raw: &RawSandboxProfile, base: &Path, p: &mut Report<'_>) -> SandboxP
         })
     };
     let cpu_seconds = at_least(&raw.cpu_seconds, "cpu_seconds", 1, p).or(d.cpu_seconds);
+    let cpu_percent = at_least(&raw.cpu_percent, "cpu_percent", 1, p).or(d.cpu_percent);
     let memory_bytes = at_least(&raw.memory_mb, "memory_mb", MIN_MEMORY_MB, p)
         .map(|mb| mb.saturating_mul(1024 * 1024))
         .or(d.memory_bytes);
@@ -290,11 +417,24 @@ fn profile(raw: &RawSandboxProfile, base: &Path, p: &mut Report<'_>) -> SandboxP
             ),
         }
     }
+    if let (Some(first), true) = (
+        raw.egress.as_ref().and_then(|e| e.first()),
+        off.contains(&SandboxLayer::Network) || off.contains(&SandboxLayer::Namespaces),
+    ) {
+        p(
+            first.span(),
+            "egress needs the network and namespaces layers (the proxy listens inside the \
+             sandbox's own network namespace); remove them from `off`"
+                .into(),
+        );
+    }
     SandboxProfile {
         read,
         write,
         private_tmp: raw.private_tmp.unwrap_or(d.private_tmp),
+        egress,
         cpu_seconds,
+        cpu_percent,
         memory_bytes,
         max_processes,
         wall_clock,

@@ -40,11 +40,14 @@ fn a_profile_overrides_only_the_keys_it_sets() {
     let c = config(
         r#"
 [sandbox.profiles.tight]
-read = ["/usr", "data"]
+read = ["/opt/tool", "data"]
+system_paths = false
 write = ["/var/tmp/x"]
 private_tmp = false
 network = "none"
+egress = ["api.example.com", "*.github.com:*", "127.0.0.1:8080"]
 cpu_seconds = 5
+cpu_percent = 50
 memory_mb = 64
 max_processes = 8
 wall_clock_secs = 30
@@ -59,10 +62,19 @@ sandbox = "tight"
     assert_eq!(
         *p,
         SandboxProfile {
-            read: vec![PathBuf::from("/usr"), PathBuf::from("/etc/airlock/data")],
+            read: vec![
+                PathBuf::from("/opt/tool"),
+                PathBuf::from("/etc/airlock/data")
+            ],
             write: vec![PathBuf::from("/var/tmp/x")],
             private_tmp: false,
+            egress: vec![
+                EgressRule::parse("api.example.com").unwrap(),
+                EgressRule::parse("*.github.com:*").unwrap(),
+                EgressRule::parse("127.0.0.1:8080").unwrap(),
+            ],
             cpu_seconds: Some(5),
+            cpu_percent: Some(50),
             memory_bytes: Some(64 * 1024 * 1024),
             max_processes: Some(8),
             wall_clock: Some(Duration::from_secs(30)),
@@ -70,10 +82,13 @@ sandbox = "tight"
             off: Default::default(),
         }
     );
-    let c = config("[sandbox.profiles.loose]\ncpu_seconds = 9\n");
+    let c = config("[sandbox.profiles.loose]\ncpu_seconds = 9\nread = [\"/opt/x\"]\n");
     let p = &c.sandbox.profiles["loose"];
     assert_eq!(p.cpu_seconds, Some(9));
-    assert_eq!(p.read, SandboxProfile::default().read);
+    // `read` adds to the system paths.
+    let mut read = SandboxProfile::default().read;
+    read.push(PathBuf::from("/opt/x"));
+    assert_eq!(p.read, read);
     // The built-in default is always there.
     assert!(c.sandbox.profiles.contains_key("default"));
 }
@@ -121,8 +136,23 @@ fn bad_values_point_at_the_value() {
     );
     assert_eq!(
         error("[sandbox.profiles.x]\nnetwork = \"example.com\"\n"),
-        "airlock.toml:4:11: network = \"example.com\": only \"none\" is supported (an egress \
-         allowlist is not implemented yet; `off = [\"network\"]` gives the host's network)"
+        "airlock.toml:4:11: network = \"example.com\": only \"none\" is supported (list hosts \
+         in `egress` to reach them through Airlock's proxy; `off = [\"network\"]` gives the \
+         host's network)"
+    );
+    assert_eq!(
+        error("[sandbox.profiles.x]\negress = [\"ok.example\", \"*\"]\n"),
+        "airlock.toml:4:25: egress: \"*\": expected a host name, an IP address, or *.domain, \
+         with an optional :port or :*"
+    );
+    assert_eq!(
+        error("[sandbox.profiles.x]\negress = [\"a.example\"]\noff = [\"network\"]\n"),
+        "airlock.toml:4:11: egress needs the network and namespaces layers (the proxy listens \
+         inside the sandbox's own network namespace); remove them from `off`"
+    );
+    assert_eq!(
+        error("[sandbox.profiles.x]\negress = [\"a.example:0\"]\n"),
+        "airlock.toml:4:11: egress: \"a.example:0\": \"0\" is not a port (1-65535 or *)"
     );
     assert_eq!(
         error("[sandbox.profiles.off]\n"),
@@ -131,8 +161,47 @@ fn bad_values_point_at_the_value() {
     );
     assert_eq!(
         error("[sandbox.profiles.x]\nshell = true\n"),
-        "airlock.toml:4:1: unknown field `shell`, expected one of `read`, `write`, \
-         `private_tmp`, `network`, `cpu_seconds`, `memory_mb`, `max_processes`, \
-         `wall_clock_secs`, `env`, `off`"
+        "airlock.toml:4:1: unknown field `shell`, expected one of `read`, `system_paths`, \
+         `write`, `private_tmp`, `network`, `egress`, `cpu_seconds`, `cpu_percent`, \
+         `memory_mb`, `max_processes`, `wall_clock_secs`, `env`, `off`"
     );
+}
+
+#[test]
+fn egress_patterns_match_hosts_and_ports() {
+    let rule = |p: &str| EgressRule::parse(p).unwrap();
+    let api = rule("API.example.com");
+    assert!(api.matches("api.example.com", 443));
+    assert!(api.matches("Api.Example.Com.", 80));
+    assert!(!api.matches("api.example.com", 22));
+    assert!(!api.matches("evil-api.example.com", 443));
+    let sub = rule("*.github.com:*");
+    assert!(sub.matches("raw.github.com", 1));
+    assert!(sub.matches("a.b.github.com", 443));
+    assert!(!sub.matches("github.com", 443));
+    assert!(!sub.matches("evilgithub.com", 443));
+    let local = rule("127.0.0.1:8080");
+    assert!(local.matches("127.0.0.1", 8080));
+    assert!(!local.matches("127.0.0.1", 8081));
+    let v6 = rule("[::1]:9");
+    assert!(v6.matches("[::1]", 9) && v6.matches("::1", 9));
+    for (p, shown) in [
+        ("api.example.com", "api.example.com"),
+        ("*.github.com:*", "*.github.com:*"),
+        ("[::1]:9", "[::1]:9"),
+    ] {
+        assert_eq!(rule(p).to_string(), shown);
+    }
+    for bad in [
+        "",
+        "*",
+        "*:443",
+        "a..b",
+        "a b",
+        "host:http",
+        "*.[::1]:1",
+        "::1",
+    ] {
+        assert!(EgressRule::parse(bad).is_err(), "{bad} should be refused");
+    }
 }

@@ -26,7 +26,7 @@ use airlock_audit::AuditWriter;
 use airlock_policy::PolicyEngine;
 
 pub use stdio::AgentIo;
-pub use upstream::Upstream;
+pub use upstream::{egress_record, SpawnError, Upstream, UpstreamSandbox, SANDBOX_BREACH};
 
 /// Who is acting: the principal of every decision and the "who" of every audit record.
 #[derive(Clone, Debug, PartialEq, Eq)]

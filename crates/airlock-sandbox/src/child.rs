@@ -30,7 +30,8 @@ use crate::profile::Layer;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub(crate) enum Step {
-    DropGroups = 1,
+    JoinCgroup = 1,
+    DropGroups,
     DropGid,
     DropUid,
     Dumpable,
@@ -48,10 +49,14 @@ pub(crate) enum Step {
     LandlockProc,
     LandlockRestrict,
     Seccomp,
+    LoopbackUp,
+    ProxyListen,
+    ProxyHandOver,
 }
 
 impl Step {
-    const ALL: [Step; 18] = [
+    const ALL: [Step; 22] = [
+        Step::JoinCgroup,
         Step::DropGroups,
         Step::DropGid,
         Step::DropUid,
@@ -70,6 +75,9 @@ impl Step {
         Step::LandlockProc,
         Step::LandlockRestrict,
         Step::Seccomp,
+        Step::LoopbackUp,
+        Step::ProxyListen,
+        Step::ProxyHandOver,
     ];
 
     pub(crate) fn from_byte(b: u8) -> Option<Step> {
@@ -80,6 +88,10 @@ impl Step {
     pub(crate) fn describe(self) -> (Layer, &'static str) {
         use Layer::*;
         match self {
+            Step::JoinCgroup => (Rlimits, "joining the sandbox's cgroup"),
+            Step::LoopbackUp => (Network, "bringing up lo in the new network namespace"),
+            Step::ProxyListen => (Network, "listening for the egress proxy on 127.0.0.1"),
+            Step::ProxyHandOver => (Network, "handing the proxy socket to Airlock"),
             Step::DropGroups => (Namespaces, "dropping supplementary groups"),
             Step::DropGid => (Namespaces, "switching to the sandbox gid"),
             Step::DropUid => (Namespaces, "switching to the sandbox uid"),
@@ -113,6 +125,8 @@ pub(crate) struct Limits {
 /// Everything the child needs, prepared in the parent.
 #[derive(Debug)]
 pub(crate) struct Plan {
+    /// Airlock's pid: the supervisor checks it is still its parent.
+    pub(crate) parent: libc::pid_t,
     /// Drop to this uid/gid first (Airlock runs as root; the command never does).
     pub(crate) drop_to: Option<(libc::uid_t, libc::gid_t)>,
     /// New user, mount and PID namespaces.
@@ -129,6 +143,10 @@ pub(crate) struct Plan {
     pub(crate) seccomp: Vec<BpfProgram>,
     /// Write end of the report pipe (one byte: the failed [`Step`]).
     pub(crate) report: OwnedFd,
+    /// `cgroup.procs` of each of the sandbox's groups: joined first, before any fork.
+    pub(crate) cgroup_procs: Vec<OwnedFd>,
+    /// Egress: the supervisor's end of the pair it sends the proxy's listening socket on.
+    pub(crate) proxy: Option<OwnedFd>,
 }
 
 /// The pid a supervisor or init forwards termination signals to.
@@ -159,6 +177,9 @@ pub(crate) fn run(plan: &Plan) -> io::Result<()> {
     // SAFETY: every call below is a raw syscall on memory prepared by the parent; none
     // allocates or takes a lock (see the module docs).
     unsafe {
+        for fd in &plan.cgroup_procs {
+            check(plan, Step::JoinCgroup, crate::cgroup::join(fd.as_raw_fd()))?;
+        }
         if plan.net_only {
             check(plan, Step::Unshare, libc::unshare(libc::CLONE_NEWNET))?;
         }
@@ -201,6 +222,16 @@ unsafe fn enter_namespaces(plan: &Plan) -> io::Result<()> {
     if plan.new_net {
         flags |= libc::CLONE_NEWNET;
     }
+    // The supervisor dies with Airlock, even a SIGKILLed one (set after the uid change,
+    // which clears it); if Airlock is already gone, stop here.
+    check(
+        plan,
+        Step::DeathSignal,
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0),
+    )?;
+    if libc::getppid() != plan.parent {
+        libc::_exit(1);
+    }
     check(plan, Step::Unshare, libc::unshare(flags))?;
     // Unprivileged users must give up setgroups before they may map a gid.
     write_file(plan, Step::DenySetgroups, c"/proc/self/setgroups", c"deny")?;
@@ -215,6 +246,9 @@ unsafe fn enter_namespaces(plan: &Plan) -> io::Result<()> {
         std::ptr::null(),
     );
     check(plan, Step::MountPrivate, r)?;
+    if let Some(pair) = &plan.proxy {
+        proxy_listener(plan, pair.as_raw_fd())?;
+    }
 
     // The first child is pid 1 of the new PID namespace.
     let init = libc::fork();
@@ -241,6 +275,81 @@ unsafe fn enter_namespaces(plan: &Plan) -> io::Result<()> {
         wait_and_exit(command);
     }
     Ok(())
+}
+
+/// In the supervisor, inside the new network namespace: brings `lo` up, listens on
+/// 127.0.0.1:PROXY_PORT and sends that socket to Airlock, keeping no copy. The command
+/// (forked later) never holds it; it can only connect to it.
+unsafe fn proxy_listener(plan: &Plan, pair: RawFd) -> io::Result<()> {
+    let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+    check(plan, Step::LoopbackUp, s)?;
+    let mut ifr: libc::ifreq = std::mem::zeroed();
+    for (i, b) in b"lo\0".iter().enumerate() {
+        ifr.ifr_name[i] = *b as libc::c_char;
+    }
+    let r = libc::ioctl(s, libc::SIOCGIFFLAGS, &mut ifr);
+    if r < 0 {
+        libc::close(s);
+        return Err(report(plan, Step::LoopbackUp));
+    }
+    ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+    let r = libc::ioctl(s, libc::SIOCSIFFLAGS, &ifr);
+    libc::close(s);
+    check(plan, Step::LoopbackUp, r)?;
+
+    let l = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+    check(plan, Step::ProxyListen, l)?;
+    let mut addr: libc::sockaddr_in = std::mem::zeroed();
+    addr.sin_family = libc::AF_INET as libc::sa_family_t;
+    addr.sin_port = crate::egress::PROXY_PORT.to_be();
+    addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+    let r = libc::bind(
+        l,
+        (&addr as *const libc::sockaddr_in).cast(),
+        std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+    );
+    if r < 0 || libc::listen(l, 128) < 0 {
+        let e = report(plan, Step::ProxyListen);
+        libc::close(l);
+        return Err(e);
+    }
+
+    // One SCM_RIGHTS message carrying `l`; the buffer is sized and aligned for one fd.
+    #[repr(C, align(8))]
+    struct Control([u8; 64]);
+    let mut control = Control([0; 64]);
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    let mut msg: libc::msghdr = std::mem::zeroed();
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.0.as_mut_ptr().cast();
+    let space = libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32);
+    msg.msg_controllen = space as usize;
+    let cmsg = libc::CMSG_FIRSTHDR(&msg);
+    if cmsg.is_null() {
+        libc::close(l);
+        return Err(report(plan, Step::ProxyHandOver));
+    }
+    (*cmsg).cmsg_level = libc::SOL_SOCKET;
+    (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+    (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as usize;
+    std::ptr::copy_nonoverlapping(
+        (&l as *const libc::c_int).cast::<u8>(),
+        libc::CMSG_DATA(cmsg),
+        std::mem::size_of::<libc::c_int>(),
+    );
+    let n = libc::sendmsg(pair, &msg, libc::MSG_NOSIGNAL);
+    let e = if n < 0 {
+        Some(report(plan, Step::ProxyHandOver))
+    } else {
+        None
+    };
+    libc::close(l);
+    e.map_or(Ok(()), Err)
 }
 
 unsafe fn set_limits(plan: &Plan, limits: &Limits) -> io::Result<()> {

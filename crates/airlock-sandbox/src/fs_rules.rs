@@ -5,8 +5,8 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use landlock::{
-    path_beneath_rules, Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, Ruleset,
-    RulesetAttr, RulesetCreatedAttr, Scope, ABI,
+    path_beneath_rules, Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, NetPort,
+    Ruleset, RulesetAttr, RulesetCreatedAttr, Scope, ABI,
 };
 
 use crate::error::SandboxError;
@@ -52,11 +52,13 @@ pub(crate) struct Prepared {
 }
 
 /// Builds the ruleset for `read` (read + execute), `write` (everything), the usual
-/// device files, and — when `deny_tcp` — no TCP bind or connect at all.
+/// device files, and — when `deny_tcp` — no TCP bind or connect at all, except a connect
+/// to `proxy_port` (the egress proxy inside the sandbox's own namespace).
 pub(crate) fn prepare(
     read: &[PathBuf],
     write: &[&Path],
     deny_tcp: bool,
+    proxy_port: Option<u16>,
 ) -> Result<Prepared, SandboxError> {
     let abi = kernel_abi();
     if abi < 1 {
@@ -107,7 +109,13 @@ pub(crate) fn prepare(
         .add_rules(path_beneath_rules(write, AccessFs::from_all(TARGET_ABI)))
         .map_err(err("add a writable path"))?
         .add_rules(path_beneath_rules(DEVICES, device_access))
-        .map_err(err("add the device files"))?;
+        .map_err(err("add the device files"))?
+        .add_rules(
+            proxy_port
+                .filter(|_| deny_tcp)
+                .map(|port| Ok(NetPort::new(port, AccessNet::ConnectTcp))),
+        )
+        .map_err(err("allow the egress proxy's port"))?;
     let fd: Option<OwnedFd> = created.into();
     let fd = fd.ok_or_else(|| SandboxError::Unsupported {
         layer: Layer::Landlock,

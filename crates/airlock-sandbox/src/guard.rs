@@ -9,12 +9,60 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use airlock_config::EgressRule;
+
+use crate::cgroup::Groups;
 use crate::child::{Plan, Step};
+use crate::egress::{EgressLog, Proxy};
 use crate::error::SandboxError;
 use crate::profile::Layer;
 
+/// A cap the sandbox hit, which likely ended it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Breach {
+    /// The wall-clock cap ran out; the sandbox was killed.
+    WallClock,
+    /// The kernel's OOM killer acted inside the sandbox's memory cgroup.
+    Memory,
+    /// The sandbox reached its process cap (`pids.max`).
+    Processes,
+    /// A process was killed at its CPU-seconds cap (`RLIMIT_CPU`).
+    CpuSeconds,
+}
+
+impl Breach {
+    /// `wall_clock`, `memory`, `processes`, `cpu_seconds`: for the audit trail.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Breach::WallClock => "wall_clock",
+            Breach::Memory => "memory",
+            Breach::Processes => "processes",
+            Breach::CpuSeconds => "cpu_seconds",
+        }
+    }
+
+    /// What an operator (or agent) reads.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Breach::WallClock => "wall-clock cap",
+            Breach::Memory => "memory cap",
+            Breach::Processes => "process cap",
+            Breach::CpuSeconds => "CPU-seconds cap",
+        }
+    }
+}
+
+/// The egress log, shown without its contents.
+pub(crate) struct LogHandle(pub(crate) Arc<dyn EgressLog>);
+
+impl std::fmt::Debug for LogHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EgressLog")
+    }
+}
+
 /// Returned by [`crate::apply`]. Keep it as long as the process runs: dropping it kills
-/// the sandbox (every process in it) and removes the private temp dir.
+/// the sandbox (every process in it) and removes the private temp dir and its cgroups.
 #[derive(Debug)]
 pub struct SandboxGuard {
     pub(crate) plan: Arc<Plan>,
@@ -26,6 +74,15 @@ pub struct SandboxGuard {
     pub(crate) pidfd: Option<Arc<OwnedFd>>,
     pub(crate) watchdog: Option<Watchdog>,
     pub(crate) timed_out: Arc<AtomicBool>,
+    pub(crate) groups: Option<Groups>,
+    /// `cgroup v2`, `cgroup v1` or `rlimits`: what enforces the caps.
+    pub(crate) caps: &'static str,
+    pub(crate) rlimits: bool,
+    /// Egress: where the supervisor sends the proxy's listening socket.
+    pub(crate) proxy_sock: Option<OwnedFd>,
+    pub(crate) proxy: Option<Proxy>,
+    pub(crate) egress: Vec<EgressRule>,
+    pub(crate) egress_log: Option<LogHandle>,
 }
 
 #[derive(Debug)]
@@ -38,6 +95,35 @@ impl SandboxGuard {
     /// The layers in force, in set-up order.
     pub fn layers(&self) -> &[Layer] {
         &self.layers
+    }
+
+    /// What enforces the caps: `cgroup v2`, `cgroup v1` or `rlimits`.
+    pub fn caps_mechanism(&self) -> &'static str {
+        self.caps
+    }
+
+    /// Where egress events go (call before [`SandboxGuard::started`]). A profile with
+    /// `egress` and no log does not start: every connection must be recorded.
+    pub fn set_egress_log(&mut self, log: Arc<dyn EgressLog>) {
+        self.egress_log = Some(LogHandle(log));
+    }
+
+    /// The cap that most likely ended the sandbox, given the command's exit code in the
+    /// shell's convention (128 + signal). `None`: it ended for its own reasons, or hit a
+    /// per-process rlimit the kernel leaves no trace of (memory without a cgroup).
+    pub fn breach(&self, code: Option<i32>) -> Option<Breach> {
+        if self.wall_clock_exceeded() {
+            return Some(Breach::WallClock);
+        }
+        match self.groups.as_ref().and_then(Groups::breach) {
+            Some(crate::cgroup::Breach::Memory) => return Some(Breach::Memory),
+            Some(crate::cgroup::Breach::Processes) => return Some(Breach::Processes),
+            None => {}
+        }
+        if self.rlimits && code == Some(128 + libc::SIGXCPU) {
+            return Some(Breach::CpuSeconds);
+        }
+        None
     }
 
     /// The private writable directory (`HOME` and `TMPDIR` inside), if the profile has one.
@@ -81,6 +167,9 @@ impl SandboxGuard {
         // SAFETY: the kernel just returned this fd to us; nothing else owns it.
         let pidfd = Arc::new(unsafe { OwnedFd::from_raw_fd(fd as i32) });
         self.pidfd = Some(Arc::clone(&pidfd));
+        if let Some(sock) = self.proxy_sock.take() {
+            self.start_proxy(&sock)?;
+        }
         if let Some(limit) = self.wall_clock {
             let watchdog =
                 Watchdog::start(limit, pidfd, Arc::clone(&self.timed_out)).map_err(|e| {
@@ -95,6 +184,28 @@ impl SandboxGuard {
         Ok(())
     }
 
+    /// Takes the listening socket the supervisor made inside the namespace and serves it.
+    fn start_proxy(&mut self, sock: &OwnedFd) -> Result<(), SandboxError> {
+        let fail = |what: &str, e: io::Error| SandboxError::Prepare {
+            layer: Layer::Network,
+            what: what.into(),
+            source: Box::new(e),
+        };
+        let log = self
+            .egress_log
+            .as_ref()
+            .map(|l| Arc::clone(&l.0))
+            .ok_or_else(|| SandboxError::Unsupported {
+                layer: Layer::Network,
+                reason: "the profile lists `egress` hosts but nothing records egress".into(),
+            })?;
+        let listener = receive_fd(sock).map_err(|e| fail("receiving the proxy socket", e))?;
+        let proxy = Proxy::start(listener, self.egress.clone(), log)
+            .map_err(|e| fail("starting the egress proxy", e))?;
+        self.proxy = Some(proxy);
+        Ok(())
+    }
+
     /// Whether the wall-clock cap ran out and the sandbox was killed for it.
     pub fn wall_clock_exceeded(&self) -> bool {
         self.timed_out.load(Ordering::SeqCst)
@@ -104,10 +215,14 @@ impl SandboxGuard {
     /// takes init with it (its parent-death signal), and the kernel then kills the rest of
     /// the PID namespace. Without them only the direct child is reached.
     pub fn kill(&self) -> io::Result<()> {
-        match &self.pidfd {
+        let r = match &self.pidfd {
             Some(fd) => send_kill(fd),
             None => Ok(()),
+        };
+        if let Some(g) = &self.groups {
+            g.kill();
         }
+        r
     }
 
     /// Whether the whole tree dies with [`SandboxGuard::kill`] (PID namespace in force).
@@ -123,6 +238,9 @@ impl Drop for SandboxGuard {
         }
         // The process may be gone already; ESRCH is fine.
         let _ = self.kill();
+        self.proxy.take();
+        // The groups go after the kill (their Drop waits for them to empty).
+        self.groups.take();
         let _ = &self.plan;
     }
 }
@@ -146,6 +264,31 @@ fn send_kill(pidfd: &OwnedFd) -> io::Result<()> {
         return Err(e);
     }
     Ok(())
+}
+
+/// One fd passed with SCM_RIGHTS on `sock` (non-blocking: it is there already, sent
+/// before the command was started).
+fn receive_fd(sock: &OwnedFd) -> io::Result<OwnedFd> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut byte = [0u8; 1];
+    let mut iov = [io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!(libc::c_int);
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(io::Error::from)?;
+    for c in msg.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            if let Some(fd) = fds.first() {
+                // SAFETY: the kernel installed this fd in our table for us.
+                return Ok(unsafe { OwnedFd::from_raw_fd(*fd) });
+            }
+        }
+    }
+    Err(io::Error::other("the supervisor sent no socket"))
 }
 
 // === impl Watchdog ===

@@ -31,7 +31,9 @@
 // block says why it is sound.
 #![allow(unsafe_code)]
 
+mod cgroup;
 mod child;
+mod egress;
 mod error;
 mod fs_rules;
 mod guard;
@@ -48,9 +50,11 @@ use std::process::Command;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+pub use cgroup::{detect as detect_cgroups, Mechanism as CgroupMechanism};
+pub use egress::{EgressEvent, EgressLog, EgressPhase, PROXY_PORT};
 pub use error::SandboxError;
 pub use fs_rules::kernel_abi as landlock_abi;
-pub use guard::SandboxGuard;
+pub use guard::{Breach, SandboxGuard};
 pub use probe::{probe, Check, ProbeReport};
 pub use profile::{
     Layer, Network, Profile, DEFAULT_CPU_SECONDS, DEFAULT_ENV, DEFAULT_MAX_PROCESSES,
@@ -64,7 +68,17 @@ use child::{Limits, Plan};
 /// `PATH` inside when the profile passes none.
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 /// Processes the sandbox itself adds (supervisor and init), counted by `RLIMIT_NPROC`.
-const HELPER_PROCESSES: u64 = 2;
+pub(crate) const HELPER_PROCESSES: u64 = 2;
+/// The proxy inside, for every client that reads the usual variables.
+const PROXY_URL: &str = "http://127.0.0.1:3128";
+const PROXY_ENV: &[&str] = &[
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+];
 
 /// Prepares `cmd` to start inside the sandbox `profile` describes: clears its environment
 /// (keeping the profile's `env` names), and installs the pre-exec hook. Call
@@ -104,6 +118,22 @@ pub fn apply(profile: &Profile, cmd: &mut Command) -> Result<SandboxGuard, Sandb
 
     let namespaces = profile.wants(Layer::Namespaces);
     let new_net = profile.wants(Layer::Network);
+    let egress = !profile.egress.is_empty();
+    if egress && !(new_net && namespaces) {
+        return Err(SandboxError::Unsupported {
+            layer: Layer::Network,
+            reason: "`egress` needs the network and namespaces layers: the proxy listens \
+                     inside the sandbox's own network namespace"
+                .into(),
+        });
+    }
+    if egress {
+        for name in PROXY_ENV {
+            cmd.env(name, PROXY_URL);
+        }
+        // Node's fetch reads the variables only when asked to.
+        cmd.env("NODE_USE_ENV_PROXY", "1").env("NO_PROXY", "");
+    }
     if new_net && !namespaces && euid != 0 {
         return Err(SandboxError::Unsupported {
             layer: Layer::Network,
@@ -125,7 +155,8 @@ pub fn apply(profile: &Profile, cmd: &mut Command) -> Result<SandboxGuard, Sandb
         if let Some(dir) = &tmp {
             write.push(dir.path());
         }
-        Some(fs_rules::prepare(&profile.read, &write, new_net)?.fd)
+        let proxy_port = egress.then_some(egress::PROXY_PORT);
+        Some(fs_rules::prepare(&profile.read, &write, new_net, proxy_port)?.fd)
     } else {
         None
     };
@@ -135,9 +166,28 @@ pub fn apply(profile: &Profile, cmd: &mut Command) -> Result<SandboxGuard, Sandb
         Vec::new()
     };
     let limits = profile.wants(Layer::Rlimits).then(|| limits(profile));
+    // The whole tree's caps, where this host lets Airlock make a cgroup; else rlimits alone.
+    let mechanism = if profile.wants(Layer::Rlimits) {
+        cgroup::detect()
+    } else {
+        cgroup::Mechanism::None {
+            why: "rlimits are off".into(),
+        }
+    };
+    let (groups, cgroup_procs) = match cgroup::create(&mechanism, profile)? {
+        Some((g, fds)) => (Some(g), fds),
+        None => (None, Vec::new()),
+    };
+    let (proxy_parent, proxy_child) = if egress {
+        let (a, b) = proxy_pair()?;
+        (Some(a), Some(b))
+    } else {
+        (None, None)
+    };
 
     let (report, report_w) = report_pipe()?;
     let plan = Arc::new(Plan {
+        parent: nix::unistd::getpid().as_raw(),
         drop_to,
         namespaces,
         new_net: new_net && namespaces,
@@ -149,6 +199,8 @@ pub fn apply(profile: &Profile, cmd: &mut Command) -> Result<SandboxGuard, Sandb
         landlock,
         seccomp,
         report: report_w,
+        cgroup_procs,
+        proxy: proxy_child,
     });
     let hook = Arc::clone(&plan);
     // SAFETY: the hook only makes async-signal-safe syscalls on data prepared above
@@ -166,6 +218,29 @@ pub fn apply(profile: &Profile, cmd: &mut Command) -> Result<SandboxGuard, Sandb
         pidfd: None,
         watchdog: None,
         timed_out: Arc::new(AtomicBool::new(false)),
+        groups,
+        caps: mechanism.name(),
+        rlimits: profile.wants(Layer::Rlimits),
+        proxy_sock: proxy_parent,
+        proxy: None,
+        egress: profile.egress.clone(),
+        egress_log: None,
+    })
+}
+
+/// The socket pair the supervisor hands the proxy's listening socket over.
+fn proxy_pair() -> Result<(OwnedFd, OwnedFd), SandboxError> {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    socketpair(
+        AddressFamily::Unix,
+        SockType::Datagram,
+        None,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+    )
+    .map_err(|e| SandboxError::Prepare {
+        layer: Layer::Network,
+        what: "the proxy socket pair".into(),
+        source: Box::new(std::io::Error::from(e)),
     })
 }
 
@@ -183,6 +258,12 @@ fn limits(profile: &Profile) -> Limits {
             rl(n, n)
         }),
     }
+}
+
+/// Whether sandboxed commands run as `nobody` (Airlock runs as root): files they need
+/// must then be reachable by `nobody`, whatever Landlock allows.
+pub fn runs_as_nobody() -> bool {
+    nix::unistd::geteuid().is_root()
 }
 
 /// The uid and gid of `nobody` (65534 when the system has no such user).

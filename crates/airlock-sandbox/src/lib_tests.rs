@@ -52,7 +52,7 @@ fn the_wall_clock_cap_kills_and_is_reported() {
         wall_clock: Some(Duration::from_millis(300)),
         ..Profile::default()
     };
-    let out = run(&profile, &mut sh("sleep 20")).unwrap();
+    let out = run(&profile, &mut sh("sleep 20"), None).unwrap();
     assert_eq!(out.code, 137);
     assert!(out.wall_clock_exceeded);
     assert_eq!(out.cap_hit, Some("wall-clock cap"));
@@ -61,9 +61,9 @@ fn the_wall_clock_cap_kills_and_is_reported() {
 
 #[test]
 fn exit_codes_follow_the_shell_convention() {
-    let out = run(&Profile::default(), &mut sh("exit 3")).unwrap();
+    let out = run(&Profile::default(), &mut sh("exit 3"), None).unwrap();
     assert_eq!((out.code, out.cap_hit), (3, None));
-    let out = run(&Profile::default(), &mut sh("kill -TERM $$")).unwrap();
+    let out = run(&Profile::default(), &mut sh("kill -TERM $$"), None).unwrap();
     assert_eq!(out.code, 128 + libc::SIGTERM);
 }
 
@@ -93,5 +93,20 @@ fn bare_names_resolve_to_a_visible_path() {
     assert_eq!(
         resolve_program(&Profile::default(), "no-such-airlock-cmd"),
         None
+    );
+}
+
+#[test]
+fn egress_without_its_own_network_namespace_is_refused() {
+    let mut profile = Profile {
+        egress: vec![airlock_config::EgressRule::parse("example.com").unwrap()],
+        ..Profile::default()
+    };
+    profile.off.insert(Layer::Network);
+    let err = apply(&profile, &mut sh("true")).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("sandbox layer `network` cannot be enforced: `egress` needs"),
+        "{err}"
     );
 }

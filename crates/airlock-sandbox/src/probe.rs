@@ -155,7 +155,7 @@ fn seccomp_check() -> Check {
     )
 }
 
-/// cgroups: reported, not used yet (rlimits are the floor).
+/// cgroups: which mechanism caps the whole sandbox here (the rlimits apply either way).
 fn cgroup_check() -> Check {
     let v2 = [
         "/sys/fs/cgroup/cgroup.controllers",
@@ -177,12 +177,24 @@ fn cgroup_check() -> Check {
     } else {
         format!("v1 controllers [{}]", v1.join(" "))
     };
+    let mechanism = crate::cgroup::detect();
+    let in_force = match &mechanism {
+        crate::cgroup::Mechanism::V2 { parent } => format!(
+            "cgroup v2 under {} (memory.max, pids.max, cpu.max)",
+            parent.display()
+        ),
+        crate::cgroup::Mechanism::V1 { parents } => format!(
+            "cgroup v1 under {} (memory.limit_in_bytes, pids.max, cpu.cfs_quota_us)",
+            parents[0].display()
+        ),
+        crate::cgroup::Mechanism::None { why } => {
+            format!("rlimits only, per process ({why})")
+        }
+    };
     Check {
         name: "cgroups".into(),
         ok: true,
-        detail: format!(
-            "{v2_text}; {v1_text} — not used yet: caps are rlimits (in force: rlimits)"
-        ),
+        detail: format!("{v2_text}; {v1_text} — in force: {in_force}"),
     }
 }
 

@@ -80,11 +80,18 @@ pub struct Profile {
     pub private_tmp: bool,
     /// The network the process gets.
     pub network: Network,
+    /// Hosts reachable through Airlock's egress proxy (needs the network and namespaces
+    /// layers); empty: no way out at all.
+    pub egress: Vec<airlock_config::EgressRule>,
     /// CPU-seconds cap per process (`RLIMIT_CPU`: SIGXCPU, then SIGKILL a second later).
     pub cpu_seconds: Option<u64>,
-    /// Memory cap per process in bytes (`RLIMIT_DATA`: heap and private mappings).
+    /// CPU rate cap for the whole sandbox, in percent of one core (cgroups only).
+    pub cpu_percent: Option<u64>,
+    /// Memory cap in bytes: per process (`RLIMIT_DATA`), and for the whole sandbox where a
+    /// cgroup can be made.
     pub memory_bytes: Option<u64>,
-    /// Cap on processes in the sandbox (`RLIMIT_NPROC` inside its own user namespace).
+    /// Cap on processes in the sandbox (`RLIMIT_NPROC` inside its own user namespace, and
+    /// `pids.max` where a cgroup can be made).
     pub max_processes: Option<u64>,
     /// Wall-clock cap: the whole sandbox is killed when it runs longer.
     pub wall_clock: Option<Duration>,
@@ -111,6 +118,27 @@ impl Profile {
         !self.off.contains(&layer)
     }
 
+    /// Makes the command's own files readable: the program, and every argument that names
+    /// an existing file or directory (a script, a served directory). Read only: writing
+    /// needs the profile's `write` list. The command line is the operator's, never the
+    /// agent's, so this grants only what the operator already named.
+    pub fn read_command(&mut self, program: &std::path::Path, args: &[String]) {
+        let named = std::iter::once(program.to_path_buf()).chain(args.iter().map(PathBuf::from));
+        for path in named {
+            let Ok(real) = path.canonicalize() else {
+                continue;
+            };
+            if !self
+                .read
+                .iter()
+                .chain(&self.write)
+                .any(|r| real.starts_with(r))
+            {
+                self.read.push(real);
+            }
+        }
+    }
+
     /// The profile a config section describes.
     pub fn from_config(name: &str, p: &airlock_config::SandboxProfile) -> Profile {
         use airlock_config::SandboxLayer as L;
@@ -131,7 +159,9 @@ impl Profile {
             write: p.write.clone(),
             private_tmp: p.private_tmp,
             network: Network::None,
+            egress: p.egress.clone(),
             cpu_seconds: p.cpu_seconds,
+            cpu_percent: p.cpu_percent,
             memory_bytes: p.memory_bytes,
             max_processes: p.max_processes,
             wall_clock: p.wall_clock,

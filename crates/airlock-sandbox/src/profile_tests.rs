@@ -28,3 +28,33 @@ fn layer_names_round_trip_and_match_the_config() {
     assert!(!p.wants(Layer::Seccomp));
     assert!(p.wants(Layer::Landlock));
 }
+
+#[test]
+fn the_command_line_names_what_the_server_may_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("server.py");
+    std::fs::write(&script, "").unwrap();
+    let served = dir.path().join("docs");
+    std::fs::create_dir(&served).unwrap();
+    let mut p = Profile::default();
+    let before = p.read.clone();
+    p.read_command(
+        std::path::Path::new("/usr/bin/python3"),
+        &[
+            script.display().to_string(),
+            "--root".into(),
+            served.display().to_string(),
+            "/nonexistent/x".into(),
+        ],
+    );
+    // The interpreter is under a system path already; the script and the directory are added.
+    let added: Vec<_> = p.read[before.len()..].to_vec();
+    assert_eq!(
+        added,
+        [
+            script.canonicalize().unwrap(),
+            served.canonicalize().unwrap()
+        ]
+    );
+    assert!(p.write.is_empty());
+}

@@ -16,6 +16,8 @@ pub struct Outcome {
     pub wall_clock_exceeded: bool,
     /// Why it ended, when a cap is the likely cause (for people and the audit trail).
     pub cap_hit: Option<&'static str>,
+    /// What enforced the caps: `cgroup v2`, `cgroup v1` or `rlimits`.
+    pub caps: &'static str,
     /// The layers that were in force.
     pub layers: Vec<Layer>,
     /// From spawn to exit.
@@ -24,9 +26,17 @@ pub struct Outcome {
 
 /// Starts `cmd` in `profile`'s sandbox and waits for it. Interrupts from the terminal
 /// (SIGINT, SIGQUIT) reach the command and are ignored here meanwhile, as `system(3)`
-/// does, so the outcome is always collected.
-pub fn run(profile: &Profile, cmd: &mut Command) -> Result<Outcome, SandboxError> {
+/// does, so the outcome is always collected. `egress_log` records the proxy's connections
+/// (required when the profile lists `egress` hosts).
+pub fn run(
+    profile: &Profile,
+    cmd: &mut Command,
+    egress_log: Option<std::sync::Arc<dyn crate::EgressLog>>,
+) -> Result<Outcome, SandboxError> {
     let mut guard = crate::apply(profile, cmd)?;
+    if let Some(log) = egress_log {
+        guard.set_egress_log(log);
+    }
     let start = Instant::now();
     let mut child = cmd.spawn().map_err(|e| guard.explain(e))?;
     // After spawn: an ignored signal would stay ignored in the command across exec.
@@ -44,19 +54,15 @@ pub fn run(profile: &Profile, cmd: &mut Command) -> Result<Outcome, SandboxError
         (None, None) => 1,
     };
     let wall_clock_exceeded = guard.wall_clock_exceeded();
-    let cap_hit = if wall_clock_exceeded {
-        Some("wall-clock cap")
-    } else if code == 128 + libc::SIGXCPU && profile.wants(Layer::Rlimits) {
-        Some("CPU-seconds cap")
-    } else {
-        None
-    };
+    let cap_hit = guard.breach(Some(code)).map(crate::Breach::describe);
     let layers = guard.layers().to_vec();
+    let caps = guard.caps_mechanism();
     drop(guard);
     Ok(Outcome {
         code,
         wall_clock_exceeded,
         cap_hit,
+        caps,
         layers,
         duration,
     })

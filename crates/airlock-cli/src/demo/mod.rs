@@ -157,7 +157,7 @@ pub(crate) fn demo(args: DemoArgs) -> Result<u8, Failure> {
         report::print_table(&reports);
         println!();
         println!(
-            "Damage is measured from each run's company state ({}/<scenario>-with[out]-airlock.json)",
+            "Damage is measured from each run's company state ({}/company/<scenario>-with[out]-airlock.json)",
             dir.display()
         );
         println!(
@@ -209,6 +209,20 @@ fn work_dir(dir: Option<&Path>) -> Result<(PathBuf, Option<tempfile::TempDir>), 
 /// Writes the example config (with this run's token digest for each human) and the policies;
 /// removes what a previous run left, so every run starts from a fresh audit trail.
 fn write_files(dir: &Path, digest: &str) -> Result<PathBuf, Failure> {
+    // The sandboxed company server writes only `company/` (the config's `demo` profile).
+    // As root it runs as `nobody`: the directory must be reachable, and its own writable.
+    let company = dir.join("company");
+    std::fs::create_dir_all(&company).context("cannot create the company directory")?;
+    if airlock_sandbox::runs_as_nobody() {
+        use std::os::unix::fs::PermissionsExt;
+        let perms = |mode| std::fs::Permissions::from_mode(mode);
+        let mode = std::fs::metadata(dir)
+            .map(|m| m.permissions().mode())
+            .unwrap_or(0o700);
+        std::fs::set_permissions(dir, perms(mode | 0o011))
+            .and_then(|()| std::fs::set_permissions(&company, perms(0o777)))
+            .context("cannot open the company directory to the sandboxed server")?;
+    }
     let policies = dir.join("policies");
     std::fs::create_dir_all(&policies).context("cannot create the policies directory")?;
     std::fs::write(policies.join("corp.cedar"), POLICIES).context("cannot write the policies")?;

@@ -123,7 +123,11 @@ impl<'a> Ctx<'a> {
             env,
             mode,
             scenario,
-            state: env.dir.join(format!("{scenario}-{suffix}-airlock.json")),
+            // Beneath `company/`, the one directory the sandboxed server may write.
+            state: env
+                .dir
+                .join("company")
+                .join(format!("{scenario}-{suffix}-airlock.json")),
             started: false,
             stop_seq: None,
             awaiting_kill: None,
