@@ -396,6 +396,7 @@ fn agent_to_upstream<R: Read>(shared: &Shared, mut lines: LineReader<R>) -> std:
         let mut upstream_bytes = Vec::new();
         let mut agent_bytes = Vec::new();
         let mut held_any = false;
+        let mut forwarded: Vec<Id> = Vec::new();
         for step in steps.drain(..) {
             match step {
                 Step::Hold { id, held, record } => {
@@ -444,6 +445,7 @@ fn agent_to_upstream<R: Read>(shared: &Shared, mut lines: LineReader<R>) -> std:
                     }
                     upstream_bytes.extend_from_slice(frame.raw());
                     upstream_bytes.push(b'\n');
+                    forwarded.extend(id);
                 }
                 Step::Reply {
                     id,
@@ -461,13 +463,38 @@ fn agent_to_upstream<R: Read>(shared: &Shared, mut lines: LineReader<R>) -> std:
             shared.announce();
         }
         if !upstream_bytes.is_empty() {
-            shared.upstream_in.write_blocking(&upstream_bytes)?;
+            if let Err(e) = shared.upstream_in.write_blocking(&upstream_bytes) {
+                // The upstream is gone (killed, crashed): answer what this batch forwarded and
+                // keep reading, so every later request still gets its refusal.
+                agent_bytes.extend(unforwarded(shared, &forwarded, &e));
+            }
         }
         if !agent_bytes.is_empty() {
             shared.agent_out.write_blocking(&agent_bytes)?;
         }
     }
     Ok(())
+}
+
+/// Answers the requests of a batch whose write to the upstream failed.
+fn unforwarded(shared: &Shared, ids: &[Id], error: &std::io::Error) -> Vec<u8> {
+    let mut out = Vec::new();
+    for id in ids {
+        let Some(entry) = lock(&shared.in_flight).remove(id) else {
+            continue; // a kill already answered it
+        };
+        let (code, status, message) = match shared.stopped() {
+            Some(kill) => (codes::KILLED, "killed", crate::kill::refusal(&kill)),
+            None => (
+                codes::UPSTREAM_UNAVAILABLE,
+                "upstream_died",
+                format!("Airlock could not forward `{}`: {error}", entry.method),
+            ),
+        };
+        queue_result(shared, id, &entry, status);
+        out.extend(error_line(Some(id), code, &message));
+    }
+    out
 }
 
 /// What to do with one line from the agent once the batch's audit commit is done.
