@@ -35,6 +35,8 @@ pub(crate) struct RawConfig {
     pub(crate) breakers: crate::control::RawBreakers,
     #[serde(default)]
     pub(crate) sandbox: crate::sandbox::RawSandbox,
+    #[serde(default)]
+    pub(crate) serve: crate::serve::RawServe,
 }
 
 /// `[gateway]`

@@ -87,6 +87,7 @@ pub(crate) fn build(raw: RawConfig, origin: Origin<'_>) -> Result<Config, Config
         crate::control::breakers(&raw.breakers, &raw.agents, &raw.servers, &mut |s, m| {
             p.at(s, m)
         });
+    let serve = crate::serve::serve(&raw.serve, &mut |s, m| p.at(s, m));
 
     if let Some((offset, message)) = p.first {
         return Err(origin.source.error_at(offset, message));
@@ -108,6 +109,7 @@ pub(crate) fn build(raw: RawConfig, origin: Origin<'_>) -> Result<Config, Config
         servers,
         breakers,
         sandbox,
+        serve,
     })
 }
 
