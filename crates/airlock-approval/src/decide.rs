@@ -1,0 +1,140 @@
+//! A human's decision on a held call, whole: authorization, the vote, the state change, the
+//! audit record and the wake-up of every gateway.
+
+use airlock_config::Config;
+use airlock_policy::{Action, ApproveRequest, CallRequest, Decision, PolicyEngine};
+
+use crate::error::ApprovalError;
+use crate::model::{Approval, State, Verdict, Vote};
+use crate::records::approval_record;
+use crate::store::ApprovalStore;
+
+/// The longest comment kept with a vote.
+const MAX_COMMENT: usize = 2000;
+
+/// Records `human`'s `verdict` on request `id`, from `channel` (`cli`, `api`, `web`).
+///
+/// The caller has verified the human's credential. This checks everything else: the human is
+/// configured and is not the requesting agent; Cedar permits `Action::"approve"` for them on
+/// this target; they belong to every `@approvers` group; they have not voted already. Four
+/// eyes is applied when counting: the on-behalf-of human's approval is recorded but alone
+/// does not approve. Then the audit record, then every gateway (and `airlock serve`) is woken.
+pub fn decide(
+    config: &Config,
+    policy: &PolicyEngine,
+    id: &str,
+    human: &str,
+    verdict: Verdict,
+    channel: &str,
+    comment: Option<&str>,
+) -> Result<Approval, ApprovalError> {
+    let comment = comment.map(str::trim).filter(|c| !c.is_empty());
+    if comment.is_some_and(|c| c.len() > MAX_COMMENT) {
+        return Err(ApprovalError::Invalid(format!(
+            "the comment is longer than {MAX_COMMENT} bytes"
+        )));
+    }
+    let durability = match config.audit.durability {
+        airlock_config::Durability::Process => airlock_audit::Durability::Process,
+        airlock_config::Durability::PowerLoss => airlock_audit::Durability::PowerLoss,
+    };
+    let db = &config.audit.path;
+    let mut store = ApprovalStore::open_with(db, durability)?;
+    let vote = Vote {
+        human: human.to_owned(),
+        verdict,
+        channel: channel.to_owned(),
+        comment: comment.map(str::to_owned),
+        time_ns: airlock_audit::now_unix_ns(),
+    };
+    let after = store.vote(id, &vote, |a| authorize(config, policy, a, human, verdict))?;
+    let event = match after.state {
+        State::Approved => "approved",
+        State::Denied => "denied",
+        _ => "vote",
+    };
+    let audited = airlock_audit::AuditStore::open(db, durability)
+        .and_then(|mut s| s.append(&[approval_record(&after, event, Some(&vote))]));
+    if let Err(e) = airlock_control::notify_all(db) {
+        tracing::warn!(error = %e, "cannot wake the gateways after an approval decision");
+    }
+    if let Err(e) = audited {
+        return Err(ApprovalError::Audit(format!(
+            "the vote is recorded (request {id} is {}), but its audit record failed: {e}",
+            after.state
+        )));
+    }
+    Ok(after)
+}
+
+/// May `human` cast `verdict` on `a`? Every refusal names why.
+fn authorize(
+    config: &Config,
+    policy: &PolicyEngine,
+    a: &Approval,
+    human: &str,
+    verdict: Verdict,
+) -> Result<(), ApprovalError> {
+    let refuse = |why: String| ApprovalError::NotAllowed {
+        id: a.id.clone(),
+        human: human.to_owned(),
+        why,
+    };
+    let Some(h) = config.humans.get(human) else {
+        return Err(refuse("not a human in the config".into()));
+    };
+    // An agent never decides, even one that shares a name with a human.
+    if human == a.agent || config.agents.contains_key(human) {
+        return Err(refuse("an agent cannot decide approvals".into()));
+    }
+    if verdict == Verdict::Approve {
+        if let Some(g) = a.approvers.iter().find(|g| !h.groups.contains(g)) {
+            return Err(refuse(format!(
+                "the policy asks for approvers in group {g}, and {human} is not in it"
+            )));
+        }
+    }
+    let action = match a.method.as_str() {
+        "tools/call" => Action::CallTool,
+        "resources/read" => Action::ReadResource,
+        "prompts/get" => Action::GetPrompt,
+        other => return Err(refuse(format!("unknown method {other}"))),
+    };
+    let decision = policy.may_approve(&ApproveRequest {
+        human,
+        call: CallRequest {
+            agent: &a.agent,
+            session: &a.session,
+            action,
+            server: &a.server,
+            name: &a.target,
+            args: Some(&a.args_redacted),
+            approval_granted: false,
+        },
+    });
+    match decision {
+        Decision::Allow { .. } => Ok(()),
+        Decision::Deny { reasons, errors } => {
+            let mut why: Vec<String> = reasons
+                .iter()
+                .map(|r| match &r.reason {
+                    Some(text) => format!("policy {}: {text}", r.id),
+                    None => format!("policy {}", r.id),
+                })
+                .collect();
+            why.extend(errors.into_iter().map(|e| {
+                if e == airlock_policy::NO_PERMIT {
+                    "no policy permits this human to approve it (Action::\"approve\")".to_owned()
+                } else {
+                    e
+                }
+            }));
+            Err(refuse(why.join("; ")))
+        }
+        Decision::NeedsApproval { .. } => Err(refuse("approvals cannot be held".into())),
+    }
+}
+
+#[cfg(test)]
+#[path = "decide_tests.rs"]
+mod tests;

@@ -1,0 +1,109 @@
+//! What a held call needs before it may go through, read from the annotations of the policies
+//! that held it.
+
+use std::time::Duration;
+
+use airlock_policy::{PolicyEngine, PolicyRef};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApprovalError;
+
+/// How long a request waits for humans when no policy says (`@expires`).
+pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(15 * 60);
+/// The longest `@expires` accepted: a week.
+pub const MAX_EXPIRY: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+/// The largest `@quorum` accepted.
+pub const MAX_QUORUM: u32 = 16;
+
+/// The combined requirement of every policy that held a call: the strictest of each.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Requirements {
+    /// Every approving human must belong to all of these groups.
+    pub approvers: Vec<String>,
+    pub quorum: u32,
+    pub four_eyes: bool,
+    pub expiry: Duration,
+}
+
+impl Default for Requirements {
+    fn default() -> Self {
+        Self {
+            approvers: Vec::new(),
+            quorum: 1,
+            four_eyes: true,
+            expiry: DEFAULT_EXPIRY,
+        }
+    }
+}
+
+impl Requirements {
+    /// Reads `@approvers`, `@quorum`, `@four_eyes` and `@expires` from each holding policy and
+    /// keeps the strictest: all groups, the largest quorum, four eyes if any asks, the
+    /// shortest expiry. A malformed value is an error: the call is then refused, not held.
+    pub fn from_policies(
+        policy: &PolicyEngine,
+        holding: &[PolicyRef],
+    ) -> Result<Requirements, ApprovalError> {
+        let mut r = Requirements {
+            expiry: MAX_EXPIRY,
+            ..Requirements::default()
+        };
+        let mut any_expiry = false;
+        for p in holding {
+            let get = |key| policy.annotation(&p.id, key);
+            if let Some(groups) = get("approvers") {
+                for g in groups.split(',').map(str::trim) {
+                    if g.is_empty() {
+                        return Err(invalid(&p.id, "@approvers", groups));
+                    }
+                    if !r.approvers.iter().any(|x| x == g) {
+                        r.approvers.push(g.to_owned());
+                    }
+                }
+            }
+            if let Some(q) = get("quorum") {
+                let n: u32 = q
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_QUORUM).contains(n))
+                    .ok_or_else(|| invalid(&p.id, "@quorum", q))?;
+                r.quorum = r.quorum.max(n);
+            }
+            match get("four_eyes").map(str::trim) {
+                None | Some("true") => {}
+                Some("false") => {}
+                Some(other) => return Err(invalid(&p.id, "@four_eyes", other)),
+            }
+            if let Some(e) = get("expires") {
+                let d = humantime::parse_duration(e.trim())
+                    .ok()
+                    .filter(|d| !d.is_zero() && *d <= MAX_EXPIRY)
+                    .ok_or_else(|| invalid(&p.id, "@expires", e))?;
+                r.expiry = r.expiry.min(d);
+                any_expiry = true;
+            }
+        }
+        // Four eyes stays on unless every holding policy turns it off.
+        r.four_eyes = holding.is_empty()
+            || holding
+                .iter()
+                .any(|p| policy.annotation(&p.id, "four_eyes").map(str::trim) != Some("false"));
+        if !any_expiry {
+            r.expiry = DEFAULT_EXPIRY;
+        }
+        Ok(r)
+    }
+}
+
+fn invalid(policy: &str, key: &str, value: &str) -> ApprovalError {
+    let expected = match key {
+        "@quorum" => format!("a whole number from 1 to {MAX_QUORUM}"),
+        "@four_eyes" => "\"true\" or \"false\"".to_owned(),
+        "@expires" => "a duration such as \"15m\" or \"2h\", at most 7 days".to_owned(),
+        _ => "a comma-separated list of group ids".to_owned(),
+    };
+    ApprovalError::Invalid(format!(
+        "policy {policy}: {key}({value:?}) must be {expected}"
+    ))
+}
