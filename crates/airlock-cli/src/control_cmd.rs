@@ -94,8 +94,13 @@ pub(crate) fn kill(args: KillArgs) -> Result<u8, Failure> {
     let reason = args.reason.unwrap_or_else(|| format!("killed by {human}"));
     let db = &config.audit.path;
     let mut store = open_store(&config)?;
-    let done = airlock_control::kill_and_announce(&config, &mut store, target, &reason, &human)
-        .with_context(|| format!("cannot record the kill in {}", db.display()))?;
+    let done = airlock_control::kill_and_announce(&config, &mut store, target, &reason, &human, |k| {
+        airlock_server::deny_held_calls(&config, k).unwrap_or_else(|e| {
+            eprintln!("airlock: warning: the kill is in force, but pending approvals could not be denied: {e}");
+            Vec::new()
+        })
+    })
+    .with_context(|| format!("cannot record the kill in {}", db.display()))?;
     let k = done.value;
     let audited = done.audited;
     let notified = done.notified.context("cannot notify gateways")?;

@@ -11,6 +11,7 @@ mod demo;
 mod load;
 mod run;
 mod sandbox_cmd;
+mod serve_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,6 +58,8 @@ enum Command {
         #[command(subcommand)]
         command: control_cmd::TokenCommand,
     },
+    /// The control plane: HTTP API, web page and webhook for approvals and the kill switch.
+    Serve(serve_cmd::ServeArgs),
     /// Run the bundled demo: a scripted agent against the demo company server, through Airlock.
     Demo(demo::DemoArgs),
     /// Run the bundled demo company MCP server on stdio.
@@ -112,6 +115,7 @@ fn main() -> ExitCode {
         Command::Status(args) => control_cmd::status(args),
         Command::Token { command } => control_cmd::token(command),
         Command::Exec(args) => sandbox_cmd::exec(args),
+        Command::Serve(args) => serve_cmd::serve(args),
         Command::DemoServer { state, reset } => demo_server(state, reset),
     };
     match result {

@@ -26,16 +26,23 @@ pub struct Announced<T> {
 
 /// Kills `target` as `by` (already authenticated) and announces it. `Err` only when the store
 /// could not record the kill: then nothing changed.
+///
+/// `also` runs right after the commit, before anyone is woken, and returns further records
+/// to append after the kill's own (the caller denies the held calls the kill covers there:
+/// the approvals crate sits above this one).
 pub fn kill_and_announce(
     config: &Config,
     store: &mut ControlStore,
     target: KillTarget,
     reason: &str,
     by: &str,
+    also: impl FnOnce(&Kill) -> Vec<NewRecord>,
 ) -> Result<Announced<Kill>, ControlError> {
     let kill = store.kill(target, reason, by)?;
+    let mut records = vec![crate::records::kill_record(&kill)];
+    records.extend(also(&kill));
     // The kill is in force from here; an audit failure must not stop the fan-out.
-    let audited = audit(config, crate::records::kill_record(&kill));
+    let audited = audit(config, &records);
     let notified = crate::notify_all(&config.audit.path);
     Ok(Announced {
         value: kill,
@@ -60,7 +67,7 @@ pub fn resume_and_announce(
             notified: Ok(0),
         });
     }
-    let audited = audit(config, crate::records::resume_record(target, by, n));
+    let audited = audit(config, &[crate::records::resume_record(target, by, n)]);
     let notified = crate::notify_all(&config.audit.path);
     Ok(Announced {
         value: n,
@@ -108,9 +115,9 @@ pub fn durability(config: &Config) -> Durability {
     }
 }
 
-fn audit(config: &Config, record: NewRecord) -> Result<(), AuditError> {
+fn audit(config: &Config, records: &[NewRecord]) -> Result<(), AuditError> {
     let mut store = AuditStore::open(&config.audit.path, durability(config))?;
-    store.append(&[record])?;
+    store.append(records)?;
     Ok(())
 }
 
@@ -170,6 +177,7 @@ mod tests {
             KillTarget::Agent("bot".into()),
             "r",
             "alice",
+            |_| vec![NewRecord::now("approval")],
         )
         .unwrap();
         k.audited.unwrap();
@@ -188,6 +196,6 @@ mod tests {
             .into_iter()
             .map(|r| r.kind)
             .collect();
-        assert_eq!(kinds, ["kill", "resume"]);
+        assert_eq!(kinds, ["kill", "approval", "resume"]);
     }
 }

@@ -30,13 +30,13 @@ use crate::error::Refusal;
 use crate::state::{lock, AppState};
 
 /// How long a failed login or bearer check waits before answering.
-pub const FAILURE_DELAY: Duration = Duration::from_millis(750);
+pub(crate) const FAILURE_DELAY: Duration = Duration::from_millis(750);
 /// The window failures are counted in.
-pub const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
+pub(crate) const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// Failures for one name within the window before that name is locked out.
-pub const MAX_FAILURES_PER_NAME: usize = 5;
+pub(crate) const MAX_FAILURES_PER_NAME: usize = 5;
 /// Failures overall within the window before every login is refused.
-pub const MAX_FAILURES_TOTAL: usize = 50;
+pub(crate) const MAX_FAILURES_TOTAL: usize = 50;
 /// Logins kept at once; past this, expired ones are dropped, then new logins refused.
 const MAX_SESSIONS: usize = 10_000;
 /// Failures of names the config does not have share one counter, so a spray of random
@@ -55,7 +55,7 @@ pub(crate) fn random<const N: usize>() -> Result<[u8; N], Refusal> {
 // === sessions ===
 
 /// Logged-in pages, by the SHA-256 of their cookie's id.
-pub struct Sessions {
+pub(crate) struct Sessions {
     ttl: Duration,
     by_digest: HashMap<[u8; 32], Session>,
     /// Key of the CSRF HMAC; new each process, so a restart logs everyone out.
@@ -69,7 +69,7 @@ struct Session {
 
 impl Sessions {
     /// An empty table whose logins last `ttl`.
-    pub fn new(ttl: Duration) -> Sessions {
+    pub(crate) fn new(ttl: Duration) -> Sessions {
         let mut csrf_key = [0u8; 32];
         if getrandom::fill(&mut csrf_key).is_err() {
             // Without randomness no session can be created either (see `create`), so a
@@ -84,7 +84,7 @@ impl Sessions {
     }
 
     /// A new session for `human`; returns its id (the cookie value).
-    pub fn create(&mut self, human: &str, now: Instant) -> Result<String, Refusal> {
+    pub(crate) fn create(&mut self, human: &str, now: Instant) -> Result<String, Refusal> {
         if self.by_digest.len() >= MAX_SESSIONS {
             self.by_digest.retain(|_, s| s.expires > now);
             if self.by_digest.len() >= MAX_SESSIONS {
@@ -106,7 +106,7 @@ impl Sessions {
     }
 
     /// The human logged in with cookie `id`, if the session exists and has not expired.
-    pub fn human(&mut self, id: &str, now: Instant) -> Option<String> {
+    pub(crate) fn human(&mut self, id: &str, now: Instant) -> Option<String> {
         let d = digest(id);
         match self.by_digest.get(&d) {
             Some(s) if s.expires > now => Some(s.human.clone()),
@@ -119,17 +119,17 @@ impl Sessions {
     }
 
     /// Ends the session with cookie `id`.
-    pub fn remove(&mut self, id: &str) {
+    pub(crate) fn remove(&mut self, id: &str) {
         self.by_digest.remove(&digest(id));
     }
 
     /// The CSRF token of session `id`.
-    pub fn csrf_token(&self, id: &str) -> String {
+    pub(crate) fn csrf_token(&self, id: &str) -> String {
         hex::encode(self.csrf_mac(id).finalize().into_bytes())
     }
 
     /// Whether `token` is the CSRF token of session `id` (constant-time).
-    pub fn check_csrf(&self, id: &str, token: &str) -> bool {
+    pub(crate) fn check_csrf(&self, id: &str, token: &str) -> bool {
         match hex::decode(token) {
             Ok(bytes) => self.csrf_mac(id).verify_slice(&bytes).is_ok(),
             Err(_) => false,
@@ -162,32 +162,37 @@ fn digest(id: &str) -> [u8; 32] {
 
 /// Counts failed logins per name and overall.
 #[derive(Default)]
-pub struct LoginLimiter {
+pub(crate) struct LoginLimiter {
     per_name: HashMap<String, VecDeque<Instant>>,
     total: VecDeque<Instant>,
 }
 
 impl LoginLimiter {
     /// `Err(retry_after)` when `name` (or everyone) is locked out at `now`.
-    pub fn check(&mut self, name: &str, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn check(&mut self, name: &str, now: Instant) -> Result<(), Duration> {
         self.expire(now);
         let locked = |q: &VecDeque<Instant>, max: usize| {
             (q.len() >= max).then(|| {
-                q.front()
-                    .map_or(FAILURE_WINDOW, |t| (*t + FAILURE_WINDOW).saturating_duration_since(now))
+                q.front().map_or(FAILURE_WINDOW, |t| {
+                    (*t + FAILURE_WINDOW).saturating_duration_since(now)
+                })
             })
         };
         if let Some(wait) = locked(&self.total, MAX_FAILURES_TOTAL) {
             return Err(wait);
         }
-        match self.per_name.get(name).and_then(|q| locked(q, MAX_FAILURES_PER_NAME)) {
+        match self
+            .per_name
+            .get(name)
+            .and_then(|q| locked(q, MAX_FAILURES_PER_NAME))
+        {
             Some(wait) => Err(wait),
             None => Ok(()),
         }
     }
 
     /// Records a failure for `name` at `now`.
-    pub fn failed(&mut self, name: &str, now: Instant) {
+    pub(crate) fn failed(&mut self, name: &str, now: Instant) {
         self.per_name
             .entry(name.to_owned())
             .or_default()
@@ -196,7 +201,7 @@ impl LoginLimiter {
     }
 
     /// A good login clears that name's failures.
-    pub fn succeeded(&mut self, name: &str) {
+    pub(crate) fn succeeded(&mut self, name: &str) {
         self.per_name.remove(name);
     }
 
@@ -440,7 +445,7 @@ mod tests {
         assert!(l.check("alice", t0 + FAILURE_WINDOW).is_ok());
         l.failed("bob", t0);
         l.succeeded("bob");
-        assert!(l.per_name.get("bob").is_none());
+        assert!(!l.per_name.contains_key("bob"));
     }
 
     #[test]

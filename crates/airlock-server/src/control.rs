@@ -32,13 +32,16 @@ pub(crate) fn target(scope: &str, target: Option<&str>) -> Result<KillTarget, Re
         target
             .filter(|t| !t.is_empty())
             .map(str::to_owned)
-            .ok_or_else(|| Refusal::bad_request(format!("scope \"{scope}\" needs a {what} in `target`")))
+            .ok_or_else(|| {
+                Refusal::bad_request(format!("scope \"{scope}\" needs a {what} in `target`"))
+            })
     };
     match scope {
         "agent" => Ok(KillTarget::Agent(need("agent id")?)),
         "session" => Ok(KillTarget::Session(need("session id")?)),
-        "tool" => KillTarget::tool(&need("SERVER/TOOL")?)
-            .map_err(|e| Refusal::bad_request(e.to_string())),
+        "tool" => {
+            KillTarget::tool(&need("SERVER/TOOL")?).map_err(|e| Refusal::bad_request(e.to_string()))
+        }
         "all" if target.is_none_or(|t| t.is_empty() || t == "*") => Ok(KillTarget::All),
         "all" => Err(Refusal::bad_request("scope \"all\" takes no target")),
         other => Err(Refusal::bad_request(format!(
@@ -77,8 +80,13 @@ pub(crate) async fn kill(
         }
         let mut store = lock(&state.control);
         let done =
-            airlock_control::kill_and_announce(config, &mut store, target, &reason, &human)
-                .map_err(|e| Refusal::internal("cannot record the kill", &e))?;
+            airlock_control::kill_and_announce(config, &mut store, target, &reason, &human, |k| {
+                crate::deny_held_calls(config, k).unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "the kill is in force, but pending approvals could not be denied");
+                    Vec::new()
+                })
+            })
+            .map_err(|e| Refusal::internal("cannot record the kill", &e))?;
         tracing::info!(kill = done.value.id, target = %done.value.target, by = %human, "killed");
         let notified = announced(done.audited, done.notified, "kill");
         Ok(Killed {

@@ -36,7 +36,11 @@ fn check(state: &AppState, req: &Request) -> Result<(), Refusal> {
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .map(str::to_ascii_lowercase)
-        .or_else(|| req.uri().authority().map(|a| a.as_str().to_ascii_lowercase()));
+        .or_else(|| {
+            req.uri()
+                .authority()
+                .map(|a| a.as_str().to_ascii_lowercase())
+        });
     match host {
         Some(h) if state.hosts.contains(&h) => {}
         Some(h) => {

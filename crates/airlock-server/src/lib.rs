@@ -7,12 +7,12 @@
 //!   an `HttpOnly`, `SameSite=Strict` session cookie (random id, kept server-side, expiring).
 //!   Every form the page posts carries a CSRF token bound to that session, and every request
 //!   must name one of the server's own hosts (`Host`) and, when it changes state, come from its
-//!   own origin (`Origin`). Failed logins are slowed and limited per name ([`auth`]).
+//!   own origin (`Origin`). Failed logins are slowed and limited per name (`auth` module).
 //! - **Nothing changes on a GET**: opening a page or a link only reads; approve, deny, kill and
 //!   resume are POSTs by an authenticated human.
 //! - **Live**: the server binds an [`airlock_control::Listener`] on the audit database, so every
 //!   kill, resume, new request and decision (each followed by `notify_all`) wakes it at once; it
-//!   then pushes a Server-Sent Event to every open page ([`events`]), which re-renders.
+//!   then pushes a Server-Sent Event to every open page (`events` module), which re-renders.
 //! - **Webhook**: a follower of the audit chain POSTs each `approval`, `kill`, `resume` and
 //!   `breaker` record, signed with HMAC-SHA256, with a link to its page; its cursor lives in the
 //!   store so a restart neither loses nor repeats one ([`webhook`]).
@@ -22,13 +22,14 @@
 
 mod api;
 mod approvals;
-pub mod auth;
+mod auth;
 mod control;
 mod error;
-pub mod events;
+mod events;
 mod guard;
 mod html;
 mod state;
+mod views;
 mod web;
 pub mod webhook;
 
@@ -85,8 +86,36 @@ pub async fn serve(
     }
     on_bound(bound);
     tracing::info!(%bound, base_url = %state.base_url, "airlock serve is listening");
+    let stopper = state.clone();
+    let shutdown = async move {
+        shutdown.await;
+        // Event streams never end on their own; end them so the graceful shutdown can finish.
+        stopper.stop();
+    };
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(ServerError::Serve)
+}
+
+/// Denies every pending approval request a just-committed `kill` covers (as its human, with
+/// its reason) and returns their `approval` audit records, for
+/// [`airlock_control::kill_and_announce`]'s `also`. `airlock kill` and the API/page kill
+/// both call it, so a kill ends held calls whichever channel made it.
+pub fn deny_held_calls(
+    config: &airlock_config::Config,
+    kill: &airlock_control::Kill,
+) -> Result<Vec<airlock_audit::NewRecord>, airlock_approval::ApprovalError> {
+    let mut store = airlock_approval::ApprovalStore::open_with(
+        &config.audit.path,
+        airlock_control::durability(config),
+    )?;
+    let denied = store.deny_for_kill(&kill.target, &kill.by, &kill.reason)?;
+    Ok(denied
+        .iter()
+        .map(|a| {
+            let vote = a.votes.iter().rev().find(|v| v.channel == "kill");
+            airlock_approval::approval_record(a, "denied", vote)
+        })
+        .collect())
 }

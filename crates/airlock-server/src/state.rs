@@ -29,7 +29,7 @@ pub struct Options {
 
 /// The webhook's settings, resolved.
 #[derive(Clone)]
-pub struct Webhook {
+pub(crate) struct Webhook {
     pub(crate) url: String,
     pub(crate) secret: Arc<Vec<u8>>,
     pub(crate) timeout: std::time::Duration,
@@ -58,6 +58,8 @@ pub struct AppState {
     /// Session cookies get `Secure` (and the `__Host-` name) behind https.
     pub(crate) secure_cookies: bool,
     pub(crate) webhook: Option<Webhook>,
+    /// Wakes the webhook follower (`Some` iff a webhook is configured).
+    pub(crate) webhook_wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl AppState {
@@ -101,6 +103,9 @@ impl AppState {
             hosts,
             origins,
             secure_cookies,
+            webhook_wake: webhook
+                .as_ref()
+                .map(|_| Arc::new(tokio::sync::Notify::new())),
             webhook,
         })
     }
@@ -187,8 +192,10 @@ mod tests {
 
     #[test]
     fn an_unspecified_bind_answers_only_its_public_name() {
-        let (hosts, _) =
-            hosts_and_origins("0.0.0.0:80".parse().unwrap(), Some("http://ops.internal:8080"));
+        let (hosts, _) = hosts_and_origins(
+            "0.0.0.0:80".parse().unwrap(),
+            Some("http://ops.internal:8080"),
+        );
         assert_eq!(hosts.into_iter().collect::<Vec<_>>(), ["ops.internal:8080"]);
     }
 }
