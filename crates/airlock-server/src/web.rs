@@ -143,6 +143,8 @@ async fn login(
 
 #[derive(Deserialize)]
 struct CsrfForm {
+    /// Missing is a mismatch (403), not a malformed form.
+    #[serde(default)]
     csrf: String,
 }
 
@@ -214,6 +216,8 @@ fn fragment(r: Result<Markup, Refusal>) -> Response {
 
 #[derive(Deserialize)]
 struct DecideForm {
+    /// Missing is a mismatch (403), not a malformed form.
+    #[serde(default)]
     csrf: String,
     verdict: String,
     #[serde(default)]
@@ -250,6 +254,8 @@ async fn decide(
 
 #[derive(Deserialize)]
 struct KillForm {
+    /// Missing is a mismatch (403), not a malformed form.
+    #[serde(default)]
     csrf: String,
     scope: String,
     #[serde(default)]
@@ -282,6 +288,8 @@ async fn kill(
 
 #[derive(Deserialize)]
 struct ResumeForm {
+    /// Missing is a mismatch (403), not a malformed form.
+    #[serde(default)]
     csrf: String,
     scope: String,
     #[serde(default)]
