@@ -2,7 +2,7 @@
 //! audit record and the wake-up of every gateway.
 
 use airlock_config::Config;
-use airlock_policy::{Action, ApproveRequest, CallRequest, Decision, PolicyEngine};
+use airlock_policy::PolicyEngine;
 
 use crate::error::ApprovalError;
 use crate::model::{Approval, State, Verdict, Vote};
@@ -15,10 +15,11 @@ const MAX_COMMENT: usize = 2000;
 /// Records `human`'s `verdict` on request `id`, from `channel` (`cli`, `api`, `web`).
 ///
 /// The caller has verified the human's credential. This checks everything else: the human is
-/// configured and is not the requesting agent; Cedar permits `Action::"approve"` for them on
-/// this target; they belong to every `@approvers` group; they have not voted already. Four
-/// eyes is applied when counting: the on-behalf-of human's approval is recorded but alone
-/// does not approve. Then the audit record, then every gateway (and `airlock serve`) is woken.
+/// configured with a credential and is not an agent; to approve, they belong to every group
+/// the holding policies name in `@approvers`; they have not voted already. Four eyes is
+/// applied when counting: the on-behalf-of human's approval is recorded but alone does not
+/// approve. Then the audit record, then every gateway (and `airlock serve`) is woken.
+/// `policy` is the policy set in force; its digest goes on the audit record.
 pub fn decide(
     config: &Config,
     policy: &PolicyEngine,
@@ -47,14 +48,17 @@ pub fn decide(
         comment: comment.map(str::to_owned),
         time_ns: airlock_audit::now_unix_ns(),
     };
-    let after = store.vote(id, &vote, |a| authorize(config, policy, a, human, verdict))?;
+    let after = store.vote(id, &vote, |a| authorize(config, a, human, verdict))?;
     let event = match after.state {
         State::Approved => "approved",
         State::Denied => "denied",
         _ => "vote",
     };
-    let audited = airlock_audit::AuditStore::open(db, durability)
-        .and_then(|mut s| s.append(&[approval_record(&after, event, Some(&vote))]));
+    let audited = airlock_audit::AuditStore::open(db, durability).and_then(|mut s| {
+        let mut record = approval_record(&after, event, Some(&vote));
+        record.policy_digest = Some(policy.digest().to_owned());
+        s.append(&[record])
+    });
     if let Err(e) = airlock_control::notify_all(db) {
         tracing::warn!(error = %e, "cannot wake the gateways after an approval decision");
     }
@@ -70,7 +74,6 @@ pub fn decide(
 /// May `human` cast `verdict` on `a`? Every refusal names why.
 fn authorize(
     config: &Config,
-    policy: &PolicyEngine,
     a: &Approval,
     human: &str,
     verdict: Verdict,
@@ -94,45 +97,12 @@ fn authorize(
             )));
         }
     }
-    let action = match a.method.as_str() {
-        "tools/call" => Action::CallTool,
-        "resources/read" => Action::ReadResource,
-        "prompts/get" => Action::GetPrompt,
-        other => return Err(refuse(format!("unknown method {other}"))),
-    };
-    let decision = policy.may_approve(&ApproveRequest {
-        human,
-        call: CallRequest {
-            agent: &a.agent,
-            session: &a.session,
-            action,
-            server: &a.server,
-            name: &a.target,
-            args: Some(&a.args_redacted),
-            approval_granted: false,
-        },
-    });
-    match decision {
-        Decision::Allow { .. } => Ok(()),
-        Decision::Deny { reasons, errors } => {
-            let mut why: Vec<String> = reasons
-                .iter()
-                .map(|r| match &r.reason {
-                    Some(text) => format!("policy {}: {text}", r.id),
-                    None => format!("policy {}", r.id),
-                })
-                .collect();
-            why.extend(errors.into_iter().map(|e| {
-                if e == airlock_policy::NO_PERMIT {
-                    "no policy permits this human to approve it (Action::\"approve\")".to_owned()
-                } else {
-                    e
-                }
-            }));
-            Err(refuse(why.join("; ")))
-        }
-        Decision::NeedsApproval { .. } => Err(refuse("approvals cannot be held".into())),
+    if h.token_sha256.is_none() {
+        return Err(refuse(
+            "has no credential (token_sha256) in the config".into(),
+        ));
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -16,11 +16,16 @@ files = ["p"]
 path = "audit.db"
 [humans.alice]
 groups = ["eng"]
+token_sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
 [humans.bob]
 groups = ["comms"]
+token_sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
 [humans.carol]
 groups = ["comms"]
+token_sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
+[humans.dave]
 [humans.bot]
+token_sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
 [tasks.support]
 [agents.bot]
 on_behalf_of = "alice"
@@ -29,7 +34,7 @@ task = "support"
 "#;
 
 const POLICIES: &str = r#"
-@id("approvers") permit(principal, action == Action::"approve", resource in Server::"corp");
+@id("all") permit(principal, action == Action::"call_tool", resource in Server::"corp");
 "#;
 
 fn setup(dir: &Path) -> (Config, PolicyEngine) {
@@ -129,32 +134,9 @@ fn a_decision_checks_the_human_records_the_vote_and_audits_it() {
 }
 
 #[test]
-fn without_a_permit_for_approve_nobody_can_approve() {
+fn a_human_without_a_credential_cannot_decide() {
     let dir = tempfile::tempdir().unwrap();
-    let (config, _) = setup(dir.path());
-    let model = EntityModel {
-        agents: vec![AgentEntity {
-            id: "bot".into(),
-            on_behalf_of: "alice".into(),
-            task: "support".into(),
-            groups: vec![],
-        }],
-        humans: vec![HumanEntity {
-            id: "bob".into(),
-            groups: vec![],
-        }],
-        tasks: vec![],
-        servers: vec!["corp".into()],
-    };
-    let policy = PolicyEngine::from_texts(
-        SHIPPED_SCHEMA,
-        &[(
-            "p.cedar".into(),
-            r#"permit(principal, action == Action::"call_tool", resource);"#.into(),
-        )],
-        &model,
-    )
-    .unwrap();
+    let (config, policy) = setup(dir.path());
     let mut store = ApprovalStore::open(&config.audit.path).unwrap();
     let (a, _) = store
         .request(&new_request(json!({}), Requirements::default()))
@@ -163,13 +145,28 @@ fn without_a_permit_for_approve_nobody_can_approve() {
         &config,
         &policy,
         &a.id,
-        "bob",
+        "dave",
         Verdict::Approve,
         "api",
         None,
     )
     .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Forbidden);
-    assert!(e.to_string().contains("Action::\"approve\""), "{e}");
+    assert!(e.to_string().contains("no credential"), "{e}");
     assert!(store.get(&a.id).unwrap().unwrap().votes.is_empty());
+    // Anyone else with a credential may, when no @approvers group is named.
+    assert_eq!(
+        decide(
+            &config,
+            &policy,
+            &a.id,
+            "bob",
+            Verdict::Deny,
+            "api",
+            Some("no")
+        )
+        .unwrap()
+        .state,
+        State::Denied
+    );
 }

@@ -5,7 +5,7 @@
 //! survives a restart of any process). The request is bound to one action: [`action_digest`] is
 //! the SHA-256 of the canonical JSON of agent, on-behalf-of human, server, method, target and
 //! arguments, so changing any argument is a new request. Humans decide with [`decide`], which
-//! checks that this human may decide this request (Cedar `Action::"approve"`, the policy's
+//! checks that this human may decide this request (a configured human with a credential, the policy's
 //! `@approvers` group, four eyes, never the requesting agent), records the vote, moves the
 //! state when the quorum is reached, appends an `approval` audit record and wakes every
 //! gateway. A gateway then consumes the approval once ([`ApprovalStore::consume`] /
@@ -28,5 +28,7 @@ pub use model::{
     action_digest, Approval, HoldReason, ListFilter, NewApproval, State, Verdict, Vote,
 };
 pub use records::approval_record;
-pub use requirements::{Requirements, DEFAULT_EXPIRY, MAX_EXPIRY, MAX_QUORUM};
+pub use requirements::{
+    check_policies, PolicyCheck, Requirements, DEFAULT_EXPIRY, MAX_EXPIRY, MAX_QUORUM,
+};
 pub use store::ApprovalStore;

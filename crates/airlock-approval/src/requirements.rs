@@ -107,3 +107,63 @@ fn invalid(policy: &str, key: &str, value: &str) -> ApprovalError {
         "policy {policy}: {key}({value:?}) must be {expected}"
     ))
 }
+
+/// What `airlock check` (and every command that loads the config) says about approval policies:
+/// malformed annotations are errors (`file:line:col: …`), approvals nobody can give are warnings.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PolicyCheck {
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// Checks every `@approval` policy's annotations against the config's humans.
+pub fn check_policies(policy: &PolicyEngine, config: &airlock_config::Config) -> PolicyCheck {
+    let mut out = PolicyCheck::default();
+    let deciders: Vec<(&String, &airlock_config::Human)> = config
+        .humans
+        .iter()
+        .filter(|(name, h)| h.token_sha256.is_some() && !config.agents.contains_key(*name))
+        .collect();
+    for info in policy
+        .policies()
+        .into_iter()
+        .filter(|p| p.approval.is_some())
+    {
+        let holding = [PolicyRef {
+            id: info.id.clone(),
+            reason: info.reason.clone(),
+            approval: info.approval.clone(),
+            location: info.location.clone(),
+        }];
+        let r = match Requirements::from_policies(policy, &holding) {
+            Ok(r) => r,
+            Err(e) => {
+                out.errors.push(format!("{}: {e}", info.location));
+                continue;
+            }
+        };
+        let able: Vec<&&String> = deciders
+            .iter()
+            .filter(|(_, h)| r.approvers.iter().all(|g| h.groups.contains(g)))
+            .map(|(name, _)| name)
+            .collect();
+        if able.len() < r.quorum as usize {
+            let group = if r.approvers.is_empty() {
+                String::new()
+            } else {
+                format!(" in group {}", r.approvers.join(" + "))
+            };
+            out.warnings.push(format!(
+                "{}: policy {} needs {} approval{} but only {} human{} with a credential{group} \
+                 can give one: its held calls can only expire",
+                info.location,
+                info.id,
+                r.quorum,
+                if r.quorum == 1 { "" } else { "s" },
+                able.len(),
+                if able.len() == 1 { "" } else { "s" },
+            ));
+        }
+    }
+    out
+}

@@ -53,6 +53,9 @@ pub(crate) fn check(path: &Path) -> Result<u8, Failure> {
     for w in &warnings {
         println!("warning: {w}");
     }
+    for w in airlock_approval::check_policies(&policy, &config).warnings {
+        println!("warning: {w}");
+    }
     for w in config.sandbox_warnings() {
         println!("warning: {w}");
     }

@@ -13,7 +13,7 @@ use clap::{ArgGroup, Args, Subcommand};
 use crate::Failure;
 
 /// Environment variable holding the acting human's token.
-const TOKEN_ENV: &str = "AIRLOCK_TOKEN";
+pub(crate) const TOKEN_ENV: &str = "AIRLOCK_TOKEN";
 
 /// Exactly one of `--agent`, `--session`, `--tool`, `--all`.
 #[derive(Args, Debug)]
@@ -94,22 +94,40 @@ pub(crate) fn kill(args: KillArgs) -> Result<u8, Failure> {
     let reason = args.reason.unwrap_or_else(|| format!("killed by {human}"));
     let db = &config.audit.path;
     let mut store = open_store(&config)?;
-    let done = airlock_control::kill_and_announce(&config, &mut store, target, &reason, &human, |k| {
-        airlock_server::deny_held_calls(&config, k).unwrap_or_else(|e| {
-            eprintln!("airlock: warning: the kill is in force, but pending approvals could not be denied: {e}");
-            Vec::new()
+    let mut denials: anyhow::Result<usize> = Ok(0);
+    let done =
+        airlock_control::kill_and_announce(&config, &mut store, target, &reason, &human, |k| {
+            // Before the gateways wake, so a held call they re-read is already denied.
+            match airlock_server::deny_held_calls(&config, k) {
+                Ok(records) => {
+                    denials = Ok(records.len());
+                    records
+                }
+                Err(e) => {
+                    denials = Err(anyhow::Error::new(e));
+                    Vec::new()
+                }
+            }
         })
-    })
-    .with_context(|| format!("cannot record the kill in {}", db.display()))?;
+        .with_context(|| format!("cannot record the kill in {}", db.display()))?;
     let k = done.value;
     let audited = done.audited;
     let notified = done.notified.context("cannot notify gateways")?;
+    let denied = denials.as_ref().map_or(0, |n| *n);
     println!(
         "killed {} (kill #{}, by {human}: {reason}); notified {notified} running gateway{}",
         k.target,
         k.id,
         plural(notified)
     );
+    if denied > 0 {
+        println!("denied {denied} pending approval request{}", plural(denied));
+    }
+    denials.map_err(|e| {
+        Failure::failed(
+            e.context("the kill is in force, but its pending approvals were not denied"),
+        )
+    })?;
     audited.map_err(|e| {
         Failure::failed(
             anyhow::Error::new(e).context("the kill is in force, but its audit record failed"),
@@ -144,7 +162,7 @@ pub(crate) fn resume(args: ResumeArgs) -> Result<u8, Failure> {
 }
 
 /// Verifies `--as` against the token; every failure is exit 2 with the reason.
-fn authenticate(
+pub(crate) fn authenticate(
     config: &airlock_config::Config,
     args: &HumanArgs,
     env_token: Option<String>,
@@ -195,7 +213,7 @@ fn open_store(config: &airlock_config::Config) -> Result<ControlStore, Failure> 
         .map_err(Failure::failed)
 }
 
-fn durability(config: &airlock_config::Config) -> airlock_audit::Durability {
+pub(crate) fn durability(config: &airlock_config::Config) -> airlock_audit::Durability {
     airlock_control::durability(config)
 }
 
@@ -290,7 +308,7 @@ pub(crate) fn token(command: TokenCommand) -> Result<u8, Failure> {
 
 // === helpers ===
 
-fn fmt_time(ns: i64) -> String {
+pub(crate) fn fmt_time(ns: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ns))
         .ok()
         .and_then(|t| {

@@ -248,7 +248,12 @@ fn classify(reply: &Value) -> (Expect, String) {
     if let Some(err) = reply.get("error") {
         let code = err.get("code").and_then(Value::as_i64).unwrap_or(0);
         let message = err.get("message").and_then(Value::as_str).unwrap_or("");
-        let kind = if code == i64::from(airlock_gateway::codes::DENIED) {
+        let refused = [
+            airlock_gateway::codes::DENIED,
+            airlock_gateway::codes::APPROVAL_DENIED,
+            airlock_gateway::codes::APPROVAL_EXPIRED,
+        ];
+        let kind = if refused.iter().any(|c| code == i64::from(*c)) {
             Expect::Denied
         } else {
             Expect::Rejected

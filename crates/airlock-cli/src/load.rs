@@ -24,6 +24,11 @@ pub(crate) fn load(path: &Path) -> Result<Loaded, Failure> {
         files: config.policy.files.clone(),
     };
     let policy = PolicyEngine::load(&sources, &entity_model(&config)).map_err(Failure::usage)?;
+    // A malformed approval annotation would refuse every call it holds: refuse to start instead.
+    let approvals = airlock_approval::check_policies(&policy, &config);
+    if let Some(first) = approvals.errors.first() {
+        return Err(Failure::usage(anyhow::anyhow!("{first}")));
+    }
     Ok(Loaded { config, policy })
 }
 

@@ -4,6 +4,7 @@
 //! Exit codes: 0 success; 1 a failed check (a broken audit chain, a failed demo step);
 //! 2 bad usage, config, policy or schema; 3 the upstream server exited under `airlock run`.
 
+mod approvals_cmd;
 mod audit_cmd;
 mod check;
 mod control_cmd;
@@ -53,6 +54,11 @@ enum Command {
     Resume(control_cmd::ResumeArgs),
     /// Kills and pauses in force, and breaker levels per agent and class.
     Status(control_cmd::StatusArgs),
+    /// The approval queue: list, show, approve, deny held calls (as a named human).
+    Approvals {
+        #[command(subcommand)]
+        command: approvals_cmd::ApprovalsCommand,
+    },
     /// Human credentials (`airlock token new`).
     Token {
         #[command(subcommand)]
@@ -114,6 +120,7 @@ fn main() -> ExitCode {
         Command::Resume(args) => control_cmd::resume(args),
         Command::Status(args) => control_cmd::status(args),
         Command::Token { command } => control_cmd::token(command),
+        Command::Approvals { command } => approvals_cmd::approvals(command),
         Command::Exec(args) => sandbox_cmd::exec(args),
         Command::Serve(args) => serve_cmd::serve(args),
         Command::DemoServer { state, reset } => demo_server(state, reset),

@@ -838,3 +838,328 @@ fn a_breaker_trips_at_exactly_its_budget_and_pauses_the_agent() {
         .is_some());
     s.finish();
 }
+
+// === approvals ===
+
+const APPROVAL_POLICY: &str = r#"
+@id("allow-write")
+permit (principal == Agent::"bot", action == Action::"call_tool", resource == Tool::"rec/write");
+
+@id("allow-echo")
+permit (principal == Agent::"bot", action == Action::"call_tool", resource == Tool::"rec/echo");
+
+@id("public-posts")
+@approval("public posts need a human sign-off")
+@approvers("comms")
+forbid (principal, action == Action::"call_tool", resource == Tool::"rec/write")
+when { context.args has channel && context.args.channel == "public" }
+unless { context.approval.granted };
+
+@id("quick")
+@approval("echoes of `urgent` need a quick yes")
+@expires("1s")
+@four_eyes("false")
+forbid (principal, action == Action::"call_tool", resource == Tool::"rec/echo")
+when { context.args has message && context.args.message == "urgent" }
+unless { context.approval.granted };
+"#;
+
+/// Bob and carol approve for comms; alice (the agent's human) is not in it.
+const APPROVERS: &str = r#"
+[humans.bob]
+groups = ["comms"]
+token_sha256 = "c892f40db4a28bf32432a0ed53daab3b62e9dc400401e54c509039cc6a94631a"
+
+[humans.carol]
+groups = ["comms"]
+token_sha256 = "c892f40db4a28bf32432a0ed53daab3b62e9dc400401e54c509039cc6a94631a"
+"#;
+
+impl Env {
+    /// `airlock approvals <args> --config …` as `human` (with the shared test token).
+    fn approvals(&self, human: Option<&str>, args: &[&str]) -> Output {
+        let config = self.config();
+        let mut cmd = Command::new(AIRLOCK);
+        cmd.arg("approvals")
+            .args(args)
+            .args(["--config", config.to_str().unwrap()])
+            .env("AIRLOCK_TOKEN", "alt_test_token_for_kill_tests")
+            .env("AIRLOCK_LOG", "warn");
+        if let Some(h) = human {
+            cmd.args(["--as", h]);
+        }
+        cmd.output().unwrap()
+    }
+
+    /// The approval requests in the store, newest first (`--all`).
+    fn approval_list(&self) -> Vec<Value> {
+        let out = self.approvals(None, &["list", "--all", "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Waits for a pending request and returns its id.
+    fn pending_approval(&self) -> String {
+        let mut id = String::new();
+        eventually("no pending approval request appeared", || {
+            let out = self.approvals(None, &["list", "--json"]);
+            let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            if let Some(first) = list.first() {
+                id = first["id"].as_str().unwrap().to_owned();
+            }
+            !id.is_empty()
+        });
+        id
+    }
+}
+
+fn post(id: i64, channel: &str, body: &str) -> Value {
+    json!({"jsonrpc":"2.0","id":id,"method":"tools/call",
+        "params":{"name":"write","arguments":{"channel":channel,"body":body},
+                  "_meta":{"progressToken":format!("p{id}")}}})
+}
+
+/// The next frame that is not a progress notification for a held call.
+fn next_answer(s: &mut Session) -> Value {
+    loop {
+        let f = s.next();
+        if f["method"] != "notifications/progress" {
+            return f;
+        }
+    }
+}
+
+#[test]
+fn a_held_call_goes_through_once_after_two_eyes_and_a_denial_reaches_the_agent() {
+    let env = Env::with_config(APPROVAL_POLICY, "", APPROVERS);
+    let mut s = env.start();
+    // Internal posts need nobody.
+    assert!(s.call(post(1, "internal", "hi")).get("result").is_some());
+    s.send_raw(post(2, "public", "advice").to_string().as_bytes());
+    // The agent hears that its call is held (it gave a progress token).
+    let progress = s.next();
+    assert_eq!(progress["method"], "notifications/progress", "{progress}");
+    assert_eq!(progress["params"]["progressToken"], "p2");
+    let id = env.pending_approval();
+    assert!(progress["params"]["message"]
+        .as_str()
+        .unwrap()
+        .contains(&id));
+    // Nothing reached the server while it is held.
+    assert!(!env.received().contains("advice"));
+    let shown = env.approvals(None, &["show", &id]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        text.contains("public posts need a human sign-off") && text.contains("advice"),
+        "{text}"
+    );
+
+    // Alice is the agent's human and not in comms; "bot" is an agent, not a human.
+    let alice = env.approvals(Some("alice"), &["approve", &id]);
+    assert_eq!(
+        alice.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&alice.stderr)
+    );
+    assert!(String::from_utf8_lossy(&alice.stderr).contains("group comms"));
+    assert_eq!(
+        env.approvals(Some("bot"), &["approve", &id]).status.code(),
+        Some(2)
+    );
+    let forged = Command::new(AIRLOCK)
+        .args([
+            "approvals",
+            "approve",
+            &id,
+            "--config",
+            env.config().to_str().unwrap(),
+            "--as",
+            "bob",
+        ])
+        .env("AIRLOCK_TOKEN", "alt_wrong")
+        .output()
+        .unwrap();
+    assert_eq!(forged.status.code(), Some(2));
+    assert!(!env.received().contains("advice"));
+
+    let bob = env.approvals(Some("bob"), &["approve", &id, "--comment", "checked"]);
+    assert!(
+        bob.status.success(),
+        "{}",
+        String::from_utf8_lossy(&bob.stderr)
+    );
+    let reply = next_answer(&mut s);
+    assert_eq!(reply["id"], json!(2), "{reply}");
+    assert!(reply.get("result").is_some(), "{reply}");
+    assert!(env.received().contains("advice"));
+    // Single use: the id cannot be approved again, and the same call again is a new request.
+    assert_eq!(
+        env.approvals(Some("carol"), &["approve", &id])
+            .status
+            .code(),
+        Some(1)
+    );
+    s.send_raw(post(3, "public", "advice").to_string().as_bytes());
+    let _ = s.next();
+    let again = env.pending_approval();
+    assert_ne!(again, id);
+    let deny = env.approvals(Some("carol"), &["deny", &again, "--comment", "not today"]);
+    assert!(
+        deny.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deny.stderr)
+    );
+    let reply = next_answer(&mut s);
+    assert_eq!(reply["id"], json!(3));
+    assert_eq!(error_code(&reply), -31008, "{reply}");
+    assert!(reply["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("not today"));
+    s.ping(4);
+    s.finish();
+
+    // The trail names who asked, for whom, and who let it through.
+    let records = env.audit();
+    let allowed = records
+        .iter()
+        .find(|r| r["kind"] == "call" && r["decision"] == "allow" && r["request_id"] == "2")
+        .unwrap();
+    assert_eq!(allowed["detail"]["approved_by"], json!(["bob"]));
+    assert_eq!(allowed["result_status"], "ok");
+    let events: Vec<&str> = records
+        .iter()
+        .filter(|r| r["kind"] == "approval")
+        .map(|r| r["detail"]["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        events,
+        ["requested", "approved", "used", "requested", "denied"]
+    );
+    assert_eq!(
+        records.iter().filter(|r| r["decision"] == "hold").count(),
+        2
+    );
+}
+
+#[test]
+fn a_changed_argument_is_a_new_request_and_an_expired_one_is_a_denial() {
+    let env = Env::with_config(APPROVAL_POLICY, "", APPROVERS);
+    let mut s = env.start();
+    s.send_raw(post(1, "public", "one").to_string().as_bytes());
+    let first = env.pending_approval();
+    // The agent swaps the body: it is not covered by the first request.
+    s.send_raw(post(2, "public", "two").to_string().as_bytes());
+    eventually("the changed call was not a new request", || {
+        env.approval_list().len() == 2
+    });
+    let list = env.approval_list();
+    assert_ne!(list[0]["digest"], list[1]["digest"]);
+    assert!(env
+        .approvals(Some("bob"), &["approve", &first])
+        .status
+        .success());
+    let reply = next_answer(&mut s);
+    assert_eq!(reply["id"], json!(1), "{reply}");
+    assert!(env.received().contains("one") && !env.received().contains("two"));
+
+    // `quick` expires after a second without a decision: a clear error, nothing forwarded.
+    let reply = s.tool(3, "echo", json!({"message": "urgent"}));
+    assert_eq!(reply["id"], json!(3), "{reply}");
+    assert_eq!(error_code(&reply), -31009, "{reply}");
+    assert!(!env.received().contains("urgent"));
+    let expired = env
+        .approval_list()
+        .into_iter()
+        .find(|a| a["target"] == "echo")
+        .unwrap();
+    assert_eq!(expired["state"], "expired");
+    let late = env.approvals(Some("bob"), &["approve", expired["id"].as_str().unwrap()]);
+    assert_eq!(late.status.code(), Some(1));
+    // The agent cancels the other held call: it is withdrawn, never forwarded.
+    s.send_raw(br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":2}}"#);
+    eventually("the cancelled call was not withdrawn", || {
+        env.approval_list()
+            .iter()
+            .any(|a| a["state"] == "withdrawn")
+    });
+    s.ping(4);
+    s.finish();
+    assert!(!env.received().contains("two"));
+}
+
+#[test]
+fn a_pending_request_survives_a_crash_and_the_retry_goes_through_once() {
+    let env = Env::with_config(APPROVAL_POLICY, "", APPROVERS);
+    let mut s = env.start();
+    s.send_raw(post(1, "public", "after-restart").to_string().as_bytes());
+    let id = env.pending_approval();
+    // The gateway dies without a goodbye; the request stays pending in the store.
+    s.child.kill().unwrap();
+    let _ = s.child.wait();
+    assert_eq!(env.approval_list()[0]["state"], "pending");
+    assert!(env
+        .approvals(Some("bob"), &["approve", &id])
+        .status
+        .success());
+    // The agent reconnects and retries the identical call: it goes through at once, once.
+    let mut s = env.start();
+    let reply = s.call(post(7, "public", "after-restart"));
+    assert!(reply.get("result").is_some(), "{reply}");
+    assert_eq!(env.approval_list()[0]["state"], "used");
+    s.send_raw(post(8, "public", "after-restart").to_string().as_bytes());
+    let progress = s.next();
+    assert_eq!(progress["method"], "notifications/progress", "{progress}");
+    // A kill of the agent denies its pending request and answers the held call.
+    let out = env.as_alice(&["kill", "--agent", "bot", "--reason", "stop now"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reply = next_answer(&mut s);
+    assert_eq!(reply["id"], json!(8), "{reply}");
+    assert_eq!(error_code(&reply), -31007, "{reply}");
+    let newest = &env.approval_list()[0];
+    assert_eq!(newest["state"], "denied", "{newest}");
+    assert_eq!(newest["votes"][0]["channel"], "kill");
+    s.stdin.take();
+    let _ = wait_exit(&mut s.child);
+    assert_eq!(env.received().matches("after-restart").count(), 1);
+}
+
+#[test]
+fn check_refuses_malformed_approval_annotations_and_warns_about_approvals_nobody_can_give() {
+    let env = Env::new(APPROVAL_POLICY);
+    let out = env.airlock(&["check", "--config", env.config().to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("policy public-posts needs 1 approval but only 0 humans with a credential in group comms"),
+        "{text}"
+    );
+    assert!(!text.contains("policy quick needs"), "{text}");
+
+    let bad = APPROVAL_POLICY.replace(r#"@expires("1s")"#, r#"@quorum("many")"#);
+    let env = Env::new(&bad);
+    let out = env.airlock(&["check", "--config", env.config().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("policy.cedar:") && err.contains("@quorum(\"many\") must be a whole number"),
+        "{err}"
+    );
+    // `run` refuses to start the same way.
+    let mut run = env.spawn_run();
+    drop(run.stdin.take());
+    assert_eq!(wait_exit(&mut run).code(), Some(2));
+}

@@ -18,3 +18,7 @@ pub const DUPLICATE_ID: i32 = -31005;
 pub const UPSTREAM_TIMEOUT: i32 = -31006;
 /// A kill (of this agent, session, tool, or everything) or a breaker pause is in force.
 pub const KILLED: i32 = -31007;
+/// A human denied the held call (or a kill denied its approval request).
+pub const APPROVAL_DENIED: i32 = -31008;
+/// Nobody decided the held call before its approval request expired.
+pub const APPROVAL_EXPIRED: i32 = -31009;

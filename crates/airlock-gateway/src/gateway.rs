@@ -47,21 +47,29 @@ struct ControlParts {
 
 /// One request forwarded upstream and not yet answered.
 pub(crate) struct InFlight {
-    expect: Expect,
+    pub(crate) expect: Expect,
     /// The call's audit record, for its result record to point at.
-    call: Option<Ticket>,
-    started: Instant,
-    method: String,
+    pub(crate) call: Option<Ticket>,
+    pub(crate) started: Instant,
+    pub(crate) method: String,
 }
 
 /// State both directions share. Locks are held for microseconds and never across an await.
 pub(crate) struct Shared {
     pub(crate) who: Identity,
     opts: GatewayOptions,
-    policy: PolicyHandle,
-    audit: Arc<AuditWriter>,
+    pub(crate) policy: PolicyHandle,
+    pub(crate) audit: Arc<AuditWriter>,
     /// Agent requests in flight upstream, by id.
-    in_flight: Mutex<HashMap<Id, InFlight>>,
+    pub(crate) in_flight: Mutex<HashMap<Id, InFlight>>,
+    /// Agent requests held for a human's approval, by id (never upstream yet).
+    pub(crate) held: crate::hold::HeldCalls,
+    /// The store of approval requests (the audit database); `None` without a control store.
+    pub(crate) approvals: Option<Mutex<airlock_approval::ApprovalStore>>,
+    /// Woken when the store may hold news for held calls (a decision, a kill).
+    pub(crate) approvals_changed: Notify,
+    /// The database whose control sockets announce changes (`notify_all`).
+    control_db: Option<std::path::PathBuf>,
     /// Server→agent requests (sampling, elicitation, roots) awaiting the agent's answer.
     server_requests: Mutex<HashSet<Id>>,
     /// Result records waiting for the background commit.
@@ -128,6 +136,21 @@ impl Shared {
         commit_results(self);
     }
 
+    /// Queues an audit record for the background commit (off the hot path).
+    pub(crate) fn queue_record(&self, record: NewRecord, refers_to: Option<Ticket>) {
+        lock(&self.results).push(Submission { record, refers_to });
+        self.results_ready.notify_one();
+    }
+
+    /// Wakes every process watching the store (other gateways, `airlock serve`).
+    fn announce(&self) {
+        if let Some(db) = &self.control_db {
+            if let Err(e) = airlock_control::notify_all(db) {
+                tracing::warn!(error = %e, "cannot announce a new approval request");
+            }
+        }
+    }
+
     pub(crate) async fn write_agent(&self, bytes: &[u8]) -> std::io::Result<()> {
         write_agent(self, bytes).await
     }
@@ -137,7 +160,7 @@ impl Shared {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these locks leaves plain data behind; keep going with it.
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -158,6 +181,17 @@ pub(crate) async fn run(
         stderr,
         pid,
     } = upstream;
+    let control_db = control.as_ref().map(|c| c.db.clone());
+    let approvals = match &control_db {
+        Some(db) => Some(Mutex::new(
+            airlock_approval::ApprovalStore::open(db).map_err(|e| {
+                GatewayError::Io(std::io::Error::other(format!(
+                    "cannot open the approval store: {e}"
+                )))
+            })?,
+        )),
+        None => None,
+    };
     let (control, breakers) = match control {
         Some(c) => {
             let store = ControlStore::open(&c.db).map_err(|e| {
@@ -186,6 +220,10 @@ pub(crate) async fn run(
         policy,
         audit,
         in_flight: Mutex::new(HashMap::new()),
+        held: Mutex::new(HashMap::new()),
+        approvals,
+        approvals_changed: Notify::new(),
+        control_db,
         server_requests: Mutex::new(HashSet::new()),
         results: Mutex::new(Vec::new()),
         results_ready: Notify::new(),
@@ -211,6 +249,7 @@ pub(crate) async fn run(
     tokio::spawn(log_stderr(stderr));
     let flusher = tokio::spawn(flush_results(shared.clone()));
     let sweeper = tokio::spawn(expire_calls(shared.clone()));
+    let holds = tokio::spawn(crate::hold::watch(shared.clone()));
 
     // Who went first: the agent (an orderly end), or the upstream (its exit status).
     let upstream_status = tokio::select! {
@@ -253,6 +292,7 @@ pub(crate) async fn run(
             Outcome::UpstreamExited { status }
         }
     };
+    holds.abort();
     finish(&shared, flusher, sweeper, watcher, outcome)
 }
 
@@ -269,6 +309,8 @@ fn finish(
     if let Some(w) = watcher {
         w.abort();
     }
+    // Nobody is left to answer: what the agent was waiting on is withdrawn.
+    crate::hold::withdraw_all(shared, "the agent went away");
     commit_results(shared);
     Ok(match shared.stopped() {
         Some(kill) => Outcome::Killed {
@@ -302,8 +344,27 @@ async fn agent_to_upstream<R: AsyncRead + Unpin>(
         let tickets = commit_decisions(&shared, &mut records);
         let mut upstream_bytes = Vec::new();
         let mut agent_bytes = Vec::new();
+        let mut held_any = false;
         for step in steps.drain(..) {
             match step {
+                Step::Hold { id, held, record } => {
+                    let ticket = tickets.as_ref().ok().and_then(|t| t.get(record).copied());
+                    if ticket.is_none() {
+                        // Fail closed: the hold could not be recorded, so nobody may approve it.
+                        let message = format!(
+                            "Airlock refused the call: the audit store could not record it ({})",
+                            tickets.as_ref().err().map_or("", String::as_str)
+                        );
+                        agent_bytes.extend(error_line(
+                            Some(&id),
+                            codes::AUDIT_UNAVAILABLE,
+                            &message,
+                        ));
+                        continue;
+                    }
+                    agent_bytes.extend(crate::hold::start(&shared, id, *held, ticket));
+                    held_any = true;
+                }
                 Step::Forward { frame, id, record } => {
                     let ticket =
                         record.and_then(|r| tickets.as_ref().ok().and_then(|s| s.get(r).copied()));
@@ -345,6 +406,9 @@ async fn agent_to_upstream<R: AsyncRead + Unpin>(
                 Step::Drop => {}
             }
         }
+        if held_any {
+            shared.announce();
+        }
         if !upstream_bytes.is_empty() {
             write_upstream(&shared, &upstream_bytes).await?;
         }
@@ -369,6 +433,12 @@ enum Step {
         code: i32,
         message: String,
         data: Option<serde_json::Value>,
+    },
+    /// Hold the call for a human; `record` indexes its `hold` record in the batch.
+    Hold {
+        id: Id,
+        held: Box<crate::hold::Held>,
+        record: usize,
     },
     Drop,
 }
@@ -438,7 +508,7 @@ fn judge_line(shared: &Shared, limits: &Limits, line: Line, records: &mut Vec<Ne
                     data: None,
                 };
             }
-            if lock(&shared.in_flight).contains_key(&id) {
+            if lock(&shared.in_flight).contains_key(&id) || crate::hold::is_held(shared, &id) {
                 return Step::Reply {
                     id: Some(id),
                     code: codes::DUPLICATE_ID,
@@ -448,14 +518,56 @@ fn judge_line(shared: &Shared, limits: &Limits, line: Line, records: &mut Vec<Ne
                     data: None,
                 };
             }
-            match judge_request(
+            let judgement = judge_request(
                 &shared.policy.current(),
                 &shared.who,
                 &shared.opts.allow_methods,
                 &frame,
                 &id,
                 &method,
-            ) {
+            );
+            // A call only a human can unblock: an earlier approval lets it through once,
+            // else it is held.
+            let judgement = match judgement {
+                Judgement::Hold(req) => {
+                    let target = req.target.clone();
+                    match crate::hold::admit(shared, &frame, &method, *req) {
+                        crate::hold::Admit::Approved { record, extra } => {
+                            for r in extra {
+                                push(Some(r));
+                            }
+                            Judgement::Forward {
+                                expect: Expect::Act { target },
+                                record: Some(record),
+                            }
+                        }
+                        crate::hold::Admit::Hold { held, records } => {
+                            let mut first = None;
+                            for r in records {
+                                let i = push(Some(r));
+                                first = first.or(i);
+                            }
+                            return match first {
+                                Some(record) => Step::Hold { id, held, record },
+                                None => Step::Drop,
+                            };
+                        }
+                        crate::hold::Admit::Refuse {
+                            code,
+                            message,
+                            record,
+                        } => Judgement::Refuse {
+                            code,
+                            message,
+                            data: None,
+                            record: Some(record),
+                        },
+                    }
+                }
+                other => other,
+            };
+            match judgement {
+                Judgement::Hold(_) => Step::Drop,
                 Judgement::Forward { expect, record } => {
                     if let Expect::Act { target } = &expect {
                         if let Some(refusal) = check_breakers(shared, &frame, target) {
@@ -511,6 +623,9 @@ fn judge_line(shared: &Shared, limits: &Limits, line: Line, records: &mut Vec<Ne
         FrameKind::Notification { method } => {
             if shared.stopped().is_some() {
                 Step::Drop
+            } else if method == "notifications/cancelled" && cancels_held(shared, &frame) {
+                // The server never saw the held call: the cancellation ends here.
+                Step::Drop
             } else if notification_allowed(&method) {
                 Step::Forward {
                     frame,
@@ -542,17 +657,33 @@ fn judge_line(shared: &Shared, limits: &Limits, line: Line, records: &mut Vec<Ne
     }
 }
 
+/// Whether `frame` (a `notifications/cancelled`) names a held call; if so it is withdrawn.
+fn cancels_held(shared: &Shared, frame: &Frame) -> bool {
+    let Some(raw) = frame.params().and_then(|p| p.get("requestId")) else {
+        return false;
+    };
+    let id = match raw {
+        serde_json::Value::String(s) => Id::Str(s.clone()),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => Id::Int(i),
+            None => return false,
+        },
+        _ => return false,
+    };
+    crate::hold::withdraw(shared, &id, "the agent cancelled the call")
+}
+
 /// A call a breaker (or its store) refused.
-struct BreakerRefusal {
-    code: i32,
-    message: String,
-    reason: String,
-    records: Vec<NewRecord>,
+pub(crate) struct BreakerRefusal {
+    pub(crate) code: i32,
+    pub(crate) message: String,
+    pub(crate) reason: String,
+    pub(crate) records: Vec<NewRecord>,
 }
 
 /// Counts the call against its budgets; a call that would cross one pauses the agent and is
 /// refused. Any error reading or writing the counters refuses the call (fail closed).
-fn check_breakers(shared: &Shared, frame: &Frame, tool: &str) -> Option<BreakerRefusal> {
+pub(crate) fn check_breakers(shared: &Shared, frame: &Frame, tool: &str) -> Option<BreakerRefusal> {
     let breakers = shared.breakers.as_ref()?;
     let mut guard = lock(breakers);
     let Breakers { set, store, db } = &mut *guard;
@@ -875,7 +1006,7 @@ async fn write_agent(shared: &Shared, bytes: &[u8]) -> std::io::Result<()> {
     out.flush().await
 }
 
-fn with_newline(raw: &[u8]) -> Vec<u8> {
+pub(crate) fn with_newline(raw: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(raw.len() + 1);
     out.extend_from_slice(raw);
     out.push(b'\n');

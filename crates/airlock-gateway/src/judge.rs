@@ -31,6 +31,8 @@ pub(crate) enum Judgement {
         expect: Expect,
         record: Option<NewRecord>,
     },
+    /// Only a human's approval stands in the way: hold the call.
+    Hold(Box<HoldRequest>),
     /// Answer the agent with an error; nothing reaches the server.
     Refuse {
         code: i32,
@@ -38,6 +40,18 @@ pub(crate) enum Judgement {
         data: Option<Value>,
         record: Option<NewRecord>,
     },
+}
+
+/// A call policy holds for a human, with what the approval request needs.
+pub(crate) struct HoldRequest {
+    pub(crate) kind: ActKind,
+    pub(crate) target: String,
+    /// The call's arguments (an object; `{}` when absent).
+    pub(crate) args: Value,
+    /// The `@approval` forbids that held it.
+    pub(crate) reasons: Vec<PolicyRef>,
+    /// The call's audit record, decision `hold`.
+    pub(crate) record: NewRecord,
 }
 
 /// Judges one request frame from the agent.
@@ -181,25 +195,21 @@ fn judge_act(
             }
         }
         Decision::NeedsApproval { reasons } => {
-            // Held calls arrive with the approval queue; until then a call that needs a human
-            // is refused, never let through.
+            // Held for a human: the gateway stores the request and waits (see `hold`).
             let why: Vec<String> = reasons
                 .iter()
                 .map(|r| r.approval.clone().unwrap_or_else(|| r.id.clone()))
                 .collect();
-            record.decision = Some("deny".into());
+            record.decision = Some("hold".into());
             record.reasons = reasons.iter().map(|r| r.id.clone()).collect();
             record.detail = Some(json!({ "needs_approval": why }));
-            Judgement::Refuse {
-                code: codes::DENIED,
-                message: format!(
-                    "denied by Airlock: this call needs a human approval ({}), and no approval \
-                     service is configured",
-                    why.join("; ")
-                ),
-                data: Some(deny_data(&reasons, &[])),
-                record: Some(record),
-            }
+            Judgement::Hold(Box::new(HoldRequest {
+                kind,
+                target: target.to_string(),
+                args: args_value.clone(),
+                reasons,
+                record,
+            }))
         }
     }
 }

@@ -83,6 +83,8 @@ pub(crate) async fn watch(shared: Arc<Shared>, db: PathBuf, mut listener: Listen
             }
         }
         let _ = tokio::time::timeout(FALLBACK_REREAD, listener.recv()).await;
+        // A wake-up may also be a human's decision on a held call.
+        shared.approvals_changed.notify_one();
     }
 }
 
@@ -115,6 +117,8 @@ pub(crate) async fn apply(shared: &Shared, kill: &Kill) {
         agent.extend(error_line(Some(id), codes::KILLED, &message));
         shared.queue_result(id, entry, "killed");
     }
+    // Calls held for a human end too; the server never saw them.
+    agent.extend(crate::hold::fail_all(shared, codes::KILLED, &message));
     // Tell the server to stop, then make sure it does: its whole process group goes. A server
     // (or agent) that stopped reading cannot hold the kill up: each write gets a short grace.
     let _ = tokio::time::timeout(WRITE_GRACE, shared.write_upstream(&upstream)).await;

@@ -9,6 +9,7 @@
 pub mod codes;
 mod filter;
 mod gateway;
+mod hold;
 mod judge;
 mod kill;
 mod lines;

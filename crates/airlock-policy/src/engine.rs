@@ -15,12 +15,9 @@ use crate::load::{self, Loaded};
 use crate::reads::Reads;
 use crate::slice::{Buckets, Slice, SliceCache};
 use crate::{
-    Action, ApproveRequest, CallRequest, Decision, EntityModel, KnownTargets, PolicyError,
-    PolicyInfo, PolicyRef, PolicySources, NO_PERMIT, SHIPPED_SCHEMA, UNKNOWN_AGENT,
+    Action, CallRequest, Decision, EntityModel, KnownTargets, PolicyError, PolicyInfo, PolicyRef,
+    PolicySources, NO_PERMIT, SHIPPED_SCHEMA, UNKNOWN_AGENT,
 };
-
-/// The Cedar action a human's approval is checked against.
-const APPROVE_ACTION: &str = "approve";
 
 /// The file name the shipped schema is reported under.
 const SHIPPED_SCHEMA_NAME: &str = "<shipped airlock.cedarschema>";
@@ -35,9 +32,6 @@ pub struct PolicyEngine {
     base: Entities,
     pub(crate) model: EntityModel,
     agents: HashSet<String>,
-    humans: HashSet<String>,
-    /// The schema's context type of `Action::"approve"`, if it declares one.
-    approve_shape: Option<Shape>,
     pub(crate) loaded: Vec<Loaded>,
     /// Each policy's visibility version (`None`: it can only forbid sometimes).
     visible_policies: Vec<Option<Policy>>,
@@ -103,13 +97,7 @@ impl PolicyEngine {
             context_shapes,
             base,
             agents: model.agents.iter().map(|a| a.id.clone()).collect(),
-            humans: model
-                .humans
-                .iter()
-                .map(|h| h.id.clone())
-                .chain(model.agents.iter().map(|a| a.on_behalf_of.clone()))
-                .collect(),
-            approve_shape: Shape::context_of(&parsed.json, APPROVE_ACTION),
+
             model: model.clone(),
             buckets: Buckets::new(loaded.iter().map(|l| &l.policy)),
             visible_policies,
@@ -154,53 +142,6 @@ impl PolicyEngine {
             .is_authorized(&request, &slice.visible, &slice.entities);
         response.decision() == CedarDecision::Allow
             && response.diagnostics().errors().next().is_none()
-    }
-
-    /// May human `req.human` approve the held call `req.call`? Evaluates
-    /// `Action::"approve"` with the human as principal, the call's target as
-    /// resource and `{ agent, args }` as context, against the same slice as
-    /// the call. Default deny; any evaluation error is a deny.
-    pub fn may_approve(&self, req: &ApproveRequest<'_>) -> Decision {
-        let call = &req.call;
-        if !self.humans.contains(req.human) {
-            return deny(format!("unknown human {:?}", req.human));
-        }
-        let slice = match self.slice_for(call.agent, call.action, call.server, call.name) {
-            Ok(slice) => slice,
-            Err(message) => return deny(message),
-        };
-        if call.args.is_some_and(|a| !a.is_object() && !a.is_null()) {
-            return deny("the call's arguments are not a JSON object".to_owned());
-        }
-        let args_shape = match &self.approve_shape {
-            Some(Shape::Record(attrs)) => attrs.get("args").map(|(s, _)| s),
-            _ => None,
-        };
-        let args_reads = slice.reads.get("args").unwrap_or(&Reads::Nothing);
-        let args = match args_record(call.args, args_shape, args_reads) {
-            Ok(a) => a,
-            Err(message) => return deny(message),
-        };
-        let agent = RestrictedExpression::new_entity_uid(self.types.uid(Kind::Agent, call.agent));
-        let context =
-            match Context::from_pairs([("agent".to_owned(), agent), ("args".to_owned(), args)]) {
-                Ok(c) => c,
-                Err(e) => return deny(format!("building the approve context: {e}")),
-            };
-        let request = match Request::new(
-            self.types.uid(Kind::Human, req.human),
-            self.types.uid(Kind::Action, APPROVE_ACTION),
-            slice.resource.clone(),
-            context,
-            None,
-        ) {
-            Ok(r) => r,
-            Err(e) => return deny(format!("the approval does not fit the schema: {e}")),
-        };
-        let response = self
-            .authorizer
-            .is_authorized(&request, &slice.policies, &slice.entities);
-        self.classify(&response)
     }
 
     /// The value of annotation `key` on the policy with id `id` (`@id`, or

@@ -593,43 +593,14 @@ fn cedar_validation_warnings_are_passed_on() {
     );
 }
 
-// === approve ===
+// === annotations ===
 
 #[test]
-fn approve_is_default_deny_and_follows_groups_agents_and_arguments() {
+fn annotations_are_read_by_policy_id() {
     let e = engine(&[
-        r#"@id("eng-approves") permit(principal in Group::"eng", action == Action::"approve", resource in Server::"corp")
-           unless { context.agent == Agent::"intern" };"#,
-        r#"@id("no-big-posts") forbid(principal, action == Action::"approve", resource == Tool::"corp/forum_post")
-           when { context.args has body && context.args.body == "everything" };"#,
         r#"@approvers("eng") @quorum("2") @id("hold") forbid(principal, action == Action::"call_tool", resource)
            unless { context.approval.granted };"#,
     ]);
-    let args = json!({ "body": "hello" });
-    let ask = |human, agent, args| ApproveRequest {
-        human,
-        call: call(agent, "forum_post", args),
-    };
-    assert!(e.may_approve(&ask("alice", "bot", Some(&args))).is_allow());
-    // Not in the group: default deny.
-    assert!(!e.may_approve(&ask("bob", "bot", Some(&args))).is_allow());
-    // The policy excludes this agent's requests.
-    assert!(!e
-        .may_approve(&ask("alice", "intern", Some(&args)))
-        .is_allow());
-    // Arguments reach the approve context.
-    let big = json!({ "body": "everything" });
-    assert_eq!(
-        ids(&e.may_approve(&ask("alice", "bot", Some(&big)))),
-        ["no-big-posts"]
-    );
-    // Unknown humans and agents are denials, never errors that allow.
-    assert!(!e
-        .may_approve(&ask("mallory", "bot", Some(&args)))
-        .is_allow());
-    assert!(!e
-        .may_approve(&ask("alice", "ghost", Some(&args)))
-        .is_allow());
     assert_eq!(e.annotation("hold", "approvers"), Some("eng"));
     assert_eq!(e.annotation("hold", "quorum"), Some("2"));
     assert_eq!(e.annotation("hold", "four_eyes"), None);

@@ -179,13 +179,6 @@ pub struct CallRequest<'a> {
     pub approval_granted: bool,
 }
 
-/// May `human` approve the held call `call`? (`Action::"approve"`.)
-#[derive(Debug, Clone, Copy)]
-pub struct ApproveRequest<'a> {
-    pub human: &'a str,
-    pub call: CallRequest<'a>,
-}
-
 /// The answer for one call. A denial is a value, not an error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
