@@ -482,3 +482,150 @@ def test_webhook_posts_signed_events_and_resumes_after_a_restart(airlock: Airloc
             assert receiver.posts.empty()
     finally:
         receiver.close()
+
+
+# === held calls decided from the API ===
+
+HOLD_POLICY = """\
+@id("allow-echo")
+permit(principal == Agent::"bot", action == Action::"call_tool", resource == Tool::"everything/echo");
+
+@id("loud-echoes")
+@approval("echoing `publish` needs a sign-off")
+@expires("EXPIRES")
+forbid(principal, action == Action::"call_tool", resource == Tool::"everything/echo")
+when { context.args has message && context.args.message like "publish*" }
+unless { context.approval.granted };
+"""
+DENIED_BY_HUMAN = -31008
+
+
+@contextlib.contextmanager
+def hold_setup(airlock: Airlock, expires: str = "10m") -> Iterator[tuple[Served, AirlockConfig]]:
+    alice, alice_d = token_pair(airlock)
+    bob, bob_d = token_pair(airlock)
+    config = write_config(
+        airlock, humans={"alice": alice_d, "bob": bob_d}, policy=HOLD_POLICY.replace("EXPIRES", expires)
+    )
+    tmp = airlock.tmp_path
+    cfg = AirlockConfig(config, tmp / "airlock.cedar", tmp / "airlock-audit.db", "bot", "alice", "t1", "everything")
+    with serving(airlock, config, {"alice": alice, "bob": bob}) as s:
+        yield s, cfg
+
+
+async def pending_one(s: Served, *, not_id: str | None = None) -> dict[str, Any]:
+    """Waits (bounded) until the API lists a pending request (other than `not_id`)."""
+    import anyio
+
+    with anyio.fail_after(20):
+        while True:
+            status, body = s.api("GET", "/api/v1/approvals?state=pending")
+            assert status == 200, body
+            found = [a for a in body["approvals"] if a["id"] != not_id]
+            if found:
+                return found[0]
+            await anyio.sleep(0.05)
+
+
+@pytest.mark.anyio
+async def test_a_held_call_approved_from_the_api_completes_and_a_denied_one_errors(
+    airlock: Airlock, everything_cmd: list[str]
+) -> None:
+    import anyio
+
+    with hold_setup(airlock) as (s, cfg):
+        async with airlock.session(cfg, everything_cmd) as session:
+            result: dict[str, Any] = {}
+
+            async def call(message: str) -> None:
+                try:
+                    result[message] = await session.call_tool("echo", {"message": message})
+                except MCPError as e:
+                    result[message] = e
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call, "publish this")
+                held = await pending_one(s)
+                assert (held["agent"], held["on_behalf_of"], held["target"]) == ("bot", "alice", "echo")
+                assert held["args_redacted"] == {"message": "publish this"}
+                status, detail = s.api("GET", f"/api/v1/approvals/{held['id']}")
+                assert status == 200 and detail["approval"]["reasons"][0]["policy"] == "loud-echoes"
+                assert "publish this" not in result
+                # Four eyes: alice is the on-behalf-of human; her approval alone does not release it.
+                status, voted = s.api("POST", f"/api/v1/approvals/{held['id']}/approve", {}, as_human="alice")
+                assert status == 200 and voted["approval"]["state"] == "pending", voted
+                assert "other than alice" in voted["missing"]
+                assert s.api("POST", f"/api/v1/approvals/{held['id']}/approve", {}, as_human="alice")[0] == 409
+                # Approving what one did not see (another digest) changes nothing.
+                status, r = s.api("POST", f"/api/v1/approvals/{held['id']}/approve", {"digest": "0" * 64}, as_human="bob")
+                assert status == 409 and "digest" in r["error"]["message"]
+                status, done = s.api(
+                    "POST", f"/api/v1/approvals/{held['id']}/approve",
+                    {"comment": "ok", "digest": held["digest"]}, as_human="bob",
+                )
+                assert status == 200 and done["approval"]["state"] == "approved", done
+            assert [c.text for c in result["publish this"].content] == ["Echo: publish this"]
+            # Decided: a second decision is a conflict, and the list moved it out of pending.
+            assert s.api("POST", f"/api/v1/approvals/{held['id']}/deny", {}, as_human="bob")[0] == 409
+            decided = s.api("GET", "/api/v1/approvals?state=decided")[1]["approvals"]
+            assert held["id"] in [a["id"] for a in decided]
+
+            # Changed arguments are a new request; deny it and the agent gets an error.
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call, "publish that")
+                other = await pending_one(s, not_id=held["id"])
+                assert other["id"] != held["id"] and other["digest"] != held["digest"]
+                status, _ = s.api("POST", f"/api/v1/approvals/{other['id']}/deny", {"comment": "not now"}, as_human="bob")
+                assert status == 200
+            err = result["publish that"]
+            assert isinstance(err, MCPError) and err.code == DENIED_BY_HUMAN, err
+    records = airlock.audit_query(cfg)
+    events = [r["detail"]["event"] for r in records if r["kind"] == "approval"]
+    assert events[:3] == ["requested", "vote", "approved"] and "denied" in events
+    assert airlock.audit_verify(cfg).returncode == 0
+
+
+@pytest.mark.anyio
+async def test_an_expired_request_cannot_be_approved(airlock: Airlock, everything_cmd: list[str]) -> None:
+    import anyio
+
+    with hold_setup(airlock, expires="2s") as (s, cfg):
+        async with airlock.session(cfg, everything_cmd) as session:
+            result: dict[str, Any] = {}
+
+            async def call() -> None:
+                try:
+                    result["r"] = await session.call_tool("echo", {"message": "publish late"})
+                except MCPError as e:
+                    result["r"] = e
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call)
+                held = await pending_one(s)
+            assert isinstance(result["r"], MCPError), result
+            status, r = s.api("POST", f"/api/v1/approvals/{held['id']}/approve", {}, as_human="bob")
+            assert status == 409 and "expired" in r["error"]["message"], r
+            assert s.api("GET", f"/api/v1/approvals/{held['id']}")[1]["approval"]["state"] == "expired"
+
+
+@pytest.mark.anyio
+async def test_a_kill_from_the_api_denies_pending_requests(airlock: Airlock, everything_cmd: list[str]) -> None:
+    import anyio
+
+    with hold_setup(airlock) as (s, cfg):
+        async with airlock.session(cfg, everything_cmd) as session:
+            result: dict[str, Any] = {}
+
+            async def call() -> None:
+                try:
+                    result["r"] = await session.call_tool("echo", {"message": "publish now"})
+                except MCPError as e:
+                    result["r"] = e
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call)
+                held = await pending_one(s)
+                assert s.api("POST", "/api/v1/kill", {"scope": "all", "reason": "incident"}, as_human="bob")[0] == 200
+            assert isinstance(result["r"], MCPError), result
+        a = s.api("GET", f"/api/v1/approvals/{held['id']}")[1]["approval"]
+        assert a["state"] == "denied" and a["votes"][-1]["channel"] == "kill"
