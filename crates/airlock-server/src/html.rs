@@ -24,7 +24,7 @@ pub(crate) fn page(
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
-                meta name="referrer" content="no-referrer";
+                meta name="referrer" content="same-origin";
                 title { (title) " · Airlock" }
                 link rel="stylesheet" href="/assets/app.css";
                 script src="/assets/app.js" defer {}
