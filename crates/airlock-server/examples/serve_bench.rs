@@ -165,6 +165,7 @@ fn approve_to_upstream(b: &Bench, rounds: usize) {
     let http = b.agent();
     let mut upstream_ms = Vec::new();
     let mut client_ms = Vec::new();
+    let mut post_ms = Vec::new();
     for i in 1..=rounds as u64 {
         send(json!({"jsonrpc": "2.0", "id": i, "method": "tools/call",
                     "params": {"name": "post", "arguments": {"n": i}}}));
@@ -191,6 +192,7 @@ fn approve_to_upstream(b: &Bench, rounds: usize) {
             .send_empty()
             .unwrap();
         assert_eq!(r.status().as_u16(), 200);
+        post_ms.push(start.elapsed().as_secs_f64() * 1e3);
         let done = answer(i);
         assert!(done.get("result").is_some(), "{done}");
         client_ms.push(start.elapsed().as_secs_f64() * 1e3);
@@ -206,6 +208,10 @@ fn approve_to_upstream(b: &Bench, rounds: usize) {
         &mut upstream_ms,
     );
     report("approve POST -> agent has the result", &mut client_ms);
+    report(
+        "approve POST round trip (decide, audit record, notify)",
+        &mut post_ms,
+    );
 }
 
 fn list_capacity(b: &Bench, n: usize) {
