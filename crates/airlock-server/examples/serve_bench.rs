@@ -200,7 +200,7 @@ fn approve_to_upstream(b: &Bench, rounds: usize) {
         let t1: i64 = stamps.lines().last().unwrap().parse().unwrap();
         upstream_ms.push((t1 - t0) as f64 / 1e6);
     }
-    drop(send);
+    drop(to); // end of input: `airlock run` shuts down
     let _ = run.kill();
     let _ = run.wait();
     report(
