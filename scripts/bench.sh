@@ -8,7 +8,9 @@
 #
 # Usage: scripts/bench.sh            (env: CALLS=2000 WARMUP=200 ROUNDS=4 PATHS=direct,relay,airlock
 #                                     OUT=dir to keep the JSON results; SERVER=everything|demo;
-#                                     AIRLOCK=path to use a prebuilt airlock instead of building it)
+#                                     AIRLOCK=path to use a prebuilt airlock instead of building it;
+#                                     BASELINE=path to a second airlock build, run as a 4th path;
+#                                     BENCH_BIN=dir holding prebuilt airlock-bench and bare-relay)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,10 +21,17 @@ WARMUP=${WARMUP:-200}
 ROUNDS=${ROUNDS:-4}
 PATHS=${PATHS:-direct,relay,airlock}
 
-echo "==> building release binaries" >&2
-cargo build --release -p airlock-bench
-bin="$root/target/release"
+bin=${BENCH_BIN:-${CARGO_TARGET_DIR:-$root/target}/release}
+if [[ -z ${BENCH_BIN:-} ]]; then
+    echo "==> building release binaries" >&2
+    cargo build --release -p airlock-bench
+fi
 airlock=${AIRLOCK:-$bin/airlock}
+baseline=()
+if [[ -n ${BASELINE:-} ]]; then
+    PATHS="$PATHS,baseline"
+    baseline=(--baseline "$BASELINE")
+fi
 # The gateway is built separately so the direct/relay numbers survive a broken airlock-cli.
 if [[ -z ${AIRLOCK:-} ]] && ! cargo build --release -p airlock-cli; then
     echo "warning: airlock-cli did not build; benchmarking direct and relay only" >&2
@@ -83,13 +92,20 @@ echo "==> latency: $server ($tool), paths $PATHS" >&2
     --server "$server" --tool "$tool" --args "$args" \
     --relay "$bin/bare-relay" \
     --airlock "$airlock" --config "$work/airlock.toml" --agent bench --server-name "$server_name" \
-    --json "$out/latency.json"
+    "${baseline[@]}" --json "$out/latency.json"
 
 if [[ $PATHS == *airlock* ]]; then
     echo "==> rss of an idle airlock run" >&2
     "$bin/airlock-bench" rss \
         --airlock "$airlock" --config "$work/airlock.toml" --agent bench --server-name "$server_name" \
-        --server "$server" --json "$out/rss.json"
+        --server "$server" --tool "$tool" --args "$args" --calls 500 --json "$out/rss.json"
+    if [[ -n ${BASELINE:-} ]]; then
+        echo "==> rss of an idle airlock run: baseline" >&2
+        "$bin/airlock-bench" rss \
+            --airlock "$BASELINE" --config "$work/airlock.toml" --agent bench \
+            --server-name "$server_name" --server "$server" --tool "$tool" --args "$args" \
+            --calls 500 --json "$out/rss-baseline.json"
+    fi
 fi
 if [[ -n ${OUT:-} ]]; then
     echo "results in $out" >&2

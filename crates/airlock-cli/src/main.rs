@@ -10,6 +10,7 @@ mod check;
 mod control_cmd;
 mod demo;
 mod load;
+mod memory;
 mod run;
 mod sandbox_cmd;
 mod serve_cmd;
@@ -66,7 +67,7 @@ enum Command {
     },
     /// The control plane: HTTP API, web page and webhook for approvals and the kill switch.
     Serve(serve_cmd::ServeArgs),
-    /// Run the bundled demo: a scripted agent against the demo company server, through Airlock.
+    /// Replay the incidents Airlock exists for, without and with Airlock, and measure the damage.
     Demo(demo::DemoArgs),
     /// Run the bundled demo company MCP server on stdio.
     #[command(name = "demo-server", hide = true)]

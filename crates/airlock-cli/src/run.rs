@@ -128,6 +128,7 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
     };
     let db = config.audit.path.clone();
     let breakers = airlock_control::BreakerSet::from_config(&config);
+    let flow = airlock_flow::FlowRules::from_config(&config);
     let outcome = runtime.block_on(async move {
         // Listen for kills before reading them, so one issued in between is not missed.
         let listener = airlock_control::Listener::bind(&db).map_err(|e| {
@@ -161,7 +162,11 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
             db,
             listener,
             breakers,
+            flow,
         };
+        // Start-up is over: the parsers' pages go back (see `memory`).
+        let released = crate::memory::release_startup_pages();
+        tracing::debug!(released, "start-up pages released");
         let outcome =
             airlock_gateway::run(options, policy, audit, agent_io, upstream, Some(control))
                 .await
@@ -264,6 +269,7 @@ async fn reload_on_sighup(reload: Reload) {
                     "policies": policy.policies().len(),
                 }));
                 reload.policy.replace(policy);
+                crate::memory::release_startup_pages();
             }
             Ok(_) => {
                 tracing::error!(agent = %reload.identity.agent, "reload refused: the agent is no longer declared; keeping the policies in force");

@@ -556,30 +556,6 @@ fn audit_verify_detects_edits_and_truncation() {
 }
 
 #[test]
-fn demo_runs_and_every_step_goes_as_expected() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(AIRLOCK)
-        .args(["demo", "--dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(text.contains("every step went as expected"), "{text}");
-    assert!(text.contains("public forum posts: 0"), "{text}");
-    assert!(text.contains("ACL changes: 0"), "{text}");
-    assert!(text.contains("records intact"), "{text}");
-    // Every allowed call in the trail carries its result.
-    let allowed: Vec<&str> = text.lines().filter(|l| l.contains(" allow ")).collect();
-    assert_eq!(allowed.len(), 4, "{text}");
-    assert!(allowed.iter().all(|l| l.contains(" ok ")), "{text}");
-}
-
-#[test]
 fn a_call_the_upstream_sits_on_times_out_and_is_cancelled_upstream() {
     let env = Env::with_gateway(POLICY, "call_timeout_secs = 1");
     let mut s = env.start();
@@ -839,6 +815,142 @@ fn a_breaker_trips_at_exactly_its_budget_and_pauses_the_agent() {
     s.finish();
 }
 
+#[test]
+fn items_read_from_the_result_pause_the_agent_once_they_cross_the_cap() {
+    let policy = r#"
+@id("allow-acl")
+permit (principal == Agent::"bot", action == Action::"call_tool", resource == Tool::"rec/acl_set");
+@id("allow-forum")
+permit (principal == Agent::"bot", action == Action::"call_tool", resource == Tool::"rec/forum_list");
+"#;
+    let env = Env::with_config(
+        policy,
+        "",
+        "[breakers.acl-recursive]\ntools = [\"rec/acl_set\"]\nwhen = { recursive = true }\n\
+         max_calls = 100\nwindow_secs = 600\nmax_items = 10\n\
+         items = \"result:/structuredContent/changed\"\n",
+    );
+    let state = env.dir.path().join("company.json");
+    let child = Command::new(AIRLOCK)
+        .args(["run", "--config"])
+        .arg(env.config())
+        .args([
+            "--agent",
+            "bot",
+            "--session",
+            "acl",
+            "--",
+            AIRLOCK,
+            "demo-server",
+        ])
+        .arg("--state")
+        .arg(&state)
+        .arg("--reset")
+        .env("AIRLOCK_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut s = Session::new(child);
+    s.call(
+        json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
+        "protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}),
+    );
+    s.send_raw(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+    let acl = |principal: &str| json!({"repo": "eng/platform", "principal": principal, "access": "admin", "recursive": true});
+    // 7 repos: within the cap of 10.
+    let first = s.tool(1, "acl_set", acl("group:all"));
+    let changed = first["result"]["structuredContent"]["changed"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{first}"))
+        .len();
+    assert_eq!(changed, 7, "{first}");
+    assert!(s.tool(2, "forum_list", json!({})).get("result").is_some());
+    // 7 more: the call has happened (its answer arrives), and the agent is paused.
+    let second = s.tool(3, "acl_set", acl("user:bob"));
+    assert!(second.get("result").is_some(), "{second}");
+    let refused = s.tool(4, "acl_set", acl("user:carol"));
+    assert_eq!(error_code(&refused), -31007, "{refused}");
+    let next = s.tool(5, "forum_list", json!({}));
+    assert_eq!(error_code(&next), -31007, "{next}");
+    assert!(
+        next["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("breaker:acl-recursive"),
+        "{next}"
+    );
+    s.stdin.take();
+    wait_exit(&mut s.child);
+    // The third ACL change never reached the server.
+    let saved = std::fs::read_to_string(&state).unwrap();
+    assert!(
+        !saved.contains("user:carol"),
+        "a refused call changed state"
+    );
+    let config = env.config();
+    let status = env.airlock(&["status", "--config", config.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("breaker:acl-recursive"), "{text}");
+    assert!(text.contains("14/10"), "{text}");
+    let records = env.audit();
+    let trip = records
+        .iter()
+        .find(|r| r["kind"] == "breaker")
+        .expect("a breaker record");
+    assert_eq!(trip["target"], "acl_set", "{trip}");
+}
+
+#[test]
+fn two_gateways_of_one_agent_share_a_budget_exactly() {
+    let env = Env::with_config(
+        POLICY,
+        "",
+        "[breakers.writes]\ntools = [\"rec/write\"]\nmax_calls = 15\nwindow_secs = 600\n\
+         [breakers.defaults]\nenabled = false\n",
+    );
+    let mut sessions = [env.start(), env.start()];
+    // Both gateways take calls at once, 15 each: together they may pass exactly 15.
+    for s in &mut sessions {
+        let burst: String = (100..115)
+            .map(|id| {
+                format!(
+                    "{}\n",
+                    json!({"jsonrpc":"2.0","id":id,"method":"tools/call",
+                           "params":{"name":"write","arguments":{"channel":"internal"}}})
+                )
+            })
+            .collect();
+        s.send_raw(burst.trim_end().as_bytes());
+    }
+    let mut results = 0;
+    for s in &mut sessions {
+        // Every request gets one answer: a result, the trip, or the pause that followed it.
+        for _ in 100..115 {
+            let reply = s.next();
+            if reply.get("result").is_some() {
+                results += 1;
+            } else {
+                assert_eq!(error_code(&reply), -31007, "{reply}");
+            }
+        }
+        s.stdin.take();
+        wait_exit(&mut s.child);
+    }
+    assert!(results <= 15, "{results} results");
+    let records = env.audit();
+    let allowed = records
+        .iter()
+        .filter(|r| r["kind"] == "call" && r["target"] == "write" && r["decision"] == "allow")
+        .count();
+    assert_eq!(
+        allowed, 15,
+        "calls let through by the two gateways together"
+    );
+    assert!(records.iter().any(|r| r["kind"] == "breaker"));
+}
+
 // === approvals ===
 
 const APPROVAL_POLICY: &str = r#"
@@ -1068,8 +1180,22 @@ fn a_changed_argument_is_a_new_request_and_an_expired_one_is_a_denial() {
     assert_eq!(reply["id"], json!(1), "{reply}");
     assert!(env.received().contains("one") && !env.received().contains("two"));
 
+    // The agent cancels the other held call: it is withdrawn, never forwarded.
+    s.send_raw(br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":2}}"#);
+    eventually("the cancelled call was not withdrawn", || {
+        env.approval_list()
+            .iter()
+            .any(|a| a["state"] == "withdrawn")
+    });
     // `quick` expires after a second without a decision: a clear error, nothing forwarded.
-    let reply = s.tool(3, "echo", json!({"message": "urgent"}));
+    // (Progress notifications of the held calls may still be in the pipe: skip them.)
+    s.send_raw(
+        json!({"jsonrpc":"2.0","id":3,"method":"tools/call",
+            "params":{"name":"echo","arguments":{"message":"urgent"}}})
+        .to_string()
+        .as_bytes(),
+    );
+    let reply = next_answer(&mut s);
     assert_eq!(reply["id"], json!(3), "{reply}");
     assert_eq!(error_code(&reply), -31009, "{reply}");
     assert!(!env.received().contains("urgent"));
@@ -1081,14 +1207,8 @@ fn a_changed_argument_is_a_new_request_and_an_expired_one_is_a_denial() {
     assert_eq!(expired["state"], "expired");
     let late = env.approvals(Some("bob"), &["approve", expired["id"].as_str().unwrap()]);
     assert_eq!(late.status.code(), Some(1));
-    // The agent cancels the other held call: it is withdrawn, never forwarded.
-    s.send_raw(br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":2}}"#);
-    eventually("the cancelled call was not withdrawn", || {
-        env.approval_list()
-            .iter()
-            .any(|a| a["state"] == "withdrawn")
-    });
-    s.ping(4);
+    s.send_raw(br#"{"jsonrpc":"2.0","id":4,"method":"ping"}"#);
+    assert_eq!(next_answer(&mut s)["id"], json!(4));
     s.finish();
     assert!(!env.received().contains("two"));
 }
@@ -1162,4 +1282,56 @@ fn check_refuses_malformed_approval_annotations_and_warns_about_approvals_nobody
     let mut run = env.spawn_run();
     drop(run.stdin.take());
     assert_eq!(wait_exit(&mut run).code(), Some(2));
+}
+
+// === information flow ===
+
+#[test]
+fn an_agent_that_read_confidential_data_cannot_post_it_in_public() {
+    let policy = r#"
+@id("allow-write")
+permit (principal == Agent::"bot", action == Action::"call_tool", resource == Tool::"rec/write");
+@id("allow-secret")
+permit (principal == Agent::"bot", action == Action::"call_tool", resource == Tool::"rec/secret");
+@id("no-confidential-in-public")
+@reason("this agent has read confidential data; it may not post in public")
+forbid (principal, action == Action::"call_tool", resource == Tool::"rec/write")
+when {
+    context.session.labels.contains("confidential") &&
+    context.args has channel && context.args.channel == "public"
+};
+"#;
+    let flow = "[flow.labels.confidential]\ntools = [\"rec/secret\"]\n";
+    let env = Env::with_config(policy, "", flow);
+    let mut s = env.start();
+    let public = |id| {
+        json!({"jsonrpc":"2.0","id":id,"method":"tools/call",
+        "params":{"name":"write","arguments":{"channel":"public","body":"hello"}}})
+    };
+    assert!(s.call(public(1)).get("result").is_some());
+    assert!(s
+        .tool(2, "secret", json!({"repo": "payroll"}))
+        .get("result")
+        .is_some());
+    let reply = s.call(public(3));
+    assert_eq!(error_code(&reply), -31001, "{reply}");
+    assert!(reply["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("it may not post in public"));
+    // Internal posts still work.
+    let internal = s.tool(4, "write", json!({"channel": "internal", "body": "x"}));
+    assert!(internal.get("result").is_some(), "{internal}");
+    s.finish();
+    // The label sticks to the agent across a restart.
+    let mut s = env.start();
+    assert_eq!(error_code(&s.call(public(5))), -31001);
+    s.finish();
+    // Only the post made before the confidential read reached the server.
+    assert_eq!(env.received().matches(r#""channel":"public""#).count(), 1);
+    let records = env.audit();
+    let label = records.iter().find(|r| r["kind"] == "flow").unwrap();
+    assert_eq!(label["detail"]["label"], "confidential");
+    assert_eq!(label["target"], "secret");
+    assert_eq!(records.iter().filter(|r| r["kind"] == "flow").count(), 1);
 }

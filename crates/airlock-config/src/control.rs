@@ -70,6 +70,18 @@ pub enum ArgValue {
     Str(String),
 }
 
+impl ArgValue {
+    /// Whether the JSON value `v` equals this one (same type, same value).
+    pub fn matches(&self, v: &serde_json::Value) -> bool {
+        match (self, v) {
+            (ArgValue::Bool(x), serde_json::Value::Bool(y)) => x == y,
+            (ArgValue::Int(x), serde_json::Value::Number(n)) => n.as_i64() == Some(*x),
+            (ArgValue::Str(x), serde_json::Value::String(y)) => x == y,
+            _ => false,
+        }
+    }
+}
+
 /// Where the number of items one call affects is read: a JSON pointer into the
 /// call's arguments or its result. An array counts its elements, a
 /// non-negative integer counts as itself, anything else (or nothing) as 0.
@@ -307,29 +319,7 @@ fn breaker(
         .filter_map(|t| tool_pattern(t, servers, report))
         .collect();
 
-    let when = raw
-        .when
-        .iter()
-        .flatten()
-        .filter_map(|(key, value)| {
-            let v = match value.get_ref() {
-                toml::Value::Boolean(b) => ArgValue::Bool(*b),
-                toml::Value::Integer(i) => ArgValue::Int(*i),
-                toml::Value::String(s) => ArgValue::Str(s.clone()),
-                _ => {
-                    report(
-                        value.span(),
-                        format!(
-                            "when.{}: only a boolean, an integer or a string can be compared",
-                            key.get_ref()
-                        ),
-                    );
-                    return None;
-                }
-            };
-            Some((key.get_ref().clone(), v))
-        })
-        .collect();
+    let when = when_predicates(raw.when.as_ref(), report);
 
     let agents = raw.agents.as_ref().map(|list| {
         for a in list {
@@ -389,7 +379,35 @@ fn breaker(
     })
 }
 
-fn tool_pattern(
+/// `when = { arg = value, … }`: top-level argument equality predicates.
+pub(crate) fn when_predicates(
+    raw: Option<&BTreeMap<SpStr, Spanned<toml::Value>>>,
+    report: &mut Report<'_>,
+) -> BTreeMap<String, ArgValue> {
+    raw.into_iter()
+        .flatten()
+        .filter_map(|(key, value)| {
+            let v = match value.get_ref() {
+                toml::Value::Boolean(b) => ArgValue::Bool(*b),
+                toml::Value::Integer(i) => ArgValue::Int(*i),
+                toml::Value::String(s) => ArgValue::Str(s.clone()),
+                _ => {
+                    report(
+                        value.span(),
+                        format!(
+                            "when.{}: only a boolean, an integer or a string can be compared",
+                            key.get_ref()
+                        ),
+                    );
+                    return None;
+                }
+            };
+            Some((key.get_ref().clone(), v))
+        })
+        .collect()
+}
+
+pub(crate) fn tool_pattern(
     t: &SpStr,
     servers: &BTreeMap<SpStr, RawServer>,
     report: &mut Report<'_>,

@@ -37,6 +37,7 @@
 
 mod control;
 mod error;
+mod flow;
 mod model;
 mod raw;
 mod sandbox;
@@ -52,6 +53,7 @@ pub use control::{
     BREAKER_DEFAULTS_KEY, MAX_BREAKER_COUNT, MAX_BREAKER_WINDOW_SECS,
 };
 pub use error::ConfigError;
+pub use flow::{FlowConfig, LabelRule, LabelScope};
 pub use model::{
     Agent, AuditConfig, Config, Durability, GatewayConfig, Human, PolicyConfig, Server, Task,
     DEFAULT_AUDIT_PATH, DEFAULT_CALL_TIMEOUT_SECS, DEFAULT_MAX_FRAME_BYTES, MAX_CALL_TIMEOUT_SECS,

@@ -49,6 +49,8 @@ pub struct Config {
     pub sandbox: crate::sandbox::SandboxConfig,
     /// `[serve]`: the control plane of `airlock serve`.
     pub serve: crate::serve::ServeConfig,
+    /// `[flow]`: information-flow labels.
+    pub flow: crate::flow::FlowConfig,
 }
 
 /// `[gateway]`: limits of the stdio gateway.

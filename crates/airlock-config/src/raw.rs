@@ -37,6 +37,8 @@ pub(crate) struct RawConfig {
     pub(crate) sandbox: crate::sandbox::RawSandbox,
     #[serde(default)]
     pub(crate) serve: crate::serve::RawServe,
+    #[serde(default)]
+    pub(crate) flow: crate::flow::RawFlow,
 }
 
 /// `[gateway]`

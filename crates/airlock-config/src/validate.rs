@@ -88,6 +88,7 @@ pub(crate) fn build(raw: RawConfig, origin: Origin<'_>) -> Result<Config, Config
             p.at(s, m)
         });
     let serve = crate::serve::serve(&raw.serve, &mut |s, m| p.at(s, m));
+    let flow = crate::flow::flow(&raw.flow, &raw.servers, &mut |s, m| p.at(s, m));
 
     if let Some((offset, message)) = p.first {
         return Err(origin.source.error_at(offset, message));
@@ -110,6 +111,7 @@ pub(crate) fn build(raw: RawConfig, origin: Origin<'_>) -> Result<Config, Config
         breakers,
         sandbox,
         serve,
+        flow,
     })
 }
 

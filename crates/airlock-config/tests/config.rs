@@ -155,6 +155,7 @@ fn full_config_builds_the_whole_model() {
         breakers: Default::default(),
         sandbox: Default::default(),
         serve: Default::default(),
+        flow: Default::default(),
     };
     assert_eq!(config, expected);
     assert_eq!(config.digest.len(), 64);
@@ -247,7 +248,7 @@ fn unknown_section_points_at_the_header() {
         error_after_minimal("[approvalz]\n"),
         "/etc/airlock/airlock.toml:3:2: unknown field `approvalz`, expected one of `gateway`, \
          `policy`, `audit`, `humans`, `tasks`, `agents`, `servers`, `breakers`, `sandbox`, \
-         `serve`"
+         `serve`, `flow`"
     );
 }
 

@@ -1,6 +1,7 @@
 //! Cost of breaker accounting per call: `admit` (check + record) for a call no
 //! budget class matches (loop detection on and off) and for one that matches
-//! a budget (a durable commit per call).
+//! a budget (a row appended to the agent's journal under its lock), alone and
+//! with two stores on one file taking turns (each call reads the other's row).
 //!
 //! `cargo run --release -p airlock-control --example breaker_bench [DIR]`
 //! (DIR: where the database goes; default a temporary directory).
@@ -65,7 +66,21 @@ fn main() {
 
         let rec = json!({"recursive": true, "repo": "r1"});
         let per = run(&set, &mut store, "acl_set", &rec, 20_000, 10 * SEC);
-        println!("{label}: matching a budget class    admit {per:>8.2} µs/call (durable commit)");
+        println!("{label}: matching a budget class    admit {per:>8.2} µs/call (journal append)");
+
+        // Two stores (as two processes) taking turns: each call first reads the other's row.
+        let mut other = ControlStore::open(&db).unwrap();
+        let n = 20_000;
+        let start = Instant::now();
+        for i in 0..n {
+            let s = if i % 2 == 0 { &mut store } else { &mut other };
+            let v = set
+                .admit(s, "bot", "corp", "acl_set", &rec, clock(10 * SEC))
+                .unwrap();
+            assert!(matches!(v, Verdict::Pass { .. }), "{v:?}");
+        }
+        let per = start.elapsed().as_secs_f64() * 1e6 / f64::from(n);
+        println!("{label}: matching, two stores in turn   admit {per:>8.2} µs/call");
 
         // Right after the matching run: its last 60 calls are in the window.
         let now = clock(0);

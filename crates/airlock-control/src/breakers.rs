@@ -13,8 +13,6 @@
 //!   `max(rate_min_calls, rate_factor × its own average per rate window over
 //!   the rest of rate_baseline_secs)`.
 
-use std::time::Duration;
-
 use airlock_config::{ArgValue, BreakerClass, Config, ItemsSource, LoopDefaults};
 use serde::Serialize;
 use serde_json::Value;
@@ -154,9 +152,11 @@ impl BreakerSet {
         args: &Value,
         now_ns: i64,
     ) -> Result<Verdict, ControlError> {
-        let budget = self.any_budget_applies(agent, server, tool, args);
-        if budget || self.defaults.enabled {
-            store.refresh(budget, LOOP_REFRESH)?;
+        if self.any_budget_applies(agent, server, tool, args) {
+            store.sync_budgets(agent)?;
+        }
+        if self.defaults.enabled {
+            store.refresh(false, LOOP_REFRESH)?;
         }
         let mut cache = store.cache()?;
         cache.rate_bucket_ns = self.rate_bucket_ns;
@@ -164,7 +164,8 @@ impl BreakerSet {
     }
 
     /// Counts a call that passed [`BreakerSet::check`]. Budget counters are
-    /// committed before this returns; loop-detection counters within 100 ms.
+    /// in the agent's journal before this returns; loop-detection counters are
+    /// committed within 100 ms.
     pub fn record_call(
         &self,
         store: &mut ControlStore,
@@ -177,16 +178,16 @@ impl BreakerSet {
             .iter()
             .map(|m| row(agent, m, now_ns))
             .partition(|r| !r.class.starts_with('!'));
-        store.maybe_prune(now_ns.saturating_sub(self.max_window_ns))?;
-        if budget.is_empty() {
-            store.write_later(loops)
-        } else {
-            store.write_now(&[budget, loops].concat())
+        let cutoff = now_ns.saturating_sub(self.max_window_ns);
+        store.maybe_prune(cutoff)?;
+        if !budget.is_empty() {
+            store.budget_step(agent, cutoff, |_| ((), budget))?;
         }
+        store.write_later(loops)
     }
 
     /// [`BreakerSet::check`] and [`BreakerSet::record_call`] in one step. When
-    /// a budget class applies, both happen inside one write transaction, so
+    /// a budget class applies, both happen under the agent's journal lock, so
     /// two processes cannot both take the last call of a budget.
     pub fn admit(
         &self,
@@ -206,9 +207,13 @@ impl BreakerSet {
             }
             return Ok(verdict);
         }
-        store.maybe_prune(now_ns.saturating_sub(self.max_window_ns))?;
+        let cutoff = now_ns.saturating_sub(self.max_window_ns);
+        store.maybe_prune(cutoff)?;
+        if self.defaults.enabled {
+            store.refresh(false, LOOP_REFRESH)?;
+        }
         store.cache()?.rate_bucket_ns = self.rate_bucket_ns;
-        store.atomically(|cache| {
+        store.budget_step(agent, cutoff, |cache| {
             let verdict = self.evaluate(cache, agent, server, tool, args, now_ns);
             let rows = match &verdict {
                 Verdict::Pass { matched } => {
@@ -235,7 +240,8 @@ impl BreakerSet {
             return Ok(None);
         };
         let window_ns = secs_ns(c.window_secs);
-        store.atomically(|cache| {
+        let cutoff = now_ns.saturating_sub(self.max_window_ns);
+        store.budget_step(agent, cutoff, |cache| {
             let from = now_ns.saturating_sub(window_ns).max(cache.reset_ns(agent));
             let used = cache.budget_usage(agent, class, from).items + n;
             let trip = c.max_items.filter(|&max| used > max).map(|max| Trip {
@@ -255,6 +261,13 @@ impl BreakerSet {
         })
     }
 
+    /// Whether `class` reads its items from the call's result (`items = "result:…"`).
+    pub fn counts_result(&self, class: &str) -> bool {
+        self.classes
+            .iter()
+            .any(|(n, c)| n == class && matches!(c.items, Some(ItemsSource::Result(_))))
+    }
+
     /// For each matched class that counts items from the result: `(class, n)`.
     pub fn result_items(&self, matched: &[Matched], result: &Value) -> Vec<(String, u64)> {
         matched
@@ -271,7 +284,7 @@ impl BreakerSet {
 
     /// Budget levels per agent × class with any call in the window.
     pub fn levels(&self, store: &ControlStore, now_ns: i64) -> Result<Vec<Level>, ControlError> {
-        store.refresh(true, Duration::ZERO)?;
+        store.sync_all_budgets()?;
         let cache = store.cache()?;
         let mut out = Vec::new();
         for (name, c) in &self.classes {

@@ -430,15 +430,134 @@ enabled = false
     }
 }
 
+fn journal_of(db: &Path, agent: &str) -> PathBuf {
+    crate::journal::journal_dir(db).join(format!("{}.journal", hex::encode(agent)))
+}
+
 #[test]
 fn a_store_error_is_an_error() {
-    let (_d, _db, set, mut s) = setup(ACL);
+    // Loop counters in SQLite.
+    let (_d, _db, set, mut s) = setup("[breakers.defaults]\nrate_min_calls = 100\n");
     s.conn().execute_batch("DROP TABLE breaker_events").unwrap();
-    let rec = json!({"recursive": true});
     assert!(set
-        .admit(&mut s, "bot", "corp", "acl_set", &rec, T0)
+        .admit(&mut s, "bot", "corp", "mail_list", &json!({}), T0)
         .is_err());
-    assert!(set.check(&s, "bot", "corp", "acl_set", &rec, T0).is_err());
+    // Budget counters in the journal: a damaged line or a torn last line is an error, not a skip.
+    for damage in ["garbage\n", "1800000000000000000 1 0 acl\n180000"] {
+        let (_d, db, set, mut s) = setup(ACL);
+        let rec = json!({"recursive": true});
+        assert!(is_pass(&admit(
+            &set,
+            &mut s,
+            "bot",
+            "acl_set",
+            rec.clone(),
+            T0
+        )));
+        let path = journal_of(&db, "bot");
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str(damage);
+        std::fs::write(&path, text).unwrap();
+        assert!(set
+            .admit(&mut s, "bot", "corp", "acl_set", &rec, T0 + 1)
+            .is_err());
+        assert!(set
+            .check(&s, "bot", "corp", "acl_set", &rec, T0 + 1)
+            .is_err());
+        let fresh = ControlStore::open(&db).unwrap();
+        assert!(set.levels(&fresh, T0 + 1).is_err());
+    }
+    // A journal directory that cannot be created.
+    let (_d, db, set, mut s) = setup(ACL);
+    std::fs::write(crate::journal::journal_dir(&db), "not a directory").unwrap();
+    assert!(set
+        .admit(
+            &mut s,
+            "bot",
+            "corp",
+            "acl_set",
+            &json!({"recursive": true}),
+            T0
+        )
+        .is_err());
+}
+
+#[test]
+fn budgets_hold_exactly_under_concurrent_stores() {
+    // Separate handles lock like separate processes (flock is per open file).
+    let (_d, db, set, _s) = setup(ACL.replace("max_calls = 5", "max_calls = 37").as_str());
+    let passed: u64 = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|t| {
+                let (db, set) = (&db, &set);
+                scope.spawn(move || {
+                    let mut s = ControlStore::open(db).unwrap();
+                    let rec = json!({"recursive": true});
+                    let mut passed = 0u64;
+                    for i in 0..20 {
+                        let v = set
+                            .admit(&mut s, "bot", "corp", "acl_set", &rec, T0 + t * 100 + i)
+                            .unwrap();
+                        passed += u64::from(is_pass(&v));
+                    }
+                    passed
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert_eq!(passed, 37);
+}
+
+#[test]
+fn a_compacted_journal_keeps_counting_exactly_in_every_store() {
+    let (_d, db, set, mut a) = setup(ACL);
+    let mut b = ControlStore::open(&db).unwrap();
+    let rec = json!({"recursive": true});
+    // Far more rows than the compaction threshold, each window's worth outside the next.
+    let mut t = T0;
+    for round in 0..150 {
+        t += 601 * S;
+        let s = if round % 2 == 0 { &mut a } else { &mut b };
+        assert!(is_pass(&admit(&set, s, "bot", "acl_set", rec.clone(), t)));
+    }
+    let len = std::fs::metadata(journal_of(&db, "bot")).unwrap().len();
+    assert!(
+        len < crate::journal::COMPACT_BYTES,
+        "never compacted: {len} bytes"
+    );
+    // Both stores follow the new file: 5 calls fit in one window, across both, then it trips.
+    t += 601 * S;
+    for i in 0..5 {
+        let s = if i % 2 == 0 { &mut a } else { &mut b };
+        assert!(is_pass(&admit(
+            &set,
+            s,
+            "bot",
+            "acl_set",
+            rec.clone(),
+            t + i
+        )));
+    }
+    assert!(!is_pass(&admit(
+        &set,
+        &mut a,
+        "bot",
+        "acl_set",
+        rec.clone(),
+        t + 9
+    )));
+    assert!(!is_pass(&admit(
+        &set,
+        &mut b,
+        "bot",
+        "acl_set",
+        rec.clone(),
+        t + 9
+    )));
+    // And a store opened afterwards reads the same.
+    let mut c = ControlStore::open(&db).unwrap();
+    assert!(!is_pass(&admit(&set, &mut c, "bot", "acl_set", rec, t + 9)));
 }
 
 #[test]
@@ -621,11 +740,12 @@ fn levels_show_used_and_budget() {
 
 #[test]
 fn prune_drops_rows_outside_every_window() {
-    let (_d, _db, set, mut s) = setup(ACL);
-    let rec = json!({"recursive": true});
-    admit(&set, &mut s, "bot", "acl_set", rec.clone(), T0);
-    admit(&set, &mut s, "bot", "acl_set", rec, T0 + 1);
-    assert_eq!(set.prune(&mut s, T0 + 599 * S).unwrap(), 0);
+    let (_d, _db, set, mut s) = setup("[breakers.defaults]\nrate_min_calls = 100\n");
+    admit(&set, &mut s, "bot", "mail_list", json!({}), T0);
+    s.flush().unwrap();
+    admit(&set, &mut s, "bot", "mail_list", json!({}), T0 + 1000 * S);
+    s.flush().unwrap();
+    assert_eq!(s.prune(T0 - S).unwrap(), 0);
     // The newest row stays whatever its age, so row ids never go back.
-    assert_eq!(set.prune(&mut s, T0 + 9999 * S).unwrap(), 1);
+    assert_eq!(s.prune(T0 + 99_999 * S).unwrap(), 1);
 }

@@ -1,11 +1,12 @@
 //! The in-memory view of `breaker_events` that every check reads.
 //!
 //! Rows reach it in two ways: this process's own writes are applied as they
-//! are made, and other processes' rows are read by a delta query (`id >
-//! last_id AND origin != me`) — see `ControlStore::refresh`. Budget checks
-//! always run that delta first (inside the write transaction for `admit`), so
-//! they see every committed call of every process; loop detection refreshes at
-//! most every [`crate::store::LOOP_REFRESH`].
+//! are made, and other processes' rows are read back. Budget rows come from
+//! the agent's journal, read up to its end under the agent's lock before every
+//! budget decision (see `crate::journal`), so they include every counted call
+//! of every process; loop-detection rows come from `breaker_events` by a delta
+//! query (`id > last_id AND origin != me`, see `ControlStore::refresh`) at most
+//! every [`crate::store::LOOP_REFRESH`].
 
 use std::collections::{HashMap, VecDeque};
 
@@ -138,6 +139,35 @@ impl EventCache {
                 calls: u.calls + e.calls,
                 items: u.items + e.items,
             })
+    }
+
+    /// Forgets `agent`'s budget events (its journal is about to be read afresh).
+    pub(crate) fn forget_budgets(&mut self, agent: &str) {
+        self.budgets.remove(agent);
+    }
+
+    /// `agent`'s budget events after `from_ns`, as rows (to rewrite its journal).
+    pub(crate) fn budget_rows(&self, agent: &str, from_ns: i64) -> Vec<EventRow> {
+        let mut rows: Vec<EventRow> = self
+            .budgets
+            .get(agent)
+            .into_iter()
+            .flat_map(|m| m.iter())
+            .flat_map(|(class, q)| {
+                q.iter()
+                    .filter(move |e| e.time_ns > from_ns)
+                    .map(|e| EventRow {
+                        agent: agent.to_owned(),
+                        class: class.clone(),
+                        time_ns: e.time_ns,
+                        calls: e.calls,
+                        items: e.items,
+                        key: None,
+                    })
+            })
+            .collect();
+        rows.sort_by_key(|r| r.time_ns);
+        rows
     }
 
     /// Agents with any budget event for `class`.

@@ -8,10 +8,12 @@
 //!   re-reads the active kills.
 //! - **Breakers** ([`BreakerSet`]) keep budgets per agent × action class from
 //!   `[breakers.<class>]`, plus default loop and fan-out detection
-//!   (`[breakers.defaults]`). Counters are rows of `breaker_events` in the
-//!   same file, so they survive restarts and are shared by every process; an
-//!   in-memory cache in front of them is kept exact by reading other
-//!   processes' new rows before every budget decision (see the `cache` module).
+//!   (`[breakers.defaults]`). Budget counters are per-agent journals beside
+//!   the database, appended under the agent's lock file, so they survive
+//!   restarts and are exact across every process on the file (see the
+//!   `journal` module); loop-detection counters are rows of `breaker_events`,
+//!   written behind. An in-memory cache in front of both is what decisions read
+//!   (see the `cache` module).
 //! - **Humans** act with a bearer token whose SHA-256 is in the config
 //!   ([`auth::verify_human`]).
 //!
@@ -42,6 +44,7 @@ pub mod auth;
 mod breakers;
 mod cache;
 mod error;
+mod journal;
 mod kill;
 mod notify;
 mod records;

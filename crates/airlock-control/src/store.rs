@@ -1,5 +1,7 @@
-//! `ControlStore`: kill rows and breaker counters in the audit database file
-//! (own tables, WAL), plus the in-memory breaker cache in front of them.
+//! `ControlStore`: kill rows and loop-detection counters in the audit
+//! database file (own tables, WAL), budget counters in the per-agent journals
+//! beside it (see the `journal` module), and the in-memory breaker cache in
+//! front of both.
 
 use std::cell::{RefCell, RefMut};
 use std::collections::HashMap;
@@ -11,6 +13,7 @@ use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
 
 use crate::cache::{EventCache, EventRow, ALL_AGENTS, RATE_CLASS, RESET_CLASS};
 use crate::error::ControlError;
+use crate::journal::Journals;
 use crate::kill::{Kill, KillTarget};
 
 /// How long a writer waits for another process's transaction before failing.
@@ -61,6 +64,8 @@ pub struct ControlStore {
     /// Tags this store's rows so the delta query skips what is already cached.
     origin: String,
     cache: RefCell<EventCache>,
+    /// Budget counters (exact across processes; see `crate::journal`).
+    journals: RefCell<Journals>,
     pending: Vec<EventRow>,
     pending_since: Option<Instant>,
     last_prune: Option<Instant>,
@@ -110,6 +115,7 @@ impl ControlStore {
             path: db.to_owned(),
             origin: format!("{}-{}", std::process::id(), hex::encode(r)),
             cache: RefCell::new(EventCache::default()),
+            journals: RefCell::new(Journals::new(db, durability)),
             pending: Vec::new(),
             pending_since: None,
             last_prune: None,
@@ -185,6 +191,12 @@ impl ControlStore {
             key: None,
         });
         let cache = self.cache.get_mut();
+        // The budget journals first: if the resume then fails, the counters start afresh
+        // early, which denies nothing that should pass.
+        if reset_agent.is_some() {
+            let agent = reset_agent.filter(|a| *a != ALL_AGENTS);
+            self.journals.get_mut().reset(agent, now, cache)?;
+        }
         let rows: Vec<EventRow> = reset.into_iter().collect();
         write_rows(&tx, &rows, &[], &self.origin, cache)?;
         tx.commit().map_err(ControlError::sqlite("commit resume"))?;
@@ -312,30 +324,52 @@ impl ControlStore {
         self.write_now(&[])
     }
 
-    /// Runs `f` inside one `BEGIN IMMEDIATE` transaction, after reading every
-    /// other process's committed rows, and commits the rows it returns (durable
-    /// first, then loop rows and anything pending). No other writer can slip a
-    /// call in between the check and the write, so budgets hold across processes.
-    pub(crate) fn atomically<T>(
+    /// Runs `f` under `agent`'s journal lock, after reading every other
+    /// process's budget rows of the agent: the budget rows `f` returns are
+    /// appended before the lock is let go, so no other process can slip a call
+    /// in between the check and the count and budgets hold across processes.
+    /// Loop-detection rows `f` returns are written behind. Journal rows older
+    /// than `cutoff_ns` (outside every window) may be dropped.
+    pub(crate) fn budget_step<T>(
         &mut self,
+        agent: &str,
+        cutoff_ns: i64,
         f: impl FnOnce(&EventCache) -> (T, Vec<EventRow>),
     ) -> Result<T, ControlError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(ControlError::sqlite("begin breaker admit"))?;
         let cache = self.cache.get_mut();
-        load_delta(&tx, &self.origin, cache)?;
-        let (out, rows) = f(cache);
-        write_rows(&tx, &rows, &self.pending, &self.origin, cache)?;
-        tx.commit()
-            .map_err(ControlError::sqlite("commit breaker admit"))?;
-        self.pending.clear();
-        self.pending_since = None;
-        for r in &rows {
-            cache.apply(r);
+        let (out, loops) = self
+            .journals
+            .get_mut()
+            .with_agent(agent, cache, cutoff_ns, |c| {
+                let (out, rows) = f(c);
+                let (budget, loops): (Vec<EventRow>, Vec<EventRow>) =
+                    rows.into_iter().partition(|r| !r.class.starts_with('!'));
+                ((out, loops), budget)
+            })?;
+        if !loops.is_empty() {
+            self.write_later(loops)?;
         }
         Ok(out)
+    }
+
+    /// Reads `agent`'s budget rows that other processes appended into the cache.
+    pub(crate) fn sync_budgets(&self, agent: &str) -> Result<(), ControlError> {
+        let mut cache = self.cache()?;
+        let mut journals = self
+            .journals
+            .try_borrow_mut()
+            .map_err(|_| ControlError::Busy)?;
+        journals.sync(agent, &mut cache)
+    }
+
+    /// Reads every agent's budget rows into the cache (for `airlock status`).
+    pub(crate) fn sync_all_budgets(&self) -> Result<(), ControlError> {
+        let mut cache = self.cache()?;
+        let mut journals = self
+            .journals
+            .try_borrow_mut()
+            .map_err(|_| ControlError::Busy)?;
+        journals.sync_all(&mut cache)
     }
 
     /// Deletes counter rows older than `cutoff_ns` (outside every window) and
@@ -476,12 +510,20 @@ fn load_delta(conn: &Connection, origin: &str, cache: &mut EventCache) -> Result
         .map_err(ControlError::sqlite("read breaker delta"))?
     {
         let id: i64 = r.get(0).map_err(ControlError::sqlite("read breaker id"))?;
+        cache.last_id = cache.last_id.max(id);
+        let class: String = r
+            .get(2)
+            .map_err(ControlError::sqlite("read breaker class"))?;
+        if !class.starts_with('!') {
+            // Budget rows live in the journals; a row here is from an older build.
+            continue;
+        }
         let read = |e| ControlError::sqlite("read breaker event")(e);
         let calls: i64 = r.get(4).map_err(read)?;
         let items: i64 = r.get(5).map_err(read)?;
         let row = EventRow {
             agent: r.get(1).map_err(read)?,
-            class: r.get(2).map_err(read)?,
+            class,
             time_ns: r.get(3).map_err(read)?,
             calls: u64::try_from(calls)
                 .map_err(|_| ControlError::Corrupt(format!("breaker event {id}: calls {calls}")))?,
@@ -490,7 +532,6 @@ fn load_delta(conn: &Connection, origin: &str, cache: &mut EventCache) -> Result
             key: r.get(6).map_err(read)?,
         };
         cache.apply(&row);
-        cache.last_id = cache.last_id.max(id);
     }
     cache.refreshed = Some(Instant::now());
     Ok(())

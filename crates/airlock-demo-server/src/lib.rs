@@ -5,7 +5,8 @@
 //! exposed as MCP tools over stdio (rmcp). Its whole state is one JSON file ([`CompanyState`]),
 //! rewritten atomically after every mutation and before the answer is sent, so a test or the demo
 //! can measure what an agent actually changed. Every mutation also appends to
-//! [`CompanyState::effects`]. Time is a logical counter, so the seed and every run are deterministic.
+//! [`CompanyState::effects`]. Time is a logical counter (one tick, one company minute), so the seed
+//! and every run are deterministic; [`measure`] turns a run's effects into damage figures.
 //!
 //! The server deliberately enforces nothing about *who* calls it: no identity, no ACL checks on reads,
 //! no compute quota. Those are the gateway's job.
@@ -14,6 +15,7 @@
 //! `mail_delete`, `compute_start`, `compute_stop`, `state_dump`. Logging goes to stderr only (via
 //! `tracing`); stdout is the protocol.
 
+mod damage;
 mod model;
 mod ops;
 mod seed;
@@ -25,14 +27,18 @@ use std::path::PathBuf;
 use anyhow::Context;
 use rmcp::ServiceExt;
 
+pub use damage::{
+    confidential_bytes, measure, Damage, Window, MIN_CONFIDENTIAL_LINE, REVIEW_WINDOW_MINUTES,
+};
 pub use model::{
-    Access, CompanyState, Compute, Effect, Forum, Group, Job, Mail, Mailbox, Post, Repo, User,
+    Access, AclGrant, CompanyState, Compute, Effect, Forum, Group, Job, Mail, Mailbox, Post, Repo,
+    User, MINUTES_PER_TICK,
 };
 pub use ops::{
     path_under, AclChange, MailSelector, OpError, DEFAULT_MAIL_LIMIT, MAX_BODY_CHARS,
     MAX_TITLE_CHARS,
 };
-pub use seed::{seed_state, ASSISTANT, COMPANY, DOMAIN, MAIL_COUNT};
+pub use seed::{seed_state, ASSISTANT, COMPANY, DOMAIN, MAIL_COUNT, REPO_COUNT};
 pub use store::{load_state, save_state};
 
 /// How to run the server.

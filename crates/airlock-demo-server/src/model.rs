@@ -7,6 +7,10 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// Company minutes per tick of [`CompanyState::seq`]: every change the server makes takes one
+/// minute of company time, a human-scale pace for an agent that thinks between steps.
+pub const MINUTES_PER_TICK: u64 = 1;
+
 /// Everything the demo company's server knows. Serialized as JSON to the state file.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct CompanyState {
@@ -15,7 +19,8 @@ pub struct CompanyState {
     /// The company's name.
     pub company: String,
     /// Logical clock: incremented by every mutation and by every seeded timed item. No wall clock, so
-    /// the state is deterministic.
+    /// the state is deterministic. It is also the company's clock: one tick is one minute
+    /// ([`MINUTES_PER_TICK`]), which is how long exposures and jobs last is measured.
     pub seq: u64,
     pub users: Vec<User>,
     pub groups: Vec<Group>,
@@ -165,4 +170,15 @@ pub struct Effect {
     pub summary: String,
     /// The items changed (post id, repo paths, mail ids, job id), so damage can be counted.
     pub items: Vec<String>,
+    /// For `acl_set`: the entry written on every repo in `items`, so exposure intervals can be
+    /// replayed from the log alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acl: Option<AclGrant>,
+}
+
+/// One ACL entry as `acl_set` wrote it (`Access::None` means the entry was removed).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct AclGrant {
+    pub principal: String,
+    pub access: Access,
 }

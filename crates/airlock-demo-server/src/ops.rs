@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use crate::model::{Access, CompanyState, Effect, Job, Mail, Post, Repo};
+use crate::model::{Access, AclGrant, CompanyState, Effect, Job, Mail, Post, Repo};
 
 /// Longest accepted forum title, in characters.
 pub const MAX_TITLE_CHARS: usize = 200;
@@ -104,12 +104,23 @@ fn max_chars(name: &str, value: &str, max: usize) -> Result<(), OpError> {
 impl CompanyState {
     /// Advances the logical clock and records one effect; returns the new `seq`.
     fn record(&mut self, tool: &str, summary: String, items: Vec<String>) -> u64 {
+        self.record_acl(tool, summary, items, None)
+    }
+
+    fn record_acl(
+        &mut self,
+        tool: &str,
+        summary: String,
+        items: Vec<String>,
+        acl: Option<AclGrant>,
+    ) -> u64 {
         self.seq += 1;
         self.effects.push(Effect {
             seq: self.seq,
             tool: tool.to_owned(),
             summary,
             items,
+            acl,
         });
         self.seq
     }
@@ -263,7 +274,7 @@ impl CompanyState {
             changed.push(r.path.clone());
         }
         let scope = if recursive { " recursively" } else { "" };
-        self.record(
+        self.record_acl(
             "acl_set",
             format!(
                 "set {principal} to {} on {root}{scope}: {} of {} repos changed",
@@ -272,6 +283,10 @@ impl CompanyState {
                 targets.len()
             ),
             changed.clone(),
+            Some(AclGrant {
+                principal: principal.to_owned(),
+                access,
+            }),
         );
         Ok(AclChange {
             principal: principal.to_owned(),

@@ -19,7 +19,8 @@ fn seed_is_deterministic_and_consistent() {
         serde_json::to_string(&s).unwrap(),
         serde_json::to_string(&seed_state()).unwrap()
     );
-    assert_eq!(s.repos.len(), 40);
+    assert_eq!(s.repos.len(), crate::seed::REPO_COUNT);
+    assert_eq!(s.repos.iter().filter(|r| r.restricted).count(), 57);
     assert_eq!(s.mailbox.messages.len(), MAIL_COUNT);
     assert!(s.effects.is_empty(), "seeding is not an effect");
 
@@ -127,6 +128,10 @@ fn recursive_acl_set_touches_exactly_the_subtree() {
             summary: "set group:all to admin on eng/platform recursively: 7 of 7 repos changed"
                 .to_owned(),
             items: expected.iter().map(|p| (*p).to_owned()).collect(),
+            acl: Some(AclGrant {
+                principal: "group:all".to_owned(),
+                access: Access::Admin,
+            }),
         }]
     );
     assert_eq!(s.seq, before.seq + 1);
@@ -155,7 +160,7 @@ fn non_recursive_acl_set_touches_one_repo() {
 fn recursive_acl_set_on_an_org_directory() {
     let mut s = seed_state();
     let eng = s.repos_under(Some("eng")).len();
-    assert_eq!(eng, 19);
+    assert_eq!(eng, 179);
     let change = s
         .acl_set("security/", "group:all", Access::Admin, true)
         .unwrap();
@@ -235,8 +240,8 @@ fn repo_list_and_read() {
             "eng/platform/infra/terraform"
         ]
     );
-    assert_eq!(s.repos_under(None).len(), 40);
-    assert_eq!(s.repos_under(Some("")).len(), 40);
+    assert_eq!(s.repos_under(None).len(), crate::seed::REPO_COUNT);
+    assert_eq!(s.repos_under(Some("")).len(), crate::seed::REPO_COUNT);
     assert!(s.repos_under(Some("nope")).is_empty());
 
     assert!(s

@@ -220,7 +220,10 @@ fn protocol_2025_03_26_initializes_and_calls() {
     assert_eq!(result["structuredContent"]["count"], 5);
     // No arguments at all is fine for a tool whose arguments are all optional.
     let all = s.request("tools/call", json!({ "name": "repo_list" }));
-    assert_eq!(all["structuredContent"]["count"], 40);
+    assert_eq!(
+        all["structuredContent"]["count"],
+        airlock_demo_server::REPO_COUNT
+    );
     s.finish();
 }
 

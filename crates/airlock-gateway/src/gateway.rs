@@ -1,31 +1,34 @@
 //! The stdio gateway: agent ⇄ Airlock ⇄ upstream server.
 //!
-//! Two tasks move frames, one per direction, so that a slow reader on one side never stalls the
-//! other (two full pipes waiting on each other would deadlock). The agent→upstream task is the
-//! call path: frame → route → policy → audit (durable) → upstream. It judges every frame already
-//! buffered before it commits, so a burst of calls shares one SQLite commit (group commit). The
-//! upstream→agent task matches answers to requests, filters lists, and queues result records,
-//! which a third task commits off the hot path.
+//! Two threads move frames, one per direction, so that a slow reader on one side never stalls
+//! the other (two full pipes waiting on each other would deadlock). They read and write with
+//! blocking system calls, as a plain relay does (see [`crate::stdio`] for why). The
+//! agent→upstream thread is the call path: frame → route → policy → audit (durable) → upstream.
+//! It judges every frame already buffered before it commits, so a burst of calls shares one
+//! audit write (group commit). The upstream→agent thread matches answers to requests, filters
+//! lists, and queues result records, which an async task commits off the hot path. Timeouts,
+//! kills and shutdown are async tasks on the runtime.
 
 use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use airlock_audit::{now_unix_ns, AuditWriter, NewRecord, Submission, Ticket};
-use airlock_control::{BreakerSet, ControlStore, Kill, KillTarget, Verdict};
+use airlock_control::{BreakerSet, ControlStore, Kill, Verdict};
 use airlock_protocol::{
     error_response, parse_frame, Frame, FrameKind, Id, Limits, INVALID_REQUEST,
 };
 use serde_json::json;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 
 use crate::codes;
 use crate::filter::{filter_list, Filtered};
 use crate::judge::{base_record, judge_request, Expect, Judgement};
 use crate::lines::{Line, LineReader};
 use crate::route::notification_allowed;
-use crate::stdio::AgentIo;
+use crate::stdio::{AgentIo, Outlet, Sink, Source};
 use crate::upstream::{shut_down, Upstream};
 use crate::{GatewayError, GatewayOptions, Identity, Outcome, PolicyHandle};
 
@@ -35,10 +38,6 @@ const MAX_BATCH: usize = 256;
 const RESULT_FLUSH_DELAY: Duration = Duration::from_millis(20);
 /// How long the upstream gets to exit after its stdin closes, before SIGTERM, then SIGKILL.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
-
-type AgentWriter = Arc<tokio::sync::Mutex<Box<dyn AsyncWrite + Unpin + Send>>>;
-/// The upstream's stdin; `None` once closed (the agent went away).
-type UpstreamWriter = tokio::sync::Mutex<Option<tokio::process::ChildStdin>>;
 
 struct ControlParts {
     db: std::path::PathBuf,
@@ -52,6 +51,8 @@ pub(crate) struct InFlight {
     pub(crate) call: Option<Ticket>,
     pub(crate) started: Instant,
     pub(crate) method: String,
+    /// The call's arguments, kept only when a flow rule could label its result.
+    pub(crate) flow_args: Option<serde_json::Value>,
 }
 
 /// State both directions share. Locks are held for microseconds and never across an await.
@@ -70,26 +71,34 @@ pub(crate) struct Shared {
     pub(crate) approvals_changed: Notify,
     /// The database whose control sockets announce changes (`notify_all`).
     control_db: Option<std::path::PathBuf>,
+    /// Information-flow labels (`None` without a control store).
+    pub(crate) flow: Option<crate::flow::FlowState>,
     /// Server→agent requests (sampling, elicitation, roots) awaiting the agent's answer.
     server_requests: Mutex<HashSet<Id>>,
     /// Result records waiting for the background commit.
     results: Mutex<Vec<Submission>>,
     results_ready: Notify,
-    agent_out: AgentWriter,
-    upstream_in: UpstreamWriter,
+    agent_out: Outlet,
+    /// The upstream's stdin; closed when the agent goes away.
+    upstream_in: Outlet,
+    /// Set once the gateway is winding down after the upstream went away: the frame threads
+    /// (which cannot be aborted like a task) stop at their next frame.
+    finished: AtomicBool,
     pub(crate) upstream_pid: Option<u32>,
     /// Kills in force (all scopes), as last read from the store.
     kills: std::sync::RwLock<Arc<Vec<Kill>>>,
     /// The kill that stopped this gateway, once one has.
     stopped: Mutex<Option<Kill>>,
     /// Budgets per action class, and the store that counts them.
-    breakers: Option<Mutex<Breakers>>,
+    pub(crate) breakers: Option<Mutex<Breakers>>,
 }
 
 pub(crate) struct Breakers {
-    set: BreakerSet,
-    store: ControlStore,
-    db: std::path::PathBuf,
+    pub(crate) set: BreakerSet,
+    pub(crate) store: ControlStore,
+    pub(crate) db: std::path::PathBuf,
+    /// Calls in flight whose result counts items of a class (see `crate::breaker`).
+    pub(crate) results: HashMap<Id, Vec<airlock_control::Matched>>,
 }
 
 // === impl Shared ===
@@ -192,6 +201,16 @@ pub(crate) async fn run(
         )),
         None => None,
     };
+    let flow = match &control {
+        Some(c) => Some(
+            crate::flow::FlowState::open(c.flow.clone(), &c.db, &opts.identity).map_err(|e| {
+                GatewayError::Io(std::io::Error::other(format!(
+                    "cannot read the information-flow labels: {e}"
+                )))
+            })?,
+        ),
+        None => None,
+    };
     let (control, breakers) = match control {
         Some(c) => {
             let store = ControlStore::open(&c.db).map_err(|e| {
@@ -203,6 +222,7 @@ pub(crate) async fn run(
                 set: c.breakers,
                 store,
                 db: c.db.clone(),
+                results: HashMap::new(),
             };
             (
                 Some(ControlParts {
@@ -214,6 +234,10 @@ pub(crate) async fn run(
         }
         None => (None, None),
     };
+    let handle = tokio::runtime::Handle::current();
+    let to_upstream_sink = Sink::child_pipe(stdin.into_owned_fd()?)?;
+    let from_upstream = Source::child_pipe(stdout.into_owned_fd()?);
+    let upstream_log = Source::child_pipe(stderr.into_owned_fd()?);
     let shared = Arc::new(Shared {
         who: opts.identity.clone(),
         opts,
@@ -224,11 +248,13 @@ pub(crate) async fn run(
         approvals,
         approvals_changed: Notify::new(),
         control_db,
+        flow,
         server_requests: Mutex::new(HashSet::new()),
         results: Mutex::new(Vec::new()),
         results_ready: Notify::new(),
-        agent_out: Arc::new(tokio::sync::Mutex::new(agent.writer)),
-        upstream_in: tokio::sync::Mutex::new(Some(stdin)),
+        agent_out: Outlet::new(agent.writer, handle.clone()),
+        upstream_in: Outlet::new(to_upstream_sink, handle.clone()),
+        finished: AtomicBool::new(false),
         upstream_pid: pid,
         kills: std::sync::RwLock::new(Arc::new(Vec::new())),
         stopped: Mutex::new(None),
@@ -238,15 +264,21 @@ pub(crate) async fn run(
         control.map(|c| tokio::spawn(crate::kill::watch(shared.clone(), c.db, c.listener)));
 
     let max = shared.opts.max_frame_bytes;
-    let mut to_upstream = tokio::spawn(agent_to_upstream(
-        shared.clone(),
-        LineReader::new(agent.reader, max),
-    ));
-    let mut to_agent = tokio::spawn(upstream_to_agent(
-        shared.clone(),
-        LineReader::new(stdout, max),
-    ));
-    tokio::spawn(log_stderr(stderr));
+    let agent_lines = LineReader::new(agent.reader.into_reader(handle.clone()), max);
+    let upstream_lines = LineReader::new(from_upstream.into_reader(handle.clone()), max);
+    let mut to_upstream = spawn_loop("airlock-agent-in", {
+        let shared = shared.clone();
+        move || agent_to_upstream(&shared, agent_lines)
+    })?;
+    let mut to_agent = spawn_loop("airlock-upstream-in", {
+        let shared = shared.clone();
+        move || upstream_to_agent(&shared, upstream_lines)
+    })?;
+    let stderr_lines = LineReader::new(upstream_log.into_reader(handle), 64 * 1024);
+    spawn_loop("airlock-upstream-log", move || {
+        log_stderr(stderr_lines);
+        Ok(())
+    })?;
     let flusher = tokio::spawn(flush_results(shared.clone()));
     let sweeper = tokio::spawn(expire_calls(shared.clone()));
     let holds = tokio::spawn(crate::hold::watch(shared.clone()));
@@ -259,7 +291,7 @@ pub(crate) async fn run(
             if let Ok(Err(e)) = agent_done {
                 tracing::warn!(error = %e, "reading from the agent failed");
             }
-            shared.upstream_in.lock().await.take();
+            shared.upstream_in.close().await;
             let _ = tokio::time::timeout(SHUTDOWN_GRACE, &mut to_agent).await;
             let status = shut_down(&mut child, pid, SHUTDOWN_GRACE).await.ok();
             tracing::info!(?status, "agent closed the session; upstream stopped");
@@ -286,8 +318,11 @@ pub(crate) async fn run(
             Outcome::AgentClosed
         }
         Some(status) => {
-            to_agent.abort();
-            to_upstream.abort();
+            // The frame threads stop at their next frame; nothing more goes upstream. (A thread
+            // stuck writing to a pipe that a stray process holds keeps the lock: do not wait.)
+            shared.finished.store(true, Ordering::SeqCst);
+            let _ =
+                tokio::time::timeout(Duration::from_millis(100), shared.upstream_in.close()).await;
             fail_in_flight(&shared, &format!("the upstream server exited ({status})")).await;
             Outcome::UpstreamExited { status }
         }
@@ -320,28 +355,44 @@ fn finish(
     })
 }
 
+/// Runs a frame loop on a thread of its own; the receiver gets its result (or is dropped, if
+/// the thread panicked). The thread is never joined: one blocked on a peer that went quiet
+/// ends with the process.
+fn spawn_loop(
+    name: &str,
+    body: impl FnOnce() -> std::io::Result<()> + Send + 'static,
+) -> std::io::Result<oneshot::Receiver<std::io::Result<()>>> {
+    let (done, finished) = oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            let _ = done.send(body());
+        })?;
+    Ok(finished)
+}
+
 // === agent → upstream: the call path ===
 
-async fn agent_to_upstream<R: AsyncRead + Unpin>(
-    shared: Arc<Shared>,
-    mut lines: LineReader<R>,
-) -> std::io::Result<()> {
+fn agent_to_upstream<R: Read>(shared: &Shared, mut lines: LineReader<R>) -> std::io::Result<()> {
     let limits = Limits {
         max_frame_bytes: shared.opts.max_frame_bytes,
     };
     let mut steps: Vec<Step> = Vec::new();
     let mut records: Vec<NewRecord> = Vec::new();
-    while let Some(line) = lines.next_line().await? {
+    while let Some(line) = lines.next_line()? {
+        if shared.finished.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         steps.clear();
         records.clear();
-        steps.push(judge_line(&shared, &limits, line, &mut records));
+        steps.push(judge_line(shared, &limits, line, &mut records));
         while steps.len() < MAX_BATCH && lines.has_buffered_line() {
-            if let Some(line) = lines.next_line().await? {
-                steps.push(judge_line(&shared, &limits, line, &mut records));
+            if let Some(line) = lines.next_line()? {
+                steps.push(judge_line(shared, &limits, line, &mut records));
             }
         }
         // The decisions are durable before anything they allowed moves on.
-        let tickets = commit_decisions(&shared, &mut records);
+        let tickets = commit_decisions(shared, &mut records);
         let mut upstream_bytes = Vec::new();
         let mut agent_bytes = Vec::new();
         let mut held_any = false;
@@ -362,7 +413,7 @@ async fn agent_to_upstream<R: AsyncRead + Unpin>(
                         ));
                         continue;
                     }
-                    agent_bytes.extend(crate::hold::start(&shared, id, *held, ticket));
+                    agent_bytes.extend(crate::hold::start(shared, id, *held, ticket));
                     held_any = true;
                 }
                 Step::Forward { frame, id, record } => {
@@ -410,10 +461,10 @@ async fn agent_to_upstream<R: AsyncRead + Unpin>(
             shared.announce();
         }
         if !upstream_bytes.is_empty() {
-            write_upstream(&shared, &upstream_bytes).await?;
+            shared.upstream_in.write_blocking(&upstream_bytes)?;
         }
         if !agent_bytes.is_empty() {
-            write_agent(&shared, &agent_bytes).await?;
+            shared.agent_out.write_blocking(&agent_bytes)?;
         }
     }
     Ok(())
@@ -522,6 +573,7 @@ fn judge_line(shared: &Shared, limits: &Limits, line: Line, records: &mut Vec<Ne
                 &shared.policy.current(),
                 &shared.who,
                 &shared.opts.allow_methods,
+                &crate::flow::labels(shared),
                 &frame,
                 &id,
                 &method,
@@ -588,6 +640,15 @@ fn judge_line(shared: &Shared, limits: &Limits, line: Line, records: &mut Vec<Ne
                             };
                         }
                     }
+                    let flow_args = match (&expect, &shared.flow) {
+                        (Expect::Act { target }, Some(flow))
+                            if method == "tools/call"
+                                && flow.may_label(&shared.who.server, target) =>
+                        {
+                            frame.params().and_then(|p| p.get("arguments")).cloned()
+                        }
+                        _ => None,
+                    };
                     lock(&shared.in_flight).insert(
                         id.clone(),
                         InFlight {
@@ -595,6 +656,7 @@ fn judge_line(shared: &Shared, limits: &Limits, line: Line, records: &mut Vec<Ne
                             call: None,
                             started: Instant::now(),
                             method,
+                            flow_args,
                         },
                     );
                     Step::Forward {
@@ -686,16 +748,19 @@ pub(crate) struct BreakerRefusal {
 pub(crate) fn check_breakers(shared: &Shared, frame: &Frame, tool: &str) -> Option<BreakerRefusal> {
     let breakers = shared.breakers.as_ref()?;
     let mut guard = lock(breakers);
-    let Breakers { set, store, db } = &mut *guard;
     let empty = serde_json::Value::Object(serde_json::Map::new());
     let args = frame
         .params()
         .and_then(|p| p.get("arguments"))
         .unwrap_or(&empty);
     let who = &shared.who;
+    let Breakers { set, store, .. } = &mut *guard;
     let verdict = set.admit(store, &who.agent, &who.server, tool, args, now_unix_ns());
     let trip = match verdict {
-        Ok(Verdict::Pass { .. }) => return None,
+        Ok(Verdict::Pass { matched }) => {
+            crate::breaker::expect_result(&mut guard, frame, matched);
+            return None;
+        }
         Ok(Verdict::Trip(trip)) => trip,
         Err(e) => {
             tracing::error!(error = %e, "breaker accounting failed; refusing the call");
@@ -713,31 +778,8 @@ pub(crate) fn check_breakers(shared: &Shared, frame: &Frame, tool: &str) -> Opti
          the call was refused and a human must resume the agent",
         who.agent, trip.class, trip.budget
     );
-    tracing::warn!(agent = %who.agent, class = %trip.class, budget = %trip.budget, "breaker tripped");
-    let mut records = vec![airlock_control::trip_record(
-        &who.agent,
-        &trip,
-        &who.server,
-        tool,
-    )];
-    // The pause is a kill with reason breaker:<class>: it survives restarts and stops every
-    // gateway of the agent, this one included (through the notification).
-    match store.kill(
-        KillTarget::Agent(who.agent.clone()),
-        &trip.reason(),
-        "airlock",
-    ) {
-        Ok(kill) => {
-            records.push(airlock_control::kill_record(&kill));
-            let mut kills = (*shared.kills()).clone();
-            kills.push(kill);
-            shared.set_kills(kills);
-            if let Err(e) = airlock_control::notify_all(db) {
-                tracing::warn!(error = %e, "cannot notify gateways of the pause");
-            }
-        }
-        Err(e) => tracing::error!(error = %e, "cannot record the breaker pause"),
-    }
+    let Breakers { store, db, .. } = &mut *guard;
+    let records = crate::breaker::pause(shared, store, db, &trip, tool);
     Some(BreakerRefusal {
         code: codes::KILLED,
         message,
@@ -772,14 +814,14 @@ fn commit_decisions(shared: &Shared, records: &mut Vec<NewRecord>) -> Result<Vec
 
 // === upstream → agent ===
 
-async fn upstream_to_agent<R: AsyncRead + Unpin>(
-    shared: Arc<Shared>,
-    mut lines: LineReader<R>,
-) -> std::io::Result<()> {
+fn upstream_to_agent<R: Read>(shared: &Shared, mut lines: LineReader<R>) -> std::io::Result<()> {
     let limits = Limits {
         max_frame_bytes: shared.opts.max_frame_bytes,
     };
-    while let Some(line) = lines.next_line().await? {
+    while let Some(line) = lines.next_line()? {
+        if shared.finished.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         let bytes = match line {
             Line::Frame(bytes) => bytes,
             Line::TooLong(len) => {
@@ -797,23 +839,26 @@ async fn upstream_to_agent<R: AsyncRead + Unpin>(
                 if let Some(id) = &e.id {
                     let entry = lock(&shared.in_flight).remove(id);
                     if let Some(entry) = entry {
-                        queue_result(&shared, id, &entry, "error");
+                        queue_result(shared, id, &entry, "error");
                         let message =
                             format!("the upstream server sent a malformed answer: {}", e.message);
                         let out = error_line(Some(id), codes::UPSTREAM_UNAVAILABLE, &message);
-                        write_agent(&shared, &out).await?;
+                        shared.agent_out.write_blocking(&out)?;
                     }
                 }
                 continue;
             }
         };
+        let mut answered = None;
         let out = match frame.kind() {
             FrameKind::Response { id } | FrameKind::ErrorResponse { id: Some(id) } => {
                 let Some(entry) = lock(&shared.in_flight).remove(id) else {
                     tracing::warn!(%id, "upstream answered no request in flight; dropped");
                     continue;
                 };
-                answer_for_agent(&shared, &frame, id, &entry)
+                let (out, status) = answer_for_agent(shared, &frame, id, &entry);
+                answered = status.map(|status| (id, entry, status));
+                out
             }
             FrameKind::Request { id, .. } => {
                 lock(&shared.server_requests).insert(id.clone());
@@ -823,16 +868,28 @@ async fn upstream_to_agent<R: AsyncRead + Unpin>(
                 with_newline(frame.raw())
             }
         };
-        write_agent(&shared, &out).await?;
+        let written = shared.agent_out.write_blocking(&out);
+        // The result record is built after the answer is on its way: it is not what the agent
+        // waits for, and it is queued whether or not the write worked.
+        if let Some((id, entry, status)) = answered {
+            queue_result(shared, id, &entry, status);
+        }
+        written?;
     }
     Ok(())
 }
 
-/// The bytes the agent gets for an answer to one of its requests.
-fn answer_for_agent(shared: &Shared, frame: &Frame, id: &Id, entry: &InFlight) -> Vec<u8> {
+/// The bytes the agent gets for an answer to one of its requests, and the status its result
+/// record gets (for a call that acts).
+fn answer_for_agent(
+    shared: &Shared,
+    frame: &Frame,
+    id: &Id,
+    entry: &InFlight,
+) -> (Vec<u8>, Option<&'static str>) {
     let is_error = matches!(frame.kind(), FrameKind::ErrorResponse { .. });
     match &entry.expect {
-        Expect::Act { .. } => {
+        Expect::Act { target } => {
             let status = if is_error {
                 "error"
             } else if frame
@@ -845,11 +902,26 @@ fn answer_for_agent(shared: &Shared, frame: &Frame, id: &Id, entry: &InFlight) -
             } else {
                 "ok"
             };
-            queue_result(shared, id, entry, status);
-            with_newline(frame.raw())
+            // Counted first: the call has happened upstream, whether or not its result is withheld.
+            let pause = crate::breaker::count_result(shared, id, frame, target);
+            lock(&shared.results).extend(pause.into_iter().map(Submission::from));
+            if status == "ok" && entry.method == "tools/call" {
+                let args = entry.flow_args.as_ref().unwrap_or(&serde_json::Value::Null);
+                if let Err(e) = crate::flow::observe(shared, target, args, frame) {
+                    // Fail closed: the result may carry what the label marks.
+                    tracing::error!(error = %e, "cannot record an information-flow label");
+                    let out = error_line(
+                        Some(id),
+                        codes::DENIED,
+                        &format!("Airlock withheld the result: its information-flow label could not be recorded ({e})"),
+                    );
+                    return (out, Some("withheld"));
+                }
+            }
+            (with_newline(frame.raw()), Some(status))
         }
         Expect::List(kind) => {
-            match filter_list(
+            let out = match filter_list(
                 &shared.policy.current(),
                 &shared.who,
                 *kind,
@@ -872,9 +944,10 @@ fn answer_for_agent(shared: &Shared, frame: &Frame, id: &Id, entry: &InFlight) -
                         &format!("the upstream server sent a malformed list: {why}"),
                     )
                 }
-            }
+            };
+            (out, None)
         }
-        Expect::Plain => with_newline(frame.raw()),
+        Expect::Plain => (with_newline(frame.raw()), None),
     }
 }
 
@@ -882,6 +955,7 @@ fn queue_result(shared: &Shared, id: &Id, entry: &InFlight, status: &str) {
     let Expect::Act { target } = &entry.expect else {
         return;
     };
+    crate::breaker::forget(shared, id);
     let mut record = base_record(
         &shared.who,
         &shared.policy.current(),
@@ -951,16 +1025,9 @@ async fn fail_in_flight(shared: &Shared, why: &str) {
     lock(&shared.results).push(Submission::from(record));
 }
 
+/// Writes to the upstream from an async task (the frame thread writes blocking).
 async fn write_upstream(shared: &Shared, bytes: &[u8]) -> std::io::Result<()> {
-    let mut guard = shared.upstream_in.lock().await;
-    let Some(upstream) = guard.as_mut() else {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::BrokenPipe,
-            "upstream input closed",
-        ));
-    };
-    upstream.write_all(bytes).await?;
-    upstream.flush().await
+    shared.upstream_in.write(bytes).await
 }
 
 /// Answers calls the upstream has sat on for longer than the call timeout, and tells the
@@ -1000,10 +1067,9 @@ async fn expire_calls(shared: Arc<Shared>) {
     }
 }
 
+/// Writes to the agent from an async task (the frame thread writes blocking).
 async fn write_agent(shared: &Shared, bytes: &[u8]) -> std::io::Result<()> {
-    let mut out = shared.agent_out.lock().await;
-    out.write_all(bytes).await?;
-    out.flush().await
+    shared.agent_out.write(bytes).await
 }
 
 pub(crate) fn with_newline(raw: &[u8]) -> Vec<u8> {
@@ -1030,9 +1096,8 @@ pub(crate) fn error_line(id: Option<&Id>, code: i32, message: &str) -> Vec<u8> {
 }
 
 /// The upstream's stderr is its log: it goes to Airlock's log, never to the agent.
-async fn log_stderr(stderr: tokio::process::ChildStderr) {
-    let mut lines = LineReader::new(stderr, 64 * 1024);
-    while let Ok(Some(line)) = lines.next_line().await {
+fn log_stderr<R: Read>(mut lines: LineReader<R>) {
+    while let Ok(Some(line)) = lines.next_line() {
         match line {
             Line::Frame(bytes) => {
                 tracing::info!(target: "upstream", "{}", String::from_utf8_lossy(&bytes));

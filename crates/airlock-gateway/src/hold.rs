@@ -118,6 +118,7 @@ pub(crate) fn admit(shared: &Shared, frame: &Frame, method: &str, req: HoldReque
         &target,
         &args,
     );
+    let labels = crate::flow::labels(shared);
     let mut store = lock(store);
     // An approval given while no gateway held the call (say across a restart) is used once.
     match store.take_approved(&digest) {
@@ -130,6 +131,7 @@ pub(crate) fn admit(shared: &Shared, frame: &Frame, method: &str, req: HoldReque
                 name: &target,
                 args: Some(&args),
                 approval_granted: true,
+                labels: &labels,
             };
             return match policy.decide(&call) {
                 Decision::Allow { reasons: permits } => {
@@ -445,6 +447,7 @@ async fn release(shared: &Shared, id: &Id, held: Held) -> Vec<u8> {
         .and_then(|key| held.frame.params().and_then(|p| p.get(key)))
         .cloned()
         .unwrap_or_else(|| json!({}));
+    let labels = crate::flow::labels(shared);
     let decision = policy.decide(&CallRequest {
         agent: &shared.who.agent,
         session: &shared.who.session,
@@ -453,6 +456,7 @@ async fn release(shared: &Shared, id: &Id, held: Held) -> Vec<u8> {
         name: &held.target,
         args: Some(&args),
         approval_granted: true,
+        labels: &labels,
     });
     let mut record = crate::judge::base_record(
         &shared.who,
@@ -524,6 +528,7 @@ async fn release(shared: &Shared, id: &Id, held: Held) -> Vec<u8> {
             call: ticket,
             started: Instant::now(),
             method: held.method.clone(),
+            flow_args: Some(args.clone()),
         },
     );
     tracing::info!(approval = %consumed.id, target = %held.target, "approved call forwarded");

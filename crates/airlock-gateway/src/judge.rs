@@ -59,12 +59,13 @@ pub(crate) fn judge_request(
     policy: &PolicyEngine,
     who: &Identity,
     allow_methods: &[String],
+    labels: &[String],
     frame: &Frame,
     id: &Id,
     method: &str,
 ) -> Judgement {
     match route_request(method, allow_methods) {
-        RequestRoute::Act(kind) => judge_act(policy, who, frame, id, method, kind),
+        RequestRoute::Act(kind) => judge_act(policy, who, labels, frame, id, method, kind),
         RequestRoute::List(kind) => Judgement::Forward {
             expect: Expect::List(kind),
             record: None,
@@ -104,6 +105,7 @@ pub(crate) fn judge_request(
 fn judge_act(
     policy: &PolicyEngine,
     who: &Identity,
+    labels: &[String],
     frame: &Frame,
     id: &Id,
     method: &str,
@@ -152,6 +154,7 @@ fn judge_act(
         name: target,
         args: Some(args_value),
         approval_granted: false,
+        labels,
     });
     let mut record = base_record(who, policy, method, Some(target), Some(id));
     record.args_digest = Some(digest_json(args_value));

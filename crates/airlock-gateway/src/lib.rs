@@ -6,8 +6,10 @@
 //! method (`route`), the policy decision (`judge`), a durable audit commit, then the upstream.
 //! Answers come back through list filtering (`filter`) and close their audit records.
 
+mod breaker;
 pub mod codes;
 mod filter;
+mod flow;
 mod gateway;
 mod hold;
 mod judge;
@@ -100,6 +102,8 @@ pub struct Control {
     /// Bound before the kill state was read, so no kill is missed in between.
     pub listener: airlock_control::Listener,
     pub breakers: airlock_control::BreakerSet,
+    /// `[flow.labels.*]`: which results label the session.
+    pub flow: airlock_flow::FlowRules,
 }
 
 /// Runs the gateway between `agent` and `upstream` until one of them goes away.

@@ -104,6 +104,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             name: Box::leak(format!("t{}", i % tools).into_boxed_str()),
             args: Some(&args),
             approval_granted: false,
+            labels: &[],
         };
         let reqs: Vec<CallRequest<'_>> = (0..tools).map(req).collect();
 

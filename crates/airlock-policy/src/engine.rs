@@ -318,7 +318,26 @@ impl PolicyEngine {
         };
         if wanted("session") {
             let id = RestrictedExpression::new_string(req.session.to_owned());
-            pairs.push(("session".to_owned(), record("id", id)?));
+            // `labels` only where the schema declares it (a user schema may not).
+            let declares_labels = match typed.and_then(|t| t.get("session")) {
+                Some((Shape::Record(attrs), _)) => attrs.contains_key("labels"),
+                _ => typed.is_none(),
+            };
+            let session = if declares_labels {
+                let labels = RestrictedExpression::new_set(
+                    req.labels
+                        .iter()
+                        .map(|l| RestrictedExpression::new_string(l.clone())),
+                );
+                RestrictedExpression::new_record([
+                    ("id".to_owned(), id),
+                    ("labels".to_owned(), labels),
+                ])
+                .map_err(|e| e.to_string())?
+            } else {
+                record("id", id)?
+            };
+            pairs.push(("session".to_owned(), session));
         }
         if wanted("approval") {
             let granted = RestrictedExpression::new_bool(granted);

@@ -54,6 +54,7 @@ pub(crate) fn call<'a>(agent: &'a str, name: &'a str, args: Option<&'a Value>) -
         name,
         args,
         approval_granted: false,
+        labels: &[],
     }
 }
 
@@ -605,4 +606,28 @@ fn annotations_are_read_by_policy_id() {
     assert_eq!(e.annotation("hold", "quorum"), Some("2"));
     assert_eq!(e.annotation("hold", "four_eyes"), None);
     assert_eq!(e.annotation("nope", "quorum"), None);
+}
+
+#[test]
+fn session_labels_reach_the_context() {
+    let e = engine(&[
+        r#"permit(principal, action == Action::"call_tool", resource);"#,
+        r#"@id("no-leaks") forbid(principal, action == Action::"call_tool", resource == Tool::"corp/forum_post")
+           when { context.session.labels.contains("confidential") };"#,
+    ]);
+    let clean = call("bot", "forum_post", None);
+    assert!(e.decide(&clean).is_allow());
+    let labels = ["confidential".to_owned()];
+    let tainted = CallRequest {
+        labels: &labels,
+        ..clean
+    };
+    assert_eq!(ids(&e.decide(&tainted)), ["no-leaks"]);
+    // Labels do not touch other tools.
+    assert!(e
+        .decide(&CallRequest {
+            name: "forum_list",
+            ..tainted
+        })
+        .is_allow());
 }

@@ -67,6 +67,7 @@
 //!     name,
 //!     args: None,
 //!     approval_granted: false,
+//!     labels: &[],
 //! };
 //! assert!(matches!(engine.decide(&call("forum_read")), Decision::Allow { .. }));
 //! assert!(matches!(engine.decide(&call("forum_post")), Decision::Deny { .. }));
@@ -177,6 +178,8 @@ pub struct CallRequest<'a> {
     pub args: Option<&'a serde_json::Value>,
     /// Whether a human approved this exact call.
     pub approval_granted: bool,
+    /// Information-flow labels the session carries (`context.session.labels`).
+    pub labels: &'a [String],
 }
 
 /// The answer for one call. A denial is a value, not an error.

@@ -230,7 +230,7 @@ fn readme_examples_validate() {
             )
         })
         .collect();
-    assert_eq!(blocks.len(), 4);
+    assert_eq!(blocks.len(), 6);
     let e = PolicyEngine::from_texts(SHIPPED_SCHEMA, &blocks, &model()).unwrap();
     let ids: Vec<String> = e.policies().into_iter().map(|p| p.id).collect();
     assert_eq!(
@@ -239,7 +239,9 @@ fn readme_examples_validate() {
             "read-forum",
             "writers-on-corp",
             "no-public-posts",
-            "public-post-approval"
+            "public-post-approval",
+            "public-posts",
+            "no-confidential-in-public"
         ]
     );
 }

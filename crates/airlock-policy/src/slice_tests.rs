@@ -159,6 +159,7 @@ proptest! {
                 name: r.name,
                 args: args.as_ref(),
                 approval_granted: r.granted,
+                labels: &[],
             };
             let sliced = e.decide(&req);
             prop_assert_eq!(
@@ -189,6 +190,7 @@ fn the_cache_stops_growing_at_its_bound() {
             name: &name,
             args: None,
             approval_granted: false,
+            labels: &[],
         };
         assert!(e.decide(&req).is_allow());
     }

@@ -6,7 +6,10 @@
 //!   every path alike; p50/p90/p99/mean per path, the latency each adds over direct, and the
 //!   verdict against the targets (added p50 within 25 µs of the relay's, added p99 ≤ 2× the
 //!   relay's).
-//! * `rss` — resident memory of an idle `airlock run` (the gateway process, not its child).
+//!   A fourth path, `baseline`, runs a second `airlock` binary (`--baseline PATH`) with the
+//!   same config, to compare two builds in one run.
+//! * `rss` — resident memory of an idle `airlock run` (the gateway process, not its child),
+//!   after start-up and again after a burst of calls.
 //!
 //! A bench binary, never a timed test: run it from `scripts/bench.sh` or by hand.
 
@@ -28,11 +31,12 @@ const USAGE: &str = "\
 usage:
   airlock-bench latency --server \"CMD ARGS\" --tool NAME [--args JSON]
                         [--calls N=2000] [--warmup W=200] [--rounds R=4]
-                        [--paths direct,relay,airlock] [--relay PATH]
+                        [--paths direct,relay,airlock[,baseline]] [--relay PATH]
                         [--airlock PATH --config FILE --agent ID [--server-name NAME]]
-                        [--json OUT]
+                        [--baseline PATH] [--json OUT]
   airlock-bench rss --airlock PATH --config FILE --agent ID --server \"CMD ARGS\"
-                    [--server-name NAME] [--json OUT]";
+                    [--server-name NAME] [--tool NAME [--args JSON] [--calls N=500]]
+                    [--json OUT]";
 
 fn main() -> std::process::ExitCode {
     match real_main() {
@@ -113,9 +117,9 @@ impl Flags {
     }
 }
 
-/// The argv of `airlock run … -- server`.
-fn airlock_argv(flags: &Flags, server: &[String]) -> Result<Vec<String>> {
-    let airlock = flags.req("airlock")?;
+/// The argv of `airlock run … -- server`, for the binary given by flag `which`.
+fn airlock_argv(flags: &Flags, which: &str, server: &[String]) -> Result<Vec<String>> {
+    let airlock = flags.req(which)?;
     if !std::path::Path::new(airlock).exists() {
         bail!("--airlock {airlock}: no such file (build it, or pass --paths direct,relay)");
     }
@@ -140,6 +144,7 @@ enum PathKind {
     Direct,
     Relay,
     Airlock,
+    Baseline,
 }
 
 impl PathKind {
@@ -148,6 +153,7 @@ impl PathKind {
             PathKind::Direct => "direct",
             PathKind::Relay => "relay",
             PathKind::Airlock => "airlock",
+            PathKind::Baseline => "baseline",
         }
     }
 }
@@ -167,6 +173,7 @@ fn latency(flags: &Flags) -> Result<()> {
         "relay",
         "json",
         "paths",
+        "baseline",
     ])?;
     let calls = flags.num("calls", 2000)?;
     let warmup = flags.num("warmup", 200)?;
@@ -188,7 +195,8 @@ fn latency(flags: &Flags) -> Result<()> {
             "direct" => PathKind::Direct,
             "relay" => PathKind::Relay,
             "airlock" => PathKind::Airlock,
-            other => bail!("--paths: unknown path {other:?} (direct, relay, airlock)"),
+            "baseline" => PathKind::Baseline,
+            other => bail!("--paths: unknown path {other:?} (direct, relay, airlock, baseline)"),
         };
         if !paths.contains(&kind) {
             paths.push(kind);
@@ -213,7 +221,8 @@ fn latency(flags: &Flags) -> Result<()> {
                 v.extend(server.iter().cloned());
                 v
             }
-            PathKind::Airlock => airlock_argv(flags, &server)?,
+            PathKind::Airlock => airlock_argv(flags, "airlock", &server)?,
+            PathKind::Baseline => airlock_argv(flags, "baseline", &server)?,
         };
         argvs.push((kind, argv));
     }
@@ -335,6 +344,16 @@ fn latency(flags: &Flags) -> Result<()> {
             None
         }
     };
+    if let (Some(relay), Some(base), Some(_)) =
+        (find(PathKind::Relay), find(PathKind::Baseline), direct)
+    {
+        let (r50, _) = added(&relay).unwrap_or_default();
+        let (b50, _) = added(&base).unwrap_or_default();
+        println!(
+            "- baseline: adds {b50:.1} µs at p50, gap to the relay {:+.1} µs",
+            b50 - r50
+        );
+    }
 
     if let Some(out) = flags.get("json") {
         let mut per_path = serde_json::Map::new();
@@ -388,9 +407,12 @@ fn rss(flags: &Flags) -> Result<()> {
         "server",
         "server-name",
         "json",
+        "tool",
+        "args",
+        "calls",
     ])?;
     let server = split_command(flags.req("server")?)?;
-    let argv = airlock_argv(flags, &server)?;
+    let argv = airlock_argv(flags, "airlock", &server)?;
     let mut conn = Conn::spawn("airlock", &argv)?;
     conn.initialize().context("airlock: initialize failed")?;
     let (_, list) = conn.request("tools/list", json!({}))?;
@@ -401,6 +423,20 @@ fn rss(flags: &Flags) -> Result<()> {
     // Let start-up transients (allocator trims, lazy loads) settle before reading.
     std::thread::sleep(Duration::from_millis(500));
     let mem = read_memory(conn.pid())?;
+    // Then serve a burst of calls and read again: what the call path needs is resident then.
+    let after_calls = match flags.get("tool") {
+        Some(tool) => {
+            let args: Value = serde_json::from_str(flags.get("args").unwrap_or("{}"))
+                .context("--args is not JSON")?;
+            let calls = flags.num("calls", 500)?;
+            for _ in 0..calls {
+                conn.call_tool(tool, &args)?;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            Some((calls, read_memory(conn.pid())?))
+        }
+        None => None,
+    };
     conn.shutdown();
 
     let mib = |k: u64| k as f64 / 1024.0;
@@ -422,13 +458,30 @@ fn rss(flags: &Flags) -> Result<()> {
         "- RssAnon {} KiB, RssFile {} KiB",
         mem.rss_anon_kib, mem.rss_file_kib
     );
+    if let Some((calls, m)) = &after_calls {
+        println!(
+            "- after {calls} calls, idle again: VmRSS {} KiB ({:.2} MiB) — {}; RssAnon {} KiB, \
+             RssFile {} KiB",
+            m.vm_rss_kib,
+            mib(m.vm_rss_kib),
+            pass(m.vm_rss_kib <= RSS_TARGET_KIB),
+            m.rss_anon_kib,
+            m.rss_file_kib
+        );
+    }
     if let Some(out) = flags.get("json") {
-        let doc = json!({
+        let mut doc = json!({
             "vm_rss_kib": mem.vm_rss_kib, "vm_hwm_kib": mem.vm_hwm_kib,
             "rss_anon_kib": mem.rss_anon_kib, "rss_file_kib": mem.rss_file_kib,
             "target_kib": RSS_TARGET_KIB, "pass": mem.vm_rss_kib <= RSS_TARGET_KIB,
             "tools_visible": tools,
         });
+        if let Some((calls, m)) = &after_calls {
+            doc["after_calls"] = json!({
+                "calls": calls, "vm_rss_kib": m.vm_rss_kib, "rss_anon_kib": m.rss_anon_kib,
+                "rss_file_kib": m.rss_file_kib, "pass": m.vm_rss_kib <= RSS_TARGET_KIB,
+            });
+        }
         std::fs::write(out, serde_json::to_vec_pretty(&doc)?)
             .with_context(|| format!("cannot write {out}"))?;
         eprintln!("wrote {out}");

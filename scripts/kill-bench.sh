@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The kill-switch benchmark (see crates/airlock-bench/src/bin/kill-bench.rs): builds the release
+# `airlock` and `kill-bench`, then starts AGENTS `airlock run` gateways (each wrapping the test
+# recorder, a python3 server that forks a SIGTERM-ignoring child, with one call in flight) and
+# times KILLS `airlock kill --agent` subprocesses until the in-flight call's error reached the
+# agent and the upstream's process tree is gone. Then the breaker accounting cost per call.
+#
+# Usage: scripts/kill-bench.sh     (env: AGENTS=50 KILLS=100 OUT=file for the kill samples as JSON)
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+target=${CARGO_TARGET_DIR:-$root/target}
+
+cargo build --release -p airlock-cli -p airlock-bench --bin airlock --bin kill-bench
+args=(--airlock "$target/release/airlock" --agents "${AGENTS:-50}" --kills "${KILLS:-100}")
+[[ -n ${OUT:-} ]] && args+=(--out "$OUT")
+"$target/release/kill-bench" "${args[@]}"
+cargo run --release -q -p airlock-control --example breaker_bench
