@@ -81,9 +81,10 @@ pub async fn serve(
     })?;
     let state = Arc::new(AppState::new(options, bound)?);
     events::spawn_listener(state.clone())?;
-    if let Some(hook) = state.webhook.clone() {
-        webhook::spawn(state.clone(), hook)?;
-    }
+    let follower = match state.webhook.clone() {
+        Some(hook) => Some((hook.timeout, webhook::spawn(state.clone(), hook)?)),
+        None => None,
+    };
     on_bound(bound);
     tracing::info!(%bound, base_url = %state.base_url, "airlock serve is listening");
     let stopper = state.clone();
@@ -92,10 +93,16 @@ pub async fn serve(
         // Event streams never end on their own; end them so the graceful shutdown can finish.
         stopper.stop();
     };
-    axum::serve(listener, router(state))
+    let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
-        .map_err(ServerError::Serve)
+        .map_err(ServerError::Serve);
+    // Let the webhook finish the POST in hand and save its cursor, so a restart does not
+    // repeat it (bounded by the POST's own timeout).
+    if let Some((timeout, task)) = follower {
+        let _ = tokio::time::timeout(timeout + std::time::Duration::from_secs(1), task).await;
+    }
+    served
 }
 
 /// Denies every pending approval request a just-committed `kill` covers (as its human, with

@@ -197,8 +197,12 @@ impl Cursor {
 
 // === the follower ===
 
-/// Starts following the chain; the first run starts at the current head.
-pub(crate) fn spawn(state: Arc<AppState>, hook: Webhook) -> Result<(), ServerError> {
+/// Starts following the chain; the first run starts at the current head. The task ends after
+/// a shutdown is signalled, once the record in hand is delivered and its cursor saved.
+pub(crate) fn spawn(
+    state: Arc<AppState>,
+    hook: Webhook,
+) -> Result<tokio::task::JoinHandle<()>, ServerError> {
     let db = state.config.audit.path.clone();
     let open = |e: rusqlite::Error| ServerError::Control {
         path: db.clone(),
@@ -227,8 +231,7 @@ pub(crate) fn spawn(state: Arc<AppState>, hook: Webhook) -> Result<(), ServerErr
         .build()
         .into();
     let cursor = Arc::new(std::sync::Mutex::new(cursor));
-    tokio::spawn(follow(state, hook, agent, cursor, start));
-    Ok(())
+    Ok(tokio::spawn(follow(state, hook, agent, cursor, start)))
 }
 
 async fn follow(
