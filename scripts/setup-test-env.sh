@@ -35,10 +35,12 @@ fi
 command -v node >/dev/null 2>&1 || need_apt nodejs
 command -v npm >/dev/null 2>&1 || need_apt npm
 
-# === browser (reserved) ======================================================================
-# Later issues add Debian's chromium here for the approval web page tests, e.g.:
-#   command -v chromium >/dev/null 2>&1 || need_apt chromium chromium-driver
-# (no browser downloads work here; the Debian package does; as root it needs --no-sandbox).
+# === browser =================================================================================
+# Debian's chromium for the approval web page tests (tests/python/test_web.py drives it with
+# Playwright's executable_path; no browser downloads work here, the Debian package does; as root
+# it needs --no-sandbox). chromium-driver gives the matching chromedriver for WebDriver clients.
+command -v chromium >/dev/null 2>&1 || need_apt chromium
+command -v chromedriver >/dev/null 2>&1 || need_apt chromium-driver
 # =============================================================================================
 
 if [ "${#apt_pkgs[@]}" -gt 0 ]; then

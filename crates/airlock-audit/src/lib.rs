@@ -46,6 +46,7 @@ mod record;
 mod redact;
 mod spool;
 mod store;
+mod tail;
 mod verify;
 mod writer;
 

@@ -24,7 +24,8 @@ pub struct Query {
 
 // The first `result` record pointing at a call is that call's outcome; a
 // subquery (not a plain join) so a duplicate result never duplicates the call.
-const QUERY_HEAD: &str = "SELECT r.seq, r.time_ns, r.kind, r.agent, r.on_behalf_of, r.task, \
+pub(crate) const QUERY_HEAD: &str =
+    "SELECT r.seq, r.time_ns, r.kind, r.agent, r.on_behalf_of, r.task, \
      r.session, r.server, r.method, r.target, r.request_id, r.ref_seq, r.args_digest, \
      r.args_redacted, r.decision, r.reasons, r.policy_digest, r.status, r.duration_us, r.detail, \
      r.prev_hash, r.hash, res.status, res.duration_us \
@@ -80,7 +81,7 @@ impl AuditStore {
     }
 }
 
-fn decode(row: &Row<'_>) -> rusqlite::Result<StoredRecord> {
+pub(crate) fn decode(row: &Row<'_>) -> rusqlite::Result<StoredRecord> {
     Ok(StoredRecord {
         seq: get_u64(row, 0)?.unwrap_or(0),
         time_unix_ns: row.get(1)?,

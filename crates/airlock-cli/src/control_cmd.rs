@@ -88,24 +88,32 @@ pub(crate) fn kill(args: KillArgs) -> Result<u8, Failure> {
     let config = airlock_config::load(&args.config).map_err(Failure::usage)?;
     let human = authenticate(&config, &args.human, std::env::var(TOKEN_ENV).ok())?;
     let target = target(&args.target)?;
-    for warning in check_target(&config, &target).map_err(Failure::usage)? {
+    for warning in airlock_control::check_target(&config, &target).map_err(Failure::usage)? {
         eprintln!("airlock: warning: {warning}");
     }
     let reason = args.reason.unwrap_or_else(|| format!("killed by {human}"));
     let db = &config.audit.path;
     let mut store = open_store(&config)?;
-    let k = store
-        .kill(target, &reason, &human)
+    let mut denials: anyhow::Result<usize> = Ok(0);
+    let done =
+        airlock_control::kill_and_announce(&config, &mut store, target, &reason, &human, |k| {
+            // Before the gateways wake, so a held call they re-read is already denied.
+            match airlock_server::deny_held_calls(&config, k) {
+                Ok(records) => {
+                    denials = Ok(records.len());
+                    records
+                }
+                Err(e) => {
+                    denials = Err(anyhow::Error::new(e));
+                    Vec::new()
+                }
+            }
+        })
         .with_context(|| format!("cannot record the kill in {}", db.display()))?;
-    // The kill is in force from here; an audit failure must not stop the fan-out.
-    let mut records = vec![airlock_control::kill_record(&k)];
-    let denials = deny_approvals(&config, &k);
-    let denied = denials.as_ref().map_or(0, Vec::len);
-    if let Ok(d) = denials.as_ref() {
-        records.extend(d.iter().cloned());
-    }
-    let audited = audit_all(&config, records);
-    let notified = airlock_control::notify_all(db).context("cannot notify gateways")?;
+    let k = done.value;
+    let audited = done.audited;
+    let notified = done.notified.context("cannot notify gateways")?;
+    let denied = denials.as_ref().map_or(0, |n| *n);
     println!(
         "killed {} (kill #{}, by {human}: {reason}); notified {notified} running gateway{}",
         k.target,
@@ -121,7 +129,9 @@ pub(crate) fn kill(args: KillArgs) -> Result<u8, Failure> {
         )
     })?;
     audited.map_err(|e| {
-        Failure::failed(e.context("the kill is in force, but its audit record failed"))
+        Failure::failed(
+            anyhow::Error::new(e).context("the kill is in force, but its audit record failed"),
+        )
     })?;
     Ok(0)
 }
@@ -132,21 +142,22 @@ pub(crate) fn resume(args: ResumeArgs) -> Result<u8, Failure> {
     let target = target(&args.target)?;
     let db = &config.audit.path;
     let mut store = open_store(&config)?;
-    let n = store
-        .resume(&target, &human)
+    let done = airlock_control::resume_and_announce(&config, &mut store, &target, &human)
         .with_context(|| format!("cannot record the resume in {}", db.display()))?;
+    let n = done.value;
     if n == 0 {
         println!("no active kill of {target}: nothing resumed");
         return Ok(1);
     }
-    let audited = audit(&config, airlock_control::resume_record(&target, &human, n));
-    let notified = airlock_control::notify_all(db).context("cannot notify gateways")?;
+    let notified = done.notified.context("cannot notify gateways")?;
     println!(
         "resumed {target} ({n} kill{}, by {human}); notified {notified} running gateway{}",
         plural(n),
         plural(notified)
     );
-    audited.map_err(|e| Failure::failed(e.context("resumed, but the audit record failed")))?;
+    done.audited.map_err(|e| {
+        Failure::failed(anyhow::Error::new(e).context("resumed, but the audit record failed"))
+    })?;
     Ok(0)
 }
 
@@ -195,36 +206,6 @@ fn target(args: &TargetArgs) -> Result<KillTarget, Failure> {
     Ok(t)
 }
 
-/// A kill of something the config does not declare is an error, not a silent
-/// success; returns warnings for what cannot be checked.
-fn check_target(config: &airlock_config::Config, t: &KillTarget) -> anyhow::Result<Vec<String>> {
-    let path = config.path.display();
-    match t {
-        KillTarget::Agent(a) if !config.agents.contains_key(a) => Err(anyhow!(
-            "{path}: unknown agent \"{a}\" (known: {})",
-            join(config.agents.keys())
-        )),
-        KillTarget::Tool { server, tool } => match config.servers.get(server) {
-            None => Err(anyhow!(
-                "{path}: unknown server \"{server}\" (known: {})",
-                join(config.servers.keys())
-            )),
-            Some(s) => match &s.tools {
-                Some(tools) if !tools.iter().any(|x| x == tool) => Err(anyhow!(
-                    "{path}: server \"{server}\" has no tool \"{tool}\" (its tools: {})",
-                    join(tools.iter())
-                )),
-                Some(_) => Ok(vec![]),
-                None => Ok(vec![format!(
-                    "[servers.{server}] has no `tools` list, so \"{tool}\" cannot be checked; \
-                     the kill applies to that name"
-                )]),
-            },
-        },
-        _ => Ok(vec![]),
-    }
-}
-
 fn open_store(config: &airlock_config::Config) -> Result<ControlStore, Failure> {
     let db = &config.audit.path;
     ControlStore::open_with(db, durability(config))
@@ -232,41 +213,8 @@ fn open_store(config: &airlock_config::Config) -> Result<ControlStore, Failure> 
         .map_err(Failure::failed)
 }
 
-fn audit(config: &airlock_config::Config, record: airlock_audit::NewRecord) -> anyhow::Result<()> {
-    audit_all(config, vec![record])
-}
-
-fn audit_all(
-    config: &airlock_config::Config,
-    records: Vec<airlock_audit::NewRecord>,
-) -> anyhow::Result<()> {
-    let mut store = airlock_audit::AuditStore::open(&config.audit.path, durability(config))?;
-    store.append(&records)?;
-    Ok(())
-}
-
-/// Denies the pending approval requests a kill covers; returns their audit records.
-fn deny_approvals(
-    config: &airlock_config::Config,
-    kill: &Kill,
-) -> anyhow::Result<Vec<airlock_audit::NewRecord>> {
-    let mut store =
-        airlock_approval::ApprovalStore::open_with(&config.audit.path, durability(config))?;
-    let denied = store.deny_for_kill(&kill.target, &kill.by, &kill.reason)?;
-    Ok(denied
-        .iter()
-        .map(|a| {
-            let vote = a.votes.iter().rev().find(|v| v.channel == "kill");
-            airlock_approval::approval_record(a, "denied", vote)
-        })
-        .collect())
-}
-
 pub(crate) fn durability(config: &airlock_config::Config) -> airlock_audit::Durability {
-    match config.audit.durability {
-        airlock_config::Durability::Process => airlock_audit::Durability::Process,
-        airlock_config::Durability::PowerLoss => airlock_audit::Durability::PowerLoss,
-    }
+    airlock_control::durability(config)
 }
 
 // === status ===
@@ -371,15 +319,6 @@ pub(crate) fn fmt_time(ns: i64) -> String {
         .unwrap_or_default()
 }
 
-fn join<'a>(names: impl Iterator<Item = &'a String>) -> String {
-    let v: Vec<&str> = names.map(String::as_str).collect();
-    if v.is_empty() {
-        "none".to_owned()
-    } else {
-        v.join(", ")
-    }
-}
-
 fn plural(n: usize) -> &'static str {
     if n == 1 {
         ""
@@ -393,34 +332,6 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
-
-    fn config() -> airlock_config::Config {
-        let text = "[policy]\nfiles = [\"p\"]\n[humans.alice]\n[tasks.t]\n[agents.bot]\n\
-                    on_behalf_of = \"alice\"\ntask = \"t\"\n[servers.corp]\ntools = [\"acl_set\"]\n\
-                    [servers.open]\n";
-        airlock_config::parse(text, Path::new("a.toml")).unwrap()
-    }
-
-    #[test]
-    fn unknown_targets_are_errors() {
-        let c = config();
-        assert!(check_target(&c, &KillTarget::Agent("bot".into()))
-            .unwrap()
-            .is_empty());
-        assert!(check_target(&c, &KillTarget::Agent("ghost".into())).is_err());
-        assert!(check_target(&c, &KillTarget::tool("corp/acl_set").unwrap())
-            .unwrap()
-            .is_empty());
-        assert!(check_target(&c, &KillTarget::tool("corp/nope").unwrap()).is_err());
-        assert!(check_target(&c, &KillTarget::tool("nope/x").unwrap()).is_err());
-        assert_eq!(
-            check_target(&c, &KillTarget::tool("open/x").unwrap())
-                .unwrap()
-                .len(),
-            1
-        );
-        assert!(check_target(&c, &KillTarget::All).unwrap().is_empty());
-    }
 
     #[test]
     fn token_comes_from_file_or_env_and_must_exist() {

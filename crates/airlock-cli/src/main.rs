@@ -13,6 +13,7 @@ mod load;
 mod memory;
 mod run;
 mod sandbox_cmd;
+mod serve_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -64,6 +65,8 @@ enum Command {
         #[command(subcommand)]
         command: control_cmd::TokenCommand,
     },
+    /// The control plane: HTTP API, web page and webhook for approvals and the kill switch.
+    Serve(serve_cmd::ServeArgs),
     /// Replay the incidents Airlock exists for, without and with Airlock, and measure the damage.
     Demo(demo::DemoArgs),
     /// Run the bundled demo company MCP server on stdio.
@@ -120,6 +123,7 @@ fn main() -> ExitCode {
         Command::Token { command } => control_cmd::token(command),
         Command::Approvals { command } => approvals_cmd::approvals(command),
         Command::Exec(args) => sandbox_cmd::exec(args),
+        Command::Serve(args) => serve_cmd::serve(args),
         Command::DemoServer { state, reset } => demo_server(state, reset),
     };
     match result {

@@ -41,6 +41,7 @@ mod flow;
 mod model;
 mod raw;
 mod sandbox;
+mod serve;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -62,6 +63,11 @@ pub use sandbox::{
     EgressRule, SandboxConfig, SandboxLayer, SandboxProfile, ServerSandbox, DEFAULT_CPU_SECONDS,
     DEFAULT_EGRESS_PORTS, DEFAULT_ENV, DEFAULT_MAX_PROCESSES, DEFAULT_MEMORY_BYTES,
     DEFAULT_SANDBOX_PROFILE, MIN_MEMORY_MB, SANDBOX_OFF, SYSTEM_READ_PATHS,
+};
+
+pub use serve::{
+    check_listen, ServeConfig, WebhookConfig, DEFAULT_SERVE_LISTEN, DEFAULT_SESSION_MINUTES,
+    DEFAULT_WEBHOOK_TIMEOUT_SECS, MAX_SESSION_MINUTES,
 };
 
 use error::Source;

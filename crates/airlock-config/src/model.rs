@@ -47,6 +47,8 @@ pub struct Config {
     pub breakers: crate::control::BreakersConfig,
     /// `[sandbox]`: sandbox profiles, always including `default`.
     pub sandbox: crate::sandbox::SandboxConfig,
+    /// `[serve]`: the control plane of `airlock serve`.
+    pub serve: crate::serve::ServeConfig,
     /// `[flow]`: information-flow labels.
     pub flow: crate::flow::FlowConfig,
 }

@@ -36,6 +36,8 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub(crate) sandbox: crate::sandbox::RawSandbox,
     #[serde(default)]
+    pub(crate) serve: crate::serve::RawServe,
+    #[serde(default)]
     pub(crate) flow: crate::flow::RawFlow,
 }
 

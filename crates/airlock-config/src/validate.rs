@@ -87,6 +87,7 @@ pub(crate) fn build(raw: RawConfig, origin: Origin<'_>) -> Result<Config, Config
         crate::control::breakers(&raw.breakers, &raw.agents, &raw.servers, &mut |s, m| {
             p.at(s, m)
         });
+    let serve = crate::serve::serve(&raw.serve, &mut |s, m| p.at(s, m));
     let flow = crate::flow::flow(&raw.flow, &raw.servers, &mut |s, m| p.at(s, m));
 
     if let Some((offset, message)) = p.first {
@@ -109,6 +110,7 @@ pub(crate) fn build(raw: RawConfig, origin: Origin<'_>) -> Result<Config, Config
         servers,
         breakers,
         sandbox,
+        serve,
         flow,
     })
 }

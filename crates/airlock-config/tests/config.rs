@@ -154,6 +154,7 @@ fn full_config_builds_the_whole_model() {
         ]),
         breakers: Default::default(),
         sandbox: Default::default(),
+        serve: Default::default(),
         flow: Default::default(),
     };
     assert_eq!(config, expected);
@@ -246,7 +247,8 @@ fn unknown_section_points_at_the_header() {
     assert_eq!(
         error_after_minimal("[approvalz]\n"),
         "/etc/airlock/airlock.toml:3:2: unknown field `approvalz`, expected one of `gateway`, \
-         `policy`, `audit`, `humans`, `tasks`, `agents`, `servers`, `breakers`, `sandbox`, `flow`"
+         `policy`, `audit`, `humans`, `tasks`, `agents`, `servers`, `breakers`, `sandbox`, \
+         `serve`, `flow`"
     );
 }
 

@@ -66,6 +66,9 @@ pub enum ControlError {
     /// A kill target that cannot be parsed or does not exist.
     #[error("invalid kill target: {0}")]
     BadTarget(String),
+    /// A kill target the config does not declare; the message names the file.
+    #[error("{0}")]
+    UnknownTarget(String),
 }
 
 impl ControlError {

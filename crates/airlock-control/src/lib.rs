@@ -17,6 +17,9 @@
 //! - **Humans** act with a bearer token whose SHA-256 is in the config
 //!   ([`auth::verify_human`]).
 //!
+//! - **Acting as a human** ([`kill_and_announce`], [`resume_and_announce`]): store, audit
+//!   record, fan-out, in that order; the CLI and `airlock serve` both call these.
+//!
 //! Every error is a [`ControlError`]; on the call path, every error means deny.
 //!
 //! ```
@@ -36,6 +39,7 @@
 //! # Ok(()) }
 //! ```
 
+mod act;
 pub mod auth;
 mod breakers;
 mod cache;
@@ -46,6 +50,7 @@ mod notify;
 mod records;
 mod store;
 
+pub use act::{check_target, durability, kill_and_announce, resume_and_announce, Announced};
 pub use breakers::{
     count_items, BreakerSet, Level, Matched, Trip, Verdict, LOOP_FANOUT, LOOP_RATE,
 };
