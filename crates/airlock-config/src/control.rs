@@ -300,24 +300,13 @@ fn breaker(
 ) -> Option<BreakerClass> {
     let section = raw.span();
     let raw = raw.get_ref();
-    let Some(tools) = &raw.tools else {
-        report(
-            section,
-            "a breaker needs `tools`: a list of \"server/tool\" patterns".into(),
-        );
-        return None;
-    };
-    if tools.get_ref().is_empty() {
-        report(
-            tools.span(),
-            "tools: at least one \"server/tool\" pattern is required".into(),
-        );
-    }
-    let tools = tools
-        .get_ref()
-        .iter()
-        .filter_map(|t| tool_pattern(t, servers, report))
-        .collect();
+    let tools = tool_patterns(
+        raw.tools.as_ref(),
+        section.clone(),
+        "a breaker",
+        servers,
+        report,
+    )?;
 
     let when = when_predicates(raw.when.as_ref(), report);
 
@@ -377,6 +366,36 @@ fn breaker(
         max_items,
         items,
     })
+}
+
+/// `tools = ["server/tool", …]`, required and non-empty, for `what` (e.g. "a breaker").
+pub(crate) fn tool_patterns(
+    raw: Option<&Spanned<Vec<SpStr>>>,
+    section: Range<usize>,
+    what: &str,
+    servers: &BTreeMap<SpStr, RawServer>,
+    report: &mut Report<'_>,
+) -> Option<Vec<ToolPattern>> {
+    let Some(tools) = raw else {
+        report(
+            section,
+            format!("{what} needs `tools`: a list of \"server/tool\" patterns"),
+        );
+        return None;
+    };
+    if tools.get_ref().is_empty() {
+        report(
+            tools.span(),
+            "tools: at least one \"server/tool\" pattern is required".into(),
+        );
+    }
+    Some(
+        tools
+            .get_ref()
+            .iter()
+            .filter_map(|t| tool_pattern(t, servers, report))
+            .collect(),
+    )
 }
 
 /// `when = { arg = value, … }`: top-level argument equality predicates.

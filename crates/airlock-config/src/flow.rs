@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
-use crate::control::{tool_pattern, when_predicates, ArgValue, Report, ToolPattern};
+use crate::control::{tool_patterns, when_predicates, ArgValue, Report, ToolPattern};
 use crate::raw::{RawServer, SpStr};
 
 /// `[flow]`: label rules by label name.
@@ -83,24 +83,10 @@ pub(crate) fn flow(
         }
         let section = rule.span();
         let rule = rule.get_ref();
-        let Some(tools) = &rule.tools else {
-            report(
-                section,
-                "a label needs `tools`: a list of \"server/tool\" patterns".into(),
-            );
+        let Some(tools) = tool_patterns(rule.tools.as_ref(), section, "a label", servers, report)
+        else {
             continue;
         };
-        if tools.get_ref().is_empty() {
-            report(
-                tools.span(),
-                "tools: at least one \"server/tool\" pattern is required".into(),
-            );
-        }
-        let tools = tools
-            .get_ref()
-            .iter()
-            .filter_map(|t| tool_pattern(t, servers, report))
-            .collect();
         let when = when_predicates(rule.when.as_ref(), report);
         let result = rule.result.as_ref().and_then(|r| {
             let text = r.get_ref();

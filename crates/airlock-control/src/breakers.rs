@@ -13,7 +13,7 @@
 //!   `max(rate_min_calls, rate_factor × its own average per rate window over
 //!   the rest of rate_baseline_secs)`.
 
-use airlock_config::{ArgValue, BreakerClass, Config, ItemsSource, LoopDefaults};
+use airlock_config::{BreakerClass, Config, ItemsSource, LoopDefaults};
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -510,16 +510,7 @@ fn applies(c: &BreakerClass, agent: &str, server: &str, tool: &str, args: &Value
         && c.tools.iter().any(|p| p.matches(server, tool))
         && c.when
             .iter()
-            .all(|(k, v)| args.get(k).is_some_and(|a| arg_eq(v, a)))
-}
-
-fn arg_eq(v: &ArgValue, a: &Value) -> bool {
-    match (v, a) {
-        (ArgValue::Bool(x), Value::Bool(y)) => x == y,
-        (ArgValue::Int(x), Value::Number(n)) => n.as_i64() == Some(*x),
-        (ArgValue::Str(x), Value::String(y)) => x == y,
-        _ => false,
-    }
+            .all(|(k, v)| args.get(k).is_some_and(|a| v.matches(a)))
 }
 
 /// Items at a JSON pointer: an array's length or a non-negative integer; else 0.
