@@ -9,6 +9,19 @@ use crate::model::{Approval, State, Verdict, Vote};
 use crate::records::approval_record;
 use crate::store::ApprovalStore;
 
+/// Denies every pending approval request a just-committed `kill` covers (as its human, with
+/// its reason) and returns their `approval` audit records: every kill channel (`airlock kill`,
+/// the API and page, a breaker pause) ends held calls the same way.
+pub fn deny_for_kill(
+    config: &Config,
+    kill: &airlock_control::Kill,
+) -> Result<Vec<airlock_audit::NewRecord>, ApprovalError> {
+    let mut store =
+        ApprovalStore::open_with(&config.audit.path, airlock_control::durability(config))?;
+    let denied = store.deny_for_kill(&kill.target, &kill.by, &kill.reason)?;
+    Ok(crate::records::kill_denial_records(&denied))
+}
+
 /// The longest comment kept with a vote.
 const MAX_COMMENT: usize = 2000;
 
@@ -35,10 +48,7 @@ pub fn decide(
             "the comment is longer than {MAX_COMMENT} bytes"
         )));
     }
-    let durability = match config.audit.durability {
-        airlock_config::Durability::Process => airlock_audit::Durability::Process,
-        airlock_config::Durability::PowerLoss => airlock_audit::Durability::PowerLoss,
-    };
+    let durability = airlock_control::durability(config);
     let db = &config.audit.path;
     let mut store = ApprovalStore::open_with(db, durability)?;
     let vote = Vote {

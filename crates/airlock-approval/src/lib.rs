@@ -22,12 +22,12 @@ mod records;
 mod requirements;
 mod store;
 
-pub use decide::decide;
+pub use decide::{decide, deny_for_kill};
 pub use error::{ApprovalError, ErrorKind};
 pub use model::{
     action_digest, Approval, HoldReason, ListFilter, NewApproval, State, Verdict, Vote,
 };
-pub use records::approval_record;
+pub use records::{approval_record, kill_denial_records};
 pub use requirements::{
     check_policies, PolicyCheck, Requirements, DEFAULT_EXPIRY, MAX_EXPIRY, MAX_QUORUM,
 };

@@ -35,3 +35,14 @@ pub fn approval_record(approval: &Approval, event: &str, vote: Option<&Vote>) ->
     }));
     r
 }
+
+/// The `approval` records of requests a kill denied (each carries the kill's vote).
+pub fn kill_denial_records(denied: &[Approval]) -> Vec<NewRecord> {
+    denied
+        .iter()
+        .map(|a| {
+            let vote = a.votes.iter().rev().find(|v| v.channel == "kill");
+            approval_record(a, "denied", vote)
+        })
+        .collect()
+}

@@ -98,7 +98,7 @@ pub(crate) fn kill(args: KillArgs) -> Result<u8, Failure> {
     let done =
         airlock_control::kill_and_announce(&config, &mut store, target, &reason, &human, |k| {
             // Before the gateways wake, so a held call they re-read is already denied.
-            match airlock_server::deny_held_calls(&config, k) {
+            match airlock_approval::deny_for_kill(&config, k) {
                 Ok(records) => {
                     denials = Ok(records.len());
                     records

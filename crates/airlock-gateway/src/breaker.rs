@@ -48,10 +48,7 @@ pub(crate) fn pause(
                     &kill.by,
                     &kill.reason,
                 ) {
-                    Ok(denied) => records.extend(denied.iter().map(|a| {
-                        let vote = a.votes.iter().rev().find(|v| v.channel == "kill");
-                        airlock_approval::approval_record(a, "denied", vote)
-                    })),
+                    Ok(denied) => records.extend(airlock_approval::kill_denial_records(&denied)),
                     Err(e) => {
                         tracing::error!(error = %e, "cannot deny the paused agent's approval requests")
                     }

@@ -104,25 +104,3 @@ pub async fn serve(
     }
     served
 }
-
-/// Denies every pending approval request a just-committed `kill` covers (as its human, with
-/// its reason) and returns their `approval` audit records, for
-/// [`airlock_control::kill_and_announce`]'s `also`. `airlock kill` and the API/page kill
-/// both call it, so a kill ends held calls whichever channel made it.
-pub fn deny_held_calls(
-    config: &airlock_config::Config,
-    kill: &airlock_control::Kill,
-) -> Result<Vec<airlock_audit::NewRecord>, airlock_approval::ApprovalError> {
-    let mut store = airlock_approval::ApprovalStore::open_with(
-        &config.audit.path,
-        airlock_control::durability(config),
-    )?;
-    let denied = store.deny_for_kill(&kill.target, &kill.by, &kill.reason)?;
-    Ok(denied
-        .iter()
-        .map(|a| {
-            let vote = a.votes.iter().rev().find(|v| v.channel == "kill");
-            airlock_approval::approval_record(a, "denied", vote)
-        })
-        .collect())
-}
