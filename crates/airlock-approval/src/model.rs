@@ -144,14 +144,20 @@ impl Approval {
             .collect()
     }
 
-    /// Whether the approving votes meet the quorum and four eyes.
-    pub fn quorum_met(&self) -> bool {
+    /// Approving votes so far, and how many of them are not the on-behalf-of human's.
+    fn tally(&self) -> (usize, usize) {
         let approving = self.approvers_so_far();
         let others = approving
             .iter()
             .filter(|h| **h != self.on_behalf_of)
             .count();
-        approving.len() >= self.quorum as usize && (!self.four_eyes || others >= 1)
+        (approving.len(), others)
+    }
+
+    /// Whether the approving votes meet the quorum and four eyes.
+    pub fn quorum_met(&self) -> bool {
+        let (approving, others) = self.tally();
+        approving >= self.quorum as usize && (!self.four_eyes || others >= 1)
     }
 
     /// What is still missing, for people: "1 more approval", "an approval by someone other than alice".
@@ -159,12 +165,8 @@ impl Approval {
         if self.state != State::Pending {
             return None;
         }
-        let approving = self.approvers_so_far();
-        let more = (self.quorum as usize).saturating_sub(approving.len());
-        let others = approving
-            .iter()
-            .filter(|h| **h != self.on_behalf_of)
-            .count();
+        let (approving, others) = self.tally();
+        let more = (self.quorum as usize).saturating_sub(approving);
         if more > 0 {
             Some(format!(
                 "{more} more approval{}",

@@ -49,6 +49,7 @@ impl Requirements {
             ..Requirements::default()
         };
         let mut any_expiry = false;
+        let mut four_eyes = holding.is_empty();
         for p in holding {
             let get = |key| policy.annotation(&p.id, key);
             if let Some(groups) = get("approvers") {
@@ -70,8 +71,9 @@ impl Requirements {
                     .ok_or_else(|| invalid(&p.id, "@quorum", q))?;
                 r.quorum = r.quorum.max(n);
             }
+            // Four eyes stays on unless every holding policy turns it off.
             match get("four_eyes").map(str::trim) {
-                None | Some("true") => {}
+                None | Some("true") => four_eyes = true,
                 Some("false") => {}
                 Some(other) => return Err(invalid(&p.id, "@four_eyes", other)),
             }
@@ -84,11 +86,7 @@ impl Requirements {
                 any_expiry = true;
             }
         }
-        // Four eyes stays on unless every holding policy turns it off.
-        r.four_eyes = holding.is_empty()
-            || holding
-                .iter()
-                .any(|p| policy.annotation(&p.id, "four_eyes").map(str::trim) != Some("false"));
+        r.four_eyes = four_eyes;
         if !any_expiry {
             r.expiry = DEFAULT_EXPIRY;
         }
