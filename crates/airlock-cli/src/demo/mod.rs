@@ -75,7 +75,7 @@ pub(crate) fn demo(args: DemoArgs) -> Result<u8, Failure> {
         .get(ACL_BREAKER)
         .map_or(0, |c| c.max_calls);
     let env = Env {
-        exe: std::env::current_exe().context("cannot find the airlock binary")?,
+        exe: demo_exe(&dir)?,
         dir: dir.clone(),
         config: config_path.clone(),
         token,
@@ -251,4 +251,20 @@ fn write_files(dir: &Path, digest: &str) -> Result<PathBuf, Failure> {
         let _ = std::fs::remove_file(dir.join(format!("{}.log", s.name)));
     }
     Ok(config_path)
+}
+
+/// The `airlock` binary the demo starts its servers and gateways with. As root the sandboxed
+/// demo server runs as `nobody`, who may not reach a binary inside the checkout (a clone in a
+/// `mktemp -d` folder is mode 0700): then a link or copy in the work directory serves.
+fn demo_exe(dir: &Path) -> Result<PathBuf, Failure> {
+    let exe = std::env::current_exe().context("cannot find the airlock binary")?;
+    if !airlock_sandbox::runs_as_nobody() {
+        return Ok(exe);
+    }
+    let placed = dir.join("airlock");
+    if std::fs::hard_link(&exe, &placed).is_err() {
+        std::fs::copy(&exe, &placed)
+            .with_context(|| format!("cannot place the airlock binary in {}", dir.display()))?;
+    }
+    Ok(placed)
 }
