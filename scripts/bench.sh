@@ -10,7 +10,8 @@
 #                                     OUT=dir to keep the JSON results; SERVER=everything|demo;
 #                                     AIRLOCK=path to use a prebuilt airlock instead of building it;
 #                                     BASELINE=path to a second airlock build, run as a 4th path;
-#                                     BENCH_BIN=dir holding prebuilt airlock-bench and bare-relay)
+#                                     BENCH_BIN=dir holding prebuilt airlock-bench and bare-relay;
+#                                     SANDBOX=off to run the server unsandboxed, e.g. under valgrind)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -79,6 +80,7 @@ task = "bench"
 
 [servers.$server_name]
 description = "the bench server"
+$([[ ${SANDBOX:-on} == off ]] && echo 'sandbox = "off"')
 
 # The server runs in Airlock's default sandbox: its package tree readable, the work dir writable.
 [sandbox.profiles.default]

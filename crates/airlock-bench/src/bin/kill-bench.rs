@@ -119,6 +119,8 @@ fn parse_args() -> Result<Args> {
     Ok(a)
 }
 
+/// The recorder runs unsandboxed: the bench watches its tree's host pids, which a sandboxed
+/// server (in a PID namespace of its own) cannot report; its kill is the process group's.
 fn write_config(dir: &Path, agents: usize) -> Result<PathBuf> {
     std::fs::write(
         dir.join("policy.cedar"),
@@ -128,7 +130,7 @@ fn write_config(dir: &Path, agents: usize) -> Result<PathBuf> {
     let mut text = format!(
         "[policy]\nfiles = [\"policy.cedar\"]\n\n[audit]\npath = \"audit.db\"\n\n\
          [humans.alice]\ntoken_sha256 = \"{hash}\"\n\n[tasks.bench]\ndescription = \"kill bench\"\n\n\
-         [servers.rec]\n\n[breakers.defaults]\nenabled = false\n"
+         [servers.rec]\nsandbox = \"off\"\n\n[breakers.defaults]\nenabled = false\n"
     );
     for n in 0..agents {
         text.push_str(&format!(
