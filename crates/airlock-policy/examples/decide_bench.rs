@@ -135,6 +135,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 t.elapsed()
             })
             .collect();
+        // A tool with a forbid on its arguments: its context is built and Cedar runs every time
+        // (a slice that reads nothing from the context decides once per agent).
+        let reads = &reqs[0];
+        let mut same_reads: Vec<Duration> = (0..CALLS)
+            .map(|_| {
+                let t = Instant::now();
+                std::hint::black_box(engine.decide(reads));
+                t.elapsed()
+            })
+            .collect();
         let mut vis: Vec<Duration> = (0..CALLS)
             .map(|i| {
                 let r = &reqs[i % reqs.len()];
@@ -145,6 +155,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .collect();
         report("decide, round-robin over all tools", &mut warm);
         report("decide, one tool repeatedly", &mut same);
+        report("  the same, a policy reads its args", &mut same_reads);
         report("decide (first call on a target)", &mut cold);
         report("visible (warm cache)", &mut vis);
         println!("  allowed {allowed}/{CALLS}");
