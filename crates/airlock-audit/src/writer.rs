@@ -13,7 +13,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::spool::{recover, Entry, Spool};
+use crate::spool::{recover, EntryRef, Spool};
+use crate::spool_format::SpooledRecord as Entry;
 use crate::{AuditError, AuditStore, Durability, NewRecord};
 
 /// A submitted record's key, for a later record to refer to it (a result to its call).
@@ -43,6 +44,8 @@ const GATHER: Duration = Duration::from_millis(5);
 const GATHER_MAX: usize = 1024;
 /// How long the folding thread waits before retrying after a store error.
 const RETRY: Duration = Duration::from_millis(200);
+/// The largest emptied queue kept for reuse (an idle gateway should not hold a burst's worth).
+const SPARE_MAX: usize = 64;
 /// How many call keys are remembered for results that arrive later.
 const MAX_REMEMBERED: usize = 100_000;
 
@@ -50,6 +53,8 @@ struct State {
     spool: Option<Spool>,
     next_key: u64,
     queue: VecDeque<Entry>,
+    /// An emptied queue handed back by the folding thread, so `submit` does not reallocate.
+    spare: VecDeque<Entry>,
     closed: bool,
     /// Keys below this are in the chain.
     folded_below: u64,
@@ -84,6 +89,7 @@ impl AuditWriter {
                 spool: Some(spool),
                 next_key: 0,
                 queue: VecDeque::new(),
+                spare: VecDeque::new(),
                 closed: false,
                 folded_below: 0,
                 last_error: None,
@@ -117,27 +123,36 @@ impl AuditWriter {
         let mut state = lock(&self.shared.state);
         let first = state.next_key;
         let count = batch.len() as u64;
-        let entries: Vec<Entry> = batch
-            .into_iter()
-            .enumerate()
-            .map(|(i, s)| Entry {
-                k: first + i as u64,
-                refers_to: s.refers_to.map(|t| t.0),
-                r: s.record,
-            })
-            .collect();
-        let Some(spool) = state.spool.as_mut() else {
+        let State {
+            spool,
+            queue,
+            next_key,
+            ..
+        } = &mut *state;
+        let Some(spool) = spool.as_mut() else {
             return Err(AuditError::Closed);
         };
-        spool.write(&entries, self.shared.sync)?;
-        state.next_key += count;
-        let was_empty = state.queue.is_empty();
-        state.queue.extend(entries);
+        let keys = first..first + count;
+        spool.write(
+            keys.clone().zip(&batch).map(|(key, s)| EntryRef {
+                key,
+                refers_to: s.refers_to.map(|t| t.0),
+                record: &s.record,
+            }),
+            self.shared.sync,
+        )?;
+        *next_key += count;
+        let was_empty = queue.is_empty();
+        queue.extend(keys.clone().zip(batch).map(|(key, s)| Entry {
+            key,
+            refers_to: s.refers_to.map(|t| t.0),
+            record: s.record,
+        }));
         drop(state);
         if was_empty {
             self.shared.wake.notify_all();
         }
-        Ok((first..first + count).map(Ticket).collect())
+        Ok(keys.map(Ticket).collect())
     }
 
     /// The last error the folding thread hit, if it has not recovered since.
@@ -201,7 +216,8 @@ fn fold_loop(shared: &Shared, mut store: AuditStore) {
                 std::thread::sleep(GATHER);
                 state = lock(&shared.state);
             }
-            (std::mem::take(&mut state.queue), state.closed)
+            let spare = std::mem::take(&mut state.spare);
+            (std::mem::replace(&mut state.queue, spare), state.closed)
         };
         if batch.is_empty() && closed {
             let mut state = lock(&shared.state);
@@ -213,12 +229,12 @@ fn fold_loop(shared: &Shared, mut store: AuditStore) {
         let mut batch = batch;
         // A reference resolves to a record chained earlier, or to one in this very batch.
         let position: HashMap<u64, usize> =
-            batch.iter().enumerate().map(|(i, e)| (e.k, i)).collect();
+            batch.iter().enumerate().map(|(i, e)| (e.key, i)).collect();
         let mut links = Vec::with_capacity(batch.len());
         for e in batch.iter_mut() {
             let earlier = e.refers_to.and_then(|k| seq_of.get(&k));
             if let Some(seq) = earlier {
-                e.r.ref_seq = Some(*seq);
+                e.record.ref_seq = Some(*seq);
             }
             links.push(if earlier.is_none() {
                 e.refers_to.and_then(|k| position.get(&k).copied())
@@ -226,12 +242,12 @@ fn fold_loop(shared: &Shared, mut store: AuditStore) {
                 None
             });
         }
-        let records: Vec<&NewRecord> = batch.iter().map(|e| &e.r).collect();
+        let records: Vec<&NewRecord> = batch.iter().map(|e| &e.record).collect();
         match store.append_refs(&records, &links) {
             Ok(appended) => {
                 for (e, a) in batch.iter().zip(&appended) {
-                    if e.r.kind == crate::kinds::CALL {
-                        seq_of.insert(e.k, a.seq);
+                    if e.record.kind == crate::kinds::CALL {
+                        seq_of.insert(e.key, a.seq);
                     }
                     if let Some(k) = e.refers_to {
                         seq_of.remove(&k);
@@ -240,13 +256,18 @@ fn fold_loop(shared: &Shared, mut store: AuditStore) {
                 if seq_of.len() > MAX_REMEMBERED {
                     let oldest = batch
                         .front()
-                        .map_or(0, |e| e.k)
+                        .map_or(0, |e| e.key)
                         .saturating_sub(MAX_REMEMBERED as u64);
                     seq_of.retain(|k, _| *k >= oldest);
                 }
+                let folded_below = batch.back().map(|e| e.key + 1);
+                batch.clear();
                 let mut state = lock(&shared.state);
-                state.folded_below = batch.back().map_or(state.folded_below, |e| e.k + 1);
+                state.folded_below = folded_below.unwrap_or(state.folded_below);
                 state.last_error = None;
+                if batch.capacity() <= SPARE_MAX {
+                    state.spare = batch;
+                }
                 if state.queue.is_empty() {
                     if let Some(spool) = state.spool.as_mut() {
                         if let Err(e) = spool.clear() {
