@@ -211,12 +211,14 @@ fn too_long(what: &str) -> AuditError {
     }
 }
 
+#[inline]
 fn put_len(buf: &mut Vec<u8>, len: usize) -> Result<(), AuditError> {
     let len = u32::try_from(len).map_err(|_| too_long("a field"))?;
     buf.extend_from_slice(&len.to_le_bytes());
     Ok(())
 }
 
+#[inline]
 fn put_str(buf: &mut Vec<u8>, s: &str) -> Result<(), AuditError> {
     put_len(buf, s.len())?;
     buf.extend_from_slice(s.as_bytes());

@@ -89,6 +89,45 @@ fn entries_read_back_as_written() {
     }
 }
 
+/// The encoding is a file format: a spool left by this build must read the same in the next.
+#[test]
+fn the_encoding_matches_the_golden_file() {
+    let golden = include_bytes!("../../../fuzz/seeds/spool/call_and_result.spool");
+    let call = NewRecord::at(kinds::CALL, 1_764_624_000_000_000_000)
+        .agent("bench")
+        .session("s1")
+        .server("everything")
+        .method("tools/call")
+        .target("echo")
+        .request_id("7")
+        .args(
+            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+            &json!({"message": "hi"}),
+        )
+        .decision("allow")
+        .reasons(["policy0"])
+        .policy_digest("2c26b46b");
+    let result = NewRecord::at(kinds::RESULT, 1_764_624_000_000_100_000)
+        .agent("bench")
+        .session("s1")
+        .request_id("7")
+        .status("ok");
+    let entries = vec![
+        SpooledRecord {
+            key: 0,
+            refers_to: None,
+            record: call,
+        },
+        SpooledRecord {
+            key: 1,
+            refers_to: Some(0),
+            record: result,
+        },
+    ];
+    assert_eq!(encode_spool(&entries).unwrap(), golden);
+    assert_eq!(decode_spool(golden), complete(entries));
+}
+
 #[test]
 fn a_torn_last_entry_is_dropped_at_every_byte_and_the_earlier_ones_kept() {
     let entries = vec![full(1), entry(2, kinds::CALL, None), full(3)];

@@ -7,7 +7,7 @@
 //! stay in the spool and the thread retries; if the process dies they are recovered by the next
 //! reader of the trail (see [`crate::spool`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -45,20 +45,30 @@ const GATHER_MAX: usize = 1024;
 /// How long the folding thread waits before retrying after a store error.
 const RETRY: Duration = Duration::from_millis(200);
 /// The largest emptied queue kept for reuse (an idle gateway should not hold a burst's worth).
-const SPARE_MAX: usize = 64;
+const SPARE_MAX: usize = 256;
 /// How many call keys are remembered for results that arrive later.
 const MAX_REMEMBERED: usize = 100_000;
 
 struct State {
     spool: Option<Spool>,
     next_key: u64,
-    queue: VecDeque<Entry>,
+    /// Submitted batches not taken by the folding thread yet, as submitted: moving each
+    /// record into a queue of its own would cost the call path a copy per record.
+    queue: Vec<Batch>,
+    /// How many records `queue` holds.
+    queued: usize,
     /// An emptied queue handed back by the folding thread, so `submit` does not reallocate.
-    spare: VecDeque<Entry>,
+    spare: Vec<Batch>,
     closed: bool,
     /// Keys below this are in the chain.
     folded_below: u64,
     last_error: Option<String>,
+}
+
+/// One `submit`: its records got the keys `first..first + items.len()`.
+struct Batch {
+    first: u64,
+    items: Vec<Submission>,
 }
 
 struct Shared {
@@ -88,8 +98,9 @@ impl AuditWriter {
             state: Mutex::new(State {
                 spool: Some(spool),
                 next_key: 0,
-                queue: VecDeque::new(),
-                spare: VecDeque::new(),
+                queue: Vec::new(),
+                queued: 0,
+                spare: Vec::new(),
                 closed: false,
                 folded_below: 0,
                 last_error: None,
@@ -126,15 +137,15 @@ impl AuditWriter {
         let State {
             spool,
             queue,
+            queued,
             next_key,
             ..
         } = &mut *state;
         let Some(spool) = spool.as_mut() else {
             return Err(AuditError::Closed);
         };
-        let keys = first..first + count;
         spool.write(
-            keys.clone().zip(&batch).map(|(key, s)| EntryRef {
+            (first..).zip(&batch).map(|(key, s)| EntryRef {
                 key,
                 refers_to: s.refers_to.map(|t| t.0),
                 record: &s.record,
@@ -143,16 +154,16 @@ impl AuditWriter {
         )?;
         *next_key += count;
         let was_empty = queue.is_empty();
-        queue.extend(keys.clone().zip(batch).map(|(key, s)| Entry {
-            key,
-            refers_to: s.refers_to.map(|t| t.0),
-            record: s.record,
-        }));
+        *queued += batch.len();
+        queue.push(Batch {
+            first,
+            items: batch,
+        });
         drop(state);
         if was_empty {
             self.shared.wake.notify_all();
         }
-        Ok(keys.map(Ticket).collect())
+        Ok((first..first + count).map(Ticket).collect())
     }
 
     /// The last error the folding thread hit, if it has not recovered since.
@@ -201,37 +212,49 @@ impl Drop for AuditWriter {
 
 fn fold_loop(shared: &Shared, mut store: AuditStore) {
     let mut seq_of: HashMap<u64, u64> = HashMap::new();
+    // Taken from the queue, not yet in the chain (kept across a failed append, for the retry).
+    let mut pending: Vec<Entry> = Vec::new();
     loop {
-        let (batch, closed) = {
+        let (mut batches, closed) = {
             let mut state = lock(&shared.state);
-            while state.queue.is_empty() && !state.closed {
+            while state.queue.is_empty() && pending.is_empty() && !state.closed {
                 state = match shared.wake.wait(state) {
                     Ok(s) => s,
                     Err(p) => p.into_inner(),
                 };
             }
-            if !state.closed && state.queue.len() < GATHER_MAX {
+            if !state.closed && pending.is_empty() && state.queued < GATHER_MAX {
                 // Let more records gather (submits keep waking the condvar, so sleep).
                 drop(state);
                 std::thread::sleep(GATHER);
                 state = lock(&shared.state);
             }
+            state.queued = 0;
             let spare = std::mem::take(&mut state.spare);
             (std::mem::replace(&mut state.queue, spare), state.closed)
         };
-        if batch.is_empty() && closed {
+        for b in batches.drain(..) {
+            pending.extend((b.first..).zip(b.items).map(|(key, s)| Entry {
+                key,
+                refers_to: s.refers_to.map(|t| t.0),
+                record: s.record,
+            }));
+        }
+        if pending.is_empty() && closed {
             let mut state = lock(&shared.state);
             if let Some(spool) = state.spool.take() {
                 spool.remove();
             }
             return;
         }
-        let mut batch = batch;
         // A reference resolves to a record chained earlier, or to one in this very batch.
-        let position: HashMap<u64, usize> =
-            batch.iter().enumerate().map(|(i, e)| (e.key, i)).collect();
-        let mut links = Vec::with_capacity(batch.len());
-        for e in batch.iter_mut() {
+        let position: HashMap<u64, usize> = pending
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.key, i))
+            .collect();
+        let mut links = Vec::with_capacity(pending.len());
+        for e in pending.iter_mut() {
             let earlier = e.refers_to.and_then(|k| seq_of.get(&k));
             if let Some(seq) = earlier {
                 e.record.ref_seq = Some(*seq);
@@ -242,10 +265,12 @@ fn fold_loop(shared: &Shared, mut store: AuditStore) {
                 None
             });
         }
-        let records: Vec<&NewRecord> = batch.iter().map(|e| &e.record).collect();
-        match store.append_refs(&records, &links) {
+        let records: Vec<&NewRecord> = pending.iter().map(|e| &e.record).collect();
+        let appended = store.append_refs(&records, &links);
+        drop(records);
+        match appended {
             Ok(appended) => {
-                for (e, a) in batch.iter().zip(&appended) {
+                for (e, a) in pending.iter().zip(&appended) {
                     if e.record.kind == crate::kinds::CALL {
                         seq_of.insert(e.key, a.seq);
                     }
@@ -254,19 +279,22 @@ fn fold_loop(shared: &Shared, mut store: AuditStore) {
                     }
                 }
                 if seq_of.len() > MAX_REMEMBERED {
-                    let oldest = batch
-                        .front()
+                    let oldest = pending
+                        .first()
                         .map_or(0, |e| e.key)
                         .saturating_sub(MAX_REMEMBERED as u64);
                     seq_of.retain(|k, _| *k >= oldest);
                 }
-                let folded_below = batch.back().map(|e| e.key + 1);
-                batch.clear();
+                let folded_below = pending.last().map(|e| e.key + 1);
+                pending.clear();
+                if pending.capacity() > 64 {
+                    pending = Vec::new();
+                }
                 let mut state = lock(&shared.state);
                 state.folded_below = folded_below.unwrap_or(state.folded_below);
                 state.last_error = None;
-                if batch.capacity() <= SPARE_MAX {
-                    state.spare = batch;
+                if batches.capacity() <= SPARE_MAX {
+                    state.spare = batches;
                 }
                 if state.queue.is_empty() {
                     if let Some(spool) = state.spool.as_mut() {
@@ -279,13 +307,8 @@ fn fold_loop(shared: &Shared, mut store: AuditStore) {
                 shared.wake.notify_all();
             }
             Err(e) => {
-                drop(records);
                 let mut state = lock(&shared.state);
                 state.last_error = Some(e.to_string());
-                // Put the batch back in front of what arrived meanwhile, for the retry.
-                let arrived = std::mem::take(&mut state.queue);
-                state.queue = batch;
-                state.queue.extend(arrived);
                 if state.closed {
                     // Give up: the spool keeps the records for the next reader to recover.
                     state.spool.take();

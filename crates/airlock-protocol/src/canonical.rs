@@ -27,7 +27,7 @@ pub fn canonical_json(v: &Value) -> Vec<u8> {
 
 /// Lowercase hexadecimal SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex_lower(&Sha256::digest(bytes))
+    hex_lower(&Sha256::digest(bytes).into())
 }
 
 /// `sha256_hex(canonical_json(v))`, without building the canonical text.
@@ -104,15 +104,15 @@ impl Sink for HashSink {
     }
 }
 
-fn hex_lower(bytes: &[u8]) -> String {
+fn hex_lower(digest: &[u8; 32]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = Vec::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        out.push(HEX[usize::from(b >> 4)]);
-        out.push(HEX[usize::from(b & 0xf)]);
+    let mut out = [0u8; 64];
+    for (pair, &b) in out.chunks_exact_mut(2).zip(digest) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
     }
-    // Only ASCII hex digits were pushed, so this never replaces anything.
-    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    // Only ASCII hex digits were written, so nothing is ever replaced.
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn write_value(out: &mut impl Sink, v: &Value) {
