@@ -111,8 +111,8 @@ fn hex_lower(digest: &[u8; 32]) -> String {
         pair[0] = HEX[usize::from(b >> 4)];
         pair[1] = HEX[usize::from(b & 0xf)];
     }
-    // Only ASCII hex digits were written, so nothing is ever replaced.
-    String::from_utf8_lossy(&out).into_owned()
+    // Only ASCII hex digits were written: the check cannot fail.
+    String::from_utf8(out.to_vec()).unwrap_or_default()
 }
 
 fn write_value(out: &mut impl Sink, v: &Value) {
