@@ -14,6 +14,10 @@
 //!   ([`write_anchor`]) also a truncated or rewritten tail.
 //! - [`redact`] replaces secrets in arguments with correlatable markers
 //!   before they are stored.
+//! - [`AuditWriter`] makes records durable on the call path with one
+//!   `write(2)` to a per-process spool (checksummed binary entries, read back
+//!   by [`decode_spool`] when a dead gateway's spool is [`recover`]ed) and
+//!   folds them into the chain in the background.
 //!
 //! ```
 //! use airlock_audit::{verify, AuditStore, Durability, NewRecord, Query, kinds};
