@@ -364,4 +364,55 @@ mod tests {
         assert!(verify(&db, None).unwrap().problem.is_none());
         assert_eq!(std::fs::read_dir(crate::spool_dir(&db)).unwrap().count(), 0);
     }
+
+    #[test]
+    fn records_a_failed_commit_could_not_chain_are_retried_in_order_with_references() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("audit.db");
+        let writer = AuditWriter::start(&db, Durability::Process).unwrap();
+        // Another connection makes every insert fail until it lets go.
+        let other = rusqlite::Connection::open(&db).unwrap();
+        other
+            .execute_batch(
+                "CREATE TRIGGER refuse BEFORE INSERT ON records \
+                 BEGIN SELECT RAISE(ABORT, 'refused for the test'); END;",
+            )
+            .unwrap();
+        let call = writer
+            .submit(vec![NewRecord::now(kinds::CALL)
+                .agent("bot")
+                .request_id("1")
+                .into()])
+            .unwrap();
+        writer
+            .submit(vec![Submission {
+                record: NewRecord::now(kinds::RESULT).status("ok"),
+                refers_to: Some(call[0]),
+            }])
+            .unwrap();
+        let mut waited = 0;
+        while writer.last_error().is_none() && waited < 1_000 {
+            std::thread::sleep(Duration::from_millis(10));
+            waited += 1;
+        }
+        let error = writer.last_error().unwrap();
+        assert!(error.contains("refused for the test"), "{error}");
+        // Submits go on while the chain is unavailable (the spool holds them).
+        writer
+            .submit(vec![NewRecord::now(kinds::CALL)
+                .agent("bot")
+                .request_id("2")
+                .into()])
+            .unwrap();
+        other.execute_batch("DROP TRIGGER refuse;").unwrap();
+        assert!(writer.flush(Duration::from_secs(30)));
+        assert_eq!(writer.last_error(), None);
+        writer.close();
+        let store = AuditStore::open_read_only(&db).unwrap();
+        let all = store.query(&Query::default()).unwrap();
+        let ids: Vec<Option<&str>> = all.iter().map(|r| r.request_id.as_deref()).collect();
+        assert_eq!(ids, vec![Some("1"), None, Some("2")]);
+        assert_eq!(all[1].ref_seq, Some(all[0].seq));
+        assert!(verify(&db, None).unwrap().problem.is_none());
+    }
 }
