@@ -115,6 +115,14 @@ pub(crate) fn count_result(shared: &Shared, id: &Id, frame: &Frame, tool: &str) 
     Vec::new()
 }
 
+/// Whether the answer to `id` has items a breaker counts (see [`count_result`]).
+pub(crate) fn counts_result(shared: &Shared, id: &Id) -> bool {
+    shared
+        .breakers
+        .as_ref()
+        .is_some_and(|b| crate::gateway::lock(b).results.contains_key(id))
+}
+
 /// Forgets a call whose answer will never be counted (cancelled, timed out, upstream gone).
 pub(crate) fn forget(shared: &Shared, id: &Id) {
     if let Some(breakers) = shared.breakers.as_ref() {

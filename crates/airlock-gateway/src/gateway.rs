@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use airlock_audit::{now_unix_ns, AuditWriter, NewRecord, Submission, Ticket};
 use airlock_control::{BreakerSet, ControlStore, Kill, Verdict};
 use airlock_protocol::{
-    error_response, parse_frame, Frame, FrameKind, Id, Limits, INVALID_REQUEST,
+    error_response, parse_frame, parse_outline, Frame, FrameKind, Id, Limits, Outline,
+    INVALID_REQUEST,
 };
 use serde_json::json;
 use tokio::sync::{oneshot, Notify};
@@ -859,8 +860,10 @@ fn upstream_to_agent<R: Read>(shared: &Shared, mut lines: LineReader<R>) -> std:
         if bytes.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let frame = match parse_frame(&bytes, &limits) {
-            Ok(frame) => frame,
+        // Most answers are only relayed: read their kind, id and outcome, checked as strictly
+        // as a full parse; the content is read only where a list, a label or a cap needs it.
+        let outline = match parse_outline(&bytes, &limits) {
+            Ok(outline) => outline,
             Err(e) => {
                 tracing::warn!(error = %e.message, "malformed frame from the upstream dropped");
                 if let Some(id) = &e.id {
@@ -877,22 +880,40 @@ fn upstream_to_agent<R: Read>(shared: &Shared, mut lines: LineReader<R>) -> std:
             }
         };
         let mut answered = None;
-        let out = match frame.kind() {
+        let out = match outline.kind() {
             FrameKind::Response { id } | FrameKind::ErrorResponse { id: Some(id) } => {
                 let Some(entry) = lock(&shared.in_flight).remove(id) else {
                     tracing::warn!(%id, "upstream answered no request in flight; dropped");
                     continue;
                 };
-                let (out, status) = answer_for_agent(shared, &frame, id, &entry);
+                let (out, status) = if needs_content(shared, id, &entry) {
+                    match outline.frame(&limits) {
+                        Ok(frame) => answer_for_agent(shared, &frame, id, &entry),
+                        // The outline accepted it, so this cannot happen; fail closed anyway.
+                        Err(e) => (
+                            error_line(
+                                Some(id),
+                                codes::UPSTREAM_UNAVAILABLE,
+                                &format!(
+                                    "the upstream server sent a malformed answer: {}",
+                                    e.message
+                                ),
+                            ),
+                            Some("error"),
+                        ),
+                    }
+                } else {
+                    relayed_answer(&outline, &entry)
+                };
                 answered = status.map(|status| (id, entry, status));
                 out
             }
             FrameKind::Request { id, .. } => {
                 lock(&shared.server_requests).insert(id.clone());
-                with_newline(frame.raw())
+                with_newline(outline.raw())
             }
             FrameKind::Notification { .. } | FrameKind::ErrorResponse { id: None } => {
-                with_newline(frame.raw())
+                with_newline(outline.raw())
             }
         };
         let written = shared.agent_out.write_blocking(&out);
@@ -904,6 +925,32 @@ fn upstream_to_agent<R: Read>(shared: &Shared, mut lines: LineReader<R>) -> std:
         written?;
     }
     Ok(())
+}
+
+/// Whether the gateway must read an answer's content: a list it filters, a result an
+/// information-flow rule may label, or one whose items a breaker counts.
+fn needs_content(shared: &Shared, id: &Id, entry: &InFlight) -> bool {
+    match &entry.expect {
+        Expect::List(_) => true,
+        Expect::Plain => false,
+        Expect::Act { target } => {
+            let labels = shared.flow.as_ref().is_some_and(|flow| {
+                entry.method == "tools/call" && flow.may_label(&shared.who.server, target)
+            });
+            labels || crate::breaker::counts_result(shared, id)
+        }
+    }
+}
+
+/// An answer nothing reads but its outcome: relayed as it came, with its result status.
+fn relayed_answer(outline: &Outline, entry: &InFlight) -> (Vec<u8>, Option<&'static str>) {
+    let status = match (&entry.expect, outline.kind()) {
+        (Expect::Act { .. }, FrameKind::ErrorResponse { .. }) => Some("error"),
+        (Expect::Act { .. }, _) if outline.result_is_error() => Some("is_error"),
+        (Expect::Act { .. }, _) => Some("ok"),
+        _ => None,
+    };
+    (with_newline(outline.raw()), status)
 }
 
 /// The bytes the agent gets for an answer to one of its requests, and the status its result

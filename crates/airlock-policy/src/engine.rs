@@ -13,7 +13,7 @@ use crate::args::{args_record, Shape};
 use crate::entities::{base_entities, check_server_name, Kind, Types};
 use crate::load::{self, Loaded};
 use crate::reads::Reads;
-use crate::slice::{Buckets, Slice, SliceCache};
+use crate::slice::{Buckets, DecisionMemo, Slice, SliceCache};
 use crate::{
     Action, CallRequest, Decision, EntityModel, KnownTargets, PolicyError, PolicyInfo, PolicyRef,
     PolicySources, NO_PERMIT, SHIPPED_SCHEMA, UNKNOWN_AGENT,
@@ -234,10 +234,32 @@ impl PolicyEngine {
             entities,
             resource,
             reads,
+            memo: DecisionMemo::default(),
         })
     }
 
     fn decide_in(&self, slice: &Slice, req: &CallRequest<'_>) -> Decision {
+        if !self.context_free(slice, req.action) || !args_fit(req) {
+            return self.decide_uncached(slice, req);
+        }
+        if let Some(decision) = slice.memo.get(req.agent) {
+            return decision;
+        }
+        let decision = self.decide_uncached(slice, req);
+        slice.memo.put(req.agent, &decision);
+        decision
+    }
+
+    /// Whether the slice's decisions ignore the call's context: its policies read nothing from
+    /// `context` and the schema's context type is known (else the whole context is built and
+    /// checked against the schema). Then the request's context is always empty, `granted`
+    /// included, and the decision is a function of the agent alone.
+    fn context_free(&self, slice: &Slice, action: Action) -> bool {
+        slice.reads == Reads::Nothing
+            && matches!(self.context_shapes[action.index()], Some(Shape::Record(_)))
+    }
+
+    fn decide_uncached(&self, slice: &Slice, req: &CallRequest<'_>) -> Decision {
         let first = match self.evaluate(slice, req, req.approval_granted) {
             Ok(r) => r,
             Err(message) => return deny(message),
@@ -294,7 +316,7 @@ impl PolicyEngine {
         granted: bool,
         reads: &Reads,
     ) -> Result<(Context, bool), String> {
-        if req.args.is_some_and(|a| !a.is_object() && !a.is_null()) {
+        if !args_fit(req) {
             return Err("the call's arguments are not a JSON object".to_owned());
         }
         let shape = self.context_shapes[req.action.index()].as_ref();
@@ -444,6 +466,11 @@ impl PolicyEngine {
                 })
         })
     }
+}
+
+/// Arguments must be an object (or absent): anything else is refused, context read or not.
+fn args_fit(req: &CallRequest<'_>) -> bool {
+    !req.args.is_some_and(|a| !a.is_object() && !a.is_null())
 }
 
 fn deny(message: String) -> Decision {

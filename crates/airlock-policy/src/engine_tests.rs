@@ -631,3 +631,54 @@ fn session_labels_reach_the_context() {
         })
         .is_allow());
 }
+
+#[test]
+fn context_free_decisions_are_made_once_per_agent_and_stay_exact() {
+    let e = engine(&[
+        r#"permit(principal == Agent::"bot", action == Action::"call_tool", resource == Tool::"corp/forum_list");"#,
+    ]);
+    let args = json!({"channel": "internal"});
+    for _ in 0..3 {
+        assert!(e.decide(&call("bot", "forum_list", Some(&args))).is_allow());
+        assert!(e.decide(&call("bot", "forum_list", None)).is_allow());
+        // Another agent's decision is its own, memoized or not.
+        assert!(!e
+            .decide(&call("intern", "forum_list", Some(&args)))
+            .is_allow());
+        // Arguments that are not an object are refused whatever the memo holds.
+        let bad = json!([1, 2]);
+        assert!(!e.decide(&call("bot", "forum_list", Some(&bad))).is_allow());
+        assert!(!e
+            .decide(&call("ghost", "forum_list", Some(&args)))
+            .is_allow());
+    }
+    let slice = e
+        .slice_for("bot", Action::CallTool, "corp", "forum_list")
+        .unwrap();
+    assert!(e.context_free(&slice, Action::CallTool));
+    assert!(slice.memo.get("bot").is_some_and(|d| d.is_allow()));
+    assert!(slice.memo.get("intern").is_some_and(|d| !d.is_allow()));
+}
+
+#[test]
+fn a_slice_reading_the_context_is_judged_per_call() {
+    let e = engine(&[
+        r#"permit(principal, action == Action::"call_tool", resource == Tool::"corp/forum_post")
+           when { context.args has channel && context.args.channel == "internal" };"#,
+    ]);
+    let slice = e
+        .slice_for("bot", Action::CallTool, "corp", "forum_post")
+        .unwrap();
+    assert!(!e.context_free(&slice, Action::CallTool));
+    let internal = json!({"channel": "internal"});
+    let public = json!({"channel": "public"});
+    for _ in 0..2 {
+        assert!(e
+            .decide(&call("bot", "forum_post", Some(&internal)))
+            .is_allow());
+        assert!(!e
+            .decide(&call("bot", "forum_post", Some(&public)))
+            .is_allow());
+    }
+    assert!(slice.memo.get("bot").is_none());
+}

@@ -14,7 +14,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use cedar_policy::{Entities, EntityUid, Policy, PolicySet, ResourceConstraint};
 
 use crate::entities::Kind;
-use crate::Action;
+use crate::{Action, Decision};
 
 /// Targets whose slices are kept (a few KiB each); past this, slices are
 /// built per call (~25 µs), so an agent inventing tool names cannot grow
@@ -79,7 +79,32 @@ pub(crate) struct Slice {
     pub(crate) resource: EntityUid,
     /// What the policies can read from `context` (the rest is not built).
     pub(crate) reads: crate::reads::Reads,
+    /// Decisions of a slice whose policies read nothing from `context`: they depend on the
+    /// agent alone (entities and policies are fixed), so each is made once.
+    pub(crate) memo: DecisionMemo,
 }
+
+/// agent → decision, for context-free slices. Bounded by the configured agents: an unknown
+/// agent is refused before a slice is consulted.
+#[derive(Debug, Default)]
+pub(crate) struct DecisionMemo(RwLock<HashMap<String, Decision>>);
+
+impl DecisionMemo {
+    pub(crate) fn get(&self, agent: &str) -> Option<Decision> {
+        let map = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        map.get(agent).cloned()
+    }
+
+    pub(crate) fn put(&self, agent: &str, decision: &Decision) {
+        let mut map = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if map.len() < MAX_MEMO_AGENTS {
+            map.insert(agent.to_owned(), decision.clone());
+        }
+    }
+}
+
+/// A backstop: the map is keyed by configured agents only.
+const MAX_MEMO_AGENTS: usize = 4096;
 
 /// server → name → slice.
 type ByServer = HashMap<String, HashMap<String, Arc<Slice>>>;

@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{FrameError, INVALID_REQUEST, PARSE_ERROR};
 use crate::id::Id;
-use crate::strict::{parse_strict, StrictError};
+use crate::strict::{parse_strict_to, StrictError};
 
 /// The default largest frame Airlock reads: 4 MiB.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
@@ -121,6 +121,62 @@ const MEMBERS: [&str; 6] = ["jsonrpc", "id", "method", "params", "result", "erro
 /// batch, wrong members). The error carries the request id when it can be
 /// read without doubt.
 pub fn parse_frame(line: &[u8], limits: &Limits) -> Result<Frame, FrameError> {
+    let (raw, kind, value) = parse_to(line, limits, u32::MAX)?;
+    Ok(Frame { raw, kind, value })
+}
+
+/// A frame read for its kind, id and outcome only: every check [`parse_frame`] makes, with the
+/// same errors, but values nested below a member's own members (a result's `content`, a
+/// request's `arguments`) are checked, not kept. What an answer the gateway only relays needs;
+/// [`Outline::frame`] reads the whole frame when its content matters.
+#[derive(Clone, Debug)]
+pub struct Outline {
+    raw: Vec<u8>,
+    kind: FrameKind,
+    /// The frame with containers below depth 2 emptied: never handed out, so nobody can
+    /// mistake it for the content.
+    value: Value,
+}
+
+impl Outline {
+    /// The line exactly as received, without its `\n` or `\r\n`.
+    pub fn raw(&self) -> &[u8] {
+        &self.raw
+    }
+
+    /// What kind of message this is.
+    pub fn kind(&self) -> &FrameKind {
+        &self.kind
+    }
+
+    /// Whether this is a result whose `isError` is `true` (a tool that failed).
+    pub fn result_is_error(&self) -> bool {
+        self.value
+            .get("result")
+            .and_then(|r| r.get("isError"))
+            .and_then(Value::as_bool)
+            == Some(true)
+    }
+
+    /// The whole frame, read from the same bytes.
+    pub fn frame(&self, limits: &Limits) -> Result<Frame, FrameError> {
+        parse_frame(&self.raw, limits)
+    }
+}
+
+/// Parses one line into an [`Outline`]: accepts and refuses exactly what [`parse_frame`] does.
+pub fn parse_outline(line: &[u8], limits: &Limits) -> Result<Outline, FrameError> {
+    // Depth 0 is the message, 1 its members' values, 2 their members: enough for the kind
+    // (`params` an object or array, `error.code` and `error.message`) and `result.isError`.
+    let (raw, kind, value) = parse_to(line, limits, 2)?;
+    Ok(Outline { raw, kind, value })
+}
+
+fn parse_to(
+    line: &[u8],
+    limits: &Limits,
+    build_below: u32,
+) -> Result<(Vec<u8>, FrameKind, Value), FrameError> {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     if line.len() > limits.max_frame_bytes {
@@ -141,7 +197,7 @@ pub fn parse_frame(line: &[u8], limits: &Limits) -> Result<Frame, FrameError> {
         ))
     })?;
     check_text(text)?;
-    let value = parse_strict(text).map_err(|e| match e {
+    let value = parse_strict_to(text, build_below).map_err(|e| match e {
         StrictError::Syntax(e) => parse_error(format!("invalid JSON: {e}")),
         StrictError::Ambiguous {
             reason,
@@ -154,11 +210,7 @@ pub fn parse_frame(line: &[u8], limits: &Limits) -> Result<Frame, FrameError> {
         ),
     })?;
     let kind = classify(&value)?;
-    Ok(Frame {
-        raw: line.to_vec(),
-        kind,
-        value,
-    })
+    Ok((line.to_vec(), kind, value))
 }
 
 /// Checks on the text that JSON itself allows but line-based peers do not.

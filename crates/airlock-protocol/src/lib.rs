@@ -41,5 +41,7 @@ pub use error::{
     error_response, result_response, FrameError, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST,
     METHOD_NOT_FOUND, PARSE_ERROR,
 };
-pub use frame::{parse_frame, Frame, FrameKind, Limits, DEFAULT_MAX_FRAME_BYTES};
+pub use frame::{
+    parse_frame, parse_outline, Frame, FrameKind, Limits, Outline, DEFAULT_MAX_FRAME_BYTES,
+};
 pub use id::Id;

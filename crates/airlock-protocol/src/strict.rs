@@ -19,6 +19,8 @@
 //! in place of an unreadable number) so that the caller can still read a
 //! request id that is not itself in doubt and answer it.
 
+use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -48,12 +50,21 @@ pub(crate) enum StrictError {
 }
 
 /// Parses one JSON text strictly (see the module docs).
+#[cfg(test)]
 pub(crate) fn parse_strict(text: &str) -> Result<Value, StrictError> {
+    parse_strict_to(text, u32::MAX)
+}
+
+/// [`parse_strict`], building containers only above depth `build_below` (the outermost value is
+/// depth 0): deeper ones are checked exactly as strictly, then stand in the result as empty
+/// arrays or objects. Scalars at `build_below` are kept.
+pub(crate) fn parse_strict_to(text: &str, build_below: u32) -> Result<Value, StrictError> {
     let mut ctx = Ctx::default();
     let mut de = serde_json::Deserializer::from_str(text);
     let value = Seed {
         ctx: &mut ctx,
         depth: 0,
+        build_below,
     }
     .deserialize(&mut de)
     .map_err(StrictError::Syntax)?;
@@ -96,6 +107,7 @@ impl Ctx {
 struct Seed<'c> {
     ctx: &'c mut Ctx,
     depth: u32,
+    build_below: u32,
 }
 
 impl Seed<'_> {
@@ -103,7 +115,13 @@ impl Seed<'_> {
         Seed {
             ctx: self.ctx,
             depth: self.depth + 1,
+            build_below: self.build_below,
         }
+    }
+
+    /// Containers at this depth are checked, not built.
+    fn prunes(&self) -> bool {
+        self.depth >= self.build_below
     }
 }
 
@@ -169,6 +187,10 @@ impl<'de> Visitor<'de> for Seed<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<Value, A::Error> {
+        if self.prunes() {
+            Check { ctx: self.ctx }.visit_seq(seq)?;
+            return Ok(Value::Array(Vec::new()));
+        }
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
         while let Some(item) = seq.next_element_seed(self.child())? {
             items.push(item);
@@ -177,6 +199,10 @@ impl<'de> Visitor<'de> for Seed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(mut self, mut access: A) -> Result<Value, A::Error> {
+        if self.prunes() {
+            Check { ctx: self.ctx }.visit_map(access)?;
+            return Ok(Value::Object(Map::new()));
+        }
         let top_level = self.depth == 0;
         let mut map = Map::new();
         while let Some(key) = access.next_key::<String>()? {
@@ -198,15 +224,152 @@ impl<'de> Visitor<'de> for Seed<'_> {
                 }
             }
         }
-        if let Some((a, b)) = case_collision(&map) {
-            let reason = format!(
-                "keys {} and {} differ only in letter case",
-                show(&a),
-                show(&b)
-            );
-            self.ctx.note(reason, top_level);
+        if let Some((a, b)) =
+            case_collision(map.keys().map(String::as_str), |k| map.contains_key(k))
+        {
+            self.ctx.note(case_reason(&a, &b), top_level);
         }
         Ok(Value::Object(map))
+    }
+}
+
+fn case_reason(a: &str, b: &str) -> String {
+    format!(
+        "keys {} and {} differ only in letter case",
+        show(a),
+        show(b)
+    )
+}
+
+/// Below the outermost levels of a pruned parse: the same checks as [`Seed`], in the same
+/// order (so the first problem noted is the same), without building anything. Never at the
+/// top level, so every problem it notes is not one of the outermost keys.
+struct Check<'c> {
+    ctx: &'c mut Ctx,
+}
+
+impl<'de> DeserializeSeed<'de> for Check<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Check<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<(), E> {
+        if n.unsigned_abs() > MAX_SAFE_INTEGER {
+            self.ctx.note(unsafe_integer(&n.to_string()), false);
+        }
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<(), E> {
+        if n > MAX_SAFE_INTEGER {
+            self.ctx.note(unsafe_integer(&n.to_string()), false);
+        }
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, x: f64) -> Result<(), E> {
+        if x.abs() > MAX_SAFE_INTEGER as f64 {
+            self.ctx.big_float = true;
+        }
+        if Number::from_f64(x).is_none() {
+            self.ctx.note("number is not finite".to_owned(), false);
+        }
+        Ok(())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Check { ctx: self.ctx })?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<(), A::Error> {
+        let mut keys: Vec<Cow<'de, str>> = Vec::new();
+        // Past a handful of keys, duplicates are found by hashing rather than scanning.
+        let mut index: Option<HashSet<Cow<'de, str>>> = None;
+        while let Some(key) = access.next_key_seed(KeySeed)? {
+            access.next_value_seed(Check { ctx: self.ctx })?;
+            if key == "__proto__" {
+                self.ctx.note(
+                    "key \"__proto__\" is refused: JavaScript may read it as a prototype"
+                        .to_owned(),
+                    false,
+                );
+            }
+            let seen = match &mut index {
+                Some(set) => !set.insert(key.clone()),
+                None => keys.contains(&key),
+            };
+            if seen {
+                self.ctx
+                    .note(format!("duplicate key {}", show(&key)), false);
+                continue;
+            }
+            keys.push(key);
+            if index.is_none() && keys.len() > 16 {
+                index = Some(keys.iter().cloned().collect());
+            }
+        }
+        let contains = |k: &str| match &index {
+            Some(set) => set.contains(k),
+            None => keys.iter().any(|key| key == k),
+        };
+        if let Some((a, b)) = case_collision(keys.iter().map(|k| k.as_ref()), contains) {
+            self.ctx.note(case_reason(&a, &b), false);
+        }
+        Ok(())
+    }
+}
+
+/// A key, borrowed from the text when it has no escapes.
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(s))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(s.to_owned()))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(s))
     }
 }
 
@@ -225,15 +388,19 @@ fn show(s: &str) -> String {
     }
 }
 
-/// Two keys of `map` that are equal under simple case folding, if any.
-fn case_collision(map: &Map<String, Value>) -> Option<(String, String)> {
+/// Two of the (distinct) `keys` of one object that are equal under simple case folding, if any;
+/// `contains` says whether the object has a key.
+fn case_collision<'k>(
+    keys: impl Iterator<Item = &'k str>,
+    contains: impl Fn(&str) -> bool,
+) -> Option<(String, String)> {
     // Two distinct keys with the same fold cannot both be their own fold, so
     // only keys that change under folding need looking at.
     let mut folded: Vec<(String, &str)> = Vec::new();
-    for key in map.keys() {
+    for key in keys {
         if let Some(fold) = fold_case(key) {
-            if map.contains_key(&fold) {
-                return Some((key.clone(), fold));
+            if contains(&fold) {
+                return Some((key.to_owned(), fold));
             }
             folded.push((fold, key));
         }

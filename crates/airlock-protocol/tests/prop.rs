@@ -2,8 +2,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use airlock_protocol::{
-    canonical_json, digest_json, error_response, parse_frame, sha256_hex, Limits, INVALID_REQUEST,
-    PARSE_ERROR,
+    canonical_json, digest_json, error_response, parse_frame, parse_outline, sha256_hex, Limits,
+    INVALID_REQUEST, PARSE_ERROR,
 };
 use proptest::prelude::*;
 use serde_json::{Map, Value};
@@ -130,6 +130,46 @@ proptest! {
             .unwrap_or_else(|e| panic!("refused {}: {e}", String::from_utf8_lossy(&bytes)));
         prop_assert_eq!(frame.value(), &v);
         prop_assert_eq!(frame.raw(), &bytes[..raw_len]);
+        outline_agrees(&bytes);
+    }
+
+    /// (5) The outline of a frame refuses exactly what the full parse refuses, with the same
+    /// error, wherever the ambiguity is nested: it skips building deep values, not checking
+    /// them.
+    #[test]
+    fn the_outline_judges_every_depth_like_the_full_parse(
+        v in frame_value(),
+        trap in prop_oneof![
+            Just(r#"{"a":1,"a":2}"#.to_owned()),
+            Just(r#"{"Name":1,"name":2}"#.to_owned()),
+            Just(r#"{"\u212a":1,"k":2}"#.to_owned()),
+            Just(r#"{"__proto__":{}}"#.to_owned()),
+            Just("[9007199254740993]".to_owned()),
+            Just("[-9007199254740992]".to_owned()),
+            Just("[123456789012345678901234]".to_owned()),
+            Just(r#"{"x":"\ud800"}"#.to_owned()),
+            Just(r#"{"a":1,"b":{"a":1,"a":1}}"#.to_owned()),
+            Just(r#"{"isError":true}"#.to_owned()),
+        ],
+        depth in 0..5usize,
+        at in any::<prop::sample::Index>(),
+    ) {
+        let mut text = serde_json::to_string(&v).unwrap();
+        // Wrap the trap `depth` levels deep and put it in place of one of the frame's values.
+        let mut nested = trap;
+        for level in 0..depth {
+            nested = if level % 2 == 0 { format!("[{nested}]") } else { format!(r#"{{"k":{nested}}}"#) };
+        }
+        let colons: Vec<usize> = text.match_indices("\":").map(|(i, _)| i + 2).collect();
+        if colons.is_empty() {
+            return Ok(());
+        }
+        let cut = colons[at.index(colons.len())];
+        // Replace the value after that colon, up to the next ',' or '}' at its level, by the trap:
+        // cheaper to just insert it as a new member right after the colon's object opens.
+        let open = text[..cut].rfind('{').unwrap_or(0);
+        text.insert_str(open + 1, &format!(r#""zz":{nested},"#));
+        outline_agrees(text.as_bytes());
     }
 
     /// (2) Arbitrary bytes never panic and only give the two parse codes.
@@ -210,7 +250,36 @@ proptest! {
     }
 }
 
+/// `parse_outline` and `parse_frame` agree on `bytes`: the same kind and bytes, or the same error;
+/// and the outline's `result_is_error` is what the full frame says.
+fn outline_agrees(bytes: &[u8]) {
+    let limits = Limits::default();
+    match (parse_frame(bytes, &limits), parse_outline(bytes, &limits)) {
+        (Ok(frame), Ok(outline)) => {
+            assert_eq!(frame.kind(), outline.kind());
+            assert_eq!(frame.raw(), outline.raw());
+            let is_error = frame
+                .result()
+                .and_then(|r| r.get("isError"))
+                .and_then(Value::as_bool)
+                == Some(true);
+            assert_eq!(outline.result_is_error(), is_error);
+            assert_eq!(outline.frame(&limits).unwrap().value(), frame.value());
+        }
+        (Err(a), Err(b)) => {
+            assert_eq!((a.code, &a.message, &a.id), (b.code, &b.message, &b.id));
+        }
+        (a, b) => panic!(
+            "parse_frame and parse_outline disagree on {}: {:?} vs {:?}",
+            String::from_utf8_lossy(bytes),
+            a.map(|f| f.kind().clone()),
+            b.map(|o| o.kind().clone())
+        ),
+    }
+}
+
 fn check_any(bytes: &[u8]) {
+    outline_agrees(bytes);
     match parse_frame(bytes, &Limits::default()) {
         Ok(frame) => {
             let c = canonical_json(frame.value());
