@@ -14,6 +14,10 @@
 //!   ([`write_anchor`]) also a truncated or rewritten tail.
 //! - [`redact`] replaces secrets in arguments with correlatable markers
 //!   before they are stored.
+//! - [`AuditWriter`] makes records durable on the call path with one
+//!   `write(2)` to a per-process spool (checksummed binary entries, read back
+//!   by [`decode_spool`] when a dead gateway's spool is [`recover`]ed) and
+//!   folds them into the chain in the background.
 //!
 //! ```
 //! use airlock_audit::{verify, AuditStore, Durability, NewRecord, Query, kinds};
@@ -45,6 +49,7 @@ mod query;
 mod record;
 mod redact;
 mod spool;
+mod spool_format;
 mod store;
 mod tail;
 mod verify;
@@ -56,6 +61,7 @@ pub use query::Query;
 pub use record::{kinds, now_unix_ns, valid_kind, Appended, Head, NewRecord, StoredRecord};
 pub use redact::{is_marker, is_secret_key, redact};
 pub use spool::{recover, spool_dir};
+pub use spool_format::{decode_spool, encode_spool, SpoolContents, SpoolEnd, SpooledRecord};
 pub use store::{AuditStore, Durability};
 pub use verify::{verify, Problem, VerifyReport};
 pub use writer::{AuditWriter, Submission, Ticket};

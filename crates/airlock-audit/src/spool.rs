@@ -10,24 +10,16 @@
 //! process while it runs. A spool that nobody holds belongs to a gateway that died before
 //! folding it; [`recover`] folds it into the chain (skipping what was already folded) and
 //! removes it. Every reader of the trail recovers first, so a crash never hides a record.
+//!
+//! The file's encoding (a header, then checksummed binary entries) is in
+//! [`crate::spool_format`].
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
-use crate::{AuditError, AuditStore, NewRecord};
-
-/// One line of a spool: a record, its key in this spool, and the key of the record it refers
-/// to (a result's call), resolved to a `seq` when folded.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Entry {
-    pub(crate) k: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) refers_to: Option<u64>,
-    pub(crate) r: NewRecord,
-}
+use crate::spool_format::{decode_spool, encode_entry, header, SpoolEnd, HEADER_LEN};
+use crate::{AuditError, AuditStore, NewRecord, SpooledRecord};
 
 /// The directory holding the spools of the trail at `db`.
 pub fn spool_dir(db: &Path) -> PathBuf {
@@ -36,13 +28,22 @@ pub fn spool_dir(db: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// One record to write, borrowed from the caller's batch.
+pub(crate) struct EntryRef<'a> {
+    pub(crate) key: u64,
+    pub(crate) refers_to: Option<u64>,
+    pub(crate) record: &'a NewRecord,
+}
+
 /// This process's spool, locked for as long as it is open.
 #[derive(Debug)]
 pub(crate) struct Spool {
     file: File,
     path: PathBuf,
-    /// Bytes written since the spool was last cleared.
+    /// Bytes in the file: the header and every entry written since it was last cleared.
     len: u64,
+    /// A failed write may have left part of a batch behind; it is cut off before the next.
+    torn: bool,
     buf: Vec<u8>,
 }
 
@@ -55,7 +56,7 @@ impl Spool {
             std::process::id(),
             crate::now_unix_ns()
         ));
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .create_new(true)
             .append(true)
             .open(&path)
@@ -67,40 +68,61 @@ impl Spool {
                 std::io::Error::other(format!("cannot lock a new spool: {e}")),
             )
         })?;
+        file.write_all(&header()).map_err(|e| spool_io(&path, e))?;
         Ok(Spool {
             file,
             path,
-            len: 0,
+            len: HEADER_LEN as u64,
+            torn: false,
             buf: Vec::with_capacity(4096),
         })
     }
 
     /// Writes the entries with one `write(2)`: durable against a crash of this process when it
     /// returns. `sync` adds an fdatasync, for power-loss durability.
-    pub(crate) fn write(&mut self, entries: &[Entry], sync: bool) -> Result<(), AuditError> {
+    pub(crate) fn write<'a>(
+        &mut self,
+        entries: impl IntoIterator<Item = EntryRef<'a>>,
+        sync: bool,
+    ) -> Result<(), AuditError> {
         self.buf.clear();
         for e in entries {
-            serde_json::to_writer(&mut self.buf, e).map_err(|err| AuditError::InvalidRecord {
-                index: 0,
-                reason: format!("cannot encode for the spool: {err}"),
-            })?;
-            self.buf.push(b'\n');
+            encode_entry(&mut self.buf, e.key, e.refers_to, e.record)?;
         }
-        self.file
-            .write_all(&self.buf)
-            .map_err(|e| spool_io(&self.path, e))?;
+        if self.torn {
+            // Entries are framed back to back: a fragment would hide everything after it.
+            self.file
+                .set_len(self.len)
+                .map_err(|e| spool_io(&self.path, e))?;
+            self.torn = false;
+        }
+        if let Err(e) = self.file.write_all(&self.buf) {
+            self.torn = true;
+            return Err(spool_io(&self.path, e));
+        }
         if sync {
-            self.file.sync_data().map_err(|e| spool_io(&self.path, e))?;
+            if let Err(e) = self.file.sync_data() {
+                // The batch counts as not written: cut it off so it is not recovered either.
+                self.torn = true;
+                return Err(spool_io(&self.path, e));
+            }
         }
         self.len += self.buf.len() as u64;
+        // A rare huge batch should not pin its buffer for the life of the process.
+        if self.buf.capacity() > 1 << 20 {
+            self.buf = Vec::with_capacity(4096);
+        }
         Ok(())
     }
 
     /// Forgets everything written so far: called once all of it is in the chain.
     pub(crate) fn clear(&mut self) -> Result<(), AuditError> {
-        if self.len > 0 {
-            self.file.set_len(0).map_err(|e| spool_io(&self.path, e))?;
-            self.len = 0;
+        if self.len > HEADER_LEN as u64 || self.torn {
+            self.file
+                .set_len(HEADER_LEN as u64)
+                .map_err(|e| spool_io(&self.path, e))?;
+            self.len = HEADER_LEN as u64;
+            self.torn = false;
         }
         Ok(())
     }
@@ -120,6 +142,11 @@ fn spool_io(path: &Path, source: std::io::Error) -> AuditError {
 
 /// Folds the spools of dead gateways into the chain and removes them. Returns how many records
 /// were added. Spools of running gateways (locked) are left alone.
+///
+/// A spool whose entries stop at damage (not just a torn last write) is renamed to
+/// `<name>.damaged` once its readable entries are folded: kept for a human, never read again.
+/// A spool of an unknown (newer) encoding is an error: its records cannot be read, and
+/// skipping it would hide them.
 pub fn recover(db: &Path, store: &mut AuditStore) -> Result<usize, AuditError> {
     let dir = spool_dir(db);
     let Ok(listing) = std::fs::read_dir(&dir) else {
@@ -133,37 +160,45 @@ pub fn recover(db: &Path, store: &mut AuditStore) -> Result<usize, AuditError> {
     paths.sort();
     let mut added = 0;
     for path in paths {
-        let Ok(file) = OpenOptions::new().read(true).write(true).open(&path) else {
+        let Ok(mut file) = OpenOptions::new().read(true).write(true).open(&path) else {
             continue;
         };
         if file.try_lock().is_err() {
             continue; // a live gateway's spool
         }
-        let entries = read_entries(&file);
-        added += fold_missing(store, &entries)?;
-        std::fs::remove_file(&path).map_err(|e| spool_io(&path, e))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(|e| spool_io(&path, e))?;
+        let contents = decode_spool(&bytes);
+        if let SpoolEnd::Unsupported { version } = contents.end {
+            return Err(spool_io(
+                &path,
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("spool encoding version {version} is not supported by this build"),
+                ),
+            ));
+        }
+        added += fold_missing(store, &contents.records)?;
+        if let SpoolEnd::Damaged { .. } = contents.end {
+            let mut kept = path.clone().into_os_string();
+            kept.push(".damaged");
+            std::fs::rename(&path, &kept).map_err(|e| spool_io(&path, e))?;
+        } else {
+            std::fs::remove_file(&path).map_err(|e| spool_io(&path, e))?;
+        }
     }
     Ok(added)
 }
 
-/// The entries of a spool; a torn last line (the process died mid-write) is dropped: the
-/// write it belonged to never returned, so nothing acted on it.
-fn read_entries(file: &File) -> Vec<Entry> {
-    BufReader::new(file)
-        .split(b'\n')
-        .map_while(Result::ok)
-        .filter_map(|line| serde_json::from_slice::<Entry>(&line).ok())
-        .collect()
-}
-
 /// Appends, in spool order, the entries the chain does not hold yet.
-fn fold_missing(store: &mut AuditStore, entries: &[Entry]) -> Result<usize, AuditError> {
+fn fold_missing(store: &mut AuditStore, entries: &[SpooledRecord]) -> Result<usize, AuditError> {
     let mut seq_of = std::collections::HashMap::new();
     let mut missing = Vec::new();
     for e in entries {
-        match store.find_seq(&e.r)? {
+        match store.find_seq(&e.record)? {
             Some(seq) => {
-                seq_of.insert(e.k, seq);
+                seq_of.insert(e.key, seq);
             }
             None => missing.push(e),
         }
@@ -171,13 +206,13 @@ fn fold_missing(store: &mut AuditStore, entries: &[Entry]) -> Result<usize, Audi
     let mut added = 0;
     // One at a time: a later entry may refer to an earlier one folded just before it.
     for e in missing {
-        let mut record = e.r.clone();
+        let mut record = e.record.clone();
         if let Some(seq) = e.refers_to.and_then(|k| seq_of.get(&k)) {
             record.ref_seq = Some(*seq);
         }
         let appended = store.append(std::slice::from_ref(&record))?;
         if let Some(a) = appended.first() {
-            seq_of.insert(e.k, a.seq);
+            seq_of.insert(e.key, a.seq);
         }
         added += 1;
     }
@@ -185,61 +220,5 @@ fn fold_missing(store: &mut AuditStore, entries: &[Entry]) -> Result<usize, Audi
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-    use super::*;
-    use crate::{kinds, verify, Durability, Query};
-
-    fn entry(k: u64, kind: &str, refers_to: Option<u64>) -> Entry {
-        Entry {
-            k,
-            refers_to,
-            r: NewRecord::at(kind, 1_000 + i64::try_from(k).unwrap())
-                .agent("bot")
-                .session("s1")
-                .request_id(format!("{k}")),
-        }
-    }
-
-    #[test]
-    fn a_dead_gateways_spool_is_folded_once_with_references_resolved() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("audit.db");
-        let mut store = AuditStore::open(&db, Durability::Process).unwrap();
-        // Entry 0 made it into the chain before the crash; 1 and its result 2 did not.
-        store.append(&[entry(0, kinds::CALL, None).r]).unwrap();
-        let mut spool = Spool::create(&db).unwrap();
-        spool
-            .write(
-                &[
-                    entry(0, kinds::CALL, None),
-                    entry(1, kinds::CALL, None),
-                    entry(2, kinds::RESULT, Some(1)),
-                ],
-                false,
-            )
-            .unwrap();
-        // A torn last line: the write it belonged to never returned.
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&spool.path)
-            .unwrap()
-            .write_all(b"{\"k\":3,\"r\":{\"time_unix")
-            .unwrap();
-        // While its gateway holds the lock, the spool is left alone.
-        assert_eq!(recover(&db, &mut store).unwrap(), 0);
-        drop(spool); // the gateway dies: the lock goes with it
-        assert_eq!(recover(&db, &mut store).unwrap(), 2);
-        assert_eq!(recover(&db, &mut store).unwrap(), 0);
-        let all = store.query(&Query::default()).unwrap();
-        assert_eq!(all.len(), 3);
-        let call = all
-            .iter()
-            .find(|r| r.request_id.as_deref() == Some("1"))
-            .unwrap();
-        let result = all.iter().find(|r| r.kind == kinds::RESULT).unwrap();
-        assert_eq!(result.ref_seq, Some(call.seq));
-        assert!(verify(&db, None).unwrap().problem.is_none());
-        assert_eq!(std::fs::read_dir(spool_dir(&db)).unwrap().count(), 0);
-    }
-}
+#[path = "spool_tests.rs"]
+mod tests;

@@ -7,13 +7,14 @@
 //! stay in the spool and the thread retries; if the process dies they are recovered by the next
 //! reader of the trail (see [`crate::spool`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::spool::{recover, Entry, Spool};
+use crate::spool::{recover, EntryRef, Spool};
+use crate::spool_format::SpooledRecord as Entry;
 use crate::{AuditError, AuditStore, Durability, NewRecord};
 
 /// A submitted record's key, for a later record to refer to it (a result to its call).
@@ -43,17 +44,31 @@ const GATHER: Duration = Duration::from_millis(5);
 const GATHER_MAX: usize = 1024;
 /// How long the folding thread waits before retrying after a store error.
 const RETRY: Duration = Duration::from_millis(200);
+/// The largest emptied queue kept for reuse (an idle gateway should not hold a burst's worth).
+const SPARE_MAX: usize = 256;
 /// How many call keys are remembered for results that arrive later.
 const MAX_REMEMBERED: usize = 100_000;
 
 struct State {
     spool: Option<Spool>,
     next_key: u64,
-    queue: VecDeque<Entry>,
+    /// Submitted batches not taken by the folding thread yet, as submitted: moving each
+    /// record into a queue of its own would cost the call path a copy per record.
+    queue: Vec<Batch>,
+    /// How many records `queue` holds.
+    queued: usize,
+    /// An emptied queue handed back by the folding thread, so `submit` does not reallocate.
+    spare: Vec<Batch>,
     closed: bool,
     /// Keys below this are in the chain.
     folded_below: u64,
     last_error: Option<String>,
+}
+
+/// One `submit`: its records got the keys `first..first + items.len()`.
+struct Batch {
+    first: u64,
+    items: Vec<Submission>,
 }
 
 struct Shared {
@@ -83,7 +98,9 @@ impl AuditWriter {
             state: Mutex::new(State {
                 spool: Some(spool),
                 next_key: 0,
-                queue: VecDeque::new(),
+                queue: Vec::new(),
+                queued: 0,
+                spare: Vec::new(),
                 closed: false,
                 folded_below: 0,
                 last_error: None,
@@ -117,22 +134,31 @@ impl AuditWriter {
         let mut state = lock(&self.shared.state);
         let first = state.next_key;
         let count = batch.len() as u64;
-        let entries: Vec<Entry> = batch
-            .into_iter()
-            .enumerate()
-            .map(|(i, s)| Entry {
-                k: first + i as u64,
-                refers_to: s.refers_to.map(|t| t.0),
-                r: s.record,
-            })
-            .collect();
-        let Some(spool) = state.spool.as_mut() else {
+        let State {
+            spool,
+            queue,
+            queued,
+            next_key,
+            ..
+        } = &mut *state;
+        let Some(spool) = spool.as_mut() else {
             return Err(AuditError::Closed);
         };
-        spool.write(&entries, self.shared.sync)?;
-        state.next_key += count;
-        let was_empty = state.queue.is_empty();
-        state.queue.extend(entries);
+        spool.write(
+            (first..).zip(&batch).map(|(key, s)| EntryRef {
+                key,
+                refers_to: s.refers_to.map(|t| t.0),
+                record: &s.record,
+            }),
+            self.shared.sync,
+        )?;
+        *next_key += count;
+        let was_empty = queue.is_empty();
+        *queued += batch.len();
+        queue.push(Batch {
+            first,
+            items: batch,
+        });
         drop(state);
         if was_empty {
             self.shared.wake.notify_all();
@@ -186,39 +212,52 @@ impl Drop for AuditWriter {
 
 fn fold_loop(shared: &Shared, mut store: AuditStore) {
     let mut seq_of: HashMap<u64, u64> = HashMap::new();
+    // Taken from the queue, not yet in the chain (kept across a failed append, for the retry).
+    let mut pending: Vec<Entry> = Vec::new();
     loop {
-        let (batch, closed) = {
+        let (mut batches, closed) = {
             let mut state = lock(&shared.state);
-            while state.queue.is_empty() && !state.closed {
+            while state.queue.is_empty() && pending.is_empty() && !state.closed {
                 state = match shared.wake.wait(state) {
                     Ok(s) => s,
                     Err(p) => p.into_inner(),
                 };
             }
-            if !state.closed && state.queue.len() < GATHER_MAX {
+            if !state.closed && pending.is_empty() && state.queued < GATHER_MAX {
                 // Let more records gather (submits keep waking the condvar, so sleep).
                 drop(state);
                 std::thread::sleep(GATHER);
                 state = lock(&shared.state);
             }
-            (std::mem::take(&mut state.queue), state.closed)
+            state.queued = 0;
+            let spare = std::mem::take(&mut state.spare);
+            (std::mem::replace(&mut state.queue, spare), state.closed)
         };
-        if batch.is_empty() && closed {
+        for b in batches.drain(..) {
+            pending.extend((b.first..).zip(b.items).map(|(key, s)| Entry {
+                key,
+                refers_to: s.refers_to.map(|t| t.0),
+                record: s.record,
+            }));
+        }
+        if pending.is_empty() && closed {
             let mut state = lock(&shared.state);
             if let Some(spool) = state.spool.take() {
                 spool.remove();
             }
             return;
         }
-        let mut batch = batch;
         // A reference resolves to a record chained earlier, or to one in this very batch.
-        let position: HashMap<u64, usize> =
-            batch.iter().enumerate().map(|(i, e)| (e.k, i)).collect();
-        let mut links = Vec::with_capacity(batch.len());
-        for e in batch.iter_mut() {
+        let position: HashMap<u64, usize> = pending
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.key, i))
+            .collect();
+        let mut links = Vec::with_capacity(pending.len());
+        for e in pending.iter_mut() {
             let earlier = e.refers_to.and_then(|k| seq_of.get(&k));
             if let Some(seq) = earlier {
-                e.r.ref_seq = Some(*seq);
+                e.record.ref_seq = Some(*seq);
             }
             links.push(if earlier.is_none() {
                 e.refers_to.and_then(|k| position.get(&k).copied())
@@ -226,27 +265,37 @@ fn fold_loop(shared: &Shared, mut store: AuditStore) {
                 None
             });
         }
-        let records: Vec<&NewRecord> = batch.iter().map(|e| &e.r).collect();
-        match store.append_refs(&records, &links) {
+        let records: Vec<&NewRecord> = pending.iter().map(|e| &e.record).collect();
+        let appended = store.append_refs(&records, &links);
+        drop(records);
+        match appended {
             Ok(appended) => {
-                for (e, a) in batch.iter().zip(&appended) {
-                    if e.r.kind == crate::kinds::CALL {
-                        seq_of.insert(e.k, a.seq);
+                for (e, a) in pending.iter().zip(&appended) {
+                    if e.record.kind == crate::kinds::CALL {
+                        seq_of.insert(e.key, a.seq);
                     }
                     if let Some(k) = e.refers_to {
                         seq_of.remove(&k);
                     }
                 }
                 if seq_of.len() > MAX_REMEMBERED {
-                    let oldest = batch
-                        .front()
-                        .map_or(0, |e| e.k)
+                    let oldest = pending
+                        .first()
+                        .map_or(0, |e| e.key)
                         .saturating_sub(MAX_REMEMBERED as u64);
                     seq_of.retain(|k, _| *k >= oldest);
                 }
+                let folded_below = pending.last().map(|e| e.key + 1);
+                pending.clear();
+                if pending.capacity() > 64 {
+                    pending = Vec::new();
+                }
                 let mut state = lock(&shared.state);
-                state.folded_below = batch.back().map_or(state.folded_below, |e| e.k + 1);
+                state.folded_below = folded_below.unwrap_or(state.folded_below);
                 state.last_error = None;
+                if batches.capacity() <= SPARE_MAX {
+                    state.spare = batches;
+                }
                 if state.queue.is_empty() {
                     if let Some(spool) = state.spool.as_mut() {
                         if let Err(e) = spool.clear() {
@@ -258,13 +307,8 @@ fn fold_loop(shared: &Shared, mut store: AuditStore) {
                 shared.wake.notify_all();
             }
             Err(e) => {
-                drop(records);
                 let mut state = lock(&shared.state);
                 state.last_error = Some(e.to_string());
-                // Put the batch back in front of what arrived meanwhile, for the retry.
-                let arrived = std::mem::take(&mut state.queue);
-                state.queue = batch;
-                state.queue.extend(arrived);
                 if state.closed {
                     // Give up: the spool keeps the records for the next reader to recover.
                     state.spool.take();
@@ -319,5 +363,56 @@ mod tests {
         assert_eq!(status, vec![Some("ok"), Some("is_error")]);
         assert!(verify(&db, None).unwrap().problem.is_none());
         assert_eq!(std::fs::read_dir(crate::spool_dir(&db)).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn records_a_failed_commit_could_not_chain_are_retried_in_order_with_references() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("audit.db");
+        let writer = AuditWriter::start(&db, Durability::Process).unwrap();
+        // Another connection makes every insert fail until it lets go.
+        let other = rusqlite::Connection::open(&db).unwrap();
+        other
+            .execute_batch(
+                "CREATE TRIGGER refuse BEFORE INSERT ON records \
+                 BEGIN SELECT RAISE(ABORT, 'refused for the test'); END;",
+            )
+            .unwrap();
+        let call = writer
+            .submit(vec![NewRecord::now(kinds::CALL)
+                .agent("bot")
+                .request_id("1")
+                .into()])
+            .unwrap();
+        writer
+            .submit(vec![Submission {
+                record: NewRecord::now(kinds::RESULT).status("ok"),
+                refers_to: Some(call[0]),
+            }])
+            .unwrap();
+        let mut waited = 0;
+        while writer.last_error().is_none() && waited < 1_000 {
+            std::thread::sleep(Duration::from_millis(10));
+            waited += 1;
+        }
+        let error = writer.last_error().unwrap();
+        assert!(error.contains("refused for the test"), "{error}");
+        // Submits go on while the chain is unavailable (the spool holds them).
+        writer
+            .submit(vec![NewRecord::now(kinds::CALL)
+                .agent("bot")
+                .request_id("2")
+                .into()])
+            .unwrap();
+        other.execute_batch("DROP TRIGGER refuse;").unwrap();
+        assert!(writer.flush(Duration::from_secs(30)));
+        assert_eq!(writer.last_error(), None);
+        writer.close();
+        let store = AuditStore::open_read_only(&db).unwrap();
+        let all = store.query(&Query::default()).unwrap();
+        let ids: Vec<Option<&str>> = all.iter().map(|r| r.request_id.as_deref()).collect();
+        assert_eq!(ids, vec![Some("1"), None, Some("2")]);
+        assert_eq!(all[1].ref_seq, Some(all[0].seq));
+        assert!(verify(&db, None).unwrap().problem.is_none());
     }
 }

@@ -1,7 +1,11 @@
 //! Canonical JSON (RFC 8785, JSON Canonicalization Scheme) and SHA-256
 //! digests over it, so that a digest names a value, not one spelling of it.
+//!
+//! The writer is generic over where the bytes go: [`canonical_json`] fills a
+//! `Vec`, [`digest_json`] streams the same bytes straight into SHA-256 (it is
+//! on every call's path, and the canonical text itself is never needed there).
 
-use std::fmt::Write as _;
+use std::cmp::Ordering;
 
 use serde_json::{Map, Number, Value};
 use sha2::{Digest, Sha256};
@@ -23,62 +27,161 @@ pub fn canonical_json(v: &Value) -> Vec<u8> {
 
 /// Lowercase hexadecimal SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
+    hex_lower(&Sha256::digest(bytes).into())
 }
 
-/// `sha256_hex(canonical_json(v))`.
+/// `sha256_hex(canonical_json(v))`, without building the canonical text.
 pub fn digest_json(v: &Value) -> String {
-    sha256_hex(&canonical_json(v))
+    let mut sink = HashSink::new();
+    write_value(&mut sink, v);
+    hex_lower(&sink.finish())
 }
 
-fn write_value(out: &mut Vec<u8>, v: &Value) {
+/// Where canonical bytes go.
+trait Sink {
+    fn put(&mut self, bytes: &[u8]);
+    fn byte(&mut self, b: u8) {
+        self.put(&[b]);
+    }
+}
+
+impl Sink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+    fn byte(&mut self, b: u8) {
+        self.push(b);
+    }
+}
+
+/// Feeds SHA-256 through a small buffer: the writer emits many 1–10 byte
+/// pieces, and one hasher update per piece costs more than the copy.
+struct HashSink {
+    hasher: Sha256,
+    buf: [u8; 128],
+    len: usize,
+}
+
+impl HashSink {
+    fn new() -> HashSink {
+        HashSink {
+            hasher: Sha256::new(),
+            buf: [0; 128],
+            len: 0,
+        }
+    }
+
+    fn finish(mut self) -> [u8; 32] {
+        self.hasher.update(&self.buf[..self.len]);
+        self.hasher.finalize().into()
+    }
+}
+
+impl Sink for HashSink {
+    fn put(&mut self, bytes: &[u8]) {
+        let end = self.len + bytes.len();
+        if let Some(room) = self.buf.get_mut(self.len..end) {
+            room.copy_from_slice(bytes);
+            self.len = end;
+            return;
+        }
+        self.hasher.update(&self.buf[..self.len]);
+        self.len = 0;
+        if bytes.len() >= self.buf.len() {
+            self.hasher.update(bytes);
+        } else {
+            self.buf[..bytes.len()].copy_from_slice(bytes);
+            self.len = bytes.len();
+        }
+    }
+    fn byte(&mut self, b: u8) {
+        if self.len == self.buf.len() {
+            self.hasher.update(self.buf);
+            self.len = 0;
+        }
+        self.buf[self.len] = b;
+        self.len += 1;
+    }
+}
+
+fn hex_lower(digest: &[u8; 32]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 64];
+    for (pair, &b) in out.chunks_exact_mut(2).zip(digest) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
+    }
+    // Only ASCII hex digits were written: the check cannot fail.
+    String::from_utf8(out.to_vec()).unwrap_or_default()
+}
+
+fn write_value(out: &mut impl Sink, v: &Value) {
     match v {
-        Value::Null => out.extend_from_slice(b"null"),
-        Value::Bool(true) => out.extend_from_slice(b"true"),
-        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Null => out.put(b"null"),
+        Value::Bool(true) => out.put(b"true"),
+        Value::Bool(false) => out.put(b"false"),
         Value::Number(n) => write_number(out, n),
         Value::String(s) => write_string(out, s),
         Value::Array(items) => {
-            out.push(b'[');
+            out.byte(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(b',');
+                    out.byte(b',');
                 }
                 write_value(out, item);
             }
-            out.push(b']');
+            out.byte(b']');
         }
         Value::Object(map) => write_object(out, map),
     }
 }
 
-fn write_object(out: &mut Vec<u8>, map: &Map<String, Value>) {
-    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+/// RFC 8785 key order: UTF-16 code units. It equals UTF-8 byte order except
+/// for characters above U+FFFF against U+E000..U+FFFF.
+fn utf16_cmp(a: &str, b: &str) -> Ordering {
+    if a.is_ascii() && b.is_ascii() {
+        a.as_bytes().cmp(b.as_bytes())
+    } else {
+        a.encode_utf16().cmp(b.encode_utf16())
+    }
+}
+
+fn write_object(out: &mut impl Sink, map: &Map<String, Value>) {
+    out.byte(b'{');
     // Map order is UTF-8 byte order (or insertion order with serde_json's
-    // `preserve_order`); RFC 8785 wants UTF-16 code unit order, which differs
-    // for characters above U+FFFF against U+E000..U+FFFF.
-    entries.sort_by(|(a, _), (b, _)| {
-        if a.is_ascii() && b.is_ascii() {
-            a.as_bytes().cmp(b.as_bytes())
-        } else {
-            a.encode_utf16().cmp(b.encode_utf16())
-        }
+    // `preserve_order`), which is nearly always already the RFC 8785 order:
+    // check it instead of sorting a copy of the entries.
+    let mut keys = map.keys();
+    let in_order = keys.next().is_none_or(|first| {
+        keys.try_fold(first, |prev, k| {
+            (utf16_cmp(prev, k) == Ordering::Less).then_some(k)
+        })
+        .is_some()
     });
-    out.push(b'{');
-    for (i, (key, value)) in entries.into_iter().enumerate() {
+    if in_order {
+        write_entries(out, map.iter());
+    } else {
+        let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+        entries.sort_by(|(a, _), (b, _)| utf16_cmp(a, b));
+        write_entries(out, entries.into_iter());
+    }
+    out.byte(b'}');
+}
+
+fn write_entries<'a>(out: &mut impl Sink, entries: impl Iterator<Item = (&'a String, &'a Value)>) {
+    for (i, (key, value)) in entries.enumerate() {
         if i > 0 {
-            out.push(b',');
+            out.byte(b',');
         }
         write_string(out, key);
-        out.push(b':');
+        out.byte(b':');
         write_value(out, value);
     }
-    out.push(b'}');
 }
 
 /// `JSON.stringify` string escaping: `"`, `\` and control characters only.
-fn write_string(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
+fn write_string(out: &mut impl Sink, s: &str) {
+    out.byte(b'"');
     let bytes = s.as_bytes();
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
@@ -91,37 +194,59 @@ fn write_string(out: &mut Vec<u8>, s: &str) {
             b'\x0c' => b"\\f",
             b'\r' => b"\\r",
             0x00..=0x1f => {
-                out.extend_from_slice(&bytes[start..i]);
+                out.put(&bytes[start..i]);
                 const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[usize::from(b >> 4)]);
-                out.push(HEX[usize::from(b & 0xf)]);
+                out.put(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[usize::from(b >> 4)],
+                    HEX[usize::from(b & 0xf)],
+                ]);
                 start = i + 1;
                 continue;
             }
             _ => continue,
         };
-        out.extend_from_slice(&bytes[start..i]);
-        out.extend_from_slice(escape);
+        out.put(&bytes[start..i]);
+        out.put(escape);
         start = i + 1;
     }
-    out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
+    out.put(&bytes[start..]);
+    out.byte(b'"');
 }
 
-fn write_number(out: &mut Vec<u8>, n: &Number) {
-    let mut buf = String::with_capacity(32);
-    // Writing into a String cannot fail.
-    let _ = if let Some(i) = n.as_i64() {
-        write!(buf, "{i}")
+fn write_number(out: &mut impl Sink, n: &Number) {
+    if let Some(i) = n.as_i64() {
+        if i < 0 {
+            out.byte(b'-');
+        }
+        write_u64(out, i.unsigned_abs());
     } else if let Some(u) = n.as_u64() {
-        write!(buf, "{u}")
+        write_u64(out, u);
     } else {
         // A serde_json Number is an i64, a u64 or a finite f64.
+        let mut buf = String::with_capacity(32);
         write_es_double(&mut buf, n.as_f64().unwrap_or(0.0));
-        Ok(())
-    };
-    out.extend_from_slice(buf.as_bytes());
+        out.put(buf.as_bytes());
+    }
+}
+
+/// Decimal digits of `n`, without a formatter or an allocation.
+fn write_u64(out: &mut impl Sink, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        // n % 10 < 10, so the cast cannot truncate.
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.put(&buf[at..]);
 }
 
 #[cfg(test)]

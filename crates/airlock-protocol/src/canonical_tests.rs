@@ -116,3 +116,16 @@ fn digests_are_sha256_hex_of_the_canonical_form() {
         digest_json(&json!({"a": [1, "x"], "b": 2}))
     );
 }
+
+#[test]
+fn the_streamed_digest_is_the_digest_of_the_canonical_text() {
+    // Long strings cross the hashing buffer; keys out of map order take the sorting path.
+    let long = "x".repeat(300);
+    let v: Value = serde_json::from_str(&format!(
+        r#"{{"\ufb33":[1,-9223372036854775808,18446744073709551615,0.5],"\ud83d\ude00":"{long}","a\n":{{"b":"\u0001"}}}}"#
+    ))
+    .unwrap();
+    for v in [v, json!(null), json!(""), json!({}), json!([]), json!(-0.0)] {
+        assert_eq!(digest_json(&v), sha256_hex(&canonical_json(&v)), "{v}");
+    }
+}

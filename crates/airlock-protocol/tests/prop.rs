@@ -2,7 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use airlock_protocol::{
-    canonical_json, digest_json, error_response, parse_frame, parse_outline, Limits,
+    canonical_json, digest_json, error_response, parse_frame, parse_outline, sha256_hex, Limits,
     INVALID_REQUEST, PARSE_ERROR,
 };
 use proptest::prelude::*;
@@ -111,6 +111,14 @@ fn lit(v: &impl serde::Serialize) -> String {
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// The digest streamed into SHA-256 is the digest of the canonical bytes.
+    #[test]
+    fn streamed_digest_is_sha256_of_canonical_json(v in json_value(), n in any::<i64>(), u in any::<u64>()) {
+        for v in [v, Value::from(n), Value::from(u)] {
+            prop_assert_eq!(digest_json(&v), sha256_hex(&canonical_json(&v)));
+        }
+    }
 
     /// (1) Every valid frame serde_json writes is read back as the same value.
     #[test]
