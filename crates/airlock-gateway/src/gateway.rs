@@ -828,9 +828,13 @@ fn commit_decisions(shared: &Shared, records: &mut Vec<NewRecord>) -> Result<Vec
         return Ok(Vec::new());
     }
     // Result records waiting for a write ride along with the decisions.
-    let mut batch: Vec<Submission> = records.drain(..).map(Submission::from).collect();
-    let n = batch.len();
-    batch.append(&mut lock(&shared.results));
+    let mut results = lock(&shared.results);
+    let n = records.len();
+    // Sized once: a record is large, and growing the batch would copy them all.
+    let mut batch: Vec<Submission> = Vec::with_capacity(n + results.len());
+    batch.extend(records.drain(..).map(Submission::from));
+    batch.append(&mut results);
+    drop(results);
     match shared.audit.submit(batch) {
         Ok(tickets) => Ok(tickets.into_iter().take(n).collect()),
         Err(e) => {
