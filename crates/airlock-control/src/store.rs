@@ -4,16 +4,16 @@
 //! front of both.
 
 use std::cell::{RefCell, RefMut};
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use airlock_audit::Durability;
 use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
 
-use crate::cache::{EventCache, EventRow, ALL_AGENTS, RATE_CLASS, RESET_CLASS};
+use crate::cache::{EventCache, EventRow, ALL_AGENTS, RESET_CLASS};
 use crate::error::ControlError;
 use crate::journal::Journals;
+use crate::pending::{Pending, INSERT_EVENT};
 use crate::kill::{Kill, KillTarget};
 
 /// How long a writer waits for another process's transaction before failing.
@@ -52,8 +52,6 @@ CREATE TABLE IF NOT EXISTS breaker_events (
 CREATE INDEX IF NOT EXISTS breaker_events_time ON breaker_events(time_ns);
 ";
 
-const INSERT_EVENT: &str = "INSERT INTO breaker_events (agent, class, time_ns, calls, items, key, \
-     origin) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 
 /// Kill state and breaker counters. One per process (or thread); many
 /// processes can share one file.
@@ -66,7 +64,7 @@ pub struct ControlStore {
     cache: RefCell<EventCache>,
     /// Budget counters (exact across processes; see `crate::journal`).
     journals: RefCell<Journals>,
-    pending: Vec<EventRow>,
+    pending: Pending,
     pending_since: Option<Instant>,
     last_prune: Option<Instant>,
 }
@@ -116,7 +114,7 @@ impl ControlStore {
             origin: format!("{}-{}", std::process::id(), hex::encode(r)),
             cache: RefCell::new(EventCache::default()),
             journals: RefCell::new(Journals::new(db, durability)),
-            pending: Vec::new(),
+            pending: Pending::default(),
             pending_since: None,
             last_prune: None,
         })
@@ -198,7 +196,7 @@ impl ControlStore {
             self.journals.get_mut().reset(agent, now, cache)?;
         }
         let rows: Vec<EventRow> = reset.into_iter().collect();
-        write_rows(&tx, &rows, &[], &self.origin, cache)?;
+        write_rows(&tx, &rows, None, &self.origin, cache)?;
         tx.commit().map_err(ControlError::sqlite("commit resume"))?;
         for r in &rows {
             cache.apply(r);
@@ -289,7 +287,7 @@ impl ControlStore {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(ControlError::sqlite("begin breaker write"))?;
         let cache = self.cache.get_mut();
-        write_rows(&tx, rows, &self.pending, &self.origin, cache)?;
+        write_rows(&tx, rows, Some(&self.pending), &self.origin, cache)?;
         tx.commit()
             .map_err(ControlError::sqlite("commit breaker write"))?;
         self.pending.clear();
@@ -303,10 +301,11 @@ impl ControlStore {
     /// Caches `rows` now and writes them within [`FLUSH_AFTER`].
     pub(crate) fn write_later(&mut self, rows: Vec<EventRow>) -> Result<(), ControlError> {
         let cache = self.cache.get_mut();
-        for r in &rows {
-            cache.apply(r);
+        let width = cache.rate_bucket_ns;
+        for r in rows {
+            cache.apply(&r);
+            self.pending.push(r, width);
         }
-        self.pending.extend(rows);
         let since = *self.pending_since.get_or_insert_with(Instant::now);
         if self.pending.len() >= FLUSH_ROWS || since.elapsed() >= FLUSH_AFTER {
             self.flush()?;
@@ -319,8 +318,6 @@ impl ControlStore {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let width = self.cache.get_mut().rate_bucket_ns;
-        coalesce(&mut self.pending, width);
         self.write_now(&[])
     }
 
@@ -423,50 +420,22 @@ impl Drop for ControlStore {
     }
 }
 
-/// Merges pending loop rows: rate rows per agent × bucket (calls summed, at
-/// the bucket start), fan-out rows per agent × class × key (latest time). A
-/// busy agent then writes a few rows per flush, not one per call.
-fn coalesce(rows: &mut Vec<EventRow>, rate_bucket_ns: i64) {
-    let width = rate_bucket_ns.max(1);
-    let mut merged: HashMap<(String, String, Option<String>, i64), EventRow> = HashMap::new();
-    for r in rows.drain(..) {
-        let bucket = if r.class == RATE_CLASS {
-            r.time_ns - r.time_ns.rem_euclid(width)
-        } else {
-            0
-        };
-        let k = (r.agent.clone(), r.class.clone(), r.key.clone(), bucket);
-        match merged.get_mut(&k) {
-            Some(m) if r.class == RATE_CLASS => m.calls += r.calls,
-            Some(m) => m.time_ns = m.time_ns.max(r.time_ns),
-            None => {
-                let time_ns = if r.class == RATE_CLASS {
-                    bucket
-                } else {
-                    r.time_ns
-                };
-                merged.insert(k, EventRow { time_ns, ..r });
-            }
-        }
-    }
-    rows.extend(merged.into_values());
-    rows.sort_by_key(|r| r.time_ns);
-}
-
 /// Inside a write transaction: reads other processes' rows, inserts ours, and
 /// moves `last_id` past them all. Nobody else can write in between, so every
 /// id up to ours has been seen and the next delta query starts after it.
 fn write_rows(
     tx: &Connection,
     rows: &[EventRow],
-    pending: &[EventRow],
+    pending: Option<&Pending>,
     origin: &str,
     cache: &mut EventCache,
 ) -> Result<(), ControlError> {
     load_delta(tx, origin, cache)?;
     insert_rows(tx, rows, origin)?;
-    insert_rows(tx, pending, origin)?;
-    if !(rows.is_empty() && pending.is_empty()) {
+    if let Some(p) = pending {
+        p.insert(tx, origin)?;
+    }
+    if !(rows.is_empty() && pending.is_none_or(Pending::is_empty)) {
         cache.last_id = cache.last_id.max(tx.last_insert_rowid());
     }
     Ok(())
