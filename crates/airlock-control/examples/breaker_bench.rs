@@ -50,7 +50,10 @@ fn main() {
     let only = std::env::var("BREAKER_BENCH_LOOPS").ok();
     println!("database in {}", dir.display());
     for loops in [false, true] {
-        if only.as_deref().is_some_and(|o| o != if loops { "on" } else { "off" }) {
+        if only
+            .as_deref()
+            .is_some_and(|o| o != if loops { "on" } else { "off" })
+        {
             continue;
         }
         let text = CONFIG.replace("LOOPS", if loops { "true" } else { "false" });

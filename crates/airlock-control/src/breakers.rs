@@ -580,3 +580,7 @@ fn secs_ns(secs: u64) -> i64 {
 #[cfg(test)]
 #[path = "breakers_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "sums_tests.rs"]
+mod sums_tests;

@@ -134,13 +134,13 @@ impl EventCache {
             .flat_map(|m| m.iter())
             .flat_map(|(class, q)| {
                 q.after(from_ns).map(|e| EventRow {
-                        agent: agent.to_owned(),
-                        class: class.clone(),
-                        time_ns: e.time_ns,
-                        calls: e.calls,
-                        items: e.items,
-                        key: None,
-                    })
+                    agent: agent.to_owned(),
+                    class: class.clone(),
+                    time_ns: e.time_ns,
+                    calls: e.calls,
+                    items: e.items,
+                    key: None,
+                })
             })
             .collect();
         rows.sort_by_key(|r| r.time_ns);

@@ -81,24 +81,20 @@ impl Pending {
         let mut stmt = conn
             .prepare_cached(INSERT_EVENT)
             .map_err(ControlError::sqlite("prepare breaker insert"))?;
-        let mut put = |agent: &str,
-                       class: &str,
-                       time_ns: i64,
-                       calls: u64,
-                       items: u64,
-                       key: Option<&str>| {
-            stmt.execute(params![
-                agent,
-                class,
-                time_ns,
-                i64::try_from(calls).unwrap_or(i64::MAX),
-                i64::try_from(items).unwrap_or(i64::MAX),
-                key,
-                origin
-            ])
-            .map(drop)
-            .map_err(ControlError::sqlite("insert breaker event"))
-        };
+        let mut put =
+            |agent: &str, class: &str, time_ns: i64, calls: u64, items: u64, key: Option<&str>| {
+                stmt.execute(params![
+                    agent,
+                    class,
+                    time_ns,
+                    i64::try_from(calls).unwrap_or(i64::MAX),
+                    i64::try_from(items).unwrap_or(i64::MAX),
+                    key,
+                    origin
+                ])
+                .map(drop)
+                .map_err(ControlError::sqlite("insert breaker event"))
+            };
         for (agent, buckets) in &self.rate {
             insert_rate(conn, origin, agent, buckets)?;
         }
@@ -110,7 +106,14 @@ impl Pending {
             }
         }
         for r in &self.other {
-            put(&r.agent, &r.class, r.time_ns, r.calls, r.items, r.key.as_deref())?;
+            put(
+                &r.agent,
+                &r.class,
+                r.time_ns,
+                r.calls,
+                r.items,
+                r.key.as_deref(),
+            )?;
         }
         Ok(())
     }
@@ -139,7 +142,11 @@ fn insert_rate(
         );
         for i in 0..n {
             let sep = if i == 0 { "" } else { "," };
-            sql.push_str(&format!("{sep}(?1, '!rate', ?{}, ?{}, 0, NULL, ?2)", 3 + 2 * i, 4 + 2 * i));
+            sql.push_str(&format!(
+                "{sep}(?1, '!rate', ?{}, ?{}, 0, NULL, ?2)",
+                3 + 2 * i,
+                4 + 2 * i
+            ));
         }
         sql
     };
@@ -205,7 +212,9 @@ mod tests {
             .prepare("SELECT agent, class, time_ns, calls, key FROM breaker_events ORDER BY agent, class, time_ns")
             .unwrap();
         let got: Vec<(String, String, i64, i64, Option<String>)> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
             .unwrap()
             .map(Result::unwrap)
             .collect();

@@ -106,8 +106,10 @@ impl Series {
     /// Calls and items of the events after `from_ns` (exclusive); a sum past
     /// `u64::MAX` is `u64::MAX`.
     pub(crate) fn usage_after(&self, from_ns: i64) -> Usage {
-        let (Some(first), Some(last)) = (self.events.get(self.first_after(from_ns)), self.events.back())
-        else {
+        let (Some(first), Some(last)) = (
+            self.events.get(self.first_after(from_ns)),
+            self.events.back(),
+        ) else {
             return Usage::default();
         };
         let calls = last.run_calls - (first.run_calls - u128::from(first.calls));

@@ -13,8 +13,8 @@ use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
 use crate::cache::{EventCache, EventRow, ALL_AGENTS, RESET_CLASS};
 use crate::error::ControlError;
 use crate::journal::Journals;
-use crate::pending::{Pending, INSERT_EVENT};
 use crate::kill::{Kill, KillTarget};
+use crate::pending::{Pending, INSERT_EVENT};
 
 /// How long a writer waits for another process's transaction before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -51,7 +51,6 @@ CREATE TABLE IF NOT EXISTS breaker_events (
 );
 CREATE INDEX IF NOT EXISTS breaker_events_time ON breaker_events(time_ns);
 ";
-
 
 /// Kill state and breaker counters. One per process (or thread); many
 /// processes can share one file.
