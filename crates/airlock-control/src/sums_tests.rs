@@ -51,8 +51,11 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// (time, calls) of every budget row in the journal and every rate row in the database.
-fn stored(db: &Path, store: &ControlStore) -> (Vec<(i64, u64)>, Vec<(i64, u64)>) {
+/// (time, calls) of stored rows.
+type Rows = Vec<(i64, u64)>;
+
+/// Every budget row in the journal and every rate row in the database.
+fn stored(db: &Path, store: &ControlStore) -> (Rows, Rows) {
     let journal = crate::journal::journal_dir(db).join(format!("{}.journal", hex::encode("bot")));
     // No journal yet if no call was inside the class.
     let budget = std::fs::read_to_string(journal)
