@@ -6,8 +6,11 @@
 //! budget decision (see `crate::journal`), so they include every counted call
 //! of every process; loop-detection rows come from `breaker_events` by a delta
 //! query (`id > last_id AND origin != me`, see `ControlStore::refresh`) at most
-//! every [`crate::store::LOOP_REFRESH`].
+//! every [`crate::store::LOOP_REFRESH`]. Sums over a window come from each
+//! series' running totals (see `crate::series`).
 
+// hashbrown for `entry_ref`: a lookup by `&str` that allocates the key only
+// when it inserts, so a call's rows allocate nothing for names already seen.
 use hashbrown::HashMap;
 
 pub(crate) use crate::series::{Event, Series, Usage};

@@ -479,27 +479,32 @@ fn load_delta(conn: &Connection, origin: &str, cache: &mut EventCache) -> Result
     {
         let id: i64 = r.get(0).map_err(ControlError::sqlite("read breaker id"))?;
         cache.last_id = cache.last_id.max(id);
-        let class: String = r
-            .get(2)
-            .map_err(ControlError::sqlite("read breaker class"))?;
+        // Borrowed from the row: a delta of many rows allocates nothing for names seen before.
+        let read = |e| ControlError::sqlite("read breaker event")(e);
+        let text = |i: usize| -> Result<Option<&str>, ControlError> {
+            r.get_ref(i)
+                .map_err(read)?
+                .as_str_or_null()
+                .map_err(|e| ControlError::Corrupt(format!("breaker event {id}: {e}")))
+        };
+        let missing = || ControlError::Corrupt(format!("breaker event {id}: a NULL name"));
+        let class = text(2)?.ok_or_else(missing)?;
         if !class.starts_with('!') {
             // Budget rows live in the journals; a row here is from an older build.
             continue;
         }
-        let read = |e| ControlError::sqlite("read breaker event")(e);
         let calls: i64 = r.get(4).map_err(read)?;
         let items: i64 = r.get(5).map_err(read)?;
-        let row = EventRow {
-            agent: r.get(1).map_err(read)?,
+        cache.apply_parts(
+            text(1)?.ok_or_else(missing)?,
             class,
-            time_ns: r.get(3).map_err(read)?,
-            calls: u64::try_from(calls)
+            text(6)?,
+            r.get(3).map_err(read)?,
+            u64::try_from(calls)
                 .map_err(|_| ControlError::Corrupt(format!("breaker event {id}: calls {calls}")))?,
-            items: u64::try_from(items)
+            u64::try_from(items)
                 .map_err(|_| ControlError::Corrupt(format!("breaker event {id}: items {items}")))?,
-            key: r.get(6).map_err(read)?,
-        };
-        cache.apply(&row);
+        );
     }
     cache.refreshed = Some(Instant::now());
     Ok(())
