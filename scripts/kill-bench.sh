@@ -3,9 +3,12 @@
 # `airlock` and `kill-bench`, then starts AGENTS `airlock run` gateways (each wrapping the test
 # recorder, a python3 server that forks a SIGTERM-ignoring child, with one call in flight) and
 # times KILLS `airlock kill --agent` subprocesses until the in-flight call's error reached the
-# agent and the upstream's process tree is gone. Then the breaker accounting cost per call.
+# agent and the upstream's process tree is gone: first with the recorder unsandboxed
+# (`sandbox = "off"`), then in Airlock's default sandbox (`--sandboxed`, as deployed). Then the
+# breaker accounting cost per call.
 #
-# Usage: scripts/kill-bench.sh     (env: AGENTS=50 KILLS=100 OUT=file for the kill samples as JSON)
+# Usage: scripts/kill-bench.sh     (env: AGENTS=50 KILLS=100 OUT=prefix: kill samples as JSON in
+#                                   <prefix>.off.json and <prefix>.sandboxed.json)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -14,6 +17,10 @@ target=${CARGO_TARGET_DIR:-$root/target}
 
 cargo build --release -p airlock-cli -p airlock-bench --bin airlock --bin kill-bench
 args=(--airlock "$target/release/airlock" --agents "${AGENTS:-50}" --kills "${KILLS:-100}")
-[[ -n ${OUT:-} ]] && args+=(--out "$OUT")
-"$target/release/kill-bench" "${args[@]}"
+for mode in off sandboxed; do
+    extra=()
+    [[ $mode == sandboxed ]] && extra+=(--sandboxed)
+    [[ -n ${OUT:-} ]] && extra+=(--out "$OUT.$mode.json")
+    "$target/release/kill-bench" "${args[@]}" "${extra[@]}"
+done
 cargo run --release -q -p airlock-control --example breaker_bench

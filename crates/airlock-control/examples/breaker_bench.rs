@@ -4,7 +4,11 @@
 //! with two stores on one file taking turns (each call reads the other's row).
 //!
 //! `cargo run --release -p airlock-control --example breaker_bench [DIR]`
-//! (DIR: where the database goes; default a temporary directory).
+//! (DIR: where the database goes; default a temporary directory). With
+//! `BREAKER_BENCH_LOOPS=on` (or `off`) only that half runs. Each case is its
+//! own function (`case_*`), so `valgrind --tool=callgrind` followed by
+//! `callgrind_annotate --inclusive=yes` gives its instructions; divide by the
+//! calls it prints.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -43,8 +47,15 @@ fn main() {
     let dir = std::env::args()
         .nth(1)
         .map_or_else(|| tmp.path().to_owned(), Into::into);
+    let only = std::env::var("BREAKER_BENCH_LOOPS").ok();
     println!("database in {}", dir.display());
     for loops in [false, true] {
+        if only
+            .as_deref()
+            .is_some_and(|o| o != if loops { "on" } else { "off" })
+        {
+            continue;
+        }
         let text = CONFIG.replace("LOOPS", if loops { "true" } else { "false" });
         let config = airlock_config::parse(&text, Path::new("bench.toml")).unwrap();
         let set = BreakerSet::from_config(&config);
@@ -55,46 +66,93 @@ fn main() {
         } else {
             "loop detection off"
         };
-
-        let plain = json!({"text": "hello"});
-        let per = run(&set, &mut store, "echo", &plain, 200_000, MS);
-        println!("{label}: non-matching call          admit {per:>8.2} µs/call");
-
-        let target = json!({"repo": "r1", "text": "hello"});
-        let per = run(&set, &mut store, "repo_get", &target, 200_000, MS);
-        println!("{label}: non-matching, with target  admit {per:>8.2} µs/call");
-
-        let rec = json!({"recursive": true, "repo": "r1"});
-        let per = run(&set, &mut store, "acl_set", &rec, 20_000, 10 * SEC);
-        println!("{label}: matching a budget class    admit {per:>8.2} µs/call (journal append)");
-
-        // Two stores (as two processes) taking turns: each call first reads the other's row.
+        let (per, n) = case_plain(&set, &mut store);
+        println!("{label}: non-matching call          admit {per:>8.2} µs/call ({n} calls)");
+        let (per, n) = case_target(&set, &mut store);
+        println!("{label}: non-matching, with target  admit {per:>8.2} µs/call ({n} calls)");
+        let (per, n) = case_budget(&set, &mut store);
+        println!(
+            "{label}: matching a budget class    admit {per:>8.2} µs/call ({n} calls; journal append)"
+        );
         let mut other = ControlStore::open(&db).unwrap();
-        let n = 20_000;
-        let start = Instant::now();
-        for i in 0..n {
-            let s = if i % 2 == 0 { &mut store } else { &mut other };
-            let v = set
-                .admit(s, "bot", "corp", "acl_set", &rec, clock(10 * SEC))
-                .unwrap();
-            assert!(matches!(v, Verdict::Pass { .. }), "{v:?}");
-        }
-        let per = start.elapsed().as_secs_f64() * 1e6 / f64::from(n);
-        println!("{label}: matching, two stores in turn   admit {per:>8.2} µs/call");
-
-        // Right after the matching run: its last 60 calls are in the window.
-        let now = clock(0);
-        let n = 100_000;
-        let start = Instant::now();
-        for i in 0..n {
-            let v = set
-                .check(&store, "bot", "corp", "acl_set", &rec, now + i * MS)
-                .unwrap();
-            assert!(matches!(v, Verdict::Pass { .. }));
-        }
-        let per = start.elapsed().as_secs_f64() * 1e6 / n as f64;
-        println!("{label}: matching a budget class    check {per:>8.2} µs/call (no record)");
+        let (per, n) = case_two_stores(&set, &mut store, &mut other);
+        println!("{label}: matching, two stores in turn   admit {per:>8.2} µs/call ({n} calls)");
+        let (per, n) = case_check(&set, &store);
+        println!(
+            "{label}: matching a budget class    check {per:>8.2} µs/call ({n} calls; no record)"
+        );
     }
+}
+
+const PLAIN_CALLS: i64 = 200_000;
+const BUDGET_CALLS: i64 = 20_000;
+const CHECK_CALLS: i64 = 100_000;
+/// Warm-up calls [`run`] makes before it starts the clock.
+const WARM_UP: i64 = 100;
+
+/// A call no budget class matches, no target argument; 1 ms apart.
+#[inline(never)]
+fn case_plain(set: &BreakerSet, store: &mut ControlStore) -> (f64, i64) {
+    let plain = json!({"text": "hello"});
+    let per = run(set, store, "echo", &plain, PLAIN_CALLS, MS);
+    (per, PLAIN_CALLS + WARM_UP)
+}
+
+/// A call no budget class matches, with a fan-out target; 1 ms apart.
+#[inline(never)]
+fn case_target(set: &BreakerSet, store: &mut ControlStore) -> (f64, i64) {
+    let target = json!({"repo": "r1", "text": "hello"});
+    let per = run(set, store, "repo_get", &target, PLAIN_CALLS, MS);
+    (per, PLAIN_CALLS + WARM_UP)
+}
+
+/// A call inside the `acl` budget; 10 s apart, so each is in a rate bucket of its own.
+#[inline(never)]
+fn case_budget(set: &BreakerSet, store: &mut ControlStore) -> (f64, i64) {
+    let per = run(set, store, "acl_set", &acl_args(), BUDGET_CALLS, 10 * SEC);
+    (per, BUDGET_CALLS + WARM_UP)
+}
+
+/// Two stores (as two processes) taking turns: each call first reads the other's row.
+#[inline(never)]
+fn case_two_stores(
+    set: &BreakerSet,
+    store: &mut ControlStore,
+    other: &mut ControlStore,
+) -> (f64, i64) {
+    let rec = acl_args();
+    let start = Instant::now();
+    for i in 0..BUDGET_CALLS {
+        let s = if i % 2 == 0 { &mut *store } else { &mut *other };
+        let v = set
+            .admit(s, "bot", "corp", "acl_set", &rec, clock(10 * SEC))
+            .unwrap();
+        assert!(matches!(v, Verdict::Pass { .. }), "{v:?}");
+    }
+    (per_call(start, BUDGET_CALLS), BUDGET_CALLS)
+}
+
+/// Right after the matching runs (their last 60 calls are in the window): `check` alone.
+#[inline(never)]
+fn case_check(set: &BreakerSet, store: &ControlStore) -> (f64, i64) {
+    let rec = acl_args();
+    let now = clock(0);
+    let start = Instant::now();
+    for i in 0..CHECK_CALLS {
+        let v = set
+            .check(store, "bot", "corp", "acl_set", &rec, now + i * MS)
+            .unwrap();
+        assert!(matches!(v, Verdict::Pass { .. }));
+    }
+    (per_call(start, CHECK_CALLS), CHECK_CALLS)
+}
+
+fn acl_args() -> serde_json::Value {
+    json!({"recursive": true, "repo": "r1"})
+}
+
+fn per_call(start: Instant, n: i64) -> f64 {
+    start.elapsed().as_secs_f64() * 1e6 / n as f64
 }
 
 /// Simulated time: moves forward only, `step` ns per call.
@@ -123,7 +181,7 @@ fn run(
     step: i64,
 ) -> f64 {
     // Warm up statements and caches.
-    for _ in 0..100 {
+    for _ in 0..WARM_UP {
         set.admit(store, "bot", "corp", tool, args, clock(step))
             .unwrap();
     }
@@ -134,5 +192,5 @@ fn run(
             .unwrap();
         assert!(matches!(v, Verdict::Pass { .. }), "{v:?}");
     }
-    start.elapsed().as_secs_f64() * 1e6 / n as f64
+    per_call(start, n)
 }

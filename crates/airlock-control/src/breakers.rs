@@ -375,7 +375,7 @@ impl BreakerSet {
         let Some(key) = fanout_key(args, &d.fanout_keys) else {
             return Ok(None);
         };
-        let class = format!("{FANOUT_PREFIX}{server}/{tool}");
+        let class = fanout_class(server, tool);
         let window_ns = secs_ns(d.fanout_window_secs);
         let from = now_ns.saturating_sub(window_ns).max(reset);
         let (distinct, seen, oldest) = cache.fanout_state(agent, &class, from, &key);
@@ -406,17 +406,18 @@ impl BreakerSet {
         let d = &self.defaults;
         let short = secs_ns(d.rate_window_secs);
         let long = secs_ns(d.rate_baseline_secs);
-        let recent_from = now_ns.saturating_sub(short);
-        let (mut recent, mut before) = (0u64, 0u64);
-        let mut oldest_recent = None;
-        for e in cache.rate_events(agent, now_ns.saturating_sub(long).max(reset)) {
-            if e.time_ns > recent_from {
-                recent += e.calls;
-                oldest_recent.get_or_insert(e.time_ns);
-            } else {
-                before += e.calls;
+        let long_from = now_ns.saturating_sub(long).max(reset);
+        let recent_from = now_ns.saturating_sub(short).max(long_from);
+        // Two running-total lookups, not a walk over the baseline's buckets.
+        let (recent, before, oldest_recent) = match cache.rate_series(agent) {
+            Some(q) => {
+                let recent = q.usage_after(recent_from).calls;
+                let all = q.usage_after(long_from).calls;
+                let oldest = q.after(recent_from).next().map(|e| e.time_ns);
+                (recent, all.saturating_sub(recent), oldest)
             }
-        }
+            None => (0, 0, None),
+        };
         // The agent's own average per short window over the rest of the long one.
         let span = u64::try_from(long - short).unwrap_or(1).max(1);
         let per_window = (u128::from(before) * u128::from(d.rate_window_secs) * 1_000_000_000)
@@ -533,11 +534,30 @@ fn fanout_key(args: &Value, keys: &[String]) -> Option<String> {
             any = true;
             h.update(k.as_bytes());
             h.update([0]);
-            h.update(v.to_string().as_bytes());
+            // The JSON text, as `to_string` gives it, without building the String
+            // (writing to a hasher cannot fail; if it did, hash the String after all).
+            if serde_json::to_writer(&mut h, v).is_err() {
+                h.update(v.to_string().as_bytes());
+            }
             h.update([0]);
         }
     }
-    any.then(|| hex::encode(&h.finalize()[..16]))
+    if !any {
+        return None;
+    }
+    let mut text = [0u8; 32];
+    hex::encode_to_slice(&h.finalize()[..16], &mut text).ok()?;
+    std::str::from_utf8(&text).ok().map(str::to_owned)
+}
+
+/// `!fanout:<server>/<tool>`, without the formatting machinery (once per call).
+fn fanout_class(server: &str, tool: &str) -> String {
+    let mut class = String::with_capacity(FANOUT_PREFIX.len() + server.len() + 1 + tool.len());
+    class.push_str(FANOUT_PREFIX);
+    class.push_str(server);
+    class.push('/');
+    class.push_str(tool);
+    class
 }
 
 fn row(agent: &str, m: &Matched, now_ns: i64) -> EventRow {
@@ -560,3 +580,7 @@ fn secs_ns(secs: u64) -> i64 {
 #[cfg(test)]
 #[path = "breakers_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "sums_tests.rs"]
+mod sums_tests;

@@ -749,3 +749,22 @@ fn prune_drops_rows_outside_every_window() {
     // The newest row stays whatever its age, so row ids never go back.
     assert_eq!(s.prune(T0 + 99_999 * S).unwrap(), 1);
 }
+
+#[test]
+fn fanout_key_is_the_digest_stored_rows_already_hold() {
+    // The digest of each key, NUL, the value's JSON text, NUL: rows from
+    // earlier builds in the window must keep matching.
+    let args = json!({"repo": "r1", "path": {"a": [1, "x\u{e9}"]}, "other": 1});
+    let keys = vec!["path".to_string(), "repo".to_string(), "url".to_string()];
+    let mut h = Sha256::new();
+    for k in ["path", "repo"] {
+        h.update(k.as_bytes());
+        h.update([0]);
+        h.update(args[k].to_string().as_bytes());
+        h.update([0]);
+    }
+    let want = hex::encode(&h.finalize()[..16]);
+    assert_eq!(fanout_key(&args, &keys), Some(want));
+    assert_eq!(fanout_key(&json!({"q": 1}), &keys), None);
+    assert_eq!(fanout_class("corp", "a/b"), "!fanout:corp/a/b");
+}

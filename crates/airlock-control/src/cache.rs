@@ -6,9 +6,14 @@
 //! budget decision (see `crate::journal`), so they include every counted call
 //! of every process; loop-detection rows come from `breaker_events` by a delta
 //! query (`id > last_id AND origin != me`, see `ControlStore::refresh`) at most
-//! every [`crate::store::LOOP_REFRESH`].
+//! every [`crate::store::LOOP_REFRESH`]. Sums over a window come from each
+//! series' running totals (see `crate::series`).
 
-use std::collections::{HashMap, VecDeque};
+// hashbrown for `entry_ref`: a lookup by `&str` that allocates the key only
+// when it inserts, so a call's rows allocate nothing for names already seen.
+use hashbrown::HashMap;
+
+pub(crate) use crate::series::{Event, Series, Usage};
 
 /// `class` of a rate event (one row per agent per flush bucket).
 pub(crate) const RATE_CLASS: &str = "!rate";
@@ -30,20 +35,6 @@ pub(crate) struct EventRow {
     pub(crate) key: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Event {
-    pub(crate) time_ns: i64,
-    pub(crate) calls: u64,
-    pub(crate) items: u64,
-}
-
-/// Calls and items of one agent × class inside a window.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Usage {
-    pub(crate) calls: u64,
-    pub(crate) items: u64,
-}
-
 #[derive(Debug, Default)]
 pub(crate) struct EventCache {
     /// Highest `id` of another process's row applied.
@@ -52,60 +43,54 @@ pub(crate) struct EventCache {
     pub(crate) refreshed: Option<std::time::Instant>,
     /// Width of a rate bucket: rate events closer than this are merged.
     pub(crate) rate_bucket_ns: i64,
-    budgets: HashMap<String, HashMap<String, VecDeque<Event>>>,
-    rate: HashMap<String, VecDeque<Event>>,
+    budgets: HashMap<String, HashMap<String, Series>>,
+    rate: HashMap<String, Series>,
     fanout: HashMap<String, HashMap<String, HashMap<String, i64>>>,
     resets: HashMap<String, i64>,
 }
 
 impl EventCache {
     pub(crate) fn apply(&mut self, row: &EventRow) {
-        let agent = row.agent.as_str();
-        let ev = Event {
-            time_ns: row.time_ns,
-            calls: row.calls,
-            items: row.items,
-        };
-        if row.class == RESET_CLASS {
-            let r = self.resets.entry(row.agent.clone()).or_insert(i64::MIN);
-            *r = (*r).max(row.time_ns);
-        } else if row.class == RATE_CLASS {
-            // Kept per bucket (its start time), so the rate check sums few entries
-            // however many calls there were, and late rows merge in place.
-            let q = self.rate.entry(row.agent.clone()).or_default();
+        self.apply_parts(
+            &row.agent,
+            &row.class,
+            row.key.as_deref(),
+            row.time_ns,
+            row.calls,
+            row.items,
+        );
+    }
+
+    /// [`EventCache::apply`] from borrowed parts; allocates only for an agent,
+    /// class or key it has not seen before.
+    pub(crate) fn apply_parts(
+        &mut self,
+        agent: &str,
+        class: &str,
+        key: Option<&str>,
+        time_ns: i64,
+        calls: u64,
+        items: u64,
+    ) {
+        if class == RESET_CLASS {
+            let r = entry(&mut self.resets, agent, || i64::MIN);
+            *r = (*r).max(time_ns);
+        } else if class == RATE_CLASS {
+            // Kept per bucket (its start time), so few entries however many
+            // calls there were, and late rows merge in place.
             let width = self.rate_bucket_ns.max(1);
-            let start = ev.time_ns - ev.time_ns.rem_euclid(width);
-            let at = q.partition_point(|e| e.time_ns < start);
-            match q.get_mut(at) {
-                Some(b) if b.time_ns == start => b.calls += ev.calls,
-                _ => q.insert(
-                    at,
-                    Event {
-                        time_ns: start,
-                        ..ev
-                    },
-                ),
-            }
-        } else if row.class.starts_with(FANOUT_PREFIX) {
-            if let Some(key) = &row.key {
-                let last = self
-                    .fanout
-                    .entry(row.agent.clone())
-                    .or_default()
-                    .entry(row.class.clone())
-                    .or_default()
-                    .entry(key.clone())
-                    .or_insert(i64::MIN);
-                *last = (*last).max(row.time_ns);
+            let start = time_ns - time_ns.rem_euclid(width);
+            entry(&mut self.rate, agent, Series::default).add_to(start, calls);
+        } else if class.starts_with(FANOUT_PREFIX) {
+            if let Some(key) = key {
+                let classes = entry(&mut self.fanout, agent, HashMap::new);
+                let keys = entry(classes, class, HashMap::new);
+                let last = entry(keys, key, || i64::MIN);
+                *last = (*last).max(time_ns);
             }
         } else {
-            let q = self
-                .budgets
-                .entry(agent.to_owned())
-                .or_default()
-                .entry(row.class.clone())
-                .or_default();
-            insert_sorted(q, ev);
+            let classes = entry(&mut self.budgets, agent, HashMap::new);
+            entry(classes, class, Series::default).insert(time_ns, calls, items);
         }
     }
 
@@ -123,22 +108,19 @@ impl EventCache {
         class: &str,
         from_ns: i64,
     ) -> impl Iterator<Item = &Event> {
-        self.budgets
-            .get(agent)
-            .and_then(|m| m.get(class))
+        self.budget_series(agent, class)
             .into_iter()
-            .flat_map(move |q| {
-                let start = q.partition_point(|e| e.time_ns <= from_ns);
-                q.range(start..)
-            })
+            .flat_map(move |q| q.after(from_ns))
     }
 
+    /// Calls and items of `agent` × `class` after `from_ns` (exclusive).
     pub(crate) fn budget_usage(&self, agent: &str, class: &str, from_ns: i64) -> Usage {
-        self.budget_events(agent, class, from_ns)
-            .fold(Usage::default(), |u, e| Usage {
-                calls: u.calls + e.calls,
-                items: u.items + e.items,
-            })
+        self.budget_series(agent, class)
+            .map_or_else(Usage::default, |q| q.usage_after(from_ns))
+    }
+
+    fn budget_series(&self, agent: &str, class: &str) -> Option<&Series> {
+        self.budgets.get(agent).and_then(|m| m.get(class))
     }
 
     /// Forgets `agent`'s budget events (its journal is about to be read afresh).
@@ -154,16 +136,14 @@ impl EventCache {
             .into_iter()
             .flat_map(|m| m.iter())
             .flat_map(|(class, q)| {
-                q.iter()
-                    .filter(move |e| e.time_ns > from_ns)
-                    .map(|e| EventRow {
-                        agent: agent.to_owned(),
-                        class: class.clone(),
-                        time_ns: e.time_ns,
-                        calls: e.calls,
-                        items: e.items,
-                        key: None,
-                    })
+                q.after(from_ns).map(|e| EventRow {
+                    agent: agent.to_owned(),
+                    class: class.clone(),
+                    time_ns: e.time_ns,
+                    calls: e.calls,
+                    items: e.items,
+                    key: None,
+                })
             })
             .collect();
         rows.sort_by_key(|r| r.time_ns);
@@ -182,12 +162,9 @@ impl EventCache {
         v
     }
 
-    /// Rate events of `agent` after `from_ns` (exclusive), oldest first.
-    pub(crate) fn rate_events(&self, agent: &str, from_ns: i64) -> impl Iterator<Item = &Event> {
-        self.rate.get(agent).into_iter().flat_map(move |q| {
-            let start = q.partition_point(|e| e.time_ns <= from_ns);
-            q.range(start..)
-        })
+    /// `agent`'s rate buckets.
+    pub(crate) fn rate_series(&self, agent: &str) -> Option<&Series> {
+        self.rate.get(agent)
     }
 
     /// Distinct keys of `agent` × fan-out `class` seen after `from_ns`, whether
@@ -219,13 +196,13 @@ impl EventCache {
     pub(crate) fn prune(&mut self, cutoff_ns: i64) {
         for m in self.budgets.values_mut() {
             for q in m.values_mut() {
-                drop_front(q, cutoff_ns);
+                q.drop_through(cutoff_ns);
             }
             m.retain(|_, q| !q.is_empty());
         }
         self.budgets.retain(|_, m| !m.is_empty());
         for q in self.rate.values_mut() {
-            drop_front(q, cutoff_ns);
+            q.drop_through(cutoff_ns);
         }
         self.rate.retain(|_, q| !q.is_empty());
         for m in self.fanout.values_mut() {
@@ -238,18 +215,7 @@ impl EventCache {
     }
 }
 
-/// Keeps the deque sorted by time; rows from other processes may arrive late.
-fn insert_sorted(q: &mut VecDeque<Event>, ev: Event) {
-    if q.back().is_none_or(|b| b.time_ns <= ev.time_ns) {
-        q.push_back(ev);
-    } else {
-        let at = q.partition_point(|e| e.time_ns <= ev.time_ns);
-        q.insert(at, ev);
-    }
-}
-
-fn drop_front(q: &mut VecDeque<Event>, cutoff_ns: i64) {
-    while q.front().is_some_and(|e| e.time_ns <= cutoff_ns) {
-        q.pop_front();
-    }
+/// `map[key]`, inserting `new()` first if absent; allocates the key only then.
+fn entry<'m, V>(map: &'m mut HashMap<String, V>, key: &str, new: impl FnOnce() -> V) -> &'m mut V {
+    map.entry_ref(key).or_insert_with(new)
 }

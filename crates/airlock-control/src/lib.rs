@@ -47,7 +47,9 @@ mod error;
 mod journal;
 mod kill;
 mod notify;
+mod pending;
 mod records;
+mod series;
 mod store;
 
 pub use act::{check_target, durability, kill_and_announce, resume_and_announce, Announced};

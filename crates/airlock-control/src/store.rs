@@ -4,17 +4,17 @@
 //! front of both.
 
 use std::cell::{RefCell, RefMut};
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use airlock_audit::Durability;
 use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
 
-use crate::cache::{EventCache, EventRow, ALL_AGENTS, RATE_CLASS, RESET_CLASS};
+use crate::cache::{EventCache, EventRow, ALL_AGENTS, RESET_CLASS};
 use crate::error::ControlError;
 use crate::journal::Journals;
 use crate::kill::{Kill, KillTarget};
+use crate::pending::{Pending, INSERT_EVENT};
 
 /// How long a writer waits for another process's transaction before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -52,9 +52,6 @@ CREATE TABLE IF NOT EXISTS breaker_events (
 CREATE INDEX IF NOT EXISTS breaker_events_time ON breaker_events(time_ns);
 ";
 
-const INSERT_EVENT: &str = "INSERT INTO breaker_events (agent, class, time_ns, calls, items, key, \
-     origin) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
-
 /// Kill state and breaker counters. One per process (or thread); many
 /// processes can share one file.
 #[derive(Debug)]
@@ -66,7 +63,7 @@ pub struct ControlStore {
     cache: RefCell<EventCache>,
     /// Budget counters (exact across processes; see `crate::journal`).
     journals: RefCell<Journals>,
-    pending: Vec<EventRow>,
+    pending: Pending,
     pending_since: Option<Instant>,
     last_prune: Option<Instant>,
 }
@@ -116,7 +113,7 @@ impl ControlStore {
             origin: format!("{}-{}", std::process::id(), hex::encode(r)),
             cache: RefCell::new(EventCache::default()),
             journals: RefCell::new(Journals::new(db, durability)),
-            pending: Vec::new(),
+            pending: Pending::default(),
             pending_since: None,
             last_prune: None,
         })
@@ -198,7 +195,7 @@ impl ControlStore {
             self.journals.get_mut().reset(agent, now, cache)?;
         }
         let rows: Vec<EventRow> = reset.into_iter().collect();
-        write_rows(&tx, &rows, &[], &self.origin, cache)?;
+        write_rows(&tx, &rows, None, &self.origin, cache)?;
         tx.commit().map_err(ControlError::sqlite("commit resume"))?;
         for r in &rows {
             cache.apply(r);
@@ -289,7 +286,7 @@ impl ControlStore {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(ControlError::sqlite("begin breaker write"))?;
         let cache = self.cache.get_mut();
-        write_rows(&tx, rows, &self.pending, &self.origin, cache)?;
+        write_rows(&tx, rows, Some(&self.pending), &self.origin, cache)?;
         tx.commit()
             .map_err(ControlError::sqlite("commit breaker write"))?;
         self.pending.clear();
@@ -303,10 +300,11 @@ impl ControlStore {
     /// Caches `rows` now and writes them within [`FLUSH_AFTER`].
     pub(crate) fn write_later(&mut self, rows: Vec<EventRow>) -> Result<(), ControlError> {
         let cache = self.cache.get_mut();
-        for r in &rows {
-            cache.apply(r);
+        let width = cache.rate_bucket_ns;
+        for r in rows {
+            cache.apply(&r);
+            self.pending.push(r, width);
         }
-        self.pending.extend(rows);
         let since = *self.pending_since.get_or_insert_with(Instant::now);
         if self.pending.len() >= FLUSH_ROWS || since.elapsed() >= FLUSH_AFTER {
             self.flush()?;
@@ -319,8 +317,6 @@ impl ControlStore {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let width = self.cache.get_mut().rate_bucket_ns;
-        coalesce(&mut self.pending, width);
         self.write_now(&[])
     }
 
@@ -423,50 +419,22 @@ impl Drop for ControlStore {
     }
 }
 
-/// Merges pending loop rows: rate rows per agent × bucket (calls summed, at
-/// the bucket start), fan-out rows per agent × class × key (latest time). A
-/// busy agent then writes a few rows per flush, not one per call.
-fn coalesce(rows: &mut Vec<EventRow>, rate_bucket_ns: i64) {
-    let width = rate_bucket_ns.max(1);
-    let mut merged: HashMap<(String, String, Option<String>, i64), EventRow> = HashMap::new();
-    for r in rows.drain(..) {
-        let bucket = if r.class == RATE_CLASS {
-            r.time_ns - r.time_ns.rem_euclid(width)
-        } else {
-            0
-        };
-        let k = (r.agent.clone(), r.class.clone(), r.key.clone(), bucket);
-        match merged.get_mut(&k) {
-            Some(m) if r.class == RATE_CLASS => m.calls += r.calls,
-            Some(m) => m.time_ns = m.time_ns.max(r.time_ns),
-            None => {
-                let time_ns = if r.class == RATE_CLASS {
-                    bucket
-                } else {
-                    r.time_ns
-                };
-                merged.insert(k, EventRow { time_ns, ..r });
-            }
-        }
-    }
-    rows.extend(merged.into_values());
-    rows.sort_by_key(|r| r.time_ns);
-}
-
 /// Inside a write transaction: reads other processes' rows, inserts ours, and
 /// moves `last_id` past them all. Nobody else can write in between, so every
 /// id up to ours has been seen and the next delta query starts after it.
 fn write_rows(
     tx: &Connection,
     rows: &[EventRow],
-    pending: &[EventRow],
+    pending: Option<&Pending>,
     origin: &str,
     cache: &mut EventCache,
 ) -> Result<(), ControlError> {
     load_delta(tx, origin, cache)?;
     insert_rows(tx, rows, origin)?;
-    insert_rows(tx, pending, origin)?;
-    if !(rows.is_empty() && pending.is_empty()) {
+    if let Some(p) = pending {
+        p.insert(tx, origin)?;
+    }
+    if !(rows.is_empty() && pending.is_none_or(Pending::is_empty)) {
         cache.last_id = cache.last_id.max(tx.last_insert_rowid());
     }
     Ok(())
@@ -511,27 +479,32 @@ fn load_delta(conn: &Connection, origin: &str, cache: &mut EventCache) -> Result
     {
         let id: i64 = r.get(0).map_err(ControlError::sqlite("read breaker id"))?;
         cache.last_id = cache.last_id.max(id);
-        let class: String = r
-            .get(2)
-            .map_err(ControlError::sqlite("read breaker class"))?;
+        // Borrowed from the row: a delta of many rows allocates nothing for names seen before.
+        let read = |e| ControlError::sqlite("read breaker event")(e);
+        let text = |i: usize| -> Result<Option<&str>, ControlError> {
+            r.get_ref(i)
+                .map_err(read)?
+                .as_str_or_null()
+                .map_err(|e| ControlError::Corrupt(format!("breaker event {id}: {e}")))
+        };
+        let missing = || ControlError::Corrupt(format!("breaker event {id}: a NULL name"));
+        let class = text(2)?.ok_or_else(missing)?;
         if !class.starts_with('!') {
             // Budget rows live in the journals; a row here is from an older build.
             continue;
         }
-        let read = |e| ControlError::sqlite("read breaker event")(e);
         let calls: i64 = r.get(4).map_err(read)?;
         let items: i64 = r.get(5).map_err(read)?;
-        let row = EventRow {
-            agent: r.get(1).map_err(read)?,
+        cache.apply_parts(
+            text(1)?.ok_or_else(missing)?,
             class,
-            time_ns: r.get(3).map_err(read)?,
-            calls: u64::try_from(calls)
+            text(6)?,
+            r.get(3).map_err(read)?,
+            u64::try_from(calls)
                 .map_err(|_| ControlError::Corrupt(format!("breaker event {id}: calls {calls}")))?,
-            items: u64::try_from(items)
+            u64::try_from(items)
                 .map_err(|_| ControlError::Corrupt(format!("breaker event {id}: items {items}")))?,
-            key: r.get(6).map_err(read)?,
-        };
-        cache.apply(&row);
+        );
     }
     cache.refreshed = Some(Instant::now());
     Ok(())

@@ -9,7 +9,14 @@
 //! restarts its gateway with a new call in flight, and goes on. Prints p50/p99/max and writes
 //! the samples as JSON with `--out`.
 //!
-//! `kill-bench --airlock target/release/airlock [--agents 50] [--kills 100] [--out k.json]`
+//! By default the recorder runs with `sandbox = "off"` and reports its tree's host pids itself.
+//! With `--sandboxed` it runs in Airlock's default sandbox, as real deployments do (as `nobody`
+//! when the bench runs as root): its own pids are those of its PID namespace, so the bench takes
+//! the upstream's tree to be every descendant of the gateway process (from
+//! `/proc/<pid>/task/*/children`, once the call reached the server), sandbox helpers included.
+//!
+//! `kill-bench --airlock target/release/airlock [--sandboxed] [--agents 50] [--kills 100]
+//! [--out k.json]`
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -31,6 +38,8 @@ struct Args {
     agents: usize,
     kills: usize,
     out: Option<PathBuf>,
+    /// The recorder in the default sandbox rather than `sandbox = "off"`.
+    sandboxed: bool,
 }
 
 /// One running gateway of agent `bench-<n>` and what the bench knows about it.
@@ -39,7 +48,8 @@ struct Gateway {
     stdin: Option<ChildStdin>,
     /// Lines from the gateway's stdout, with the time each arrived.
     lines: mpsc::Receiver<(Instant, String)>,
-    /// The upstream's pids: the server and the child it forked.
+    /// The upstream's host pids: the server and the child it forked (and, sandboxed, the
+    /// sandbox's own processes).
     pids: Vec<i32>,
 }
 
@@ -57,11 +67,17 @@ struct Sample {
 fn main() -> Result<()> {
     let args = parse_args()?;
     let dir = tempfile::tempdir()?;
-    let config = write_config(dir.path(), args.agents)?;
+    let config = write_config(dir.path(), args.agents, args.sandboxed)?;
     eprintln!("kill-bench: starting {} gateways", args.agents);
     let mut gateways = Vec::new();
     for n in 0..args.agents {
         gateways.push(start(&args, dir.path(), &config, n, 0)?);
+    }
+    if let Some(g) = gateways.first() {
+        eprintln!(
+            "kill-bench: an upstream tree is {} host processes",
+            g.pids.len()
+        );
     }
     let mut samples = Vec::new();
     for k in 0..args.kills {
@@ -100,6 +116,7 @@ fn parse_args() -> Result<Args> {
         agents: 50,
         kills: 100,
         out: None,
+        sandboxed: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -110,6 +127,7 @@ fn parse_args() -> Result<Args> {
             "--agents" => a.agents = value()?.parse()?,
             "--kills" => a.kills = value()?.parse()?,
             "--out" => a.out = Some(value()?.into()),
+            "--sandboxed" => a.sandboxed = true,
             other => bail!("unknown argument {other}"),
         }
     }
@@ -119,18 +137,30 @@ fn parse_args() -> Result<Args> {
     Ok(a)
 }
 
-/// The recorder runs unsandboxed: the bench watches its tree's host pids, which a sandboxed
-/// server (in a PID namespace of its own) cannot report; its kill is the process group's.
-fn write_config(dir: &Path, agents: usize) -> Result<PathBuf> {
+/// Unsandboxed, the recorder reports its tree's host pids itself and is killed as a process
+/// group. Sandboxed (the default profile, as `nobody` when the bench runs as root), it may write
+/// only `out/`, which everyone may write, in a directory everyone may cross but not list.
+fn write_config(dir: &Path, agents: usize, sandboxed: bool) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
     std::fs::write(
         dir.join("policy.cedar"),
         "permit (principal, action == Action::\"call_tool\", resource == Tool::\"rec/slow\");\n",
     )?;
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out)?;
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))?;
     let hash = hex::encode(Sha256::digest(TOKEN.as_bytes()));
+    let server = if sandboxed {
+        "[servers.rec]\n\n[sandbox.profiles.default]\nwrite = [\"out\"]\n\
+         env = [\"PATH\", \"RECORDER_LOG\", \"RECORDER_PIDS\", \"RECORDER_FORK\", \"RECORDER_SLOW\"]\n"
+    } else {
+        "[servers.rec]\nsandbox = \"off\"\n"
+    };
     let mut text = format!(
         "[policy]\nfiles = [\"policy.cedar\"]\n\n[audit]\npath = \"audit.db\"\n\n\
          [humans.alice]\ntoken_sha256 = \"{hash}\"\n\n[tasks.bench]\ndescription = \"kill bench\"\n\n\
-         [servers.rec]\nsandbox = \"off\"\n\n[breakers.defaults]\nenabled = false\n"
+         {server}\n[breakers.defaults]\nenabled = false\n"
     );
     for n in 0..agents {
         text.push_str(&format!(
@@ -144,8 +174,8 @@ fn write_config(dir: &Path, agents: usize) -> Result<PathBuf> {
 
 /// Starts agent `n`'s gateway and puts one call in flight that the server sits on.
 fn start(args: &Args, dir: &Path, config: &Path, n: usize, round: usize) -> Result<Gateway> {
-    let pids_file = dir.join(format!("pids-{n}-{round}"));
-    let log = dir.join(format!("log-{n}-{round}"));
+    let pids_file = dir.join(format!("out/pids-{n}-{round}"));
+    let log = dir.join(format!("out/log-{n}-{round}"));
     let mut child = Command::new(&args.airlock)
         .args(["run", "--config"])
         .arg(config)
@@ -195,6 +225,16 @@ fn start(args: &Args, dir: &Path, config: &Path, n: usize, round: usize) -> Resu
             .collect();
         let received = std::fs::read_to_string(&log).unwrap_or_default();
         if g.pids.len() == 2 && received.contains("\"slow\"") {
+            if args.sandboxed {
+                // Namespace pids: the host's are the gateway's descendants.
+                g.pids = descendants(g.child.id());
+                if g.pids.len() < 2 {
+                    bail!(
+                        "gateway {n}: its sandboxed upstream has {} processes",
+                        g.pids.len()
+                    );
+                }
+            }
             return Ok(g);
         }
         if started.elapsed() > STEP_LIMIT {
@@ -285,6 +325,34 @@ fn stop(mut g: Gateway) {
     let _ = g.child.wait();
 }
 
+/// Every descendant of `pid`, from `/proc/<pid>/task/*/children` (children of every thread),
+/// recursively.
+fn descendants(pid: u32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            for c in children
+                .split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok())
+            {
+                if let Ok(c32) = i32::try_from(c) {
+                    if !out.contains(&c32) {
+                        out.push(c32);
+                        todo.push(c);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 /// A process that is gone or a zombie no longer runs anything.
 fn running(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -305,9 +373,15 @@ fn report(args: &Args, samples: &[Sample], floor: &mut [f64]) -> Result<()> {
         ("both (the kill latency)", |s| s.total_ms),
     ];
     println!(
-        "{} kills, {} agents active with a call in flight; ms from the start of `airlock kill`",
+        "{} kills, {} agents active with a call in flight, upstream {}; ms from the start of \
+         `airlock kill`",
         samples.len(),
-        args.agents
+        args.agents,
+        if args.sandboxed {
+            "in the default sandbox"
+        } else {
+            "unsandboxed (sandbox = \"off\")"
+        }
     );
     println!("| measured until | p50 ms | p90 ms | p99 ms | max ms |");
     println!("|---|---:|---:|---:|---:|");
