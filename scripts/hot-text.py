@@ -149,8 +149,6 @@ def parse_callgrind(files, exe):
                     r = resolve("ob", val)
                     if key == "ob":
                         ob = r
-                # Valgrind names the object "???" for code outside the `.text` section, such
-                # as `.text.hot`: taken as the executable's (a name from elsewhere is harmless).
                 elif eq and key in ("fn", "cfn"):
                     r = resolve("fn", val)
                     if key == "fn":
@@ -160,6 +158,8 @@ def parse_callgrind(files, exe):
                 elif line[:1].isdigit() or line[:1] in "+-*":
                     if after_calls:  # the cost line of a call belongs to the callee
                         after_calls = False
+                    # Valgrind names the object "???" for code outside the `.text` section, as
+                    # in `.text.hot`: taken as the executable's (another's name is harmless).
                     elif last and fn and ob and (ob == "???" or os.path.realpath(ob) == exe):
                         cost = line.split()
                         if len(cost) > 1:
