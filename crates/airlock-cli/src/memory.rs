@@ -9,9 +9,16 @@
 //! resident set: a page the gateway touches later comes back on its own, with a minor fault
 //! (about a microsecond, once). Only mappings that cannot have been written are released:
 //! not writable and without a single private (copy-on-write) page, since dropping a private
-//! page of a private mapping would lose its contents (relocated data, say). And only the
-//! executable's own mappings: the kernel refuses writes to a running executable (`ETXTBSY`),
-//! so what comes back from the file is what was there.
+//! page of a private mapping would lose its contents (relocated data, say). Those of the
+//! executable, which the kernel keeps from being written while it runs (`ETXTBSY`), and those
+//! of the shared libraries (libc, libm, the loader): a library is replaced by renaming a new
+//! file over it, which leaves the mapped one intact, and a library written in place would
+//! already break every page of it not yet touched, released or not. Deleted files are left
+//! alone.
+//!
+//! What comes back is what the gateway runs. Release builds group that code (see build.rs and
+//! scripts/hot-text.py), so it comes back as a few contiguous pages, not one 64 KiB
+//! fault-around window per scattered function.
 //!
 //! The heap's freed start-up memory goes back too (`malloc_trim`).
 #![allow(unsafe_code)]
@@ -19,7 +26,7 @@
 use std::path::PathBuf;
 
 /// Releases the start-up pages (see the module docs); returns how many bytes of the
-/// executable's mappings were released. Best effort: anything unreadable is left alone.
+/// executable's and the libraries' mappings were released. Best effort: anything unreadable is left alone.
 pub(crate) fn release_startup_pages() -> usize {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only returns free heap memory to the system; it takes no pointers.
@@ -58,8 +65,8 @@ struct Region {
     rss_kib: usize,
 }
 
-/// The mappings of `exe` in `smaps` text that are private, not writable, resident and hold no
-/// anonymous (copy-on-write) page.
+/// The file mappings in `smaps` text (of `exe` or a shared library) that are private, not
+/// writable, resident and hold no anonymous (copy-on-write) page.
 fn clean_regions(smaps: &str, exe: &std::path::Path) -> Vec<Region> {
     struct Current {
         start: usize,
@@ -92,7 +99,7 @@ fn clean_regions(smaps: &str, exe: &std::path::Path) -> Vec<Region> {
                 && bytes[0] == b'r'
                 && bytes[1] == b'-'
                 && bytes[3] == b'p'
-                && path.as_deref() == Some(exe);
+                && path.as_deref().is_some_and(|p| releasable_file(p, exe));
             current = Some(Current {
                 start,
                 end,
@@ -110,6 +117,15 @@ fn clean_regions(smaps: &str, exe: &std::path::Path) -> Vec<Region> {
     }
     flush(current.take(), &mut out);
     out
+}
+
+/// The executable, or a shared library still on disk (see the module docs).
+fn releasable_file(path: &std::path::Path, exe: &std::path::Path) -> bool {
+    if path == exe {
+        return true;
+    }
+    let name = path.to_string_lossy();
+    path.is_absolute() && !name.ends_with(" (deleted)") && name.contains(".so")
 }
 
 /// Parses `start-end perms offset dev inode [path]`; `None` for a field line.
@@ -159,13 +175,25 @@ Anonymous:            64 kB
 7f0000000000-7f0000100000 r-xp 00000000 08:01 456 /usr/lib/libc.so.6
 Rss:                 900 kB
 Anonymous:             0 kB
+7f0000100000-7f0000110000 r--p 00100000 08:01 456 /usr/lib/libc.so.6
+Rss:                  16 kB
+Anonymous:            16 kB
 7f0000200000-7f0000300000 rw-p 00000000 00:00 0
 Rss:                 128 kB
 Anonymous:           128 kB
+7f0000400000-7f0000500000 r-xp 00000000 08:01 789 /tmp/libgone.so (deleted)
+Rss:                  64 kB
+Anonymous:             0 kB
+7f0000600000-7f0000700000 r--p 00000000 08:01 790 /tmp/audit.db
+Rss:                  64 kB
+Anonymous:             0 kB
+7ffd00000000-7ffd00002000 r-xp 00000000 00:00 0 [vdso]
+Rss:                   4 kB
+Anonymous:             0 kB
 ";
 
     #[test]
-    fn only_clean_read_only_mappings_of_the_executable_are_released() {
+    fn only_clean_read_only_mappings_of_the_executable_and_libraries_are_released() {
         let got = clean_regions(SMAPS, std::path::Path::new("/usr/bin/airlock"));
         assert_eq!(
             got,
@@ -179,6 +207,11 @@ Anonymous:           128 kB
                     start: 0x55d0_0010_0000,
                     end: 0x55d0_0090_0000,
                     rss_kib: 4096
+                },
+                Region {
+                    start: 0x7f00_0000_0000,
+                    end: 0x7f00_0010_0000,
+                    rss_kib: 900
                 },
             ]
         );
