@@ -182,6 +182,34 @@ pub(crate) struct Groups {
 }
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
+static SWEEP: std::sync::Once = std::sync::Once::new();
+
+/// Removes the groups an Airlock that died without cleaning up (`kill -9`) left in `parent`:
+/// `airlock-<pid>-<n>` of a pid no longer running, or of this process's own pid before it has
+/// made any (a dead process had the pid first: its name would collide with ours). A group still
+/// holding processes cannot be removed and stays.
+fn sweep_stale(parent: &Path) {
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    let me = std::process::id();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("airlock-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me || !Path::new("/proc").join(pid.to_string()).exists() {
+            if fs::remove_dir(entry.path()).is_ok() {
+                tracing::debug!(group = %entry.path().display(), "removed a stale sandbox cgroup");
+            }
+        }
+    }
+}
 
 /// Creates the sandbox's groups with the profile's caps; returns them and the open
 /// `cgroup.procs` files the new process joins through.
@@ -248,6 +276,11 @@ pub(crate) fn create(
         what,
         source: Box::new(e),
     };
+    SWEEP.call_once(|| {
+        for parent in dirs.iter().filter_map(|d| d.parent()) {
+            sweep_stale(parent);
+        }
+    });
     let mut made = Groups {
         dirs: Vec::new(),
         v2,

@@ -49,3 +49,31 @@ fn detection_names_a_mechanism() {
         assert!(why.contains("v2:") && why.contains("v1:"), "{why}");
     }
 }
+
+#[test]
+fn groups_left_by_dead_airlocks_are_swept_and_live_ones_kept() {
+    let parent = tempfile::tempdir().unwrap();
+    let dead = (100_000..4_194_304u32)
+        .find(|p| !Path::new("/proc").join(p.to_string()).exists())
+        .unwrap();
+    let names = [
+        format!("airlock-{dead}-0"),
+        format!("airlock-{}-3", std::process::id()),
+        "airlock-1-0".to_owned(), // init is alive: not ours to touch
+        "someone-else".to_owned(),
+        format!("airlock-{dead}-1"),
+    ];
+    for n in &names {
+        std::fs::create_dir(parent.path().join(n)).unwrap();
+    }
+    // A group that still holds something cannot be removed (a plain directory stands in).
+    std::fs::write(parent.path().join(&names[4]).join("x"), "").unwrap();
+    sweep_stale(parent.path());
+    let left: std::collections::BTreeSet<String> = std::fs::read_dir(parent.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    let want: std::collections::BTreeSet<String> =
+        [names[2].clone(), names[3].clone(), names[4].clone()].into();
+    assert_eq!(left, want);
+}
