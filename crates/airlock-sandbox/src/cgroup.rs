@@ -203,10 +203,9 @@ fn sweep_stale(parent: &Path) {
         else {
             continue;
         };
-        if pid == me || !Path::new("/proc").join(pid.to_string()).exists() {
-            if fs::remove_dir(entry.path()).is_ok() {
-                tracing::debug!(group = %entry.path().display(), "removed a stale sandbox cgroup");
-            }
+        let stale = pid == me || !Path::new("/proc").join(pid.to_string()).exists();
+        if stale && fs::remove_dir(entry.path()).is_ok() {
+            tracing::debug!(group = %entry.path().display(), "removed a stale sandbox cgroup");
         }
     }
 }
