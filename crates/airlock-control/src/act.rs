@@ -41,9 +41,10 @@ pub fn kill_and_announce(
     let kill = store.kill(target, reason, by)?;
     let mut records = vec![crate::records::kill_record(&kill)];
     records.extend(also(&kill));
-    // The kill is in force from here; an audit failure must not stop the fan-out.
-    let audited = audit(config, &records);
+    // The kill is in force from here: wake the gateways first (the audit append may wait for
+    // the trail's write lock), then record it; an audit failure must not undo the fan-out.
     let notified = crate::notify_all(&config.audit.path);
+    let audited = audit(config, &records);
     Ok(Announced {
         value: kill,
         audited,
