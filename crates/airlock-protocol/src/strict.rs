@@ -102,6 +102,54 @@ impl Ctx {
             self.problem = Some((reason, top_level));
         }
     }
+
+    // The checks every value gets, whether it is built ([`Seed`]) or only checked ([`Check`]).
+
+    /// Whether a signed integer is one every peer reads exactly (else it is noted).
+    fn safe_i64(&mut self, n: i64) -> bool {
+        let safe = n.unsigned_abs() <= MAX_SAFE_INTEGER;
+        if !safe {
+            self.note(unsafe_integer(&n.to_string()), false);
+        }
+        safe
+    }
+
+    /// Whether an unsigned integer is one every peer reads exactly (else it is noted).
+    fn safe_u64(&mut self, n: u64) -> bool {
+        let safe = n <= MAX_SAFE_INTEGER;
+        if !safe {
+            self.note(unsafe_integer(&n.to_string()), false);
+        }
+        safe
+    }
+
+    /// The float as a JSON number, if finite (else it is noted); remembers a large one, which
+    /// may be an integer literal beyond 2^53.
+    fn float(&mut self, x: f64) -> Option<Number> {
+        if x.abs() > MAX_SAFE_INTEGER as f64 {
+            self.big_float = true;
+        }
+        let n = Number::from_f64(x);
+        if n.is_none() {
+            // serde_json reports overflow itself; never leave a gap anyway.
+            self.note("number is not finite".to_owned(), false);
+        }
+        n
+    }
+
+    /// Notes a key that is refused wherever it stands.
+    fn check_key(&mut self, key: &str, top_level: bool) {
+        if key == "__proto__" {
+            self.note(
+                "key \"__proto__\" is refused: JavaScript may read it as a prototype".to_owned(),
+                top_level,
+            );
+        }
+    }
+
+    fn duplicate(&mut self, key: &str, top_level: bool) {
+        self.note(format!("duplicate key {}", show(key)), top_level);
+    }
 }
 
 struct Seed<'c> {
@@ -145,33 +193,23 @@ impl<'de> Visitor<'de> for Seed<'_> {
     }
 
     fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
-        if n.unsigned_abs() > MAX_SAFE_INTEGER {
-            self.ctx.note(unsafe_integer(&n.to_string()), false);
-            return Ok(Value::Null);
-        }
-        Ok(Value::from(n))
+        Ok(if self.ctx.safe_i64(n) {
+            Value::from(n)
+        } else {
+            Value::Null
+        })
     }
 
     fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
-        if n > MAX_SAFE_INTEGER {
-            self.ctx.note(unsafe_integer(&n.to_string()), false);
-            return Ok(Value::Null);
-        }
-        Ok(Value::from(n))
+        Ok(if self.ctx.safe_u64(n) {
+            Value::from(n)
+        } else {
+            Value::Null
+        })
     }
 
     fn visit_f64<E>(self, x: f64) -> Result<Value, E> {
-        if x.abs() > MAX_SAFE_INTEGER as f64 {
-            self.ctx.big_float = true;
-        }
-        match Number::from_f64(x) {
-            Some(n) => Ok(Value::Number(n)),
-            // serde_json reports overflow itself; never leave a gap anyway.
-            None => {
-                self.ctx.note("number is not finite".to_owned(), false);
-                Ok(Value::Null)
-            }
-        }
+        Ok(self.ctx.float(x).map_or(Value::Null, Value::Number))
     }
 
     fn visit_str<E>(self, s: &str) -> Result<Value, E> {
@@ -207,21 +245,12 @@ impl<'de> Visitor<'de> for Seed<'_> {
         let mut map = Map::new();
         while let Some(key) = access.next_key::<String>()? {
             let value = access.next_value_seed(self.child())?;
-            if key == "__proto__" {
-                self.ctx.note(
-                    "key \"__proto__\" is refused: JavaScript may read it as a prototype"
-                        .to_owned(),
-                    top_level,
-                );
-            }
+            self.ctx.check_key(&key, top_level);
             match map.entry(key) {
                 Entry::Vacant(slot) => {
                     slot.insert(value);
                 }
-                Entry::Occupied(slot) => {
-                    let reason = format!("duplicate key {}", show(slot.key()));
-                    self.ctx.note(reason, top_level);
-                }
+                Entry::Occupied(slot) => self.ctx.duplicate(slot.key(), top_level),
             }
         }
         if let Some((a, b)) =
@@ -268,26 +297,17 @@ impl<'de> Visitor<'de> for Check<'_> {
     }
 
     fn visit_i64<E>(self, n: i64) -> Result<(), E> {
-        if n.unsigned_abs() > MAX_SAFE_INTEGER {
-            self.ctx.note(unsafe_integer(&n.to_string()), false);
-        }
+        self.ctx.safe_i64(n);
         Ok(())
     }
 
     fn visit_u64<E>(self, n: u64) -> Result<(), E> {
-        if n > MAX_SAFE_INTEGER {
-            self.ctx.note(unsafe_integer(&n.to_string()), false);
-        }
+        self.ctx.safe_u64(n);
         Ok(())
     }
 
     fn visit_f64<E>(self, x: f64) -> Result<(), E> {
-        if x.abs() > MAX_SAFE_INTEGER as f64 {
-            self.ctx.big_float = true;
-        }
-        if Number::from_f64(x).is_none() {
-            self.ctx.note("number is not finite".to_owned(), false);
-        }
+        self.ctx.float(x);
         Ok(())
     }
 
@@ -310,20 +330,13 @@ impl<'de> Visitor<'de> for Check<'_> {
         let mut index: Option<HashSet<Cow<'de, str>>> = None;
         while let Some(key) = access.next_key_seed(KeySeed)? {
             access.next_value_seed(Check { ctx: self.ctx })?;
-            if key == "__proto__" {
-                self.ctx.note(
-                    "key \"__proto__\" is refused: JavaScript may read it as a prototype"
-                        .to_owned(),
-                    false,
-                );
-            }
+            self.ctx.check_key(&key, false);
             let seen = match &mut index {
                 Some(set) => !set.insert(key.clone()),
                 None => keys.contains(&key),
             };
             if seen {
-                self.ctx
-                    .note(format!("duplicate key {}", show(&key)), false);
+                self.ctx.duplicate(&key, false);
                 continue;
             }
             keys.push(key);
