@@ -874,10 +874,9 @@ fn upstream_to_agent<R: Read>(shared: &Shared, mut lines: LineReader<R>) -> std:
                     let entry = lock(&shared.in_flight).remove(id);
                     if let Some(entry) = entry {
                         queue_result(shared, id, &entry, "error");
-                        let message =
-                            format!("the upstream server sent a malformed answer: {}", e.message);
-                        let out = error_line(Some(id), codes::UPSTREAM_UNAVAILABLE, &message);
-                        shared.agent_out.write_blocking(&out)?;
+                        shared
+                            .agent_out
+                            .write_blocking(&malformed_answer(id, &e.message))?;
                     }
                 }
                 continue;
@@ -894,17 +893,7 @@ fn upstream_to_agent<R: Read>(shared: &Shared, mut lines: LineReader<R>) -> std:
                     match outline.frame(&limits) {
                         Ok(frame) => answer_for_agent(shared, &frame, id, &entry),
                         // The outline accepted it, so this cannot happen; fail closed anyway.
-                        Err(e) => (
-                            error_line(
-                                Some(id),
-                                codes::UPSTREAM_UNAVAILABLE,
-                                &format!(
-                                    "the upstream server sent a malformed answer: {}",
-                                    e.message
-                                ),
-                            ),
-                            Some("error"),
-                        ),
+                        Err(e) => (malformed_answer(id, &e.message), Some("error")),
                     }
                 } else {
                     relayed_answer(&outline, &entry)
@@ -948,13 +937,24 @@ fn needs_content(shared: &Shared, id: &Id, entry: &InFlight) -> bool {
 
 /// An answer nothing reads but its outcome: relayed as it came, with its result status.
 fn relayed_answer(outline: &Outline, entry: &InFlight) -> (Vec<u8>, Option<&'static str>) {
-    let status = match (&entry.expect, outline.kind()) {
-        (Expect::Act { .. }, FrameKind::ErrorResponse { .. }) => Some("error"),
-        (Expect::Act { .. }, _) if outline.result_is_error() => Some("is_error"),
-        (Expect::Act { .. }, _) => Some("ok"),
-        _ => None,
-    };
+    let status = matches!(entry.expect, Expect::Act { .. })
+        .then(|| act_status(outline.kind(), outline.result_is_error()));
     (with_newline(outline.raw()), status)
+}
+
+/// The result record's status of an acting call's answer.
+fn act_status(kind: &FrameKind, result_is_error: bool) -> &'static str {
+    match kind {
+        FrameKind::ErrorResponse { .. } => "error",
+        _ if result_is_error => "is_error",
+        _ => "ok",
+    }
+}
+
+/// What the agent gets for an answer from the upstream that is not valid JSON-RPC.
+fn malformed_answer(id: &Id, why: &str) -> Vec<u8> {
+    let message = format!("the upstream server sent a malformed answer: {why}");
+    error_line(Some(id), codes::UPSTREAM_UNAVAILABLE, &message)
 }
 
 /// The bytes the agent gets for an answer to one of its requests, and the status its result
@@ -965,21 +965,9 @@ fn answer_for_agent(
     id: &Id,
     entry: &InFlight,
 ) -> (Vec<u8>, Option<&'static str>) {
-    let is_error = matches!(frame.kind(), FrameKind::ErrorResponse { .. });
     match &entry.expect {
         Expect::Act { target } => {
-            let status = if is_error {
-                "error"
-            } else if frame
-                .result()
-                .and_then(|r| r.get("isError"))
-                .and_then(serde_json::Value::as_bool)
-                == Some(true)
-            {
-                "is_error"
-            } else {
-                "ok"
-            };
+            let status = act_status(frame.kind(), frame.result_is_error());
             // Counted first: the call has happened upstream, whether or not its result is withheld.
             let pause = crate::breaker::count_result(shared, id, frame, target);
             lock(&shared.results).extend(pause.into_iter().map(Submission::from));

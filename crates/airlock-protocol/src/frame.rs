@@ -96,6 +96,11 @@ impl Frame {
         self.value.get("result")
     }
 
+    /// Whether this is a result whose `isError` is `true` (a tool that failed).
+    pub fn result_is_error(&self) -> bool {
+        result_is_error(&self.value)
+    }
+
     /// `error` of an error response (an object with `code` and `message`).
     pub fn error(&self) -> Option<&Value> {
         self.value.get("error")
@@ -151,17 +156,22 @@ impl Outline {
 
     /// Whether this is a result whose `isError` is `true` (a tool that failed).
     pub fn result_is_error(&self) -> bool {
-        self.value
-            .get("result")
-            .and_then(|r| r.get("isError"))
-            .and_then(Value::as_bool)
-            == Some(true)
+        result_is_error(&self.value)
     }
 
     /// The whole frame, read from the same bytes.
     pub fn frame(&self, limits: &Limits) -> Result<Frame, FrameError> {
         parse_frame(&self.raw, limits)
     }
+}
+
+/// `result.isError` of a message is `true`: kept at depth 2 by the outline, so both views agree.
+fn result_is_error(message: &Value) -> bool {
+    message
+        .get("result")
+        .and_then(|r| r.get("isError"))
+        .and_then(Value::as_bool)
+        == Some(true)
 }
 
 /// Parses one line into an [`Outline`]: accepts and refuses exactly what [`parse_frame`] does.
