@@ -195,13 +195,18 @@ fn encode_body(
     }
     let body_len = buf.len() - start - FRAME_LEN;
     let len = u32::try_from(body_len).map_err(|_| too_long("the record"))?;
-    let len = len.to_le_bytes();
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(&len);
-    crc.update(&buf[start + FRAME_LEN..]);
-    buf[start..start + 4].copy_from_slice(&len);
-    buf[start + 4..start + FRAME_LEN].copy_from_slice(&crc.finalize().to_le_bytes());
+    let crc = entry_crc(len, &buf[start + FRAME_LEN..]);
+    buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    buf[start + 4..start + FRAME_LEN].copy_from_slice(&crc.to_le_bytes());
     Ok(())
+}
+
+/// An entry's checksum: CRC-32 of its length and body, so a damaged length is caught too.
+fn entry_crc(len: u32, body: &[u8]) -> u32 {
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&len.to_le_bytes());
+    crc.update(body);
+    crc.finalize()
 }
 
 fn too_long(what: &str) -> AuditError {
@@ -285,10 +290,7 @@ pub fn decode_spool(bytes: &[u8]) -> SpoolContents {
         else {
             break SpoolEnd::Torn { offset: at };
         };
-        let mut check = crc32fast::Hasher::new();
-        check.update(&len.to_le_bytes());
-        check.update(body);
-        if check.finalize() != crc {
+        if entry_crc(len, body) != crc {
             break SpoolEnd::Damaged {
                 offset: at,
                 reason: "checksum mismatch",
@@ -333,9 +335,13 @@ impl<'a> Reader<'a> {
         a.copy_from_slice(b);
         Ok(u64::from_le_bytes(a))
     }
-    fn str(&mut self) -> Parse<String> {
+    /// A length-prefixed field's bytes.
+    fn field(&mut self) -> Parse<&'a [u8]> {
         let len = usize::try_from(self.u32()?).map_err(|_| "a field is too long")?;
-        let b = self.take(len)?;
+        self.take(len)
+    }
+    fn str(&mut self) -> Parse<String> {
+        let b = self.field()?;
         std::str::from_utf8(b)
             .map(str::to_owned)
             .map_err(|_| "a text field is not UTF-8")
@@ -350,8 +356,7 @@ impl<'a> Reader<'a> {
         if present & b == 0 {
             return Ok(None);
         }
-        let len = usize::try_from(self.u32()?).map_err(|_| "a field is too long")?;
-        let text = self.take(len)?;
+        let text = self.field()?;
         serde_json::from_slice(text)
             .map(Some)
             .map_err(|_| "a JSON field does not parse")
