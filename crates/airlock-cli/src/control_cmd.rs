@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use airlock_control::{BreakerSet, ControlStore, Kill, KillTarget};
+use airlock_control::{BreakerSet, ControlStore, Kill, KillStore, KillTarget};
 use anyhow::{anyhow, Context};
 use clap::{ArgGroup, Args, Subcommand};
 
@@ -93,11 +93,14 @@ pub(crate) fn kill(args: KillArgs) -> Result<u8, Failure> {
     }
     let reason = args.reason.unwrap_or_else(|| format!("killed by {human}"));
     let db = &config.audit.path;
-    let mut store = open_store(&config)?;
+    // The kill file alone: a kill waits for nobody's audit or breaker writes.
+    let mut store = KillStore::open_with(db, durability(&config))
+        .with_context(|| format!("cannot open the kill store of {}", db.display()))
+        .map_err(Failure::failed)?;
     let mut denials: anyhow::Result<usize> = Ok(0);
     let done =
         airlock_control::kill_and_announce(&config, &mut store, target, &reason, &human, |k| {
-            // Before the gateways wake, so a held call they re-read is already denied.
+            // After the gateways were woken: they end the held calls a kill covers themselves.
             match airlock_approval::deny_for_kill(&config, k) {
                 Ok(records) => {
                     denials = Ok(records.len());

@@ -160,7 +160,7 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
                 db.display()
             ))
         })?;
-        let kills = airlock_control::ControlStore::open(&db)
+        let kills = airlock_control::KillStore::open(&db)
             .and_then(|s| s.active())
             .map_err(|e| Failure::failed(anyhow::anyhow!("cannot read the kill state: {e}")))?;
         if let Some(kill) =

@@ -3,14 +3,16 @@
 //! same thing whichever channel a human used.
 //!
 //! Order matters: the store first (the kill is in force from its COMMIT, whatever happens
-//! next), then the audit record, then the wake-up of every gateway. An audit or notify failure
-//! after the commit is reported to the caller, never a reason to undo the kill.
+//! next), then the wake-up of every gateway, then what may wait for the audit database's write
+//! lock (denying held approvals, the audit record). An audit or notify failure after the commit
+//! is reported to the caller, never a reason to undo the kill.
 
 use airlock_audit::{AuditError, AuditStore, Durability, NewRecord};
 use airlock_config::Config;
 
 use crate::error::ControlError;
 use crate::kill::{Kill, KillTarget};
+use crate::kill_store::KillStore;
 use crate::store::ControlStore;
 
 /// What happened after the store committed: the audit record's and the fan-out's outcomes.
@@ -27,23 +29,30 @@ pub struct Announced<T> {
 /// Kills `target` as `by` (already authenticated) and announces it. `Err` only when the store
 /// could not record the kill: then nothing changed.
 ///
-/// `also` runs right after the commit, before anyone is woken, and returns further records
-/// to append after the kill's own (the caller denies the held calls the kill covers there:
-/// the approvals crate sits above this one).
+/// `also` runs after the gateways were woken and returns further records to append after the
+/// kill's own (the caller denies the approval requests the kill covers there: the approvals
+/// crate sits above this one). A gateway does not wait for that: it ends the held calls a kill
+/// covers itself. When `also` returned records, the gateways are woken once more, so every
+/// screen re-reads the denied requests.
 pub fn kill_and_announce(
     config: &Config,
-    store: &mut ControlStore,
+    store: &mut KillStore,
     target: KillTarget,
     reason: &str,
     by: &str,
     also: impl FnOnce(&Kill) -> Vec<NewRecord>,
 ) -> Result<Announced<Kill>, ControlError> {
     let kill = store.kill(target, reason, by)?;
+    // The kill is in force from here: the gateways first, as nothing below touches the kill
+    // file, while denying approvals and the audit append may wait for the audit database.
+    let mut notified = crate::notify_all(&config.audit.path);
     let mut records = vec![crate::records::kill_record(&kill)];
-    records.extend(also(&kill));
-    // The kill is in force from here: wake the gateways first (the audit append may wait for
-    // the trail's write lock), then record it; an audit failure must not undo the fan-out.
-    let notified = crate::notify_all(&config.audit.path);
+    let denials = also(&kill);
+    if !denials.is_empty() {
+        let again = crate::notify_all(&config.audit.path);
+        notified = notified.and_then(|n| again.map(|m| n.max(m)));
+    }
+    records.extend(denials);
     let audited = audit(config, &records);
     Ok(Announced {
         value: kill,
@@ -174,7 +183,7 @@ mod tests {
         let mut store = ControlStore::open(&db).unwrap();
         let k = kill_and_announce(
             &c,
-            &mut store,
+            store.kill_store(),
             KillTarget::Agent("bot".into()),
             "r",
             "alice",

@@ -1,11 +1,11 @@
 //! `airlock-control`: the kill switch and the blast-radius breakers.
 //!
-//! - **Kills** ([`ControlStore::kill`], [`ControlStore::resume`],
-//!   [`ControlStore::active`], [`matching`]) live in their own tables of the
-//!   audit database, committed before the call returns, so a kill survives a
-//!   restart of any process. [`notify_all`] then wakes every gateway bound
-//!   with [`Listener::bind`] (Unix datagram sockets in `<db>.control/`), which
-//!   re-reads the active kills.
+//! - **Kills** ([`KillStore`], [`ControlStore::resume`], [`matching`]) live in
+//!   a SQLite file of their own beside the audit database (`<db>.kills`), so a
+//!   kill never queues behind the audit trail's writers; each is committed
+//!   before the call returns, so it survives a restart of any process.
+//!   [`notify_all`] then wakes every gateway bound with [`Listener::bind`]
+//!   (Unix datagram sockets in `<db>.control/`), which re-reads the active kills.
 //! - **Breakers** ([`BreakerSet`]) keep budgets per agent × action class from
 //!   `[breakers.<class>]`, plus default loop and fan-out detection
 //!   (`[breakers.defaults]`). Budget counters are per-agent journals beside
@@ -17,8 +17,9 @@
 //! - **Humans** act with a bearer token whose SHA-256 is in the config
 //!   ([`auth::verify_human`]).
 //!
-//! - **Acting as a human** ([`kill_and_announce`], [`resume_and_announce`]): store, audit
-//!   record, fan-out, in that order; the CLI and `airlock serve` both call these.
+//! - **Acting as a human** ([`kill_and_announce`], [`resume_and_announce`]): the store
+//!   first, then the fan-out and the audit record; the CLI and `airlock serve` both call
+//!   these.
 //!
 //! Every error is a [`ControlError`]; on the call path, every error means deny.
 //!
@@ -46,6 +47,7 @@ mod cache;
 mod error;
 mod journal;
 mod kill;
+mod kill_store;
 mod notify;
 mod pending;
 mod records;
@@ -58,6 +60,7 @@ pub use breakers::{
 };
 pub use error::ControlError;
 pub use kill::{matching, Kill, KillTarget, BREAKER_REASON_PREFIX};
+pub use kill_store::{kill_db_path, KillStore};
 pub use notify::{notify_all, socket_dir, Listener};
 pub use records::{kill_record, resume_record, trip_record, RESUME_KIND};
 pub use store::ControlStore;

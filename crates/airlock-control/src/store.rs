@@ -1,7 +1,7 @@
-//! `ControlStore`: kill rows and loop-detection counters in the audit
-//! database file (own tables, WAL), budget counters in the per-agent journals
-//! beside it (see the `journal` module), and the in-memory breaker cache in
-//! front of both.
+//! `ControlStore`: the kill store (its own file, see the `kill_store` module),
+//! loop-detection counters in the audit database file (own table, WAL), budget
+//! counters in the per-agent journals beside it (see the `journal` module), and
+//! the in-memory breaker cache in front of both.
 
 use std::cell::{RefCell, RefMut};
 use std::path::{Path, PathBuf};
@@ -14,6 +14,7 @@ use crate::cache::{EventCache, EventRow, ALL_AGENTS, RESET_CLASS};
 use crate::error::ControlError;
 use crate::journal::Journals;
 use crate::kill::{Kill, KillTarget};
+use crate::kill_store::KillStore;
 use crate::pending::{Pending, INSERT_EVENT};
 
 /// How long a writer waits for another process's transaction before failing.
@@ -28,17 +29,6 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 pub(crate) const LOOP_REFRESH: Duration = Duration::from_millis(100);
 
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS kills (
-    id INTEGER PRIMARY KEY,
-    scope TEXT NOT NULL,
-    target TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    by_human TEXT NOT NULL,
-    created_ns INTEGER NOT NULL,
-    resumed_ns INTEGER NULL,
-    resumed_by TEXT NULL
-);
-CREATE INDEX IF NOT EXISTS kills_active ON kills(scope, target) WHERE resumed_ns IS NULL;
 CREATE TABLE IF NOT EXISTS breaker_events (
     id INTEGER PRIMARY KEY,
     agent TEXT NOT NULL,
@@ -56,6 +46,8 @@ CREATE INDEX IF NOT EXISTS breaker_events_time ON breaker_events(time_ns);
 /// processes can share one file.
 #[derive(Debug)]
 pub struct ControlStore {
+    /// Kills, in a file of their own so a kill never queues behind the audit trail's writers.
+    kills: KillStore,
     conn: Connection,
     path: PathBuf,
     /// Tags this store's rows so the delta query skips what is already cached.
@@ -108,6 +100,7 @@ impl ControlStore {
         let mut r = [0u8; 8];
         crate::auth::random_bytes(&mut r)?;
         Ok(ControlStore {
+            kills: KillStore::open_with(db, durability)?,
             conn,
             path: db.to_owned(),
             origin: format!("{}-{}", std::process::id(), hex::encode(r)),
@@ -126,35 +119,19 @@ impl ControlStore {
 
     // === kills ===
 
-    /// Records a kill and returns it once COMMIT has returned: a crash after
-    /// this call cannot lose it. Notify gateways afterwards ([`crate::notify_all`]).
+    /// The kill store, for acting on kills alone ([`crate::kill_and_announce`]).
+    pub fn kill_store(&mut self) -> &mut KillStore {
+        &mut self.kills
+    }
+
+    /// Records a kill (see [`KillStore::kill`]).
     pub fn kill(
         &mut self,
         target: KillTarget,
         reason: &str,
         by: &str,
     ) -> Result<Kill, ControlError> {
-        let now = airlock_audit::now_unix_ns();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(ControlError::sqlite("begin kill"))?;
-        tx.execute(
-            "INSERT INTO kills (scope, target, reason, by_human, created_ns) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![target.scope(), target.target(), reason, by, now],
-        )
-        .map_err(ControlError::sqlite("insert kill"))?;
-        let id = tx.last_insert_rowid();
-        tx.commit().map_err(ControlError::sqlite("commit kill"))?;
-        Ok(Kill {
-            id,
-            target,
-            reason: reason.to_owned(),
-            by: by.to_owned(),
-            created_ns: now,
-            resumed_ns: None,
-            resumed_by: None,
-        })
+        self.kills.kill(target, reason, by)
     }
 
     /// Ends every active kill of exactly `target` (`All` ends only kills of
@@ -167,13 +144,6 @@ impl ControlStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(ControlError::sqlite("begin resume"))?;
-        let n = tx
-            .execute(
-                "UPDATE kills SET resumed_ns = ?1, resumed_by = ?2 \
-                 WHERE scope = ?3 AND target = ?4 AND resumed_ns IS NULL",
-                params![now, by, target.scope(), target.target()],
-            )
-            .map_err(ControlError::sqlite("resume kills"))?;
         let reset_agent = match target {
             KillTarget::Agent(a) => Some(a.as_str()),
             KillTarget::All => Some(ALL_AGENTS),
@@ -188,8 +158,8 @@ impl ControlStore {
             key: None,
         });
         let cache = self.cache.get_mut();
-        // The budget journals first: if the resume then fails, the counters start afresh
-        // early, which denies nothing that should pass.
+        // The counters first, the kill last: if the resume then fails, the counters start
+        // afresh early while the agent is still stopped, which lets nothing through.
         if reset_agent.is_some() {
             let agent = reset_agent.filter(|a| *a != ALL_AGENTS);
             self.journals.get_mut().reset(agent, now, cache)?;
@@ -200,63 +170,17 @@ impl ControlStore {
         for r in &rows {
             cache.apply(r);
         }
-        Ok(n)
+        self.kills.resume(target, by, now)
     }
 
     /// Kills in force, oldest first. An error here means "deny everything".
     pub fn active(&self) -> Result<Vec<Kill>, ControlError> {
-        self.kills_where("WHERE resumed_ns IS NULL ORDER BY id", [])
+        self.kills.active()
     }
 
     /// The newest `limit` kills, resumed or not, newest first (for `status`).
     pub fn recent(&self, limit: usize) -> Result<Vec<Kill>, ControlError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.kills_where("ORDER BY id DESC LIMIT ?1", [limit])
-    }
-
-    fn kills_where<P: rusqlite::Params>(
-        &self,
-        tail: &str,
-        p: P,
-    ) -> Result<Vec<Kill>, ControlError> {
-        let sql = format!(
-            "SELECT id, scope, target, reason, by_human, created_ns, resumed_ns, resumed_by \
-             FROM kills {tail}"
-        );
-        let mut stmt = self
-            .conn
-            .prepare_cached(&sql)
-            .map_err(ControlError::sqlite("prepare kills query"))?;
-        let rows = stmt
-            .query_map(p, |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, i64>(5)?,
-                    r.get::<_, Option<i64>>(6)?,
-                    r.get::<_, Option<String>>(7)?,
-                ))
-            })
-            .map_err(ControlError::sqlite("query kills"))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, scope, target, reason, by, created_ns, resumed_ns, resumed_by) =
-                row.map_err(ControlError::sqlite("read kill"))?;
-            out.push(Kill {
-                id,
-                target: KillTarget::from_columns(&scope, &target)
-                    .map_err(|e| ControlError::Corrupt(format!("kill {id}: {e}")))?,
-                reason,
-                by,
-                created_ns,
-                resumed_ns,
-                resumed_by,
-            });
-        }
-        Ok(out)
+        self.kills.recent(limit)
     }
 
     // === breaker events ===

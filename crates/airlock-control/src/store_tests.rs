@@ -75,24 +75,3 @@ fn the_audit_store_shares_the_file() {
         .collect();
     assert!(kinds.contains(&"kill".to_string()) && kinds.contains(&"resume".to_string()));
 }
-
-#[test]
-fn a_store_that_cannot_be_read_is_an_error() {
-    let (dir, _db, s) = open();
-    // A directory is not a database.
-    assert!(ControlStore::open(dir.path()).is_err());
-    s.conn().execute_batch("DROP TABLE kills").unwrap();
-    assert!(s.active().is_err());
-}
-
-#[test]
-fn a_corrupt_kill_row_is_an_error_not_a_skip() {
-    let (_d, _db, s) = open();
-    s.conn()
-        .execute_batch(
-            "INSERT INTO kills (scope, target, reason, by_human, created_ns) \
-             VALUES ('planet', 'x', 'r', 'a', 1)",
-        )
-        .unwrap();
-    assert!(matches!(s.active(), Err(ControlError::Corrupt(_))));
-}

@@ -252,17 +252,51 @@ pub(crate) fn withdraw_all(shared: &Shared, why: &str) {
     }
 }
 
-/// Answers every held call with `code`/`message` (a kill stopped the gateway) and returns the
-/// bytes for the agent. Their requests are withdrawn; a kill from the CLI or `serve` denies
-/// them in the store as well.
-pub(crate) fn fail_all(shared: &Shared, code: i32, message: &str) -> Vec<u8> {
+/// Answers every held call with `code`/`message` (a kill stopped the gateway): returns the
+/// bytes for the agent and the calls, whose requests [`end_for_kill`] ends once the agent has
+/// its answer (a store write may wait for the audit database's lock).
+pub(crate) fn take_all(shared: &Shared, code: i32, message: &str) -> (Vec<u8>, Vec<Held>) {
     let all: Vec<(Id, Held)> = lock(&shared.held).drain().collect();
     let mut out = Vec::new();
-    for (id, held) in all {
-        close(shared, &held, State::Withdrawn, "stopped by a kill");
+    let mut held = Vec::with_capacity(all.len());
+    for (id, h) in all {
         out.extend(error_line(Some(&id), code, message));
+        held.push(h);
     }
-    out
+    (out, held)
+}
+
+/// Ends the requests of held calls `kill` stopped. A stored kill denies them, as the channel
+/// that issued it does too (whichever comes first records the denial, with the kill as the
+/// vote); without a stored kill (the kill state could not be read) they are withdrawn.
+pub(crate) fn end_for_kill(shared: &Shared, kill: &airlock_control::Kill, held: Vec<Held>) {
+    if held.is_empty() {
+        return;
+    }
+    let Some(store) = shared.approvals.as_ref().filter(|_| kill.id != 0) else {
+        for h in &held {
+            close(shared, h, State::Withdrawn, "stopped by a kill");
+        }
+        return;
+    };
+    let denied = lock(store).deny_for_kill(&kill.target, &kill.by, &kill.reason);
+    match denied {
+        Ok(denied) => {
+            let records = airlock_approval::kill_denial_records(&denied);
+            for (a, r) in denied.iter().zip(records) {
+                let call = held
+                    .iter()
+                    .find(|h| h.approval_id == a.id)
+                    .and_then(|h| h.call);
+                shared.queue_record(r, call);
+            }
+        }
+        Err(e) => tracing::error!(
+            error = %e,
+            kill = kill.id,
+            "cannot deny the approval requests of calls the kill stopped"
+        ),
+    }
 }
 
 /// Ends a held call's request without a decision, on the record.

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use airlock_control::{matching, ControlStore, Kill, KillTarget, Listener};
+use airlock_control::{matching, Kill, KillStore, KillTarget, Listener};
 
 use crate::codes;
 use crate::gateway::{cancel_line, error_line, Shared};
@@ -59,7 +59,7 @@ pub(crate) fn tool_kill<'a>(kills: &'a [Kill], shared: &Shared, tool: &str) -> O
 
 /// Keeps the shared kill state current and applies a kill that stops this gateway.
 pub(crate) async fn watch(shared: Arc<Shared>, db: PathBuf, mut listener: Listener) {
-    let store = match ControlStore::open(&db) {
+    let store = match KillStore::open(&db) {
         Ok(store) => store,
         Err(e) => {
             // Fail closed: without the kill state, this gateway cannot honour a kill.
@@ -118,7 +118,8 @@ pub(crate) async fn apply(shared: &Shared, kill: &Kill) {
         shared.queue_result(id, entry, "killed");
     }
     // Calls held for a human end too; the server never saw them.
-    agent.extend(crate::hold::fail_all(shared, codes::KILLED, &message));
+    let (held_errors, held) = crate::hold::take_all(shared, codes::KILLED, &message);
+    agent.extend(held_errors);
     // Tell the server to stop, then make sure it does: its whole process group goes. A server
     // (or agent) that stopped reading cannot hold the kill up: each write gets a short grace.
     let _ = tokio::time::timeout(WRITE_GRACE, shared.write_upstream(&upstream)).await;
@@ -126,5 +127,10 @@ pub(crate) async fn apply(shared: &Shared, kill: &Kill) {
     shared.commit_results();
     if !agent.is_empty() {
         let _ = tokio::time::timeout(WRITE_GRACE, shared.write_agent(&agent)).await;
+    }
+    // Last: the held calls' requests, in the audit database (whose lock may be busy).
+    if !held.is_empty() {
+        crate::hold::end_for_kill(shared, kill, held);
+        shared.commit_results();
     }
 }

@@ -80,7 +80,7 @@ pub(crate) async fn kill(
         }
         let mut store = lock(&state.control);
         let done =
-            airlock_control::kill_and_announce(config, &mut store, target, &reason, &human, |k| {
+            airlock_control::kill_and_announce(config, store.kill_store(), target, &reason, &human, |k| {
                 airlock_approval::deny_for_kill(config, k).unwrap_or_else(|e| {
                     tracing::error!(error = %e, "the kill is in force, but pending approvals could not be denied");
                     Vec::new()
