@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The hot-path benchmark of `airlock run` (see crates/airlock-bench):
 #   1. builds the release binaries,
-#   2. writes a bench config + a policy permitting exactly the bench tool into a temp dir,
+#   2. writes the bench config (scripts/bench-config.sh: one agent, one server, one permitted
+#      tool) into a temp dir,
 #   3. runs `airlock-bench latency` (direct vs bare relay vs airlock, same run, interleaved)
 #      against server-everything's `echo` (fallback: the demo server's `forum_list`),
 #   4. runs `airlock-bench rss` (idle RSS of `airlock run`).
@@ -46,54 +47,9 @@ chmod 0777 "$work"
 out=${OUT:-$work}
 mkdir -p "$out"
 
-everything="$root/tests/node/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
-if [[ ${SERVER:-everything} == everything && -f $everything ]] && command -v node >/dev/null; then
-    server_name=everything
-    server="node $everything stdio"
-    tool=echo
-    args='{"message":"hi"}'
-else
-    [[ -x $airlock ]] || { echo "error: no server-everything and no $airlock for the demo server" >&2; exit 1; }
-    echo "note: server-everything not found; using the demo server" >&2
-    server_name=corp
-    server="$airlock demo-server --state $work/company.json --reset"
-    tool=forum_list
-    args='{"channel":"internal"}'
-fi
-
-cat >"$work/airlock.toml" <<EOF
-# Written by scripts/bench.sh: one agent, one server, one permitted tool.
-[policy]
-files = ["policy.cedar"]
-
-[audit]
-path = "audit.db"
-
-[humans.alice]
-
-[tasks.bench]
-description = "bench"
-
-[agents.bench]
-on_behalf_of = "alice"
-task = "bench"
-
-[servers.$server_name]
-description = "the bench server"
-$([[ ${SANDBOX:-on} == off ]] && echo 'sandbox = "off"')
-
-# The server runs in Airlock's default sandbox: its package tree readable, the work dir writable.
-[sandbox.profiles.default]
-read = ["$root/tests/node/node_modules"]
-write = ["$work"]
-
-# 2,000 calls a second is exactly the runaway the default rate breaker stops.
-[breakers.defaults]
-enabled = false
-EOF
-cat >"$work/policy.cedar" <<EOF
-permit(principal == Agent::"bench", action == Action::"call_tool", resource == Tool::"$server_name/$tool");
-EOF
+IFS=$'\t' read -r server_name server tool args < <(
+    scripts/bench-config.sh "$work" "$airlock" "${SANDBOX:-on}" "$work/airlock.toml")
+[[ -n ${server_name:-} ]] || { echo "error: scripts/bench-config.sh wrote no config" >&2; exit 1; }
 
 echo "==> latency: $server ($tool), paths $PATHS" >&2
 "$bin/airlock-bench" latency \

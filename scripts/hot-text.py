@@ -28,9 +28,6 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "crates", "airlock-cli", "hot-text.ld")
-EVERYTHING = os.path.join(
-    ROOT, "tests/node/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
-)
 CALLS = 300
 
 
@@ -39,35 +36,13 @@ def die(msg):
 
 
 def write_config(work, airlock, sandbox):
-    if os.path.exists(EVERYTHING) and shutil.which("node"):
-        name, server, tool, args = "everything", ["node", EVERYTHING, "stdio"], "echo", {"message": "hi"}
-    else:
-        name, tool, args = "corp", "forum_list", {"channel": "internal"}
-        server = [airlock, "demo-server", "--state", f"{work}/company.json", "--reset"]
-    with open(f"{work}/policy.cedar", "w") as f:
-        f.write(f'permit(principal == Agent::"bench", action == Action::"call_tool", '
-                f'resource == Tool::"{name}/{tool}");\n')
-    with open(f"{work}/airlock-{sandbox}.toml", "w") as f:
-        f.write(f"""[policy]
-files = ["policy.cedar"]
-[audit]
-path = "audit.db"
-[humans.alice]
-[tasks.bench]
-description = "bench"
-[agents.bench]
-on_behalf_of = "alice"
-task = "bench"
-[servers.{name}]
-description = "the bench server"
-{'sandbox = "off"' if sandbox == "off" else ""}
-[sandbox.profiles.default]
-read = ["{ROOT}/tests/node/node_modules"]
-write = ["{work}"]
-[breakers.defaults]
-enabled = false
-""")
-    return name, server, tool, args
+    """The bench's own config (scripts/bench-config.sh), so the list matches what it measures."""
+    out = subprocess.run(
+        [f"{ROOT}/scripts/bench-config.sh", work, airlock, "on" if sandbox == "default" else "off",
+         f"{work}/airlock-{sandbox}.toml"],
+        check=True, capture_output=True, text=True).stdout
+    name, server, tool, args = out.rstrip("\n").split("\t")
+    return name, shlex.split(server), tool, json.loads(args)
 
 
 def drive(wrap, airlock, work, sandbox, server_name, server, tool, args):
