@@ -152,14 +152,30 @@ impl BreakerSet {
         args: &Value,
         now_ns: i64,
     ) -> Result<Verdict, ControlError> {
+        let first = self.first_budget(agent, server, tool, args);
+        self.check_from(store, first, agent, server, tool, args, now_ns)
+    }
+
+    /// [`BreakerSet::check`], `first` the first budget class that applies.
+    #[allow(clippy::too_many_arguments)]
+    fn check_from(
+        &self,
+        store: &ControlStore,
+        first: Option<usize>,
+        agent: &str,
+        server: &str,
+        tool: &str,
+        args: &Value,
+        now_ns: i64,
+    ) -> Result<Verdict, ControlError> {
         store.cache()?.rate_bucket_ns = self.rate_bucket_ns;
-        if self.any_budget_applies(agent, server, tool, args) {
+        if first.is_some() {
             store.sync(agent)?;
         } else if self.defaults.enabled {
             store.refresh(agent, false)?;
         }
         let cache = store.cache()?;
-        Ok(self.evaluate(&cache, agent, server, tool, args, now_ns))
+        Ok(self.evaluate(&cache, first, agent, server, tool, args, now_ns))
     }
 
     /// Counts a call that passed [`BreakerSet::check`]. With a budget class
@@ -200,8 +216,9 @@ impl BreakerSet {
         args: &Value,
         now_ns: i64,
     ) -> Result<Verdict, ControlError> {
-        if !self.any_budget_applies(agent, server, tool, args) {
-            let verdict = self.check(store, agent, server, tool, args, now_ns)?;
+        let first = self.first_budget(agent, server, tool, args);
+        if first.is_none() {
+            let verdict = self.check_from(store, None, agent, server, tool, args, now_ns)?;
             if let Verdict::Pass { matched } = &verdict {
                 if !matched.is_empty() {
                     self.record_call(store, agent, matched, now_ns)?;
@@ -217,7 +234,7 @@ impl BreakerSet {
         store.step(
             agent,
             cutoff,
-            |cache| self.evaluate(cache, agent, server, tool, args, now_ns),
+            |cache| self.evaluate(cache, first, agent, server, tool, args, now_ns),
             |verdict, put| {
                 if let Verdict::Pass { matched } = verdict {
                     matched.iter().for_each(|m| put(&self.row(m, now_ns)));
@@ -327,16 +344,20 @@ impl BreakerSet {
         store.prune(now_ns.saturating_sub(self.max_window_ns))
     }
 
-    fn any_budget_applies(&self, agent: &str, server: &str, tool: &str, args: &Value) -> bool {
+    /// The index of the first budget class that covers the call, if any.
+    fn first_budget(&self, agent: &str, server: &str, tool: &str, args: &Value) -> Option<usize> {
         self.classes
             .iter()
-            .any(|(_, c)| applies(c, agent, server, tool, args))
+            .position(|(_, c)| applies(c, agent, server, tool, args))
     }
 
-    /// The decision, from the cached counters alone.
-    pub(crate) fn evaluate(
+    /// The decision, from the cached counters alone; `first` is
+    /// [`BreakerSet::first_budget`] (so no class is matched twice).
+    #[allow(clippy::too_many_arguments)]
+    fn evaluate(
         &self,
         cache: &EventCache,
+        first: Option<usize>,
         agent: &str,
         server: &str,
         tool: &str,
@@ -345,8 +366,9 @@ impl BreakerSet {
     ) -> Verdict {
         let reset = cache.reset_ns(agent);
         let mut matched = Vec::new();
-        for (name, c) in &self.classes {
-            if !applies(c, agent, server, tool, args) {
+        let classes = first.map_or(&[][..], |i| self.classes.get(i..).unwrap_or_default());
+        for (i, (name, c)) in classes.iter().enumerate() {
+            if i > 0 && !applies(c, agent, server, tool, args) {
                 continue;
             }
             match budget(cache, name, c, agent, args, now_ns, reset) {

@@ -31,7 +31,6 @@
 //! rename (the file they hold has no link left) and read the new one from its
 //! start.
 
-use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
@@ -39,6 +38,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use airlock_audit::Durability;
+use hashbrown::hash_map::EntryRef;
+use hashbrown::HashMap;
 
 use crate::cache::{EventCache, RESET_CLASS};
 use crate::error::ControlError;
@@ -63,10 +64,18 @@ pub(crate) const LOOP_REFRESH: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 pub(crate) struct Journals {
     dir: PathBuf,
-    durability: Durability,
     open: HashMap<String, Journal>,
+    io: Io,
+}
+
+/// What every journal's step shares.
+#[derive(Debug)]
+struct Io {
+    durability: Durability,
     /// Reused for appends.
     line: Vec<u8>,
+    /// Reused for reads.
+    buf: Vec<u8>,
     /// Pending loop-detection rows over every agent, and since when the oldest waits.
     pending_rows: usize,
     pending_since: Option<Instant>,
@@ -109,12 +118,15 @@ impl Journals {
     pub(crate) fn new(db: &Path, durability: Durability) -> Journals {
         Journals {
             dir: journal_dir(db),
-            durability,
             open: HashMap::new(),
-            line: Vec::with_capacity(256),
-            pending_rows: 0,
-            pending_since: None,
-            cutoff_ns: i64::MIN,
+            io: Io {
+                durability,
+                line: Vec::with_capacity(256),
+                buf: Vec::new(),
+                pending_rows: 0,
+                pending_since: None,
+                cutoff_ns: i64::MIN,
+            },
         }
     }
 
@@ -132,33 +144,8 @@ impl Journals {
         decide: impl FnOnce(&EventCache) -> T,
         rows: impl Fn(&T, &mut dyn FnMut(&Row<'_>)),
     ) -> Result<T, ControlError> {
-        self.cutoff_ns = self.cutoff_ns.max(cutoff_ns);
-        let cutoff_ns = self.cutoff_ns;
         let j = journal(&mut self.open, &self.dir, agent)?;
-        let _guard = Locked::new(&j.lock, &j.state.path)?;
-        let state = &mut j.state;
-        if state.sync(agent, cache)? {
-            // Read afresh: put back what this process has not appended yet.
-            j.pending.apply(agent, cache);
-        }
-        let out = decide(cache);
-        let line = &mut self.line;
-        line.clear();
-        j.pending.encode(line);
-        rows(&out, &mut |r| encode(line, r));
-        if !line.is_empty() {
-            state.append(line, self.durability)?;
-            rows(&out, &mut |r| cache.apply(agent, r));
-            self.pending_rows -= j.pending.len();
-            j.pending.clear();
-            if self.pending_rows == 0 {
-                self.pending_since = None;
-            }
-            if state.pos > COMPACT_BYTES && state.pos > 2 * state.base {
-                state.compact(agent, cache, cutoff_ns)?;
-            }
-        }
-        Ok(out)
+        self.io.step(j, agent, cache, cutoff_ns, decide, rows)
     }
 
     /// Reads `agent`'s new rows into `cache` (and appends its pending ones), under its lock.
@@ -174,13 +161,12 @@ impl Journals {
         max_age: Duration,
     ) -> Result<(), ControlError> {
         let j = journal(&mut self.open, &self.dir, agent)?;
-        if j.synced.is_some_and(|t| t.elapsed() < max_age) {
+        let now = Instant::now();
+        if j.synced.is_some_and(|t| now.duration_since(t) < max_age) {
             return Ok(());
         }
-        self.sync(agent, cache)?;
-        if let Some(j) = self.open.get_mut(agent) {
-            j.synced = Some(Instant::now());
-        }
+        self.io.step(j, agent, cache, i64::MIN, |_| (), |_, _| {})?;
+        j.synced = Some(now);
         Ok(())
     }
 
@@ -198,12 +184,13 @@ impl Journals {
             cache.apply(agent, r);
             j.pending.push(r, cache.rate_bucket_ns);
         }
-        self.pending_rows += j.pending.len() - before;
-        if self.pending_rows == 0 {
+        let io = &mut self.io;
+        io.pending_rows += j.pending.len() - before;
+        if io.pending_rows == 0 {
             return Ok(());
         }
-        let since = *self.pending_since.get_or_insert_with(Instant::now);
-        if self.pending_rows >= FLUSH_ROWS || since.elapsed() >= FLUSH_AFTER {
+        let since = *io.pending_since.get_or_insert_with(Instant::now);
+        if io.pending_rows >= FLUSH_ROWS || since.elapsed() >= FLUSH_AFTER {
             self.flush(cache)?;
         }
         Ok(())
@@ -211,7 +198,7 @@ impl Journals {
 
     /// Appends every agent's pending loop-detection rows now.
     pub(crate) fn flush(&mut self, cache: &mut EventCache) -> Result<(), ControlError> {
-        if self.pending_rows == 0 {
+        if self.io.pending_rows == 0 {
             return Ok(());
         }
         let agents: Vec<String> = self
@@ -229,7 +216,7 @@ impl Journals {
     /// Pending loop-detection rows over every agent.
     #[cfg(test)]
     pub(crate) fn pending_len(&self) -> usize {
-        self.pending_rows
+        self.io.pending_rows
     }
 
     /// Appends `rows` of `agent` now (rows carried over from an older store).
@@ -308,18 +295,55 @@ impl Journals {
     }
 }
 
+impl Io {
+    /// [`Journals::step`] on journal `j` of `agent`.
+    fn step<T>(
+        &mut self,
+        j: &mut Journal,
+        agent: &str,
+        cache: &mut EventCache,
+        cutoff_ns: i64,
+        decide: impl FnOnce(&EventCache) -> T,
+        rows: impl Fn(&T, &mut dyn FnMut(&Row<'_>)),
+    ) -> Result<T, ControlError> {
+        self.cutoff_ns = self.cutoff_ns.max(cutoff_ns);
+        let _guard = Locked::new(&j.lock, &j.state.path)?;
+        let state = &mut j.state;
+        if state.sync(agent, cache, &mut self.buf)? {
+            // Read afresh: put back what this process has not appended yet.
+            j.pending.apply(agent, cache);
+        }
+        let out = decide(cache);
+        let line = &mut self.line;
+        line.clear();
+        j.pending.encode(line);
+        rows(&out, &mut |r| encode(line, r));
+        if !line.is_empty() {
+            state.append(line, self.durability)?;
+            rows(&out, &mut |r| cache.apply(agent, r));
+            self.pending_rows -= j.pending.len();
+            j.pending.clear();
+            if self.pending_rows == 0 {
+                self.pending_since = None;
+            }
+            if state.pos > COMPACT_BYTES && state.pos > 2 * state.base {
+                state.compact(agent, cache, self.cutoff_ns)?;
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// `agent`'s journal, opened on first use.
 fn journal<'a>(
     open: &'a mut HashMap<String, Journal>,
     dir: &Path,
     agent: &str,
 ) -> Result<&'a mut Journal, ControlError> {
-    if !open.contains_key(agent) {
-        let j = Journal::open(dir, agent)?;
-        open.insert(agent.to_owned(), j);
+    match open.entry_ref(agent) {
+        EntryRef::Occupied(e) => Ok(e.into_mut()),
+        EntryRef::Vacant(e) => Ok(e.insert(Journal::open(dir, agent)?)),
     }
-    open.get_mut(agent)
-        .ok_or_else(|| ControlError::Corrupt("breaker journal vanished".into()))
 }
 
 impl Journal {
@@ -359,7 +383,12 @@ impl Journal {
 impl State {
     /// Applies what was appended since `pos`; follows a compaction to the new
     /// file, and then returns true (the agent's counters were read afresh).
-    fn sync(&mut self, agent: &str, cache: &mut EventCache) -> Result<bool, ControlError> {
+    fn sync(
+        &mut self,
+        agent: &str,
+        cache: &mut EventCache,
+        buf: &mut Vec<u8>,
+    ) -> Result<bool, ControlError> {
         let mut meta = self
             .file
             .metadata()
@@ -389,13 +418,17 @@ impl State {
         }
         let want = usize::try_from(len - self.pos)
             .map_err(|_| ControlError::Corrupt("breaker journal too large".into()))?;
-        let mut buf = vec![0u8; want.clamp(1, READ_CHUNK)];
+        let want = want.clamp(1, READ_CHUNK);
+        if buf.len() < want {
+            buf.resize(want, 0);
+        }
+        let buf = &mut buf[..want];
         let mut tail: Vec<u8> = Vec::new();
         let mut at = self.pos;
         while at < len {
             let n = self
                 .file
-                .read_at(&mut buf, at)
+                .read_at(buf, at)
                 .map_err(|e| io("read the breaker journal", &self.path, e))?;
             if n == 0 {
                 break;
@@ -416,8 +449,11 @@ impl State {
                 let r = decode(line).ok_or_else(|| bad_line(&self.path, line))?;
                 cache.apply_parts(agent, &r.class, r.key, r.time_ns, r.calls, r.items);
             }
-            let rest = chunk[whole..].to_vec();
-            tail = rest;
+            if whole == chunk.len() {
+                tail.clear();
+            } else {
+                tail = chunk[whole..].to_vec();
+            }
         }
         if !tail.is_empty() {
             // Every append is whole lines under the lock we hold: a partial line is damage.

@@ -66,21 +66,35 @@ pub(crate) fn encode(out: &mut Vec<u8>, r: &Row<'_>) {
 }
 
 /// Reads one line (without its `\n`); `None` if it is not a row this build writes.
+/// One pass over the bytes: journals are read back in full on open.
 pub(crate) fn decode(line: &[u8]) -> Option<Parsed<'_>> {
-    let text = std::str::from_utf8(line).ok()?;
-    let mut parts = text.split(' ');
-    let time_ns: i64 = parts.next()?.parse().ok()?;
-    let calls: u64 = parts.next()?.parse().ok()?;
-    let items: u64 = parts.next()?.parse().ok()?;
-    let class = unescape(parts.next()?)?;
-    let key = parts.next();
-    if parts.next().is_some() || class.is_empty() {
-        return None;
-    }
+    let mut at = 0;
+    let time_ns = if line.first() == Some(&b'-') {
+        at = 1;
+        i64::try_from(number(line, &mut at)?).ok()?.checked_neg()?
+    } else {
+        i64::try_from(number(line, &mut at)?).ok()?
+    };
+    let calls = number(line, &mut at)?;
+    let items = number(line, &mut at)?;
+    let class_bytes = field(line, &mut at)?;
+    // `None` past the end: the class was the last field.
+    let key = match line.get(at..) {
+        None => None,
+        Some(rest) => {
+            // A key is hex digits: no space, so no field after it.
+            if rest.is_empty() || !rest.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            // Hex digits are ASCII: always valid UTF-8.
+            Some(std::str::from_utf8(rest).ok()?)
+        }
+    };
+    let class = unescape(std::str::from_utf8(class_bytes).ok()?)?;
     let fanout = class.starts_with(FANOUT_PREFIX);
     let ok = match key {
-        // Fan-out rows, and only they, name a target: a hex digest.
-        Some(k) => fanout && !k.is_empty() && k.bytes().all(|b| b.is_ascii_hexdigit()),
+        // Fan-out rows, and only they, name a target.
+        Some(_) => fanout,
         None => {
             !fanout
                 && (!class.starts_with('!')
@@ -95,6 +109,35 @@ pub(crate) fn decode(line: &[u8]) -> Option<Parsed<'_>> {
         calls,
         items,
     })
+}
+
+/// A decimal `u64` at `line[*at..]` up to a space (consumed); `*at` moves past it.
+fn number(line: &[u8], at: &mut usize) -> Option<u64> {
+    let digits = field(line, at)?;
+    let mut n: u64 = 0;
+    for &b in digits {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some(n)
+}
+
+/// The non-empty bytes at `line[*at..]` up to a space or the end; `*at`
+/// moves past the space (or to the end, or past it when there is none).
+fn field<'a>(line: &'a [u8], at: &mut usize) -> Option<&'a [u8]> {
+    let rest = line.get(*at..)?;
+    let len = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
+    if len == 0 {
+        return None;
+    }
+    // Past the end when there is no space: a field after the last is then missing.
+    *at += len + 1;
+    if len == rest.len() {
+        *at += 1;
+    }
+    rest.get(..len)
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -182,6 +225,11 @@ mod tests {
             "1 -1 0 acl",
             "1 1 0 acl extra",
             "1 1 0 acl  ",
+            "1 1 0 acl ",
+            "-",
+            "- 1 0 acl",
+            "1x 1 0 acl",
+            "99999999999999999999 1 0 acl",
             "1 1 0 !fanout:corp/get",
             "1 1 0 !fanout:corp/get not-hex",
             "1 1 0 !rate ab",

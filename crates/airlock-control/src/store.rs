@@ -27,6 +27,8 @@ use crate::kill::{Kill, KillTarget};
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Cached counters outside every window are forgotten at most this often.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// [`PRUNE_EVERY`] is checked once per this many calls.
+const PRUNE_CHECK_CALLS: u32 = 64;
 /// The `agent` of a reset row of `breaker_events` that applied to every agent.
 const LEGACY_ALL_AGENTS: &str = "*";
 
@@ -56,6 +58,8 @@ pub struct ControlStore {
     /// Whether rows of an older build's `breaker_events` were looked for.
     carried_over: Cell<bool>,
     last_prune: Option<Instant>,
+    /// Calls since the store opened, for [`ControlStore::maybe_prune`].
+    prune_calls: u32,
 }
 
 impl ControlStore {
@@ -102,6 +106,7 @@ impl ControlStore {
             journals: RefCell::new(Journals::new(db, durability)),
             carried_over: Cell::new(false),
             last_prune: None,
+            prune_calls: 0,
         })
     }
 
@@ -313,9 +318,14 @@ impl ControlStore {
         Ok(self.cache.get_mut().prune(cutoff_ns))
     }
 
-    /// [`ControlStore::prune`] at most once per [`PRUNE_EVERY`].
+    /// [`ControlStore::prune`] at most once per [`PRUNE_EVERY`] (the clock is
+    /// read every [`PRUNE_CHECK_CALLS`] calls).
     pub(crate) fn maybe_prune(&mut self, cutoff_ns: i64) -> Result<(), ControlError> {
-        if self.last_prune.is_some_and(|t| t.elapsed() < PRUNE_EVERY) {
+        self.prune_calls = self.prune_calls.wrapping_add(1);
+        if self.last_prune.is_some()
+            && (!self.prune_calls.is_multiple_of(PRUNE_CHECK_CALLS)
+                || self.last_prune.is_some_and(|t| t.elapsed() < PRUNE_EVERY))
+        {
             return Ok(());
         }
         self.last_prune = Some(Instant::now());
