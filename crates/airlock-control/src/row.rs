@@ -111,15 +111,28 @@ pub(crate) fn decode(line: &[u8]) -> Option<Parsed<'_>> {
     })
 }
 
-/// A decimal `u64` at `line[*at..]` up to a space (consumed); `*at` moves past it.
+/// A decimal `u64` at `line[*at..]` up to a space or the end, in one pass;
+/// `*at` moves as [`field`] moves it.
 fn number(line: &[u8], at: &mut usize) -> Option<u64> {
-    let digits = field(line, at)?;
+    let rest = line.get(*at..)?;
     let mut n: u64 = 0;
-    for &b in digits {
+    let mut len = 0;
+    for &b in rest {
+        if b == b' ' {
+            break;
+        }
         if !b.is_ascii_digit() {
             return None;
         }
         n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+        len += 1;
+    }
+    if len == 0 {
+        return None;
+    }
+    *at += len + 1;
+    if len == rest.len() {
+        *at += 1;
     }
     Some(n)
 }
