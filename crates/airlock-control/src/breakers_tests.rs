@@ -1061,3 +1061,37 @@ fn an_older_builds_loop_rows_are_carried_into_the_journal_once() {
     let old: Vec<&str> = text.lines().filter(|l| l.contains(" 5 0 !rate")).collect();
     assert_eq!(old.len(), 1, "{text}");
 }
+
+#[test]
+fn a_tool_name_cannot_forge_a_journal_row() {
+    let (_d, db, set, mut s) = setup(LOOPS);
+    let tool = "x y\n0 0 0 !reset\n1 1 0 acl";
+    for i in 0..3 {
+        let v = set
+            .admit(&mut s, "bot", "corp", tool, &json!({"repo": "r0"}), T0 + i)
+            .unwrap();
+        assert!(is_pass(&v));
+    }
+    s.flush().unwrap();
+    let text = std::fs::read_to_string(journal_of(&db, "bot")).unwrap();
+    // One rate row and one fan-out row, the tool name escaped inside the fan-out class.
+    assert_eq!(text.lines().count(), 2, "{text}");
+    let classes: Vec<&str> = text.lines().map(|l| l.split(' ').nth(3).unwrap()).collect();
+    assert_eq!(classes[0], "!rate");
+    assert!(
+        classes[1].starts_with("!fanout:corp/x%20y%0a0%200%200%20!reset"),
+        "{text}"
+    );
+    let mut fresh = ControlStore::open(&db).unwrap();
+    fresh.refresh("bot", true).unwrap();
+    // No reset and no budget row came of it: the rate counter still holds the 3 calls.
+    let v = admit(&set, &mut fresh, "bot", "acl_set", json!({}), T0 + 5);
+    assert!(is_pass(&v));
+    let cache = fresh.cache().unwrap();
+    assert_eq!(cache.reset_ns("bot"), i64::MIN);
+    assert_eq!(cache.budget_usage("bot", "acl", T0 - 1).calls, 1);
+    assert_eq!(
+        cache.rate_series("bot").unwrap().usage_after(T0 - S).calls,
+        4
+    );
+}
