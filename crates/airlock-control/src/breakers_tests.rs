@@ -1095,3 +1095,44 @@ fn a_tool_name_cannot_forge_a_journal_row() {
         4
     );
 }
+
+#[test]
+fn a_read_that_failed_half_way_counts_nothing_twice() {
+    let (_d, db, set, mut s) = setup(ACL);
+    let rec = json!({"recursive": true});
+    for i in 0..3 {
+        assert!(is_pass(&admit(
+            &set,
+            &mut s,
+            "bot",
+            "acl_set",
+            rec.clone(),
+            T0 + i
+        )));
+    }
+    // Another process's row, then damage: the read applies the row, then fails.
+    let path = journal_of(&db, "bot");
+    let good = std::fs::read_to_string(&path).unwrap() + "1800000000000000005 1 0 acl\n";
+    std::fs::write(&path, format!("{good}garbage\n")).unwrap();
+    assert!(set
+        .admit(&mut s, "bot", "corp", "acl_set", &rec, T0 + 6)
+        .is_err());
+    // Repaired: 4 calls are counted, so exactly one more fits.
+    std::fs::write(&path, good).unwrap();
+    assert!(is_pass(&admit(
+        &set,
+        &mut s,
+        "bot",
+        "acl_set",
+        rec.clone(),
+        T0 + 7
+    )));
+    assert!(!is_pass(&admit(
+        &set,
+        &mut s,
+        "bot",
+        "acl_set",
+        rec,
+        T0 + 8
+    )));
+}

@@ -104,6 +104,8 @@ struct State {
     pos: u64,
     /// Size after the last compaction (or when opened).
     base: u64,
+    /// The agent's counters were forgotten and read afresh since the last step.
+    fresh: bool,
 }
 
 /// The directory of the journals of database `db`.
@@ -309,7 +311,8 @@ impl Io {
         self.cutoff_ns = self.cutoff_ns.max(cutoff_ns);
         let _guard = Locked::new(&j.lock, &j.state.path)?;
         let state = &mut j.state;
-        if state.sync(agent, cache, &mut self.buf)? {
+        state.sync(agent, cache, &mut self.buf)?;
+        if std::mem::take(&mut state.fresh) {
             // Read afresh: put back what this process has not appended yet.
             j.pending.apply(agent, cache);
         }
@@ -373,6 +376,7 @@ impl Journal {
                 file,
                 pos: 0,
                 base: 0,
+                fresh: false,
             },
             pending: Pending::default(),
             synced: None,
@@ -382,23 +386,40 @@ impl Journal {
 
 impl State {
     /// Applies what was appended since `pos`; follows a compaction to the new
-    /// file, and then returns true (the agent's counters were read afresh).
+    /// file. After an error the agent's counters are forgotten and the next
+    /// sync reads the file from its start, so rows applied before the error
+    /// are not counted twice.
     fn sync(
         &mut self,
         agent: &str,
         cache: &mut EventCache,
         buf: &mut Vec<u8>,
-    ) -> Result<bool, ControlError> {
+    ) -> Result<(), ControlError> {
+        let read = self.read_new(agent, cache, buf);
+        if read.is_err() {
+            cache.forget(agent);
+            self.pos = 0;
+            self.fresh = true;
+        }
+        read
+    }
+
+    fn read_new(
+        &mut self,
+        agent: &str,
+        cache: &mut EventCache,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), ControlError> {
         let mut meta = self
             .file
             .metadata()
             .map_err(|e| io("stat the breaker journal", &self.path, e))?;
-        let reopened = meta.nlink() == 0;
-        if reopened {
+        if meta.nlink() == 0 {
             // Compacted by another process: the rows are all in the new file.
             self.file = open_journal(&self.path)?;
             self.pos = 0;
             cache.forget(agent);
+            self.fresh = true;
             meta = self
                 .file
                 .metadata()
@@ -414,7 +435,7 @@ impl State {
             )));
         }
         if len == self.pos {
-            return Ok(reopened);
+            return Ok(());
         }
         let want = usize::try_from(len - self.pos)
             .map_err(|_| ControlError::Corrupt("breaker journal too large".into()))?;
@@ -463,7 +484,7 @@ impl State {
             )));
         }
         self.pos = at;
-        Ok(reopened)
+        Ok(())
     }
 
     fn append(&mut self, bytes: &[u8], durability: Durability) -> Result<(), ControlError> {
