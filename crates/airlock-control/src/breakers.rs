@@ -18,9 +18,9 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::cache::{EventCache, EventRow, FANOUT_PREFIX, RATE_CLASS};
+use crate::cache::{EventCache, Row, FANOUT_PREFIX, RATE_CLASS};
 use crate::error::ControlError;
-use crate::store::{ControlStore, LOOP_REFRESH};
+use crate::store::ControlStore;
 
 /// Trip class of the default fan-out breaker.
 pub const LOOP_FANOUT: &str = "loop.fanout";
@@ -140,7 +140,7 @@ impl BreakerSet {
     }
 
     /// Judges one call against the counters in `store` (this process's and,
-    /// for budget classes, every other process's committed calls). Does not
+    /// for budget classes, every other process's counted calls). Does not
     /// count the call: use [`BreakerSet::record_call`], or [`BreakerSet::admit`]
     /// for both at once without a gap another process could use.
     pub fn check(
@@ -152,20 +152,36 @@ impl BreakerSet {
         args: &Value,
         now_ns: i64,
     ) -> Result<Verdict, ControlError> {
-        if self.any_budget_applies(agent, server, tool, args) {
-            store.sync_budgets(agent)?;
-        }
-        if self.defaults.enabled {
-            store.refresh(false, LOOP_REFRESH)?;
-        }
-        let mut cache = store.cache()?;
-        cache.rate_bucket_ns = self.rate_bucket_ns;
-        Ok(self.evaluate(&cache, agent, server, tool, args, now_ns))
+        let first = self.first_budget(agent, server, tool, args);
+        self.check_from(store, first, agent, server, tool, args, now_ns)
     }
 
-    /// Counts a call that passed [`BreakerSet::check`]. Budget counters are
-    /// in the agent's journal before this returns; loop-detection counters are
-    /// committed within 100 ms.
+    /// [`BreakerSet::check`], `first` the first budget class that applies.
+    #[allow(clippy::too_many_arguments)]
+    fn check_from(
+        &self,
+        store: &ControlStore,
+        first: Option<usize>,
+        agent: &str,
+        server: &str,
+        tool: &str,
+        args: &Value,
+        now_ns: i64,
+    ) -> Result<Verdict, ControlError> {
+        store.cache()?.rate_bucket_ns = self.rate_bucket_ns;
+        if first.is_some() {
+            store.sync(agent)?;
+        } else if self.defaults.enabled {
+            store.refresh(agent, false)?;
+        }
+        let cache = store.cache()?;
+        Ok(self.evaluate(&cache, first, agent, server, tool, args, now_ns))
+    }
+
+    /// Counts a call that passed [`BreakerSet::check`]. With a budget class
+    /// among `matched`, every counter is in the agent's journal before this
+    /// returns (one append); otherwise the loop-detection counters are
+    /// appended within 100 ms.
     pub fn record_call(
         &self,
         store: &mut ControlStore,
@@ -174,16 +190,18 @@ impl BreakerSet {
         now_ns: i64,
     ) -> Result<(), ControlError> {
         store.cache()?.rate_bucket_ns = self.rate_bucket_ns;
-        let (budget, loops): (Vec<EventRow>, Vec<EventRow>) = matched
-            .iter()
-            .map(|m| row(agent, m, now_ns))
-            .partition(|r| !r.class.starts_with('!'));
         let cutoff = now_ns.saturating_sub(self.max_window_ns);
         store.maybe_prune(cutoff)?;
-        if !budget.is_empty() {
-            store.budget_step(agent, cutoff, |_| ((), budget))?;
+        if matched.iter().any(Matched::is_budget) {
+            return store.step(
+                agent,
+                cutoff,
+                |_| (),
+                |(), put| matched.iter().for_each(|m| put(&self.row(m, now_ns))),
+            );
         }
-        store.write_later(loops)
+        let rows: Vec<Row<'_>> = matched.iter().map(|m| self.row(m, now_ns)).collect();
+        store.write_later(agent, &rows)
     }
 
     /// [`BreakerSet::check`] and [`BreakerSet::record_call`] in one step. When
@@ -198,8 +216,9 @@ impl BreakerSet {
         args: &Value,
         now_ns: i64,
     ) -> Result<Verdict, ControlError> {
-        if !self.any_budget_applies(agent, server, tool, args) {
-            let verdict = self.check(store, agent, server, tool, args, now_ns)?;
+        let first = self.first_budget(agent, server, tool, args);
+        if first.is_none() {
+            let verdict = self.check_from(store, None, agent, server, tool, args, now_ns)?;
             if let Verdict::Pass { matched } = &verdict {
                 if !matched.is_empty() {
                     self.record_call(store, agent, matched, now_ns)?;
@@ -207,22 +226,21 @@ impl BreakerSet {
             }
             return Ok(verdict);
         }
+        // The journal step reads every process's rows of the agent, loop
+        // detection's included: no separate refresh.
+        store.cache()?.rate_bucket_ns = self.rate_bucket_ns;
         let cutoff = now_ns.saturating_sub(self.max_window_ns);
         store.maybe_prune(cutoff)?;
-        if self.defaults.enabled {
-            store.refresh(false, LOOP_REFRESH)?;
-        }
-        store.cache()?.rate_bucket_ns = self.rate_bucket_ns;
-        store.budget_step(agent, cutoff, |cache| {
-            let verdict = self.evaluate(cache, agent, server, tool, args, now_ns);
-            let rows = match &verdict {
-                Verdict::Pass { matched } => {
-                    matched.iter().map(|m| row(agent, m, now_ns)).collect()
+        store.step(
+            agent,
+            cutoff,
+            |cache| self.evaluate(cache, first, agent, server, tool, args, now_ns),
+            |verdict, put| {
+                if let Verdict::Pass { matched } = verdict {
+                    matched.iter().for_each(|m| put(&self.row(m, now_ns)));
                 }
-                Verdict::Trip(_) => Vec::new(),
-            };
-            (verdict, rows)
-        })
+            },
+        )
     }
 
     /// Counts `n` items a call of `class` affected (read from its result) and
@@ -240,25 +258,30 @@ impl BreakerSet {
             return Ok(None);
         };
         let window_ns = secs_ns(c.window_secs);
+        store.cache()?.rate_bucket_ns = self.rate_bucket_ns;
         let cutoff = now_ns.saturating_sub(self.max_window_ns);
-        store.budget_step(agent, cutoff, |cache| {
-            let from = now_ns.saturating_sub(window_ns).max(cache.reset_ns(agent));
-            let used = cache.budget_usage(agent, class, from).items + n;
-            let trip = c.max_items.filter(|&max| used > max).map(|max| Trip {
-                class: class.to_owned(),
-                budget: format!("{max} items per {} s", c.window_secs),
-                resets_at_ns: now_ns.saturating_add(window_ns),
-            });
-            let row = EventRow {
-                agent: agent.to_owned(),
-                class: class.to_owned(),
-                time_ns: now_ns,
-                calls: 0,
-                items: n,
-                key: None,
-            };
-            (trip, vec![row])
-        })
+        store.step(
+            agent,
+            cutoff,
+            |cache| {
+                let from = now_ns.saturating_sub(window_ns).max(cache.reset_ns(agent));
+                let used = cache.budget_usage(agent, class, from).items + n;
+                c.max_items.filter(|&max| used > max).map(|max| Trip {
+                    class: class.to_owned(),
+                    budget: format!("{max} items per {} s", c.window_secs),
+                    resets_at_ns: now_ns.saturating_add(window_ns),
+                })
+            },
+            |_, put| {
+                put(&Row {
+                    class,
+                    key: None,
+                    time_ns: now_ns,
+                    calls: 0,
+                    items: n,
+                })
+            },
+        )
     }
 
     /// Whether `class` reads its items from the call's result (`items = "result:…"`).
@@ -284,7 +307,8 @@ impl BreakerSet {
 
     /// Budget levels per agent × class with any call in the window.
     pub fn levels(&self, store: &ControlStore, now_ns: i64) -> Result<Vec<Level>, ControlError> {
-        store.sync_all_budgets()?;
+        store.cache()?.rate_bucket_ns = self.rate_bucket_ns;
+        store.sync_all()?;
         let cache = store.cache()?;
         let mut out = Vec::new();
         for (name, c) in &self.classes {
@@ -314,21 +338,26 @@ impl BreakerSet {
         Ok(out)
     }
 
-    /// Deletes counters older than the longest window.
+    /// Forgets cached counters older than the longest window (journals drop
+    /// them when compacted); returns how many.
     pub fn prune(&self, store: &mut ControlStore, now_ns: i64) -> Result<usize, ControlError> {
         store.prune(now_ns.saturating_sub(self.max_window_ns))
     }
 
-    fn any_budget_applies(&self, agent: &str, server: &str, tool: &str, args: &Value) -> bool {
+    /// The index of the first budget class that covers the call, if any.
+    fn first_budget(&self, agent: &str, server: &str, tool: &str, args: &Value) -> Option<usize> {
         self.classes
             .iter()
-            .any(|(_, c)| applies(c, agent, server, tool, args))
+            .position(|(_, c)| applies(c, agent, server, tool, args))
     }
 
-    /// The decision, from the cached counters alone.
-    pub(crate) fn evaluate(
+    /// The decision, from the cached counters alone; `first` is
+    /// [`BreakerSet::first_budget`] (so no class is matched twice).
+    #[allow(clippy::too_many_arguments)]
+    fn evaluate(
         &self,
         cache: &EventCache,
+        first: Option<usize>,
         agent: &str,
         server: &str,
         tool: &str,
@@ -337,8 +366,9 @@ impl BreakerSet {
     ) -> Verdict {
         let reset = cache.reset_ns(agent);
         let mut matched = Vec::new();
-        for (name, c) in &self.classes {
-            if !applies(c, agent, server, tool, args) {
+        let classes = first.map_or(&[][..], |i| self.classes.get(i..).unwrap_or_default());
+        for (i, (name, c)) in classes.iter().enumerate() {
+            if i > 0 && !applies(c, agent, server, tool, args) {
                 continue;
             }
             match budget(cache, name, c, agent, args, now_ns, reset) {
@@ -560,14 +590,22 @@ fn fanout_class(server: &str, tool: &str) -> String {
     class
 }
 
-fn row(agent: &str, m: &Matched, now_ns: i64) -> EventRow {
-    EventRow {
-        agent: agent.to_owned(),
-        class: m.class.clone(),
-        time_ns: now_ns,
-        calls: 1,
-        items: m.items,
-        key: m.key.clone(),
+impl BreakerSet {
+    /// The journal row of one counter a passing call increments; a rate row
+    /// is at its bucket's start, where the rows of many calls merge.
+    fn row<'m>(&self, m: &'m Matched, now_ns: i64) -> Row<'m> {
+        let time_ns = if m.class == RATE_CLASS {
+            now_ns - now_ns.rem_euclid(self.rate_bucket_ns)
+        } else {
+            now_ns
+        };
+        Row {
+            class: &m.class,
+            key: m.key.as_deref(),
+            time_ns,
+            calls: 1,
+            items: m.items,
+        }
     }
 }
 

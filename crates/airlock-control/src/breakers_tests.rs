@@ -436,12 +436,31 @@ fn journal_of(db: &Path, agent: &str) -> PathBuf {
 
 #[test]
 fn a_store_error_is_an_error() {
-    // Loop counters in SQLite.
-    let (_d, _db, set, mut s) = setup("[breakers.defaults]\nrate_min_calls = 100\n");
-    s.conn().execute_batch("DROP TABLE breaker_events").unwrap();
-    assert!(set
-        .admit(&mut s, "bot", "corp", "mail_list", &json!({}), T0)
-        .is_err());
+    // Loop counters in the journal: a damaged loop row denies a call outside every budget class.
+    for damage in [
+        "1800000000000000000 1 0 !rate ab\n",
+        "1 1 0 !fanout:corp/repo_get\n",
+    ] {
+        let (_d, db, set, mut s) = setup("[breakers.defaults]\nrate_min_calls = 100\n");
+        assert!(is_pass(&admit(
+            &set,
+            &mut s,
+            "bot",
+            "mail_list",
+            json!({}),
+            T0
+        )));
+        s.flush().unwrap();
+        let path = journal_of(&db, "bot");
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str(damage);
+        std::fs::write(&path, text).unwrap();
+        assert!(s.refresh("bot", true).is_err());
+        let mut fresh = ControlStore::open(&db).unwrap();
+        assert!(set
+            .admit(&mut fresh, "bot", "corp", "mail_list", &json!({}), T0 + 1)
+            .is_err());
+    }
     // Budget counters in the journal: a damaged line or a torn last line is an error, not a skip.
     for damage in ["garbage\n", "1800000000000000000 1 0 acl\n180000"] {
         let (_d, db, set, mut s) = setup(ACL);
@@ -742,12 +761,11 @@ fn levels_show_used_and_budget() {
 fn prune_drops_rows_outside_every_window() {
     let (_d, _db, set, mut s) = setup("[breakers.defaults]\nrate_min_calls = 100\n");
     admit(&set, &mut s, "bot", "mail_list", json!({}), T0);
-    s.flush().unwrap();
     admit(&set, &mut s, "bot", "mail_list", json!({}), T0 + 1000 * S);
-    s.flush().unwrap();
     assert_eq!(s.prune(T0 - S).unwrap(), 0);
-    // The newest row stays whatever its age, so row ids never go back.
-    assert_eq!(s.prune(T0 + 99_999 * S).unwrap(), 1);
+    // One rate bucket is at T0 (rate buckets start at multiples of 10 s here).
+    assert_eq!(s.prune(T0 + 999 * S).unwrap(), 1);
+    assert_eq!(s.prune(T0 + 999 * S).unwrap(), 0);
 }
 
 #[test]
@@ -768,3 +786,6 @@ fn fanout_key_is_the_digest_stored_rows_already_hold() {
     assert_eq!(fanout_key(&json!({"q": 1}), &keys), None);
     assert_eq!(fanout_class("corp", "a/b"), "!fanout:corp/a/b");
 }
+
+#[path = "loops_tests.rs"]
+mod loops;

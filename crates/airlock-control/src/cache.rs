@@ -1,18 +1,19 @@
-//! The in-memory view of `breaker_events` that every check reads.
+//! The in-memory view of an agent's journal rows that every check reads.
 //!
-//! Rows reach it in two ways: this process's own writes are applied as they
-//! are made, and other processes' rows are read back. Budget rows come from
-//! the agent's journal, read up to its end under the agent's lock before every
-//! budget decision (see `crate::journal`), so they include every counted call
-//! of every process; loop-detection rows come from `breaker_events` by a delta
-//! query (`id > last_id AND origin != me`, see `ControlStore::refresh`) at most
-//! every [`crate::store::LOOP_REFRESH`]. Sums over a window come from each
-//! series' running totals (see `crate::series`).
+//! Rows reach it in two ways: this process's own rows are applied as they are
+//! made (loop-detection rows before they are appended, see `crate::pending`),
+//! and every process's rows are read back from the agent's journal (see
+//! `crate::journal`): up to its end under the agent's lock before every budget
+//! decision, so budget counters include every counted call of every process,
+//! and at most every [`crate::journal::LOOP_REFRESH`] for a call outside every
+//! budget class, which reads only loop-detection counters. Sums over a window
+//! come from each series' running totals (see `crate::series`).
 
 // hashbrown for `entry_ref`: a lookup by `&str` that allocates the key only
 // when it inserts, so a call's rows allocate nothing for names already seen.
 use hashbrown::HashMap;
 
+pub(crate) use crate::row::Row;
 pub(crate) use crate::series::{Event, Series, Usage};
 
 /// `class` of a rate event (one row per agent per flush bucket).
@@ -21,26 +22,8 @@ pub(crate) const RATE_CLASS: &str = "!rate";
 pub(crate) const RESET_CLASS: &str = "!reset";
 /// `class` prefix of a fan-out event: `!fanout:server/tool`, keyed by target digest.
 pub(crate) const FANOUT_PREFIX: &str = "!fanout:";
-/// `agent` of a reset that applies to every agent.
-pub(crate) const ALL_AGENTS: &str = "*";
-
-/// One `breaker_events` row.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct EventRow {
-    pub(crate) agent: String,
-    pub(crate) class: String,
-    pub(crate) time_ns: i64,
-    pub(crate) calls: u64,
-    pub(crate) items: u64,
-    pub(crate) key: Option<String>,
-}
-
 #[derive(Debug, Default)]
 pub(crate) struct EventCache {
-    /// Highest `id` of another process's row applied.
-    pub(crate) last_id: i64,
-    /// When the delta query last ran.
-    pub(crate) refreshed: Option<std::time::Instant>,
     /// Width of a rate bucket: rate events closer than this are merged.
     pub(crate) rate_bucket_ns: i64,
     budgets: HashMap<String, HashMap<String, Series>>,
@@ -50,15 +33,8 @@ pub(crate) struct EventCache {
 }
 
 impl EventCache {
-    pub(crate) fn apply(&mut self, row: &EventRow) {
-        self.apply_parts(
-            &row.agent,
-            &row.class,
-            row.key.as_deref(),
-            row.time_ns,
-            row.calls,
-            row.items,
-        );
+    pub(crate) fn apply(&mut self, agent: &str, row: &Row<'_>) {
+        self.apply_parts(agent, row.class, row.key, row.time_ns, row.calls, row.items);
     }
 
     /// [`EventCache::apply`] from borrowed parts; allocates only for an agent,
@@ -96,9 +72,7 @@ impl EventCache {
 
     /// Events before this time do not count for `agent` (a human resumed it).
     pub(crate) fn reset_ns(&self, agent: &str) -> i64 {
-        let own = self.resets.get(agent).copied().unwrap_or(i64::MIN);
-        let all = self.resets.get(ALL_AGENTS).copied().unwrap_or(i64::MIN);
-        own.max(all)
+        self.resets.get(agent).copied().unwrap_or(i64::MIN)
     }
 
     /// Budget events of `agent` × `class` after `from_ns` (exclusive), oldest first.
@@ -123,31 +97,53 @@ impl EventCache {
         self.budgets.get(agent).and_then(|m| m.get(class))
     }
 
-    /// Forgets `agent`'s budget events (its journal is about to be read afresh).
-    pub(crate) fn forget_budgets(&mut self, agent: &str) {
+    /// Forgets `agent`'s counters (its journal is about to be read afresh);
+    /// its reset marker stays, it only ever moves forward.
+    pub(crate) fn forget(&mut self, agent: &str) {
         self.budgets.remove(agent);
+        self.rate.remove(agent);
+        self.fanout.remove(agent);
     }
 
-    /// `agent`'s budget events after `from_ns`, as rows (to rewrite its journal).
-    pub(crate) fn budget_rows(&self, agent: &str, from_ns: i64) -> Vec<EventRow> {
-        let mut rows: Vec<EventRow> = self
-            .budgets
-            .get(agent)
-            .into_iter()
-            .flat_map(|m| m.iter())
-            .flat_map(|(class, q)| {
-                q.after(from_ns).map(|e| EventRow {
-                    agent: agent.to_owned(),
-                    class: class.clone(),
+    /// Calls `f` with `agent`'s counters after `from_ns` as rows (to rewrite
+    /// its journal): budget events, rate buckets and fan-out targets.
+    pub(crate) fn for_each_row(&self, agent: &str, from_ns: i64, mut f: impl FnMut(&Row<'_>)) {
+        for (class, q) in self.budgets.get(agent).into_iter().flatten() {
+            for e in q.after(from_ns) {
+                f(&Row {
+                    class,
+                    key: None,
                     time_ns: e.time_ns,
                     calls: e.calls,
                     items: e.items,
-                    key: None,
-                })
-            })
-            .collect();
-        rows.sort_by_key(|r| r.time_ns);
-        rows
+                });
+            }
+        }
+        for e in self
+            .rate
+            .get(agent)
+            .into_iter()
+            .flat_map(|q| q.after(from_ns))
+        {
+            f(&Row {
+                class: RATE_CLASS,
+                key: None,
+                time_ns: e.time_ns,
+                calls: e.calls,
+                items: 0,
+            });
+        }
+        for (class, keys) in self.fanout.get(agent).into_iter().flatten() {
+            for (key, &time_ns) in keys.iter().filter(|(_, &t)| t > from_ns) {
+                f(&Row {
+                    class,
+                    key: Some(key),
+                    time_ns,
+                    calls: 1,
+                    items: 0,
+                });
+            }
+        }
     }
 
     /// Agents with any budget event for `class`.
@@ -192,26 +188,31 @@ impl EventCache {
         (distinct, seen, oldest)
     }
 
-    /// Forgets events at or before `cutoff_ns`: they are outside every window.
-    pub(crate) fn prune(&mut self, cutoff_ns: i64) {
+    /// Forgets events at or before `cutoff_ns` (they are outside every
+    /// window) and returns how many.
+    pub(crate) fn prune(&mut self, cutoff_ns: i64) -> usize {
+        let mut n = 0;
         for m in self.budgets.values_mut() {
             for q in m.values_mut() {
-                q.drop_through(cutoff_ns);
+                n += q.drop_through(cutoff_ns);
             }
             m.retain(|_, q| !q.is_empty());
         }
         self.budgets.retain(|_, m| !m.is_empty());
         for q in self.rate.values_mut() {
-            q.drop_through(cutoff_ns);
+            n += q.drop_through(cutoff_ns);
         }
         self.rate.retain(|_, q| !q.is_empty());
         for m in self.fanout.values_mut() {
             for keys in m.values_mut() {
+                let before = keys.len();
                 keys.retain(|_, t| *t > cutoff_ns);
+                n += before - keys.len();
             }
             m.retain(|_, k| !k.is_empty());
         }
         self.fanout.retain(|_, m| !m.is_empty());
+        n
     }
 }
 

@@ -1,9 +1,13 @@
-//! Budget counters on the call path: one append-only journal per agent, next
-//! to the audit database in `<db>.breakers/`, guarded by the agent's lock file.
+//! Breaker counters: one append-only journal per agent, next to the audit
+//! database in `<db>.breakers/`, guarded by the agent's lock file. It holds
+//! the agent's budget rows and its loop-detection rows (rate buckets, fan-out
+//! targets); see `crate::row` for the line format.
 //!
 //! A budget decision takes the agent's lock (`flock`), reads what other
 //! processes appended since this one last looked, decides, appends its own
-//! row with one `write(2)`, and lets go: four system calls, no SQLite commit.
+//! rows with one `write(2)`, and lets go: four system calls, no SQLite commit.
+//! The call's loop-detection rows, and any this process still had pending for
+//! the agent, go into that same write.
 //!
 //! - **Exact across processes**: every process of the agent appends under the
 //!   same lock after reading every row before its own, so two gateways cannot
@@ -13,23 +17,34 @@
 //!   is followed by `fdatasync`. Journals are read back in full on open.
 //! - **Fail closed**: a journal that cannot be opened, locked, read or parsed
 //!   is an error, and the caller denies.
+//! - **Loop detection written behind**: a call outside every budget class
+//!   takes no lock. Its rows are cached at once and merged into the agent's
+//!   pending rows (`crate::pending`), appended under the lock within
+//!   [`FLUSH_AFTER`] (or at [`FLUSH_ROWS`], or on drop) in one write; other
+//!   processes' rows are read at most every [`LOOP_REFRESH`] (a budget
+//!   decision reads them anyway). Loop detection is a heuristic over windows
+//!   of minutes: 100 ms late is what it always allowed.
 //!
-//! A line is `<time_ns> <calls> <items> <class>`; a resume appends
-//! `<time_ns> 0 0 !reset`. A journal that grew past [`COMPACT_BYTES`] and
-//! twice its live size is rewritten with only the rows still inside a window
-//! and renamed over the old one; other processes notice the rename (the file
-//! they hold has no link left) and read the new one from its start.
+//! A journal that grew past [`COMPACT_BYTES`] and twice its live size is
+//! rewritten with only the rows still inside a window (budget, rate and
+//! fan-out alike) and renamed over the old one; other processes notice the
+//! rename (the file they hold has no link left) and read the new one from its
+//! start.
 
-use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use airlock_audit::Durability;
+use hashbrown::hash_map::EntryRef;
+use hashbrown::HashMap;
 
-use crate::cache::{EventCache, EventRow, RESET_CLASS};
+use crate::cache::{EventCache, RESET_CLASS};
 use crate::error::ControlError;
+use crate::pending::Pending;
+use crate::row::{decode, encode, Row};
 
 /// A journal is compacted once it is this large (and twice its live size).
 #[cfg(not(test))]
@@ -37,15 +52,35 @@ pub(crate) const COMPACT_BYTES: u64 = 1 << 20;
 #[cfg(test)]
 pub(crate) const COMPACT_BYTES: u64 = 2048;
 const READ_CHUNK: usize = 64 * 1024;
+/// Loop-detection rows are appended behind, at most this late (and on drop).
+pub(crate) const FLUSH_AFTER: Duration = Duration::from_millis(100);
+/// Or once this many are pending.
+const FLUSH_ROWS: usize = 512;
+/// A call outside every budget class re-reads other processes' rows of its
+/// agent at most this often.
+pub(crate) const LOOP_REFRESH: Duration = Duration::from_millis(100);
 
 /// The journals of every agent this process has counted.
 #[derive(Debug)]
 pub(crate) struct Journals {
     dir: PathBuf,
-    durability: Durability,
     open: HashMap<String, Journal>,
+    io: Io,
+}
+
+/// What every journal's step shares.
+#[derive(Debug)]
+struct Io {
+    durability: Durability,
     /// Reused for appends.
     line: Vec<u8>,
+    /// Reused for reads.
+    buf: Vec<u8>,
+    /// Pending loop-detection rows over every agent, and since when the oldest waits.
+    pending_rows: usize,
+    pending_since: Option<Instant>,
+    /// The newest cutoff a caller named: a flush's compaction keeps rows after it.
+    cutoff_ns: i64,
 }
 
 /// One agent's journal as this process sees it.
@@ -54,6 +89,10 @@ struct Journal {
     /// Never replaced, so every process locks the same file.
     lock: File,
     state: State,
+    /// This process's loop-detection rows not yet appended (already cached).
+    pending: Pending,
+    /// When the journal was last read to its end.
+    synced: Option<Instant>,
 }
 
 /// The journal file itself (replaced on compaction).
@@ -65,6 +104,8 @@ struct State {
     pos: u64,
     /// Size after the last compaction (or when opened).
     base: u64,
+    /// The agent's counters were forgotten and read afresh since the last step.
+    fresh: bool,
 }
 
 /// The directory of the journals of database `db`.
@@ -79,46 +120,121 @@ impl Journals {
     pub(crate) fn new(db: &Path, durability: Durability) -> Journals {
         Journals {
             dir: journal_dir(db),
-            durability,
             open: HashMap::new(),
-            line: Vec::with_capacity(256),
+            io: Io {
+                durability,
+                line: Vec::with_capacity(256),
+                buf: Vec::new(),
+                pending_rows: 0,
+                pending_since: None,
+                cutoff_ns: i64::MIN,
+            },
         }
     }
 
     /// Under `agent`'s lock: reads every row appended since the last look into
-    /// `cache`, runs `f`, and appends the rows it returns. Rows older than
-    /// `cutoff_ns` may be dropped if the journal is compacted.
-    pub(crate) fn with_agent<T>(
+    /// `cache`, runs `decide`, and appends the rows `rows` names for its
+    /// outcome together with the agent's pending loop-detection rows, in one
+    /// write. `rows` is called twice (to encode, then, once written, to apply
+    /// to the cache), so nothing is counted that did not reach the file. Rows
+    /// older than `cutoff_ns` may be dropped if the journal is compacted.
+    pub(crate) fn step<T>(
         &mut self,
         agent: &str,
         cache: &mut EventCache,
         cutoff_ns: i64,
-        f: impl FnOnce(&EventCache) -> (T, Vec<EventRow>),
+        decide: impl FnOnce(&EventCache) -> T,
+        rows: impl Fn(&T, &mut dyn FnMut(&Row<'_>)),
     ) -> Result<T, ControlError> {
         let j = journal(&mut self.open, &self.dir, agent)?;
-        let _guard = Locked::new(&j.lock, &j.state.path)?;
-        let state = &mut j.state;
-        state.sync(agent, cache)?;
-        let (out, rows) = f(cache);
-        if !rows.is_empty() {
-            self.line.clear();
-            for r in &rows {
-                encode(&mut self.line, r);
-            }
-            state.append(&self.line, self.durability)?;
-            for r in &rows {
-                cache.apply(r);
-            }
-            if state.pos > COMPACT_BYTES && state.pos > 2 * state.base {
-                state.compact(agent, cache, cutoff_ns)?;
-            }
-        }
-        Ok(out)
+        self.io.step(j, agent, cache, cutoff_ns, decide, rows)
     }
 
-    /// Reads `agent`'s new rows into `cache`, under its lock.
+    /// Reads `agent`'s new rows into `cache` (and appends its pending ones), under its lock.
     pub(crate) fn sync(&mut self, agent: &str, cache: &mut EventCache) -> Result<(), ControlError> {
-        self.with_agent(agent, cache, i64::MIN, |_| ((), Vec::new()))
+        self.step(agent, cache, i64::MIN, |_| (), |_, _| {})
+    }
+
+    /// [`Journals::sync`] if `agent`'s journal was last read more than `max_age` ago.
+    pub(crate) fn refresh(
+        &mut self,
+        agent: &str,
+        cache: &mut EventCache,
+        max_age: Duration,
+    ) -> Result<(), ControlError> {
+        let j = journal(&mut self.open, &self.dir, agent)?;
+        let now = Instant::now();
+        if j.synced.is_some_and(|t| now.duration_since(t) < max_age) {
+            return Ok(());
+        }
+        self.io.step(j, agent, cache, i64::MIN, |_| (), |_, _| {})?;
+        j.synced = Some(now);
+        Ok(())
+    }
+
+    /// Caches `agent`'s loop-detection rows now and appends them within
+    /// [`FLUSH_AFTER`] (or at [`FLUSH_ROWS`] pending rows, or on drop).
+    pub(crate) fn write_later(
+        &mut self,
+        agent: &str,
+        cache: &mut EventCache,
+        rows: &[Row<'_>],
+    ) -> Result<(), ControlError> {
+        let j = journal(&mut self.open, &self.dir, agent)?;
+        let before = j.pending.len();
+        for r in rows {
+            cache.apply(agent, r);
+            j.pending.push(r, cache.rate_bucket_ns);
+        }
+        let io = &mut self.io;
+        io.pending_rows += j.pending.len() - before;
+        if io.pending_rows == 0 {
+            return Ok(());
+        }
+        let since = *io.pending_since.get_or_insert_with(Instant::now);
+        if io.pending_rows >= FLUSH_ROWS || since.elapsed() >= FLUSH_AFTER {
+            self.flush(cache)?;
+        }
+        Ok(())
+    }
+
+    /// Appends every agent's pending loop-detection rows now.
+    pub(crate) fn flush(&mut self, cache: &mut EventCache) -> Result<(), ControlError> {
+        if self.io.pending_rows == 0 {
+            return Ok(());
+        }
+        let agents: Vec<String> = self
+            .open
+            .iter()
+            .filter(|(_, j)| !j.pending.is_empty())
+            .map(|(a, _)| a.clone())
+            .collect();
+        for agent in agents {
+            self.sync(&agent, cache)?;
+        }
+        Ok(())
+    }
+
+    /// Pending loop-detection rows over every agent.
+    #[cfg(test)]
+    pub(crate) fn pending_len(&self) -> usize {
+        self.io.pending_rows
+    }
+
+    /// Appends `rows` of `agent` now (rows carried over from an older store).
+    pub(crate) fn append(
+        &mut self,
+        agent: &str,
+        cache: &mut EventCache,
+        rows: &[Row<'_>],
+    ) -> Result<(), ControlError> {
+        self.step(
+            agent,
+            cache,
+            i64::MIN,
+            |_| (),
+            |_, put| rows.iter().for_each(&mut *put),
+        )
     }
 
     /// Reads every agent's journal into `cache` (for `airlock status`).
@@ -141,16 +257,15 @@ impl Journals {
             Some(a) => vec![a.to_owned()],
             None => self.agents()?,
         };
+        let row = Row {
+            class: RESET_CLASS,
+            key: None,
+            time_ns,
+            calls: 0,
+            items: 0,
+        };
         for a in agents {
-            let row = EventRow {
-                agent: a.clone(),
-                class: RESET_CLASS.to_owned(),
-                time_ns,
-                calls: 0,
-                items: 0,
-                key: None,
-            };
-            self.with_agent(&a, cache, i64::MIN, |_| ((), vec![row]))?;
+            self.append(&a, cache, &[row])?;
         }
         Ok(())
     }
@@ -182,18 +297,56 @@ impl Journals {
     }
 }
 
+impl Io {
+    /// [`Journals::step`] on journal `j` of `agent`.
+    fn step<T>(
+        &mut self,
+        j: &mut Journal,
+        agent: &str,
+        cache: &mut EventCache,
+        cutoff_ns: i64,
+        decide: impl FnOnce(&EventCache) -> T,
+        rows: impl Fn(&T, &mut dyn FnMut(&Row<'_>)),
+    ) -> Result<T, ControlError> {
+        self.cutoff_ns = self.cutoff_ns.max(cutoff_ns);
+        let _guard = Locked::new(&j.lock, &j.state.path)?;
+        let state = &mut j.state;
+        state.sync(agent, cache, &mut self.buf)?;
+        if std::mem::take(&mut state.fresh) {
+            // Read afresh: put back what this process has not appended yet.
+            j.pending.apply(agent, cache);
+        }
+        let out = decide(cache);
+        let line = &mut self.line;
+        line.clear();
+        j.pending.encode(line);
+        rows(&out, &mut |r| encode(line, r));
+        if !line.is_empty() {
+            state.append(line, self.durability)?;
+            rows(&out, &mut |r| cache.apply(agent, r));
+            self.pending_rows -= j.pending.len();
+            j.pending.clear();
+            if self.pending_rows == 0 {
+                self.pending_since = None;
+            }
+            if state.pos > COMPACT_BYTES && state.pos > 2 * state.base {
+                state.compact(agent, cache, self.cutoff_ns)?;
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// `agent`'s journal, opened on first use.
 fn journal<'a>(
     open: &'a mut HashMap<String, Journal>,
     dir: &Path,
     agent: &str,
 ) -> Result<&'a mut Journal, ControlError> {
-    if !open.contains_key(agent) {
-        let j = Journal::open(dir, agent)?;
-        open.insert(agent.to_owned(), j);
+    match open.entry_ref(agent) {
+        EntryRef::Occupied(e) => Ok(e.into_mut()),
+        EntryRef::Vacant(e) => Ok(e.insert(Journal::open(dir, agent)?)),
     }
-    open.get_mut(agent)
-        .ok_or_else(|| ControlError::Corrupt("breaker journal vanished".into()))
 }
 
 impl Journal {
@@ -223,14 +376,40 @@ impl Journal {
                 file,
                 pos: 0,
                 base: 0,
+                fresh: false,
             },
+            pending: Pending::default(),
+            synced: None,
         })
     }
 }
 
 impl State {
-    /// Applies what was appended since `pos`; follows a compaction to the new file.
-    fn sync(&mut self, agent: &str, cache: &mut EventCache) -> Result<(), ControlError> {
+    /// Applies what was appended since `pos`; follows a compaction to the new
+    /// file. After an error the agent's counters are forgotten and the next
+    /// sync reads the file from its start, so rows applied before the error
+    /// are not counted twice.
+    fn sync(
+        &mut self,
+        agent: &str,
+        cache: &mut EventCache,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), ControlError> {
+        let read = self.read_new(agent, cache, buf);
+        if read.is_err() {
+            cache.forget(agent);
+            self.pos = 0;
+            self.fresh = true;
+        }
+        read
+    }
+
+    fn read_new(
+        &mut self,
+        agent: &str,
+        cache: &mut EventCache,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), ControlError> {
         let mut meta = self
             .file
             .metadata()
@@ -239,7 +418,8 @@ impl State {
             // Compacted by another process: the rows are all in the new file.
             self.file = open_journal(&self.path)?;
             self.pos = 0;
-            cache.forget_budgets(agent);
+            cache.forget(agent);
+            self.fresh = true;
             meta = self
                 .file
                 .metadata()
@@ -259,28 +439,42 @@ impl State {
         }
         let want = usize::try_from(len - self.pos)
             .map_err(|_| ControlError::Corrupt("breaker journal too large".into()))?;
-        let mut buf = vec![0u8; want.clamp(1, READ_CHUNK)];
+        let want = want.clamp(1, READ_CHUNK);
+        if buf.len() < want {
+            buf.resize(want, 0);
+        }
+        let buf = &mut buf[..want];
         let mut tail: Vec<u8> = Vec::new();
         let mut at = self.pos;
         while at < len {
             let n = self
                 .file
-                .read_at(&mut buf, at)
+                .read_at(buf, at)
                 .map_err(|e| io("read the breaker journal", &self.path, e))?;
             if n == 0 {
                 break;
             }
             at += n as u64;
-            tail.extend_from_slice(&buf[..n]);
             // Apply whole lines as they come, keep a partial one for the next chunk.
-            let whole = tail.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-            for line in tail[..whole]
+            let chunk: &[u8] = if tail.is_empty() {
+                &buf[..n]
+            } else {
+                tail.extend_from_slice(&buf[..n]);
+                &tail
+            };
+            let whole = chunk.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            for line in chunk[..whole]
                 .split(|&b| b == b'\n')
                 .filter(|l| !l.is_empty())
             {
-                cache.apply(&decode(agent, line, &self.path)?);
+                let r = decode(line).ok_or_else(|| bad_line(&self.path, line))?;
+                cache.apply_parts(agent, &r.class, r.key, r.time_ns, r.calls, r.items);
             }
-            tail.drain(..whole);
+            if whole == chunk.len() {
+                tail.clear();
+            } else {
+                tail = chunk[whole..].to_vec();
+            }
         }
         if !tail.is_empty() {
             // Every append is whole lines under the lock we hold: a partial line is damage.
@@ -307,7 +501,8 @@ impl State {
     }
 
     /// Rewrites the journal with the rows still in a window, from the cache
-    /// (which holds every row of the file: it was just synced under the lock).
+    /// (which holds every row of the file: it was just synced under the lock,
+    /// and this process's pending rows were just appended).
     fn compact(
         &mut self,
         agent: &str,
@@ -319,19 +514,16 @@ impl State {
         if reset > i64::MIN {
             encode(
                 &mut text,
-                &EventRow {
-                    agent: agent.to_owned(),
-                    class: RESET_CLASS.to_owned(),
+                &Row {
+                    class: RESET_CLASS,
+                    key: None,
                     time_ns: reset,
                     calls: 0,
                     items: 0,
-                    key: None,
                 },
             );
         }
-        for row in cache.budget_rows(agent, cutoff_ns.max(reset)) {
-            encode(&mut text, &row);
-        }
+        cache.for_each_row(agent, cutoff_ns.max(reset), |r| encode(&mut text, r));
         let tmp = self.path.with_extension("journal.tmp");
         let mut f = OpenOptions::new()
             .write(true)
@@ -382,37 +574,12 @@ fn open_journal(path: &Path) -> Result<File, ControlError> {
         .map_err(|e| io("open the breaker journal", path, e))
 }
 
-fn encode(out: &mut Vec<u8>, r: &EventRow) {
-    // Writing into a Vec cannot fail.
-    let _ = writeln!(out, "{} {} {} {}", r.time_ns, r.calls, r.items, r.class);
-}
-
-fn decode(agent: &str, line: &[u8], path: &Path) -> Result<EventRow, ControlError> {
-    let bad = || {
-        ControlError::Corrupt(format!(
-            "breaker journal {}: bad line {:?}",
-            path.display(),
-            String::from_utf8_lossy(line)
-        ))
-    };
-    let text = std::str::from_utf8(line).map_err(|_| bad())?;
-    let mut parts = text.splitn(4, ' ');
-    let mut next = || parts.next().ok_or_else(bad);
-    let time_ns: i64 = next()?.parse().map_err(|_| bad())?;
-    let calls: u64 = next()?.parse().map_err(|_| bad())?;
-    let items: u64 = next()?.parse().map_err(|_| bad())?;
-    let class = next()?;
-    if class.is_empty() || class.contains(' ') || (class.starts_with('!') && class != RESET_CLASS) {
-        return Err(bad());
-    }
-    Ok(EventRow {
-        agent: agent.to_owned(),
-        class: class.to_owned(),
-        time_ns,
-        calls,
-        items,
-        key: None,
-    })
+fn bad_line(path: &Path, line: &[u8]) -> ControlError {
+    ControlError::Corrupt(format!(
+        "breaker journal {}: bad line {:?}",
+        path.display(),
+        String::from_utf8_lossy(line)
+    ))
 }
 
 fn io(context: &'static str, path: &Path, source: std::io::Error) -> ControlError {

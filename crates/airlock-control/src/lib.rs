@@ -8,12 +8,14 @@
 //!   (Unix datagram sockets in `<db>.control/`), which re-reads the active kills.
 //! - **Breakers** ([`BreakerSet`]) keep budgets per agent × action class from
 //!   `[breakers.<class>]`, plus default loop and fan-out detection
-//!   (`[breakers.defaults]`). Budget counters are per-agent journals beside
-//!   the database, appended under the agent's lock file, so they survive
-//!   restarts and are exact across every process on the file (see the
-//!   `journal` module); loop-detection counters are rows of `breaker_events`,
-//!   written behind. An in-memory cache in front of both is what decisions read
-//!   (see the `cache` module).
+//!   (`[breakers.defaults]`). Every counter is a row of a per-agent journal
+//!   beside the database, appended under the agent's lock file, so counters
+//!   survive restarts and budgets are exact across every process on the file
+//!   (see the `journal` module). A call inside a budget class appends its
+//!   budget and loop-detection rows in one write under the lock; a call
+//!   outside every class appends its loop-detection rows behind, within
+//!   100 ms. An in-memory cache in front of the journals is what decisions
+//!   read (see the `cache` module).
 //! - **Humans** act with a bearer token whose SHA-256 is in the config
 //!   ([`auth::verify_human`]).
 //!
@@ -51,6 +53,7 @@ mod kill_store;
 mod notify;
 mod pending;
 mod records;
+mod row;
 mod series;
 mod store;
 

@@ -131,11 +131,11 @@ impl Series {
         self.events.iter()
     }
 
-    /// Forgets the events at or before `cutoff_ns`.
-    pub(crate) fn drop_through(&mut self, cutoff_ns: i64) {
-        while self.events.front().is_some_and(|e| e.time_ns <= cutoff_ns) {
-            self.events.pop_front();
-        }
+    /// Forgets the events at or before `cutoff_ns`; returns how many.
+    pub(crate) fn drop_through(&mut self, cutoff_ns: i64) -> usize {
+        let n = self.first_after(cutoff_ns);
+        self.events.drain(..n);
+        n
     }
 }
 

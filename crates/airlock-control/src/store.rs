@@ -1,46 +1,37 @@
-//! `ControlStore`: the kill store (its own file, see the `kill_store` module),
-//! loop-detection counters in the audit database file (own table, WAL), budget
-//! counters in the per-agent journals beside it (see the `journal` module), and
-//! the in-memory breaker cache in front of both.
+//! `ControlStore`: the kill store (a file of its own, see the `kill_store`
+//! module), breaker counters (budgets and loop detection) in the per-agent
+//! journals beside the audit database (see the `journal` module), and the
+//! in-memory breaker cache in front of them.
+//!
+//! Builds before the journals held loop detection kept its rows in a
+//! `breaker_events` table. The first breaker step of a store on such a file
+//! carries the rows still counting (after the agent's last reset) into the
+//! journals and drops the table, in one write transaction, so no process
+//! carries them twice; an older build opening the file again creates an empty
+//! table, carried over the same way next time.
 
-use std::cell::{RefCell, RefMut};
+use std::cell::{Cell, RefCell, RefMut};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use airlock_audit::Durability;
-use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
+use rusqlite::{params, Connection, OpenFlags, Transaction, TransactionBehavior};
 
-use crate::cache::{EventCache, EventRow, ALL_AGENTS, RESET_CLASS};
+use crate::cache::{EventCache, Row, FANOUT_PREFIX, RATE_CLASS, RESET_CLASS};
 use crate::error::ControlError;
-use crate::journal::Journals;
+use crate::journal::{Journals, LOOP_REFRESH};
 use crate::kill::{Kill, KillTarget};
 use crate::kill_store::KillStore;
-use crate::pending::{Pending, INSERT_EVENT};
 
 /// How long a writer waits for another process's transaction before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-/// Loop-detection rows are written behind, at most this late (and on drop).
-pub(crate) const FLUSH_AFTER: Duration = Duration::from_millis(100);
-/// Or once this many are pending.
-const FLUSH_ROWS: usize = 512;
-/// Old counter rows are deleted at most this often.
+/// Cached counters outside every window are forgotten at most this often.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
-/// Loop detection re-reads other processes' rows at most this often.
-pub(crate) const LOOP_REFRESH: Duration = Duration::from_millis(100);
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS breaker_events (
-    id INTEGER PRIMARY KEY,
-    agent TEXT NOT NULL,
-    class TEXT NOT NULL,
-    time_ns INTEGER NOT NULL,
-    calls INTEGER NOT NULL,
-    items INTEGER NOT NULL,
-    key TEXT NULL,
-    origin TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS breaker_events_time ON breaker_events(time_ns);
-";
+/// [`PRUNE_EVERY`] is checked once per this many calls.
+const PRUNE_CHECK_CALLS: u32 = 64;
+/// The `agent` of a reset row of `breaker_events` that applied to every agent.
+const LEGACY_ALL_AGENTS: &str = "*";
 
 /// Kill state and breaker counters. One per process (or thread); many
 /// processes can share one file.
@@ -48,21 +39,22 @@ CREATE INDEX IF NOT EXISTS breaker_events_time ON breaker_events(time_ns);
 pub struct ControlStore {
     /// Kills, in a file of their own so a kill never queues behind the audit trail's writers.
     kills: KillStore,
+    /// The audit database, used only to carry an older build's loop rows over.
     conn: Connection,
     path: PathBuf,
-    /// Tags this store's rows so the delta query skips what is already cached.
-    origin: String,
     cache: RefCell<EventCache>,
-    /// Budget counters (exact across processes; see `crate::journal`).
+    /// Breaker counters (exact across processes; see `crate::journal`).
     journals: RefCell<Journals>,
-    pending: Pending,
-    pending_since: Option<Instant>,
+    /// Whether rows of an older build's `breaker_events` were looked for.
+    carried_over: Cell<bool>,
     last_prune: Option<Instant>,
+    /// Calls since the store opened, for [`ControlStore::maybe_prune`].
+    prune_calls: u32,
 }
 
 impl ControlStore {
-    /// Opens (creating if needed) the control tables in `db` with
-    /// process-crash durability (`synchronous=NORMAL`).
+    /// Opens the control state of the audit database `db` (creating the kill
+    /// file if needed) with process-crash durability (`synchronous=NORMAL`).
     pub fn open(db: &Path) -> Result<ControlStore, ControlError> {
         ControlStore::open_with(db, Durability::Process)
     }
@@ -95,20 +87,15 @@ impl ControlStore {
         };
         conn.pragma_update(None, "synchronous", sync)
             .map_err(ControlError::sqlite("set synchronous"))?;
-        conn.execute_batch(&format!("BEGIN IMMEDIATE;{SCHEMA}COMMIT;"))
-            .map_err(ControlError::sqlite("create control tables"))?;
-        let mut r = [0u8; 8];
-        crate::auth::random_bytes(&mut r)?;
         Ok(ControlStore {
             kills: KillStore::open_with(db, durability)?,
             conn,
             path: db.to_owned(),
-            origin: format!("{}-{}", std::process::id(), hex::encode(r)),
             cache: RefCell::new(EventCache::default()),
             journals: RefCell::new(Journals::new(db, durability)),
-            pending: Pending::default(),
-            pending_since: None,
+            carried_over: Cell::new(false),
             last_prune: None,
+            prune_calls: 0,
         })
     }
 
@@ -140,35 +127,18 @@ impl ControlStore {
     /// paused again by the calls that tripped it.
     pub fn resume(&mut self, target: &KillTarget, by: &str) -> Result<usize, ControlError> {
         let now = airlock_audit::now_unix_ns();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(ControlError::sqlite("begin resume"))?;
-        let reset_agent = match target {
-            KillTarget::Agent(a) => Some(a.as_str()),
-            KillTarget::All => Some(ALL_AGENTS),
-            _ => None,
-        };
-        let reset = reset_agent.map(|agent| EventRow {
-            agent: agent.to_owned(),
-            class: RESET_CLASS.to_owned(),
-            time_ns: now,
-            calls: 0,
-            items: 0,
-            key: None,
-        });
-        let cache = self.cache.get_mut();
         // The counters first, the kill last: if the resume then fails, the counters start
         // afresh early while the agent is still stopped, which lets nothing through.
-        if reset_agent.is_some() {
-            let agent = reset_agent.filter(|a| *a != ALL_AGENTS);
-            self.journals.get_mut().reset(agent, now, cache)?;
-        }
-        let rows: Vec<EventRow> = reset.into_iter().collect();
-        write_rows(&tx, &rows, None, &self.origin, cache)?;
-        tx.commit().map_err(ControlError::sqlite("commit resume"))?;
-        for r in &rows {
-            cache.apply(r);
+        let reset_agent = match target {
+            KillTarget::Agent(a) => Some(Some(a.as_str())),
+            KillTarget::All => Some(None),
+            _ => None,
+        };
+        if let Some(agent) = reset_agent {
+            self.carry_over()?;
+            self.journals
+                .get_mut()
+                .reset(agent, now, self.cache.get_mut())?;
         }
         self.kills.resume(target, by, now)
     }
@@ -183,19 +153,16 @@ impl ControlStore {
         self.kills.recent(limit)
     }
 
-    // === breaker events ===
+    // === breaker counters ===
 
-    /// Reads other processes' new rows into the cache; without `force`, only
-    /// if the last read is older than `max_age`.
-    pub(crate) fn refresh(&self, force: bool, max_age: Duration) -> Result<(), ControlError> {
-        let mut cache = self
-            .cache
-            .try_borrow_mut()
-            .map_err(|_| ControlError::Busy)?;
-        if !force && cache.refreshed.is_some_and(|t| t.elapsed() < max_age) {
-            return Ok(());
-        }
-        load_delta(&self.conn, &self.origin, &mut cache)
+    /// Reads other processes' new rows of `agent` into the cache (and appends
+    /// this one's pending rows of it); without `force`, only if the last read
+    /// is older than [`LOOP_REFRESH`].
+    pub(crate) fn refresh(&self, agent: &str, force: bool) -> Result<(), ControlError> {
+        self.carry_over()?;
+        let max_age = if force { Duration::ZERO } else { LOOP_REFRESH };
+        let mut cache = self.cache()?;
+        self.journals()?.refresh(agent, &mut cache, max_age)
     }
 
     /// The cache, for reading after a refresh.
@@ -203,118 +170,126 @@ impl ControlStore {
         self.cache.try_borrow_mut().map_err(|_| ControlError::Busy)
     }
 
-    /// Writes `rows` durably now (with anything pending), then caches them.
-    pub(crate) fn write_now(&mut self, rows: &[EventRow]) -> Result<(), ControlError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(ControlError::sqlite("begin breaker write"))?;
-        let cache = self.cache.get_mut();
-        write_rows(&tx, rows, Some(&self.pending), &self.origin, cache)?;
-        tx.commit()
-            .map_err(ControlError::sqlite("commit breaker write"))?;
-        self.pending.clear();
-        self.pending_since = None;
-        for r in rows {
-            cache.apply(r);
-        }
-        Ok(())
+    fn journals(&self) -> Result<RefMut<'_, Journals>, ControlError> {
+        self.journals
+            .try_borrow_mut()
+            .map_err(|_| ControlError::Busy)
     }
 
-    /// Caches `rows` now and writes them within [`FLUSH_AFTER`].
-    pub(crate) fn write_later(&mut self, rows: Vec<EventRow>) -> Result<(), ControlError> {
+    /// Caches `agent`'s loop-detection rows now and appends them to its
+    /// journal behind (see `crate::journal`).
+    pub(crate) fn write_later(
+        &mut self,
+        agent: &str,
+        rows: &[Row<'_>],
+    ) -> Result<(), ControlError> {
+        self.carry_over()?;
         let cache = self.cache.get_mut();
-        let width = cache.rate_bucket_ns;
-        for r in rows {
-            cache.apply(&r);
-            self.pending.push(r, width);
-        }
-        let since = *self.pending_since.get_or_insert_with(Instant::now);
-        if self.pending.len() >= FLUSH_ROWS || since.elapsed() >= FLUSH_AFTER {
-            self.flush()?;
-        }
-        Ok(())
+        self.journals.get_mut().write_later(agent, cache, rows)
     }
 
-    /// Writes pending loop-detection rows now.
+    /// Appends pending loop-detection rows now.
     pub fn flush(&mut self) -> Result<(), ControlError> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        self.write_now(&[])
+        let cache = self.cache.get_mut();
+        self.journals.get_mut().flush(cache)
     }
 
-    /// Runs `f` under `agent`'s journal lock, after reading every other
-    /// process's budget rows of the agent: the budget rows `f` returns are
-    /// appended before the lock is let go, so no other process can slip a call
-    /// in between the check and the count and budgets hold across processes.
-    /// Loop-detection rows `f` returns are written behind. Journal rows older
-    /// than `cutoff_ns` (outside every window) may be dropped.
-    pub(crate) fn budget_step<T>(
+    /// Runs `decide` under `agent`'s journal lock, after reading every other
+    /// process's rows of the agent: the rows `rows` names for its outcome are
+    /// appended (with the agent's pending loop-detection rows, in one write)
+    /// before the lock is let go, so no other process can slip a call in
+    /// between the check and the count and budgets hold across processes.
+    /// Journal rows older than `cutoff_ns` (outside every window) may be dropped.
+    pub(crate) fn step<T>(
         &mut self,
         agent: &str,
         cutoff_ns: i64,
-        f: impl FnOnce(&EventCache) -> (T, Vec<EventRow>),
+        decide: impl FnOnce(&EventCache) -> T,
+        rows: impl Fn(&T, &mut dyn FnMut(&Row<'_>)),
     ) -> Result<T, ControlError> {
+        self.carry_over()?;
         let cache = self.cache.get_mut();
-        let (out, loops) = self
-            .journals
+        self.journals
             .get_mut()
-            .with_agent(agent, cache, cutoff_ns, |c| {
-                let (out, rows) = f(c);
-                let (budget, loops): (Vec<EventRow>, Vec<EventRow>) =
-                    rows.into_iter().partition(|r| !r.class.starts_with('!'));
-                ((out, loops), budget)
-            })?;
-        if !loops.is_empty() {
-            self.write_later(loops)?;
-        }
-        Ok(out)
+            .step(agent, cache, cutoff_ns, decide, rows)
     }
 
-    /// Reads `agent`'s budget rows that other processes appended into the cache.
-    pub(crate) fn sync_budgets(&self, agent: &str) -> Result<(), ControlError> {
+    /// Reads `agent`'s rows that other processes appended into the cache.
+    pub(crate) fn sync(&self, agent: &str) -> Result<(), ControlError> {
+        self.carry_over()?;
         let mut cache = self.cache()?;
-        let mut journals = self
-            .journals
-            .try_borrow_mut()
-            .map_err(|_| ControlError::Busy)?;
-        journals.sync(agent, &mut cache)
+        self.journals()?.sync(agent, &mut cache)
     }
 
-    /// Reads every agent's budget rows into the cache (for `airlock status`).
-    pub(crate) fn sync_all_budgets(&self) -> Result<(), ControlError> {
+    /// Reads every agent's rows into the cache (for `airlock status`).
+    pub(crate) fn sync_all(&self) -> Result<(), ControlError> {
+        self.carry_over()?;
         let mut cache = self.cache()?;
-        let mut journals = self
-            .journals
-            .try_borrow_mut()
-            .map_err(|_| ControlError::Busy)?;
-        journals.sync_all(&mut cache)
+        self.journals()?.sync_all(&mut cache)
     }
 
-    /// Deletes counter rows older than `cutoff_ns` (outside every window) and
-    /// forgets them in memory.
+    /// Forgets cached counters older than `cutoff_ns` (outside every window)
+    /// and returns how many; the journals drop them when they are compacted.
     pub fn prune(&mut self, cutoff_ns: i64) -> Result<usize, ControlError> {
-        let n = self
-            .conn
-            .execute(
-                // The newest row is kept so ids never go back: delta queries rely on it.
-                "DELETE FROM breaker_events WHERE time_ns <= ?1 \
-                 AND id < (SELECT max(id) FROM breaker_events)",
-                [cutoff_ns],
-            )
-            .map_err(ControlError::sqlite("prune breaker events"))?;
-        self.cache.get_mut().prune(cutoff_ns);
-        Ok(n)
+        Ok(self.cache.get_mut().prune(cutoff_ns))
     }
 
-    /// [`ControlStore::prune`] at most once per [`PRUNE_EVERY`].
+    /// [`ControlStore::prune`] at most once per [`PRUNE_EVERY`] (the clock is
+    /// read every [`PRUNE_CHECK_CALLS`] calls).
     pub(crate) fn maybe_prune(&mut self, cutoff_ns: i64) -> Result<(), ControlError> {
-        if self.last_prune.is_some_and(|t| t.elapsed() < PRUNE_EVERY) {
+        self.prune_calls = self.prune_calls.wrapping_add(1);
+        if self.last_prune.is_some()
+            && (!self.prune_calls.is_multiple_of(PRUNE_CHECK_CALLS)
+                || self.last_prune.is_some_and(|t| t.elapsed() < PRUNE_EVERY))
+        {
             return Ok(());
         }
         self.last_prune = Some(Instant::now());
         self.prune(cutoff_ns).map(drop)
+    }
+
+    /// Once per store: moves the loop-detection rows an older build left in
+    /// `breaker_events` into the journals and drops the table (see the module
+    /// docs). Rows before their agent's last reset no longer count and are
+    /// left behind; so are budget rows, which older builds already kept in
+    /// the journals.
+    fn carry_over(&self) -> Result<(), ControlError> {
+        if self.carried_over.get() {
+            return Ok(());
+        }
+        if legacy_table(&self.conn)? {
+            let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
+                .map_err(ControlError::sqlite("begin carrying breaker events over"))?;
+            // Another process may have carried them over while this one waited.
+            if legacy_table(&tx)? {
+                let mut cache = self.cache()?;
+                let mut journals = self.journals()?;
+                for (agent, rows) in legacy_rows(&tx)? {
+                    let rows: Vec<Row<'_>> = rows
+                        .iter()
+                        .map(|(class, key, time_ns, calls)| Row {
+                            class,
+                            key: key.as_deref(),
+                            time_ns: *time_ns,
+                            calls: *calls,
+                            items: 0,
+                        })
+                        .collect();
+                    journals.append(&agent, &mut cache, &rows)?;
+                    tracing::info!(
+                        agent,
+                        rows = rows.len(),
+                        "loop-detection rows carried over from breaker_events"
+                    );
+                }
+                tx.execute_batch("DROP TABLE breaker_events")
+                    .map_err(ControlError::sqlite("drop breaker_events"))?;
+            }
+            tx.commit()
+                .map_err(ControlError::sqlite("commit carrying breaker events over"))?;
+        }
+        self.carried_over.set(true);
+        Ok(())
     }
 
     #[cfg(test)]
@@ -331,7 +306,7 @@ impl ControlStore {
     /// Rows waiting to be written (loop detection), for tests.
     #[cfg(test)]
     pub(crate) fn pending_len(&self) -> usize {
-        self.pending.len()
+        self.journals.borrow().pending_len()
     }
 }
 
@@ -343,93 +318,75 @@ impl Drop for ControlStore {
     }
 }
 
-/// Inside a write transaction: reads other processes' rows, inserts ours, and
-/// moves `last_id` past them all. Nobody else can write in between, so every
-/// id up to ours has been seen and the next delta query starts after it.
-fn write_rows(
-    tx: &Connection,
-    rows: &[EventRow],
-    pending: Option<&Pending>,
-    origin: &str,
-    cache: &mut EventCache,
-) -> Result<(), ControlError> {
-    load_delta(tx, origin, cache)?;
-    insert_rows(tx, rows, origin)?;
-    if let Some(p) = pending {
-        p.insert(tx, origin)?;
-    }
-    if !(rows.is_empty() && pending.is_none_or(Pending::is_empty)) {
-        cache.last_id = cache.last_id.max(tx.last_insert_rowid());
-    }
-    Ok(())
+/// Whether the file has a `breaker_events` table (from an older build).
+fn legacy_table(conn: &Connection) -> Result<bool, ControlError> {
+    conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'breaker_events'",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
+    .map_err(ControlError::sqlite("look for breaker_events"))
 }
 
-fn insert_rows(conn: &Connection, rows: &[EventRow], origin: &str) -> Result<(), ControlError> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let mut stmt = conn
-        .prepare_cached(INSERT_EVENT)
-        .map_err(ControlError::sqlite("prepare breaker insert"))?;
-    for r in rows {
-        stmt.execute(params![
-            r.agent,
-            r.class,
-            r.time_ns,
-            i64::try_from(r.calls).unwrap_or(i64::MAX),
-            i64::try_from(r.items).unwrap_or(i64::MAX),
-            r.key,
-            origin
-        ])
-        .map_err(ControlError::sqlite("insert breaker event"))?;
-    }
-    Ok(())
-}
+/// Loop-detection rows of `breaker_events` (class, key, time, calls) per
+/// agent, those before the agent's (or everyone's) last reset left out.
+type LegacyRows = BTreeMap<String, Vec<(String, Option<String>, i64, u64)>>;
 
-/// Applies rows other processes committed since the last read.
-fn load_delta(conn: &Connection, origin: &str, cache: &mut EventCache) -> Result<(), ControlError> {
+fn legacy_rows(conn: &Connection) -> Result<LegacyRows, ControlError> {
+    let mut resets: BTreeMap<String, i64> = BTreeMap::new();
     let mut stmt = conn
-        .prepare_cached(
-            "SELECT id, agent, class, time_ns, calls, items, key FROM breaker_events \
-             WHERE id > ?1 AND origin != ?2 ORDER BY id",
+        .prepare("SELECT agent, max(time_ns) FROM breaker_events WHERE class = ?1 GROUP BY agent")
+        .map_err(ControlError::sqlite("read breaker_events"))?;
+    let rows = stmt
+        .query_map([RESET_CLASS], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })
+        .map_err(ControlError::sqlite("read breaker_events"))?;
+    for row in rows {
+        let (agent, t) = row.map_err(ControlError::sqlite("read breaker_events"))?;
+        resets.insert(agent, t);
+    }
+    let all = resets.get(LEGACY_ALL_AGENTS).copied().unwrap_or(i64::MIN);
+    let mut stmt = conn
+        .prepare(
+            "SELECT id, agent, class, time_ns, calls, key FROM breaker_events \
+             WHERE class = ?1 OR substr(class, 1, ?2) = ?3 ORDER BY id",
         )
-        .map_err(ControlError::sqlite("prepare breaker delta"))?;
-    let mut rows = stmt
-        .query(params![cache.last_id, origin])
-        .map_err(ControlError::sqlite("query breaker delta"))?;
-    while let Some(r) = rows
-        .next()
-        .map_err(ControlError::sqlite("read breaker delta"))?
-    {
-        let id: i64 = r.get(0).map_err(ControlError::sqlite("read breaker id"))?;
-        cache.last_id = cache.last_id.max(id);
-        // Borrowed from the row: a delta of many rows allocates nothing for names seen before.
-        let read = |e| ControlError::sqlite("read breaker event")(e);
-        let text = |i: usize| -> Result<Option<&str>, ControlError> {
-            r.get_ref(i)
-                .map_err(read)?
-                .as_str_or_null()
-                .map_err(|e| ControlError::Corrupt(format!("breaker event {id}: {e}")))
-        };
-        let missing = || ControlError::Corrupt(format!("breaker event {id}: a NULL name"));
-        let class = text(2)?.ok_or_else(missing)?;
-        if !class.starts_with('!') {
-            // Budget rows live in the journals; a row here is from an older build.
+        .map_err(ControlError::sqlite("read breaker_events"))?;
+    let rows = stmt
+        .query_map(
+            params![RATE_CLASS, FANOUT_PREFIX.len() as i64, FANOUT_PREFIX],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                ))
+            },
+        )
+        .map_err(ControlError::sqlite("read breaker_events"))?;
+    let mut out = LegacyRows::new();
+    for row in rows {
+        let (id, agent, class, time_ns, calls, key) =
+            row.map_err(ControlError::sqlite("read breaker_events"))?;
+        let calls = u64::try_from(calls)
+            .map_err(|_| ControlError::Corrupt(format!("breaker event {id}: calls {calls}")))?;
+        let reset = resets.get(&agent).copied().unwrap_or(i64::MIN).max(all);
+        let fanout = class != RATE_CLASS;
+        // A fan-out row names its target by digest; anything else is not a row to carry.
+        let keyed = key
+            .as_deref()
+            .is_some_and(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_hexdigit()));
+        if time_ns <= reset || fanout != keyed || agent == LEGACY_ALL_AGENTS {
             continue;
         }
-        let calls: i64 = r.get(4).map_err(read)?;
-        let items: i64 = r.get(5).map_err(read)?;
-        cache.apply_parts(
-            text(1)?.ok_or_else(missing)?,
-            class,
-            text(6)?,
-            r.get(3).map_err(read)?,
-            u64::try_from(calls)
-                .map_err(|_| ControlError::Corrupt(format!("breaker event {id}: calls {calls}")))?,
-            u64::try_from(items)
-                .map_err(|_| ControlError::Corrupt(format!("breaker event {id}: items {items}")))?,
-        );
+        out.entry(agent)
+            .or_default()
+            .push((class, key, time_ns, calls));
     }
-    cache.refreshed = Some(Instant::now());
-    Ok(())
+    Ok(out)
 }

@@ -1,6 +1,7 @@
-//! The running totals the breakers read equal a recount of the stored rows,
-//! whatever mix of stores (as processes), restarts and rate-bucket roll-overs
-//! produced them.
+//! The running totals the breakers read (budgets, rate buckets, fan-out
+//! targets) equal a recount of the journal's rows, in every store, whatever
+//! mix of stores (as processes), restarts, compactions and rate-bucket
+//! roll-overs produced them.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,7 +11,6 @@ use proptest::prelude::*;
 use serde_json::json;
 
 use super::*;
-use crate::store::LOOP_REFRESH;
 
 const S: i64 = 1_000_000_000;
 const T0: i64 = 1_800_000_000 * S;
@@ -37,48 +37,53 @@ fanout_distinct = 1000000
 
 #[derive(Debug, Clone)]
 enum Op {
-    /// Store 0 or 1 admits a call `dt` seconds later, inside the budget class or not.
-    Call { store: usize, dt: i64, budget: bool },
-    /// Store 0 or 1 restarts (pending rows are flushed, as on drop).
+    /// Store 0 or 1 admits a call `dt` seconds later, inside the budget class
+    /// or not, naming one of a few targets or none.
+    Call {
+        store: usize,
+        dt: i64,
+        budget: bool,
+        target: Option<u8>,
+    },
+    /// Store 0 or 1 restarts (pending rows are appended on drop).
     Reopen(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        8 => (0usize..2, 0i64..25, any::<bool>())
-            .prop_map(|(store, dt, budget)| Op::Call { store, dt, budget }),
+        8 => (0usize..2, 0i64..25, any::<bool>(), proptest::option::of(0u8..4))
+            .prop_map(|(store, dt, budget, target)| Op::Call { store, dt, budget, target }),
         1 => (0usize..2).prop_map(Op::Reopen),
     ]
 }
 
-/// (time, calls) of stored rows.
-type Rows = Vec<(i64, u64)>;
+/// What the journal holds: budget rows and rate rows as (time, calls), and
+/// the latest time of each fan-out class × target.
+#[derive(Default)]
+struct Stored {
+    budget: Vec<(i64, u64)>,
+    rate: Vec<(i64, u64)>,
+    fanout: std::collections::BTreeMap<(String, String), i64>,
+}
 
-/// Every budget row in the journal and every rate row in the database.
-fn stored(db: &Path, store: &ControlStore) -> (Rows, Rows) {
+fn stored(db: &Path) -> Stored {
     let journal = crate::journal::journal_dir(db).join(format!("{}.journal", hex::encode("bot")));
-    // No journal yet if no call was inside the class.
-    let budget = std::fs::read_to_string(journal)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| {
-            let f: Vec<&str> = l.split(' ').collect();
-            assert_eq!(f[3], "acl");
-            (f[0].parse().unwrap(), f[1].parse().unwrap())
-        })
-        .collect();
-    let mut stmt = store
-        .conn()
-        .prepare(
-            "SELECT time_ns, calls FROM breaker_events WHERE class = '!rate' AND agent = 'bot'",
-        )
-        .unwrap();
-    let rate = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    (budget, rate)
+    let mut out = Stored::default();
+    // No journal yet if no call was counted.
+    for l in std::fs::read_to_string(journal).unwrap_or_default().lines() {
+        let f: Vec<&str> = l.split(' ').collect();
+        let (t, calls): (i64, u64) = (f[0].parse().unwrap(), f[1].parse().unwrap());
+        match f[3] {
+            "acl" => out.budget.push((t, calls)),
+            "!rate" => out.rate.push((t, calls)),
+            class => {
+                assert!(class.starts_with("!fanout:corp/"), "{l}");
+                let last = out.fanout.entry((class.into(), f[4].into())).or_insert(t);
+                *last = (*last).max(t);
+            }
+        }
+    }
+    out
 }
 
 fn recount(rows: &[(i64, u64)], from: i64) -> u64 {
@@ -89,7 +94,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     #[test]
-    fn running_totals_equal_a_recount_of_the_stored_rows(ops in proptest::collection::vec(op(), 1..60)) {
+    fn running_totals_equal_a_recount_of_the_stored_rows(ops in proptest::collection::vec(op(), 1..120)) {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("audit.db");
         let config = airlock_config::parse(CONFIG, Path::new("a.toml")).unwrap();
@@ -98,18 +103,17 @@ proptest! {
         let mut now = T0;
         for op in ops {
             match op {
-                Op::Call { store, dt, budget } => {
+                Op::Call { store, dt, budget, target } => {
                     now += dt * S;
-                    let (tool, args) = if budget {
-                        ("acl_set", json!({}))
-                    } else {
-                        ("mail_list", json!({}))
+                    let tool = if budget { "acl_set" } else { "mail_list" };
+                    let args = match target {
+                        Some(t) => json!({"repo": format!("r{t}")}),
+                        None => json!({}),
                     };
                     let v = set.admit(&mut stores[store], "bot", "corp", tool, &args, now).unwrap();
                     prop_assert!(matches!(v, Verdict::Pass { .. }), "{:?}", v);
                 }
                 Op::Reopen(i) => {
-                    stores[i].flush().unwrap();
                     stores[i] = ControlStore::open(&db).unwrap();
                 }
             }
@@ -117,18 +121,34 @@ proptest! {
         for s in &mut stores {
             s.flush().unwrap();
         }
-        let (budget_rows, rate_rows) = stored(&db, &stores[0]);
+        let rows = stored(&db);
         // Rows older than the longest window may have been pruned or compacted away.
         let oldest = now - 600 * S;
-        for s in &stores {
-            s.refresh(true, LOOP_REFRESH).unwrap();
-            s.sync_budgets("bot").unwrap();
+        let third = ControlStore::open(&db).unwrap();
+        for s in stores.iter().chain([&third]) {
+            s.refresh("bot", true).unwrap();
             let cache = s.cache().unwrap();
             for back in [0, 1, 9, 10, 11, 59, 60, 61, 300, 599, 600] {
                 let from = (now - back * S).max(oldest);
-                prop_assert_eq!(cache.budget_usage("bot", "acl", from).calls, recount(&budget_rows, from));
+                prop_assert_eq!(cache.budget_usage("bot", "acl", from).calls, recount(&rows.budget, from));
                 let rate = cache.rate_series("bot").map_or(0, |q| q.usage_after(from).calls);
-                prop_assert_eq!(rate, recount(&rate_rows, from));
+                prop_assert_eq!(rate, recount(&rows.rate, from));
+                for tool in ["acl_set", "mail_list"] {
+                    let class = fanout_class("corp", tool);
+                    let live: Vec<(&str, i64)> = rows
+                        .fanout
+                        .iter()
+                        .filter(|((c, _), &t)| *c == class && t > from)
+                        .map(|((_, k), &t)| (k.as_str(), t))
+                        .collect();
+                    for t in 0..4 {
+                        let key = fanout_key(&json!({"repo": format!("r{t}")}), &config.breakers.defaults.fanout_keys).unwrap();
+                        let (distinct, seen, first) = cache.fanout_state("bot", &class, from, &key);
+                        prop_assert_eq!(distinct, live.len() as u64);
+                        prop_assert_eq!(seen, live.iter().any(|(k, _)| *k == key));
+                        prop_assert_eq!(first, live.iter().map(|(_, t)| *t).min());
+                    }
+                }
             }
         }
     }
