@@ -9,7 +9,9 @@
 //!
 //! Kills written by older builds (the `kills` table of the audit database) are copied in, once,
 //! in the same transaction that creates this file's table: no kill in force is lost by an
-//! upgrade.
+//! upgrade. Then that old table gets a kill row of scope [`MOVED_SCOPE`], which older builds
+//! cannot read: an older gateway left running on the same database fails closed (it stops
+//! everything) instead of missing the kills written here.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -36,6 +38,9 @@ CREATE TABLE kills (
 );
 CREATE INDEX kills_active ON kills(scope, target) WHERE resumed_ns IS NULL;
 ";
+
+/// The scope of the marker row left in the audit database's old `kills` table.
+pub(crate) const MOVED_SCOPE: &str = "moved";
 
 const COLUMNS: &str = "id, scope, target, reason, by_human, created_ns, resumed_ns, resumed_by";
 
@@ -222,6 +227,13 @@ fn create(conn: &mut Connection, db: &Path) -> Result<(), ControlError> {
     }
     tx.commit()
         .map_err(ControlError::sqlite("commit the kill table"))?;
+    if let Err(e) = mark_legacy(db, &kill_db_path(db)) {
+        tracing::warn!(
+            error = %e,
+            db = %db.display(),
+            "cannot mark the old kill table; an older Airlock on this database would not see new kills"
+        );
+    }
     if !old.is_empty() {
         tracing::info!(
             kills = old.len(),
@@ -251,7 +263,51 @@ fn legacy_kills(db: &Path) -> Result<Vec<Kill>, ControlError> {
     if !has_kills_table(&conn)? {
         return Ok(Vec::new());
     }
-    kills_where(&conn, "ORDER BY id", [])
+    kills_where(
+        &conn,
+        &format!("WHERE scope != '{MOVED_SCOPE}' ORDER BY id"),
+        [],
+    )
+}
+
+/// Leaves the marker row in the audit database's old `kills` table (creating it as older builds
+/// would), once. Only when the audit database exists: this never creates it.
+fn mark_legacy(db: &Path, moved_to: &Path) -> Result<(), ControlError> {
+    if !db.exists() {
+        return Ok(());
+    }
+    let conn = Connection::open_with_flags(
+        db,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|source| ControlError::Open {
+        path: db.to_owned(),
+        source,
+    })?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(ControlError::sqlite("set busy_timeout"))?;
+    let legacy_schema = SCHEMA
+        .replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS")
+        .replace("CREATE INDEX", "CREATE INDEX IF NOT EXISTS");
+    conn.execute_batch(&format!("BEGIN IMMEDIATE;{legacy_schema}"))
+        .map_err(ControlError::sqlite("create the old kill table"))?;
+    let reason = format!(
+        "kills moved to {}; this Airlock is older than the database",
+        moved_to.display()
+    );
+    let marked = conn
+        .execute(
+            "INSERT INTO kills (scope, target, reason, by_human, created_ns) \
+             SELECT ?1, '*', ?2, 'airlock', ?3 \
+             WHERE NOT EXISTS (SELECT 1 FROM kills WHERE scope = ?1)",
+            params![MOVED_SCOPE, reason, airlock_audit::now_unix_ns()],
+        )
+        .and_then(|_| conn.execute_batch("COMMIT"));
+    if let Err(e) = marked {
+        let _ = conn.execute_batch("ROLLBACK");
+        return Err(ControlError::sqlite("mark the old kill table")(e));
+    }
+    Ok(())
 }
 
 fn kills_where<P: rusqlite::Params>(
@@ -342,6 +398,47 @@ mod tests {
         drop(s);
         let again = KillStore::open(&db).unwrap();
         assert_eq!(again.recent(10).unwrap().len(), 3);
+        // The old table now holds the marker, which an older build's reader refuses.
+        let marker: (String, String) = old
+            .query_row(
+                "SELECT scope, reason FROM kills WHERE resumed_ns IS NULL AND scope = ?1",
+                [MOVED_SCOPE],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert!(marker.1.contains("audit.db.kills"), "{}", marker.1);
+        assert!(KillTarget::from_columns(&marker.0, "*").is_err());
+        // A kill file made again (deleted by hand) copies the old kills, never the marker.
+        drop(again);
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = kill_db_path(&db).into_os_string();
+            p.push(suffix);
+            let _ = std::fs::remove_file(p);
+        }
+        let remade = KillStore::open(&db).unwrap();
+        assert!(remade
+            .recent(10)
+            .unwrap()
+            .iter()
+            .all(|k| k.target != KillTarget::All || k.reason == "late"));
+        assert_eq!(remade.recent(10).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_fresh_audit_database_gets_the_marker_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("audit.db");
+        drop(Connection::open(&db).unwrap());
+        drop(KillStore::open(&db).unwrap());
+        let old = Connection::open(&db).unwrap();
+        let n: i64 = old
+            .query_row(
+                "SELECT count(*) FROM kills WHERE scope = ?1",
+                [MOVED_SCOPE],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 1);
     }
 
     #[test]
