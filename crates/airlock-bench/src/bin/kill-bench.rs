@@ -15,13 +15,19 @@
 //! the upstream's tree to be every descendant of the gateway process (from
 //! `/proc/<pid>/task/*/children`, once the call reached the server), sandbox helpers included.
 //!
+//! Meanwhile `--busy` more agents (default 10, never killed) keep calling the recorder's `echo`,
+//! each at `--busy-rate` calls a second (default 50), so the audit database is being written to
+//! (decisions folded into the chain, results) while the kills happen, as on a working host. The
+//! calls they completed are reported.
+//!
 //! `kill-bench --airlock target/release/airlock [--sandboxed] [--agents 50] [--kills 100]
-//! [--out k.json]`
+//! [--busy 10] [--busy-rate 50] [--out k.json]`
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -40,6 +46,18 @@ struct Args {
     out: Option<PathBuf>,
     /// The recorder in the default sandbox rather than `sandbox = "off"`.
     sandboxed: bool,
+    /// Agents calling `echo` throughout, never killed.
+    busy: usize,
+    /// Calls a second of each busy agent.
+    busy_rate: u32,
+}
+
+/// The busy agents' drivers: a flag to stop them and the calls they completed.
+struct Busy {
+    stop: Arc<AtomicBool>,
+    calls: Arc<AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    started: Instant,
 }
 
 /// One running gateway of agent `bench-<n>` and what the bench knows about it.
@@ -67,7 +85,7 @@ struct Sample {
 fn main() -> Result<()> {
     let args = parse_args()?;
     let dir = tempfile::tempdir()?;
-    let config = write_config(dir.path(), args.agents, args.sandboxed)?;
+    let config = write_config(dir.path(), args.agents, args.busy, args.sandboxed)?;
     eprintln!("kill-bench: starting {} gateways", args.agents);
     let mut gateways = Vec::new();
     for n in 0..args.agents {
@@ -79,6 +97,7 @@ fn main() -> Result<()> {
             g.pids.len()
         );
     }
+    let busy = start_busy(&args, dir.path(), &config)?;
     let mut samples = Vec::new();
     for k in 0..args.kills {
         let n = k % args.agents;
@@ -105,7 +124,8 @@ fn main() -> Result<()> {
     for g in gateways {
         stop(g);
     }
-    report(&args, &samples, &mut floor)
+    let busy_calls = stop_busy(busy);
+    report(&args, &samples, &mut floor, busy_calls)
 }
 
 fn parse_args() -> Result<Args> {
@@ -117,6 +137,8 @@ fn parse_args() -> Result<Args> {
         kills: 100,
         out: None,
         sandboxed: false,
+        busy: 10,
+        busy_rate: 50,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -128,11 +150,16 @@ fn parse_args() -> Result<Args> {
             "--kills" => a.kills = value()?.parse()?,
             "--out" => a.out = Some(value()?.into()),
             "--sandboxed" => a.sandboxed = true,
+            "--busy" => a.busy = value()?.parse()?,
+            "--busy-rate" => a.busy_rate = value()?.parse()?,
             other => bail!("unknown argument {other}"),
         }
     }
-    if a.agents == 0 || a.agents > 200 || a.kills > 1000 {
-        bail!("--agents must be 1..=200 and --kills at most 1000 (the bench is bounded)");
+    if a.agents == 0 || a.agents > 200 || a.kills > 1000 || a.busy > 50 || a.busy_rate > 1000 {
+        bail!(
+            "--agents must be 1..=200, --kills at most 1000, --busy at most 50 and \
+             --busy-rate at most 1000 (the bench is bounded)"
+        );
     }
     Ok(a)
 }
@@ -140,11 +167,12 @@ fn parse_args() -> Result<Args> {
 /// Unsandboxed, the recorder reports its tree's host pids itself and is killed as a process
 /// group. Sandboxed (the default profile, as `nobody` when the bench runs as root), it may write
 /// only `out/`, which everyone may write, in a directory everyone may cross but not list.
-fn write_config(dir: &Path, agents: usize, sandboxed: bool) -> Result<PathBuf> {
+fn write_config(dir: &Path, agents: usize, busy: usize, sandboxed: bool) -> Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::write(
         dir.join("policy.cedar"),
-        "permit (principal, action == Action::\"call_tool\", resource == Tool::\"rec/slow\");\n",
+        "permit (principal, action == Action::\"call_tool\", resource == Tool::\"rec/slow\");\n\
+         permit (principal, action == Action::\"call_tool\", resource == Tool::\"rec/echo\");\n",
     )?;
     let out = dir.join("out");
     std::fs::create_dir_all(&out)?;
@@ -165,6 +193,11 @@ fn write_config(dir: &Path, agents: usize, sandboxed: bool) -> Result<PathBuf> {
     for n in 0..agents {
         text.push_str(&format!(
             "\n[agents.bench-{n}]\non_behalf_of = \"alice\"\ntask = \"bench\"\n"
+        ));
+    }
+    for n in 0..busy {
+        text.push_str(&format!(
+            "\n[agents.busy-{n}]\non_behalf_of = \"alice\"\ntask = \"bench\"\n"
         ));
     }
     let path = dir.join("airlock.toml");
@@ -242,6 +275,72 @@ fn start(args: &Args, dir: &Path, config: &Path, n: usize, round: usize) -> Resu
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// Starts the busy agents: a gateway each, driven by a thread that calls `echo`, waits for its
+/// answer and paces itself to `--busy-rate`.
+fn start_busy(args: &Args, dir: &Path, config: &Path) -> Result<Busy> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicU64::new(0));
+    let mut threads = Vec::new();
+    let pause = Duration::from_secs(1) / args.busy_rate.max(1);
+    for n in 0..args.busy {
+        let mut child = Command::new(&args.airlock)
+            .args(["run", "--config"])
+            .arg(config)
+            .args(["--agent", &format!("busy-{n}"), "--session"])
+            .arg(format!("busy-{n}"))
+            .arg("--")
+            .arg("python3")
+            .arg(&args.recorder)
+            .env("RECORDER_LOG", dir.join(format!("out/busy-{n}")))
+            .env("AIRLOCK_LOG", "error")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", args.airlock.display()))?;
+        let mut stdin = child.stdin.take().context("no stdin")?;
+        let mut lines = BufReader::new(child.stdout.take().context("no stdout")?).lines();
+        let (stop, calls) = (stop.clone(), calls.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut id = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                id += 1;
+                let call = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                                  "params": {"name": "echo", "arguments": {"n": id}}});
+                if writeln!(stdin, "{call}").and_then(|()| stdin.flush()).is_err() {
+                    break;
+                }
+                match lines.next() {
+                    Some(Ok(line)) if line.contains("\"result\"") => {
+                        calls.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => break,
+                }
+                std::thread::sleep(pause);
+            }
+            drop(stdin);
+            let _ = child.wait();
+        }));
+    }
+    Ok(Busy {
+        stop,
+        calls,
+        threads,
+        started: Instant::now(),
+    })
+}
+
+/// Stops the busy agents (their gateways exit when their stdin closes); returns the calls they
+/// had answered and the seconds they ran.
+fn stop_busy(busy: Busy) -> (u64, f64) {
+    let secs = busy.started.elapsed().as_secs_f64();
+    busy.stop.store(true, Ordering::Relaxed);
+    for t in busy.threads {
+        let _ = t.join();
+    }
+    (busy.calls.load(Ordering::Relaxed), secs)
 }
 
 fn kill_one(args: &Args, config: &Path, g: &mut Gateway, n: usize) -> Result<Sample> {
@@ -365,7 +464,12 @@ fn running(pid: i32) -> bool {
     }
 }
 
-fn report(args: &Args, samples: &[Sample], floor: &mut [f64]) -> Result<()> {
+fn report(
+    args: &Args,
+    samples: &[Sample],
+    floor: &mut [f64],
+    (busy_calls, busy_secs): (u64, f64),
+) -> Result<()> {
     let cols: [(&str, Metric); 4] = [
         ("error at the agent", |s| s.error_ms),
         ("upstream tree gone", |s| s.tree_ms),
@@ -382,6 +486,12 @@ fn report(args: &Args, samples: &[Sample], floor: &mut [f64]) -> Result<()> {
         } else {
             "unsandboxed (sandbox = \"off\")"
         }
+    );
+    println!(
+        "meanwhile {} more agents called `echo`: {busy_calls} calls answered in {busy_secs:.1} s \
+         ({:.0} a second)",
+        args.busy,
+        busy_calls as f64 / busy_secs.max(1e-9)
     );
     println!("| measured until | p50 ms | p90 ms | p99 ms | max ms |");
     println!("|---|---:|---:|---:|---:|");
@@ -408,6 +518,8 @@ fn report(args: &Args, samples: &[Sample], floor: &mut [f64]) -> Result<()> {
         floor.last().copied().unwrap_or(f64::NAN)
     );
     out.insert("floor".to_owned(), json!(floor));
+    out.insert("busy_calls".to_owned(), json!(busy_calls));
+    out.insert("busy_secs".to_owned(), json!(busy_secs));
     if let Some(path) = &args.out {
         std::fs::write(path, serde_json::to_vec_pretty(&Value::Object(out))?)?;
     }
