@@ -309,7 +309,10 @@ fn start_busy(args: &Args, dir: &Path, config: &Path) -> Result<Busy> {
                 id += 1;
                 let call = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
                                   "params": {"name": "echo", "arguments": {"n": id}}});
-                if writeln!(stdin, "{call}").and_then(|()| stdin.flush()).is_err() {
+                if writeln!(stdin, "{call}")
+                    .and_then(|()| stdin.flush())
+                    .is_err()
+                {
                     break;
                 }
                 match lines.next() {
