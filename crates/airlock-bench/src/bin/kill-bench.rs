@@ -282,6 +282,8 @@ fn start(args: &Args, dir: &Path, config: &Path, n: usize, round: usize) -> Resu
 fn start_busy(args: &Args, dir: &Path, config: &Path) -> Result<Busy> {
     let stop = Arc::new(AtomicBool::new(false));
     let calls = Arc::new(AtomicU64::new(0));
+    // Busy agents that have had a call answered.
+    let up = Arc::new(AtomicU64::new(0));
     let mut threads = Vec::new();
     let pause = Duration::from_secs(1) / args.busy_rate.max(1);
     for n in 0..args.busy {
@@ -302,7 +304,7 @@ fn start_busy(args: &Args, dir: &Path, config: &Path) -> Result<Busy> {
             .with_context(|| format!("cannot start {}", args.airlock.display()))?;
         let mut stdin = child.stdin.take().context("no stdin")?;
         let mut lines = BufReader::new(child.stdout.take().context("no stdout")?).lines();
-        let (stop, calls) = (stop.clone(), calls.clone());
+        let (stop, calls, up) = (stop.clone(), calls.clone(), up.clone());
         threads.push(std::thread::spawn(move || {
             let mut id = 0u64;
             while !stop.load(Ordering::Relaxed) {
@@ -318,6 +320,9 @@ fn start_busy(args: &Args, dir: &Path, config: &Path) -> Result<Busy> {
                 match lines.next() {
                     Some(Ok(line)) if line.contains("\"result\"") => {
                         calls.fetch_add(1, Ordering::Relaxed);
+                        if id == 1 {
+                            up.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                     _ => break,
                 }
@@ -326,6 +331,14 @@ fn start_busy(args: &Args, dir: &Path, config: &Path) -> Result<Busy> {
             drop(stdin);
             let _ = child.wait();
         }));
+    }
+    // The kills start once every busy agent is up and calling, not while they start.
+    let started = Instant::now();
+    while up.load(Ordering::Relaxed) < args.busy as u64 {
+        if started.elapsed() > STEP_LIMIT {
+            bail!("the busy agents did not all answer a call");
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
     Ok(Busy {
         stop,
@@ -521,6 +534,12 @@ fn report(
         floor.last().copied().unwrap_or(f64::NAN)
     );
     out.insert("floor".to_owned(), json!(floor));
+    // In the order the kills ran, to tell where a slow one's time went.
+    let each: Vec<Value> = samples
+        .iter()
+        .map(|s| json!({"error_ms": s.error_ms, "tree_ms": s.tree_ms, "command_ms": s.command_ms}))
+        .collect();
+    out.insert("kills".to_owned(), json!(each));
     out.insert("busy_calls".to_owned(), json!(busy_calls));
     out.insert("busy_secs".to_owned(), json!(busy_secs));
     if let Some(path) = &args.out {
