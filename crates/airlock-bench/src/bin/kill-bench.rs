@@ -99,16 +99,30 @@ fn main() -> Result<()> {
     }
     let busy = start_busy(&args, dir.path(), &config)?;
     let mut samples = Vec::new();
+    // Seconds spent between kills: resuming, starting the next gateway, stopping the old one.
+    let mut between = [0.0f64; 3];
     for k in 0..args.kills {
         let n = k % args.agents;
         samples.push(kill_one(&args, &config, &mut gateways[n], n)?);
+        let t = Instant::now();
         resume(&args, &config, n)?;
-        let old = std::mem::replace(
-            &mut gateways[n],
-            start(&args, dir.path(), &config, n, k + 1)?,
-        );
-        stop(old);
+        between[0] += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let next = start(&args, dir.path(), &config, n, k + 1)?;
+        between[1] += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        stop(std::mem::replace(&mut gateways[n], next));
+        between[2] += t.elapsed().as_secs_f64();
     }
+    let per = |s: f64| s * 1e3 / args.kills.max(1) as f64;
+    eprintln!(
+        "kill-bench: between kills, ms each: resume {:.0}, start the next gateway {:.0}, \
+         stop the killed one {:.0}",
+        per(between[0]),
+        per(between[1]),
+        per(between[2])
+    );
+    let busy_calls = stop_busy(busy);
     // The floor: an `airlock kill` that starts, loads the config and is refused at the token.
     let mut floor = Vec::new();
     for _ in 0..20 {
@@ -121,10 +135,13 @@ fn main() -> Result<()> {
         }
         floor.push(t0.elapsed().as_secs_f64() * 1e3);
     }
+    // All at once: each waits out the MCP shutdown sequence for an upstream that sits on a call.
+    for g in &mut gateways {
+        g.stdin.take();
+    }
     for g in gateways {
         stop(g);
     }
-    let busy_calls = stop_busy(busy);
     report(&args, &samples, &mut floor, busy_calls)
 }
 
