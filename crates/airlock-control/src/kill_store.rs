@@ -14,16 +14,12 @@
 //! everything) instead of missing the kills written here.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use airlock_audit::Durability;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use crate::error::ControlError;
 use crate::kill::{Kill, KillTarget};
-
-/// How long a writer waits for another process's transaction before failing.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 const SCHEMA: &str = "
 CREATE TABLE kills (
@@ -70,33 +66,7 @@ impl KillStore {
     /// `PowerLoss`, a kill's commit is synced to disk before it returns.
     pub fn open_with(db: &Path, durability: Durability) -> Result<KillStore, ControlError> {
         let path = kill_db_path(db);
-        let mut conn = Connection::open_with_flags(
-            &path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|source| ControlError::Open {
-            path: path.clone(),
-            source,
-        })?;
-        conn.busy_timeout(BUSY_TIMEOUT)
-            .map_err(ControlError::sqlite("set busy_timeout"))?;
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
-            .map_err(ControlError::sqlite("set journal_mode=WAL"))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(ControlError::Corrupt(format!(
-                "{}: journal_mode is {mode}, not wal",
-                path.display()
-            )));
-        }
-        let sync = match durability {
-            Durability::Process => "NORMAL",
-            Durability::PowerLoss => "FULL",
-        };
-        conn.pragma_update(None, "synchronous", sync)
-            .map_err(ControlError::sqlite("set synchronous"))?;
+        let mut conn = crate::sqlite::open_wal(&path, durability)?;
         // A read first: once the table exists (every open but the first), opening takes no
         // write lock, so a kill never waits for another process's open.
         if !has_kills_table(&conn)? {
@@ -171,9 +141,9 @@ impl KillStore {
         kills_where(&self.conn, "ORDER BY id DESC LIMIT ?1", [limit])
     }
 
-    /// A lock held elsewhere fails at once rather than after [`BUSY_TIMEOUT`].
+    /// A lock held elsewhere fails at once rather than after [`crate::sqlite::BUSY_TIMEOUT`].
     #[cfg(test)]
-    fn busy_timeout_for_tests(&mut self, t: Duration) {
+    fn busy_timeout_for_tests(&mut self, t: std::time::Duration) {
         self.conn.busy_timeout(t).unwrap_or_default();
     }
 }
@@ -250,16 +220,7 @@ fn legacy_kills(db: &Path) -> Result<Vec<Kill>, ControlError> {
     if !db.exists() {
         return Ok(Vec::new());
     }
-    let conn = Connection::open_with_flags(
-        db,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|source| ControlError::Open {
-        path: db.to_owned(),
-        source,
-    })?;
-    conn.busy_timeout(BUSY_TIMEOUT)
-        .map_err(ControlError::sqlite("set busy_timeout"))?;
+    let conn = crate::sqlite::open(db, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     if !has_kills_table(&conn)? {
         return Ok(Vec::new());
     }
@@ -276,16 +237,7 @@ fn mark_legacy(db: &Path, moved_to: &Path) -> Result<(), ControlError> {
     if !db.exists() {
         return Ok(());
     }
-    let conn = Connection::open_with_flags(
-        db,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|source| ControlError::Open {
-        path: db.to_owned(),
-        source,
-    })?;
-    conn.busy_timeout(BUSY_TIMEOUT)
-        .map_err(ControlError::sqlite("set busy_timeout"))?;
+    let conn = crate::sqlite::open(db, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
     let legacy_schema = SCHEMA
         .replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS")
         .replace("CREATE INDEX", "CREATE INDEX IF NOT EXISTS");
@@ -469,7 +421,7 @@ mod tests {
         let writer = Connection::open(&db).unwrap();
         writer.execute_batch("BEGIN IMMEDIATE").unwrap();
         let mut s = KillStore::open(&db).unwrap();
-        s.busy_timeout_for_tests(Duration::ZERO);
+        s.busy_timeout_for_tests(std::time::Duration::ZERO);
         let k = s
             .kill(KillTarget::Agent("bot".into()), "r", "alice")
             .unwrap();

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use airlock_audit::Durability;
-use rusqlite::{params, Connection, OpenFlags, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
 use crate::cache::{EventCache, Row, FANOUT_PREFIX, RATE_CLASS, RESET_CLASS};
 use crate::error::ControlError;
@@ -24,8 +24,6 @@ use crate::journal::{Journals, LOOP_REFRESH};
 use crate::kill::{Kill, KillTarget};
 use crate::kill_store::KillStore;
 
-/// How long a writer waits for another process's transaction before failing.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Cached counters outside every window are forgotten at most this often.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// [`PRUNE_EVERY`] is checked once per this many calls.
@@ -61,32 +59,7 @@ impl ControlStore {
 
     /// Opens with the given durability (use the config's `[audit] durability`).
     pub fn open_with(db: &Path, durability: Durability) -> Result<ControlStore, ControlError> {
-        let conn = Connection::open_with_flags(
-            db,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|source| ControlError::Open {
-            path: db.to_owned(),
-            source,
-        })?;
-        conn.busy_timeout(BUSY_TIMEOUT)
-            .map_err(ControlError::sqlite("set busy_timeout"))?;
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
-            .map_err(ControlError::sqlite("set journal_mode=WAL"))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(ControlError::Corrupt(format!(
-                "journal_mode is {mode}, not wal"
-            )));
-        }
-        let sync = match durability {
-            Durability::Process => "NORMAL",
-            Durability::PowerLoss => "FULL",
-        };
-        conn.pragma_update(None, "synchronous", sync)
-            .map_err(ControlError::sqlite("set synchronous"))?;
+        let conn = crate::sqlite::open_wal(db, durability)?;
         Ok(ControlStore {
             kills: KillStore::open_with(db, durability)?,
             conn,

@@ -222,28 +222,36 @@ fn write_config(dir: &Path, agents: usize, busy: usize, sandboxed: bool) -> Resu
     Ok(path)
 }
 
+/// `airlock run` of `agent` in `session` around the recorder, its stdin and stdout piped.
+fn gateway(args: &Args, config: &Path, agent: &str, session: &str) -> Command {
+    let mut c = Command::new(&args.airlock);
+    c.args(["run", "--config"])
+        .arg(config)
+        .args(["--agent", agent, "--session", session, "--", "python3"])
+        .arg(&args.recorder)
+        .env("AIRLOCK_LOG", "error")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    c
+}
+
 /// Starts agent `n`'s gateway and puts one call in flight that the server sits on.
 fn start(args: &Args, dir: &Path, config: &Path, n: usize, round: usize) -> Result<Gateway> {
     let pids_file = dir.join(format!("out/pids-{n}-{round}"));
     let log = dir.join(format!("out/log-{n}-{round}"));
-    let mut child = Command::new(&args.airlock)
-        .args(["run", "--config"])
-        .arg(config)
-        .args(["--agent", &format!("bench-{n}"), "--session"])
-        .arg(format!("s-{n}-{round}"))
-        .arg("--")
-        .arg("python3")
-        .arg(&args.recorder)
-        .env("RECORDER_LOG", &log)
-        .env("RECORDER_PIDS", &pids_file)
-        .env("RECORDER_FORK", "1")
-        .env("RECORDER_SLOW", "3600")
-        .env("AIRLOCK_LOG", "error")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("cannot start {}", args.airlock.display()))?;
+    let mut child = gateway(
+        args,
+        config,
+        &format!("bench-{n}"),
+        &format!("s-{n}-{round}"),
+    )
+    .env("RECORDER_LOG", &log)
+    .env("RECORDER_PIDS", &pids_file)
+    .env("RECORDER_FORK", "1")
+    .env("RECORDER_SLOW", "3600")
+    .spawn()
+    .with_context(|| format!("cannot start {}", args.airlock.display()))?;
     let stdin = child.stdin.take();
     let stdout = child.stdout.take().context("no stdout")?;
     let (tx, lines) = mpsc::channel();
@@ -304,19 +312,9 @@ fn start_busy(args: &Args, dir: &Path, config: &Path) -> Result<Busy> {
     let mut threads = Vec::new();
     let pause = Duration::from_secs(1) / args.busy_rate.max(1);
     for n in 0..args.busy {
-        let mut child = Command::new(&args.airlock)
-            .args(["run", "--config"])
-            .arg(config)
-            .args(["--agent", &format!("busy-{n}"), "--session"])
-            .arg(format!("busy-{n}"))
-            .arg("--")
-            .arg("python3")
-            .arg(&args.recorder)
-            .env("RECORDER_LOG", dir.join(format!("out/busy-{n}")))
-            .env("AIRLOCK_LOG", "error")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+        let agent = format!("busy-{n}");
+        let mut child = gateway(args, config, &agent, &agent)
+            .env("RECORDER_LOG", dir.join(format!("out/{agent}")))
             .spawn()
             .with_context(|| format!("cannot start {}", args.airlock.display()))?;
         let mut stdin = child.stdin.take().context("no stdin")?;
