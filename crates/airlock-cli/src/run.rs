@@ -189,6 +189,7 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
         let reloader = tokio::spawn(reload_on_sighup(reload));
         let control = airlock_gateway::Control {
             db,
+            durability,
             listener,
             breakers,
             flow,

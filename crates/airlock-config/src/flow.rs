@@ -6,6 +6,8 @@
 //! ```toml
 //! [flow.labels.confidential]
 //! tools = ["corp/repo_read"]                  # server/tool globs
+//! resources = ["corp/file:///restricted/*"]   # server/URI globs (optional)
+//! prompts = ["corp/incident-*"]              # server/prompt globs (optional)
 //! when = { }                                  # optional argument predicates
 //! result = "/structuredContent/restricted"    # optional: only if this is true in the result
 //! scope = "agent"                             # "agent" (default: every later session) or "session"
@@ -38,6 +40,10 @@ pub enum LabelScope {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LabelRule {
     pub tools: Vec<ToolPattern>,
+    /// `resources`: server/URI globs (the URI half may hold `/`).
+    pub resources: Vec<ToolPattern>,
+    /// `prompts`: server/prompt-name globs.
+    pub prompts: Vec<ToolPattern>,
     pub when: BTreeMap<String, ArgValue>,
     /// A JSON pointer into the result that must be `true`; `None`: every successful result.
     pub result: Option<String>,
@@ -57,6 +63,8 @@ pub(crate) struct RawFlow {
 #[serde(deny_unknown_fields, expecting = "a [flow.labels.<label>] table")]
 pub(crate) struct RawLabel {
     pub(crate) tools: Option<Spanned<Vec<SpStr>>>,
+    pub(crate) resources: Option<Spanned<Vec<SpStr>>>,
+    pub(crate) prompts: Option<Spanned<Vec<SpStr>>>,
     pub(crate) when: Option<BTreeMap<SpStr, Spanned<toml::Value>>>,
     pub(crate) result: Option<SpStr>,
     pub(crate) scope: Option<SpStr>,
@@ -83,9 +91,18 @@ pub(crate) fn flow(
         }
         let section = rule.span();
         let rule = rule.get_ref();
-        let Some(tools) = tool_patterns(rule.tools.as_ref(), section, "a label", servers, report)
-        else {
-            continue;
+        let resources = name_patterns(rule.resources.as_ref(), "resources", servers, report);
+        let prompts = name_patterns(rule.prompts.as_ref(), "prompts", servers, report);
+        // `tools` is required unless the rule names resources or prompts instead.
+        let tools = if rule.tools.is_none() && (!resources.is_empty() || !prompts.is_empty()) {
+            Vec::new()
+        } else {
+            let Some(tools) =
+                tool_patterns(rule.tools.as_ref(), section, "a label", servers, report)
+            else {
+                continue;
+            };
+            tools
         };
         let when = when_predicates(rule.when.as_ref(), report);
         let result = rule.result.as_ref().and_then(|r| {
@@ -117,6 +134,8 @@ pub(crate) fn flow(
             name.get_ref().clone(),
             LabelRule {
                 tools,
+                resources,
+                prompts,
                 when,
                 result,
                 scope,
@@ -124,4 +143,42 @@ pub(crate) fn flow(
         );
     }
     FlowConfig { labels }
+}
+
+/// `resources = [...]` / `prompts = [...]`: "server/name" globs, where the name (a URI, say) may
+/// itself hold `/`. A literal server must be declared.
+fn name_patterns(
+    raw: Option<&Spanned<Vec<SpStr>>>,
+    key: &str,
+    servers: &BTreeMap<SpStr, RawServer>,
+    report: &mut Report<'_>,
+) -> Vec<ToolPattern> {
+    raw.map(|r| r.get_ref().iter())
+        .into_iter()
+        .flatten()
+        .filter_map(|t| {
+            let text = t.get_ref();
+            let Some((server, name)) = text
+                .split_once('/')
+                .filter(|(s, n)| !s.is_empty() && !n.is_empty())
+            else {
+                report(
+                    t.span(),
+                    format!("{key}: \"{text}\" is not a \"server/name\" pattern"),
+                );
+                return None;
+            };
+            if !server.contains('*') && !servers.contains_key(server) {
+                report(
+                    t.span(),
+                    format!("{key}: unknown server \"{server}\" (no [servers.{server}] section)"),
+                );
+                return None;
+            }
+            Some(ToolPattern {
+                server: server.to_owned(),
+                tool: name.to_owned(),
+            })
+        })
+        .collect()
 }

@@ -35,6 +35,14 @@ pub enum FlowError {
     },
 }
 
+/// What a rule's pattern names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Tool,
+    Resource,
+    Prompt,
+}
+
 /// The config's label rules.
 #[derive(Debug, Clone, Default)]
 pub struct FlowRules {
@@ -58,35 +66,48 @@ impl FlowRules {
         self.rules.is_empty()
     }
 
-    /// Whether some rule could label a call of `server/tool` (so its arguments are worth
-    /// keeping until the result comes back).
-    pub fn may_label(&self, server: &str, tool: &str) -> bool {
+    /// Whether some rule could label an answer about `server/name` (so the call's arguments
+    /// are worth keeping until the answer comes back).
+    pub fn may_label(&self, target: Target, server: &str, name: &str) -> bool {
         self.rules
             .iter()
-            .any(|(_, r)| r.tools.iter().any(|p| p.matches(server, tool)))
+            .any(|(_, r)| names(r, target).iter().any(|p| p.matches(server, name)))
     }
 
-    /// The labels a successful call of `server/tool` with `args` and `result` gives.
+    /// The labels an answer about `server/name`, called with `args`, gives. `data` is the
+    /// answer's result, or an error answer's `data` (`is_error`): a rule's `result` pointer
+    /// cannot be read on an error, so there the rule holds (fail closed).
     pub fn labels_for(
         &self,
+        target: Target,
         server: &str,
-        tool: &str,
+        name: &str,
         args: &Value,
-        result: &Value,
+        data: &Value,
+        is_error: bool,
     ) -> Vec<(String, LabelScope)> {
         self.rules
             .iter()
             .filter(|(_, r)| {
-                r.tools.iter().any(|p| p.matches(server, tool))
+                names(r, target).iter().any(|p| p.matches(server, name))
                     && r.when
                         .iter()
                         .all(|(k, v)| args.get(k).is_some_and(|a| v.matches(a)))
-                    && r.result
-                        .as_ref()
-                        .is_none_or(|p| result.pointer(p) == Some(&Value::Bool(true)))
+                    && (is_error
+                        || r.result
+                            .as_ref()
+                            .is_none_or(|p| data.pointer(p) == Some(&Value::Bool(true))))
             })
             .map(|(name, r)| (name.clone(), r.scope))
             .collect()
+    }
+}
+
+fn names(rule: &LabelRule, target: Target) -> &[airlock_config::ToolPattern] {
+    match target {
+        Target::Tool => &rule.tools,
+        Target::Resource => &rule.resources,
+        Target::Prompt => &rule.prompts,
     }
 }
 
@@ -222,26 +243,77 @@ scope = "session"
         let restricted = json!({"structuredContent": {"restricted": true}});
         let open = json!({"structuredContent": {"restricted": false}});
         assert_eq!(
-            r.labels_for("corp", "repo_read", &json!({}), &restricted),
+            r.labels_for(
+                Target::Tool,
+                "corp",
+                "repo_read",
+                &json!({}),
+                &restricted,
+                false
+            ),
             [("confidential".to_owned(), LabelScope::Agent)]
         );
         assert!(r
-            .labels_for("corp", "repo_read", &json!({}), &open)
+            .labels_for(Target::Tool, "corp", "repo_read", &json!({}), &open, false)
             .is_empty());
         assert!(r
-            .labels_for("corp", "repo_read", &json!({}), &json!({}))
+            .labels_for(
+                Target::Tool,
+                "corp",
+                "repo_read",
+                &json!({}),
+                &json!({}),
+                false
+            )
             .is_empty());
         assert!(r
-            .labels_for("other", "repo_read", &json!({}), &restricted)
+            .labels_for(
+                Target::Tool,
+                "other",
+                "repo_read",
+                &json!({}),
+                &restricted,
+                false
+            )
             .is_empty());
         assert_eq!(
-            r.labels_for("corp", "mail_read", &json!({"folder": "inbox"}), &json!({})),
+            r.labels_for(
+                Target::Tool,
+                "corp",
+                "mail_read",
+                &json!({"folder": "inbox"}),
+                &json!({}),
+                false
+            ),
             [("mail".to_owned(), LabelScope::Session)]
         );
         assert!(r
-            .labels_for("corp", "mail_read", &json!({"folder": "sent"}), &json!({}))
+            .labels_for(
+                Target::Tool,
+                "corp",
+                "mail_read",
+                &json!({"folder": "sent"}),
+                &json!({}),
+                false
+            )
             .is_empty());
-        assert!(r.may_label("corp", "repo_list") && !r.may_label("corp", "forum_post"));
+        assert!(
+            r.may_label(Target::Tool, "corp", "repo_list")
+                && !r.may_label(Target::Tool, "corp", "forum_post")
+        );
+        // An error answer's data cannot be read with a `result` pointer: the rule holds.
+        assert_eq!(
+            r.labels_for(
+                Target::Tool,
+                "corp",
+                "repo_read",
+                &json!({}),
+                &json!("x"),
+                true
+            ),
+            [("confidential".to_owned(), LabelScope::Agent)]
+        );
+        assert!(!r.may_label(Target::Resource, "corp", "repo_read"));
     }
 
     #[test]

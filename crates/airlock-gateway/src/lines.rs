@@ -11,14 +11,7 @@ use std::io::Read;
 
 const READ_CHUNK: usize = 64 * 1024;
 
-/// One framed item read from the stream.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Line {
-    /// A complete line, without its `\n`.
-    Frame(Vec<u8>),
-    /// A line longer than the limit; its bytes were dropped. Carries the length seen.
-    TooLong(usize),
-}
+pub(crate) use airlock_pipeline::Line;
 
 /// Splits a byte stream into lines of at most `max` bytes.
 pub(crate) struct LineReader<R> {

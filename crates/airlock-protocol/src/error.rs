@@ -83,6 +83,54 @@ pub fn error_response(id: Option<&Id>, code: i32, message: &str, data: Option<Va
     serde_json::to_vec(&line).unwrap_or_else(|_| FALLBACK.to_vec())
 }
 
+/// The id of a refused frame as its own bytes, where they can be echoed exactly: an integer
+/// literal (one beyond ±2^53−1, say, which a JSON reader would round), read leniently from a
+/// frame the strict parser refused. `None` when the frame has no single, plain id to echo
+/// (no JSON object, a duplicate `id`, anything but an integer or a plain string).
+pub fn raw_id_of_refused(line: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct IdOnly<'a> {
+        #[serde(borrow)]
+        id: Option<&'a serde_json::value::RawValue>,
+    }
+    let parsed: IdOnly<'_> = serde_json::from_slice(line).ok()?;
+    let raw = parsed.id?.get();
+    let integer = {
+        let digits = raw.strip_prefix('-').unwrap_or(raw);
+        !digits.is_empty()
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && (digits == "0" || !digits.starts_with('0'))
+    };
+    // A plain string: printable ASCII without escapes, so it reads the same everywhere.
+    let plain_string = raw.len() >= 2
+        && raw.starts_with('"')
+        && raw.ends_with('"')
+        && raw[1..raw.len() - 1]
+            .bytes()
+            .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
+    (integer || plain_string).then(|| raw.to_owned())
+}
+
+/// A JSON-RPC error response whose id is `raw_id`'s bytes as they are (see
+/// [`raw_id_of_refused`]): one line without the trailing newline.
+pub fn error_response_raw_id(raw_id: &str, code: i32, message: &str) -> Vec<u8> {
+    let body = ErrorBody {
+        code,
+        message,
+        data: None,
+    };
+    let Ok(body) = serde_json::to_vec(&body) else {
+        return FALLBACK.to_vec();
+    };
+    let mut out = Vec::with_capacity(raw_id.len() + body.len() + 40);
+    out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
+    out.extend_from_slice(raw_id.as_bytes());
+    out.extend_from_slice(b",\"error\":");
+    out.extend_from_slice(&body);
+    out.push(b'}');
+    out
+}
+
 /// A JSON-RPC success response: one JSON line without the trailing newline.
 pub fn result_response(id: &Id, result: &Value) -> Vec<u8> {
     let line = ResultLine {
@@ -102,6 +150,39 @@ mod tests {
     fn as_json(line: &[u8]) -> Value {
         assert!(!line.contains(&b'\n'), "a response is one line");
         serde_json::from_slice(line).unwrap()
+    }
+
+    #[test]
+    fn a_refused_frames_id_is_echoed_byte_for_byte_where_it_can_be() {
+        let big = br#"{"jsonrpc":"2.0","id":9007199254740993,"method":"ping"}"#;
+        let raw = raw_id_of_refused(big).unwrap();
+        assert_eq!(raw, "9007199254740993");
+        let line = error_response_raw_id(&raw, -32600, "bad");
+        assert_eq!(
+            std::str::from_utf8(&line).unwrap(),
+            r#"{"jsonrpc":"2.0","id":9007199254740993,"error":{"code":-32600,"message":"bad"}}"#
+        );
+        assert_eq!(
+            raw_id_of_refused(br#"{"id":"a-1","params":{"a":1,"a":2}}"#).as_deref(),
+            Some("\"a-1\"")
+        );
+        // Nothing to echo: not JSON, two ids, an escaped or non-scalar id, a float.
+        for line in [
+            &b"not json"[..],
+            br#"{"id":1,"id":2}"#,
+            br#"{"id":"\u0041"}"#,
+            br#"{"id":[1]}"#,
+            br#"{"id":1.5}"#,
+            br#"{"id":01}"#,
+            br#"{"id":null}"#,
+        ] {
+            assert_eq!(
+                raw_id_of_refused(line),
+                None,
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
     }
 
     #[test]

@@ -28,7 +28,7 @@ impl Id {
 
     /// Reads an id from a JSON value: a string, or an integer within
     /// ±(2^53−1). Anything else (null, float, bool, array, object) is `None`.
-    pub(crate) fn from_json(v: &Value) -> Option<Id> {
+    pub fn from_json(v: &Value) -> Option<Id> {
         match v {
             Value::String(s) => Some(Id::Str(s.clone())),
             Value::Number(n) => n

@@ -38,8 +38,8 @@ mod strict;
 
 pub use canonical::{canonical_json, digest_json, sha256_hex};
 pub use error::{
-    error_response, result_response, FrameError, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST,
-    METHOD_NOT_FOUND, PARSE_ERROR,
+    error_response, error_response_raw_id, raw_id_of_refused, result_response, FrameError,
+    INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR,
 };
 pub use frame::{
     parse_frame, parse_outline, Frame, FrameKind, Limits, Outline, DEFAULT_MAX_FRAME_BYTES,

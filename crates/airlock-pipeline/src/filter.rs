@@ -10,7 +10,7 @@ use crate::route::ListKind;
 use crate::Identity;
 
 /// What to send the agent for a list answer.
-pub(crate) enum Filtered {
+pub enum Filtered {
     /// Nothing was hidden: forward the original bytes.
     Unchanged,
     /// Some entries were hidden: send this re-serialised frame instead.
@@ -20,7 +20,7 @@ pub(crate) enum Filtered {
 }
 
 /// Keeps the entries of a list result that the agent could ever use.
-pub(crate) fn filter_list(
+pub fn filter_list(
     policy: &PolicyEngine,
     who: &Identity,
     kind: ListKind,
@@ -51,6 +51,36 @@ pub(crate) fn filter_list(
     }
     let mut rewritten = frame.clone();
     if let Some(Value::Array(entries)) = rewritten.get_mut("result").and_then(|r| r.get_mut(member))
+    {
+        entries.retain(keep);
+    }
+    match serde_json::to_vec(&rewritten) {
+        Ok(bytes) => Filtered::Rewritten(bytes),
+        Err(_) => Filtered::Malformed("the filtered list could not be serialised"),
+    }
+}
+
+/// Keeps the tasks of a `tasks/list` result that this session created (`known`): another
+/// session's tasks are none of this agent's business.
+pub fn filter_tasks(frame: &Value, known: &dyn Fn(&str) -> bool) -> Filtered {
+    let Some(result) = frame.get("result") else {
+        return Filtered::Unchanged;
+    };
+    let Some(entries) = result.get("tasks").and_then(Value::as_array) else {
+        return Filtered::Malformed("the tasks/list result has no tasks array");
+    };
+    let keep = |entry: &Value| {
+        entry
+            .get("taskId")
+            .and_then(Value::as_str)
+            .is_some_and(known)
+    };
+    if entries.iter().all(keep) {
+        return Filtered::Unchanged;
+    }
+    let mut rewritten = frame.clone();
+    if let Some(Value::Array(entries)) =
+        rewritten.get_mut("result").and_then(|r| r.get_mut("tasks"))
     {
         entries.retain(keep);
     }

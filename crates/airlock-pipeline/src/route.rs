@@ -8,7 +8,7 @@ use airlock_policy::Action;
 
 /// What to do with a request from the agent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum RequestRoute {
+pub enum RequestRoute {
     /// Decide with policy first: the method makes the server act on a named target.
     Act(ActKind),
     /// Forward, then filter the answer down to what the agent could ever use.
@@ -16,6 +16,11 @@ pub(crate) enum RequestRoute {
     /// `completion/complete`: reveals a prompt's or resource's argument values, so it is allowed
     /// only where the agent could use that prompt or resource at all.
     Complete,
+    /// `tasks/get`, `tasks/result`, `tasks/cancel`: allowed only for a task one of this
+    /// session's calls created; a task's result is that call's result.
+    Task(TaskOp),
+    /// `tasks/list`: forwarded, and the answer filtered to this session's tasks.
+    TaskList,
     /// Forward without a decision: lifecycle and housekeeping methods that act on nothing.
     Pass,
     /// A method the config explicitly lets through.
@@ -26,7 +31,7 @@ pub(crate) enum RequestRoute {
 
 /// The acting methods, each with the Cedar action that judges it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum ActKind {
+pub enum ActKind {
     CallTool,
     ReadResource,
     SubscribeResource,
@@ -34,7 +39,7 @@ pub(crate) enum ActKind {
 }
 
 impl ActKind {
-    pub(crate) fn action(self) -> Action {
+    pub fn action(self) -> Action {
         match self {
             ActKind::CallTool => Action::CallTool,
             ActKind::ReadResource | ActKind::SubscribeResource => Action::ReadResource,
@@ -43,7 +48,7 @@ impl ActKind {
     }
 
     /// The params member that names the target.
-    pub(crate) fn target_key(self) -> &'static str {
+    pub fn target_key(self) -> &'static str {
         match self {
             ActKind::CallTool | ActKind::GetPrompt => "name",
             ActKind::ReadResource | ActKind::SubscribeResource => "uri",
@@ -51,7 +56,7 @@ impl ActKind {
     }
 
     /// The params member holding the arguments, if the method has any.
-    pub(crate) fn args_key(self) -> Option<&'static str> {
+    pub fn args_key(self) -> Option<&'static str> {
         match self {
             ActKind::CallTool | ActKind::GetPrompt => Some("arguments"),
             ActKind::ReadResource | ActKind::SubscribeResource => None,
@@ -59,9 +64,17 @@ impl ActKind {
     }
 }
 
+/// What a `tasks/*` request does with a task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskOp {
+    Get,
+    Result,
+    Cancel,
+}
+
 /// The list methods whose answers are filtered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum ListKind {
+pub enum ListKind {
     Tools,
     Resources,
     ResourceTemplates,
@@ -70,7 +83,7 @@ pub(crate) enum ListKind {
 
 impl ListKind {
     /// The result member holding the list, and the member of each entry that names it.
-    pub(crate) fn members(self) -> (&'static str, &'static str) {
+    pub fn members(self) -> (&'static str, &'static str) {
         match self {
             ListKind::Tools => ("tools", "name"),
             ListKind::Resources => ("resources", "uri"),
@@ -79,7 +92,7 @@ impl ListKind {
         }
     }
 
-    pub(crate) fn action(self) -> Action {
+    pub fn action(self) -> Action {
         match self {
             ListKind::Tools => Action::CallTool,
             ListKind::Resources | ListKind::ResourceTemplates => Action::ReadResource,
@@ -91,7 +104,7 @@ impl ListKind {
 /// Classifies a request method. Method names are matched exactly: a server that matched them
 /// loosely would otherwise see an acting call Airlock took for an unknown one, but unknown
 /// methods are refused, so a case variant can never slip past policy.
-pub(crate) fn route_request(method: &str, allow_methods: &[String]) -> RequestRoute {
+pub fn route_request(method: &str, allow_methods: &[String]) -> RequestRoute {
     match method {
         "tools/call" => RequestRoute::Act(ActKind::CallTool),
         "resources/read" => RequestRoute::Act(ActKind::ReadResource),
@@ -108,11 +121,11 @@ pub(crate) fn route_request(method: &str, allow_methods: &[String]) -> RequestRo
         | "server/discover"
         | "logging/setLevel"
         | "resources/unsubscribe"
-        | "subscriptions/listen"
-        | "tasks/get"
-        | "tasks/result"
-        | "tasks/list"
-        | "tasks/cancel" => RequestRoute::Pass,
+        | "subscriptions/listen" => RequestRoute::Pass,
+        "tasks/get" => RequestRoute::Task(TaskOp::Get),
+        "tasks/result" => RequestRoute::Task(TaskOp::Result),
+        "tasks/cancel" => RequestRoute::Task(TaskOp::Cancel),
+        "tasks/list" => RequestRoute::TaskList,
         m if allow_methods.iter().any(|a| a == m) => RequestRoute::Allowed,
         _ => RequestRoute::Unknown,
     }
@@ -120,7 +133,7 @@ pub(crate) fn route_request(method: &str, allow_methods: &[String]) -> RequestRo
 
 /// Notifications the agent may send: each is about the agent's own requests or session.
 /// Anything else is dropped, since a server could act on a notification it understands.
-pub(crate) fn notification_allowed(method: &str) -> bool {
+pub fn notification_allowed(method: &str) -> bool {
     matches!(
         method,
         "notifications/initialized"

@@ -1,31 +1,22 @@
-//! The decision stage: what happens to one request from the agent.
+//! The policy stage: what Cedar says about one request from the agent.
 //!
-//! Pure apart from the policy engine: it turns a parsed frame into a [`Judgement`] (forward or
-//! refuse) and the audit record that goes with it. Writing the record and moving bytes is the
-//! caller's job, so that a batch of frames shares one durable commit.
+//! Pure apart from the policy engine: it turns a parsed frame into a [`Judgement`] (forward,
+//! hold or refuse) and the audit record that goes with it. Writing the record and moving bytes
+//! is the caller's job, so that a batch of frames shares one durable commit. The session's
+//! information-flow labels go into every decision (`context.session.labels`).
 
 use airlock_audit::{now_unix_ns, NewRecord};
 use airlock_policy::{Action, CallRequest, Decision, PolicyEngine, PolicyRef};
 use airlock_protocol::{digest_json, Frame, Id, INVALID_PARAMS};
 use serde_json::{json, Map, Value};
 
+use crate::calls::Expect;
 use crate::codes;
-use crate::route::{route_request, ActKind, ListKind, RequestRoute};
+use crate::route::{route_request, ActKind, RequestRoute};
 use crate::Identity;
 
-/// What the gateway remembers about a request it forwarded, until the answer comes back.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Expect {
-    /// An acting call: its answer closes an audit record.
-    Act { target: String },
-    /// A list: its answer is filtered.
-    List(ListKind),
-    /// Anything else: the answer is forwarded as is.
-    Plain,
-}
-
 /// The verdict on one request.
-pub(crate) enum Judgement {
+pub enum Judgement {
     /// Forward the original bytes upstream.
     Forward {
         expect: Expect,
@@ -43,19 +34,21 @@ pub(crate) enum Judgement {
 }
 
 /// A call policy holds for a human, with what the approval request needs.
-pub(crate) struct HoldRequest {
-    pub(crate) kind: ActKind,
-    pub(crate) target: String,
+pub struct HoldRequest {
+    pub kind: ActKind,
+    pub target: String,
     /// The call's arguments (an object; `{}` when absent).
-    pub(crate) args: Value,
+    pub args: Value,
     /// The `@approval` forbids that held it.
-    pub(crate) reasons: Vec<PolicyRef>,
+    pub reasons: Vec<PolicyRef>,
     /// The call's audit record, decision `hold`.
-    pub(crate) record: NewRecord,
+    pub record: NewRecord,
 }
 
-/// Judges one request frame from the agent.
-pub(crate) fn judge_request(
+/// Judges one request frame from the agent. `granted`: a human approved this exact action.
+/// `tasks/*` requests are judged by the caller (they need the session's tasks).
+#[allow(clippy::too_many_arguments)]
+pub fn judge_request(
     policy: &PolicyEngine,
     who: &Identity,
     allow_methods: &[String],
@@ -63,9 +56,16 @@ pub(crate) fn judge_request(
     frame: &Frame,
     id: &Id,
     method: &str,
+    granted: bool,
 ) -> Judgement {
     match route_request(method, allow_methods) {
-        RequestRoute::Act(kind) => judge_act(policy, who, labels, frame, id, method, kind),
+        RequestRoute::Act(kind) => judge_act(policy, who, labels, frame, id, method, kind, granted),
+        RequestRoute::Task(_) | RequestRoute::TaskList => Judgement::Refuse {
+            code: codes::DENIED,
+            message: format!("Airlock refused `{method}`: tasks are judged with the session"),
+            data: None,
+            record: None,
+        },
         RequestRoute::List(kind) => Judgement::Forward {
             expect: Expect::List(kind),
             record: None,
@@ -102,6 +102,7 @@ pub(crate) fn judge_request(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn judge_act(
     policy: &PolicyEngine,
     who: &Identity,
@@ -110,6 +111,7 @@ fn judge_act(
     id: &Id,
     method: &str,
     kind: ActKind,
+    granted: bool,
 ) -> Judgement {
     let params = frame.params();
     let target = params
@@ -153,7 +155,7 @@ fn judge_act(
         server: &who.server,
         name: target,
         args: Some(args_value),
-        approval_granted: false,
+        approval_granted: granted,
         labels,
     });
     let mut record = base_record(who, policy, method, Some(target), Some(id));
@@ -165,6 +167,7 @@ fn judge_act(
             record.reasons = reasons.iter().map(|r| r.id.clone()).collect();
             Judgement::Forward {
                 expect: Expect::Act {
+                    kind,
                     target: target.to_string(),
                 },
                 record: Some(record),
@@ -265,7 +268,7 @@ fn judge_complete(policy: &PolicyEngine, who: &Identity, frame: &Frame) -> Judge
 }
 
 /// The audit record's common part: who, what, when, under which policy set.
-pub(crate) fn base_record(
+pub fn base_record(
     who: &Identity,
     policy: &PolicyEngine,
     method: &str,
