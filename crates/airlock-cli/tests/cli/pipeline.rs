@@ -160,17 +160,28 @@ fn only_cancellations_of_the_agents_own_calls_in_flight_reach_the_upstream() {
     env.recorder_env = vec![("RECORDER_SLOW", "60")];
     let mut s = env.start();
     // An answered call, a held call, and a call in flight upstream.
-    assert!(s.tool(2, "echo", json!({"m": "answered"})).get("result").is_some());
+    assert!(s
+        .tool(2, "echo", json!({"m": "answered"}))
+        .get("result")
+        .is_some());
     s.send_raw(
-        request(json!(3), "tools/call", json!({"name":"write","arguments":{"channel":"public","body":"held"}}))
-            .to_string()
-            .as_bytes(),
+        request(
+            json!(3),
+            "tools/call",
+            json!({"name":"write","arguments":{"channel":"public","body":"held"}}),
+        )
+        .to_string()
+        .as_bytes(),
     );
     env.pending_approval();
     s.send_raw(
-        request(json!(4), "tools/call", json!({"name":"slow","arguments":{"marker":"in-flight"}}))
-            .to_string()
-            .as_bytes(),
+        request(
+            json!(4),
+            "tools/call",
+            json!({"name":"slow","arguments":{"marker":"in-flight"}}),
+        )
+        .to_string()
+        .as_bytes(),
     );
     eventually("the slow call never reached the upstream", || {
         env.received().contains("in-flight")
@@ -199,14 +210,17 @@ fn only_cancellations_of_the_agents_own_calls_in_flight_reach_the_upstream() {
     );
     // The held call was withdrawn, not forwarded.
     eventually("the held call was not withdrawn", || {
-        env.approval_list().iter().any(|a| a["state"] == "withdrawn")
+        env.approval_list()
+            .iter()
+            .any(|a| a["state"] == "withdrawn")
     });
 
     // The agent's own call in flight: its cancellation is forwarded.
     s.send_raw(&cancel(&json!(4)));
-    eventually("the cancellation of the call in flight never reached the upstream", || {
-        !cancellations_upstream(&env).is_empty()
-    });
+    eventually(
+        "the cancellation of the call in flight never reached the upstream",
+        || !cancellations_upstream(&env).is_empty(),
+    );
     s.ping(6);
     assert_eq!(cancellations_upstream(&env), vec![json!(4)]);
     assert!(!env.received().contains(r#""body":"held""#));
@@ -259,7 +273,10 @@ fn an_id_beyond_the_safe_integer_range_is_refused_with_the_id_echoed_byte_for_by
     // Not JSON at all, or a null id: the error names no id.
     for (n, (bytes, code)) in [
         (&b"this is not json"[..], -32700),
-        (&br#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#[..], -32600),
+        (
+            &br#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#[..],
+            -32600,
+        ),
     ]
     .into_iter()
     .enumerate()
@@ -320,7 +337,11 @@ fn a_held_calls_id_is_taken_even_for_a_request_in_the_same_write() {
     assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!(list[0]["state"], "pending");
     let bob = env.approvals(Some("bob"), &["approve", &approval]);
-    assert!(bob.status.success(), "{}", String::from_utf8_lossy(&bob.stderr));
+    assert!(
+        bob.status.success(),
+        "{}",
+        String::from_utf8_lossy(&bob.stderr)
+    );
     let reply = next_answer(&mut s);
     assert_eq!(reply["id"], json!(7), "{reply}");
     assert!(
@@ -412,7 +433,13 @@ fn the_result_of_a_task_labels_the_session_like_the_call_it_came_from() {
                 result = \"/structuredContent/restricted\"\n";
     let env = Env::with_config(TASK_POLICY, "", flow);
     let mut s = env.start();
-    let write = |id: i64| request(json!(id), "tools/call", json!({"name":"write","arguments":{"body":"w"}}));
+    let write = |id: i64| {
+        request(
+            json!(id),
+            "tools/call",
+            json!({"name":"write","arguments":{"body":"w"}}),
+        )
+    };
     assert!(s.call(write(1)).get("result").is_some());
     let created = s.call(as_task(
         2,
@@ -427,9 +454,17 @@ fn the_result_of_a_task_labels_the_session_like_the_call_it_came_from() {
     assert_eq!(task["status"], "working", "{created}");
     let got = s.call(task_request(3, "tasks/result", &task_id));
     assert_eq!(got["id"], json!(3), "{got}");
-    assert_eq!(got["result"]["structuredContent"]["restricted"], json!(true), "{got}");
+    assert_eq!(
+        got["result"]["structuredContent"]["restricted"],
+        json!(true),
+        "{got}"
+    );
     let reply = s.call(write(4));
-    assert_eq!(error_code(&reply), -31001, "the task's result did not label the session: {reply}");
+    assert_eq!(
+        error_code(&reply),
+        -31001,
+        "the task's result did not label the session: {reply}"
+    );
     s.finish();
 
     assert_eq!(env.received().matches(r#""name":"write""#).count(), 1);
@@ -512,7 +547,13 @@ fn labels_after(flow: &str, unlabelled: Option<Value>, labelled: Value, check: i
     let env = Env::with_config(LABEL_POLICY, "", flow);
     assert_config_accepted(&env);
     let mut s = env.start();
-    let write = |id: i64| request(json!(id), "tools/call", json!({"name":"write","arguments":{"body":"w"}}));
+    let write = |id: i64| {
+        request(
+            json!(id),
+            "tools/call",
+            json!({"name":"write","arguments":{"body":"w"}}),
+        )
+    };
     assert!(s.call(write(1)).get("result").is_some());
     if let Some(frame) = unlabelled {
         let reply = s.call(frame);
@@ -523,7 +564,11 @@ fn labels_after(flow: &str, unlabelled: Option<Value>, labelled: Value, check: i
     let reply = s.call(labelled);
     check(&reply);
     let reply = s.call(write(5));
-    assert_eq!(error_code(&reply), -31001, "the answer did not label the session: {reply}");
+    assert_eq!(
+        error_code(&reply),
+        -31001,
+        "the answer did not label the session: {reply}"
+    );
     s.finish();
     let records = env.audit();
     let label = records
@@ -564,7 +609,11 @@ fn an_is_error_result_of_a_labelled_tool_labels_the_session() {
     labels_after(
         "[flow.labels.confidential]\ntools = [\"rec/fail\"]\n",
         None,
-        request(json!(4), "tools/call", json!({"name":"fail","arguments":{"q":"payroll"}})),
+        request(
+            json!(4),
+            "tools/call",
+            json!({"name":"fail","arguments":{"q":"payroll"}}),
+        ),
         |reply| {
             assert_eq!(reply["result"]["isError"], json!(true), "{reply}");
             assert!(reply["result"]["content"][0]["text"].is_string(), "{reply}");
@@ -577,7 +626,11 @@ fn a_json_rpc_error_with_data_from_a_labelled_tool_labels_the_session() {
     labels_after(
         "[flow.labels.confidential]\ntools = [\"rec/oops\"]\n",
         None,
-        request(json!(4), "tools/call", json!({"name":"oops","arguments":{"q":"payroll"}})),
+        request(
+            json!(4),
+            "tools/call",
+            json!({"name":"oops","arguments":{"q":"payroll"}}),
+        ),
         |reply| {
             assert_eq!(error_code(reply), -32603, "{reply}");
             assert!(reply["error"]["data"].is_object(), "{reply}");
@@ -596,9 +649,13 @@ permit (principal == Agent::"bot", action == Action::"call_tool", resource == To
     let env = Env::new(policy);
     let mut s = start_with_capabilities(&env, json!({"sampling": {}}));
     s.send_raw(
-        request(json!(1), "tools/call", json!({"name":"sample","arguments":{"q":"hi"}}))
-            .to_string()
-            .as_bytes(),
+        request(
+            json!(1),
+            "tools/call",
+            json!({"name":"sample","arguments":{"q":"hi"}}),
+        )
+        .to_string()
+        .as_bytes(),
     );
     let asked = s.next();
     assert_eq!(asked["method"], "sampling/createMessage", "{asked}");
