@@ -1359,3 +1359,8 @@ when {
     assert_eq!(label["target"], "secret");
     assert_eq!(records.iter().filter(|r| r["kind"] == "flow").count(), 1);
 }
+
+// === the request pipeline (cancellation, ids, tasks, labels, server requests) ===
+
+#[path = "cli/pipeline.rs"]
+mod pipeline;
