@@ -465,6 +465,10 @@ pub(crate) fn withdraw_held(p: &Pipeline, held: &Held, why: &str) {
     let Some(stores) = p.stores.as_ref() else {
         return;
     };
+    // Two held calls of the same action share one request: it stays while another waits on it.
+    if shared_with_another(p, &held.approval_id) {
+        return;
+    }
     let approval_id = held.approval_id.clone();
     let call = held.call;
     let why = why.to_owned();
@@ -472,6 +476,15 @@ pub(crate) fn withdraw_held(p: &Pipeline, held: &Held, why: &str) {
     if let Ok(Some(r)) = record {
         p.audit.queue(r, call);
     }
+}
+
+/// Whether another held call of this pipeline waits on the request `approval_id`.
+fn shared_with_another(p: &Pipeline, approval_id: &str) -> bool {
+    let calls = lock(&p.calls);
+    calls.held_ids().iter().any(|id| {
+        matches!(calls.get(Side::Agent, id).map(|c| &c.phase),
+            Some(Phase::Held(h)) if h.approval_id == approval_id)
+    })
 }
 
 /// Ends a held call's request without a decision, on the record.

@@ -40,6 +40,8 @@ pub mod policy;
 mod request;
 mod response;
 pub mod route;
+#[cfg(test)]
+mod stages_tests;
 pub mod store;
 #[cfg(test)]
 mod testkit;

@@ -382,7 +382,7 @@ mod interleavings {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
         #[test]
         fn once_every_call_has_ended_nothing_is_left(events in proptest::collection::vec(event(), 1..24)) {
             let mut k = Kit::with(crate::testkit::POLICY, Duration::from_millis(2));
@@ -414,8 +414,8 @@ mod interleavings {
             }
             while pending(&k) {
                 k.vote("bob", Verdict::Deny);
-                k.review();
             }
+            k.review();
             for id in 0..4 {
                 k.upstream(ok(id, json!({})));
             }

@@ -104,8 +104,15 @@ impl Pipeline {
                             out.announce = true;
                         }
                         None => {
-                            // Fail closed: the hold could not be recorded, so nobody may approve it.
+                            // Fail closed: the hold could not be recorded, so nobody may approve
+                            // it: the call ends, and its request with it.
                             calls.end(Side::Agent, &id);
+                            drop(calls);
+                            crate::hold::withdraw_held(
+                                self,
+                                &held,
+                                "the hold could not be recorded",
+                            );
                             out.agent.extend(refused(Some(&id)));
                         }
                     }
