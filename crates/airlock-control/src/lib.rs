@@ -66,5 +66,5 @@ pub use error::ControlError;
 pub use kill::{matching, Kill, KillTarget, BREAKER_REASON_PREFIX};
 pub use kill_store::{kill_db_path, KillStore};
 pub use notify::{notify_all, socket_dir, Listener};
-pub use records::{kill_record, resume_record, trip_record, RESUME_KIND};
+pub use records::{kill_record, resume_record, trip_record};
 pub use store::ControlStore;

@@ -36,7 +36,7 @@ pub(crate) fn pause(
     // gateway of the agent, this one included (through the notification).
     match store.kill(
         KillTarget::Agent(who.agent.clone()),
-        &trip.reason(),
+        &trip.reason().to_string(),
         "airlock",
     ) {
         Ok(kill) => {

@@ -138,7 +138,12 @@ impl Shared {
         lock(&self.in_flight).drain().collect()
     }
 
-    pub(crate) fn queue_result(&self, id: &Id, entry: &InFlight, status: &str) {
+    pub(crate) fn queue_result(
+        &self,
+        id: &Id,
+        entry: &InFlight,
+        status: airlock_audit::ResultStatus,
+    ) {
         queue_result(self, id, entry, status);
     }
 
@@ -485,10 +490,14 @@ fn unforwarded(shared: &Shared, ids: &[Id], error: &std::io::Error) -> Vec<u8> {
             continue; // a kill already answered it
         };
         let (code, status, message) = match shared.stopped() {
-            Some(kill) => (codes::KILLED, "killed", crate::kill::refusal(&kill)),
+            Some(kill) => (
+                codes::KILLED,
+                airlock_audit::ResultStatus::Killed,
+                crate::kill::refusal(&kill),
+            ),
             None => (
                 codes::UPSTREAM_UNAVAILABLE,
-                "upstream_died",
+                airlock_audit::ResultStatus::UpstreamDied,
                 format!("Airlock could not forward `{}`: {error}", entry.method),
             ),
         };
@@ -577,7 +586,7 @@ fn judge_line(shared: &Shared, limits: &Limits, line: Line, records: &mut Vec<Ne
             if let Some(kill) = kill {
                 let policy = shared.policy.current();
                 let mut record = base_record(&shared.who, &policy, &method, target, Some(&id));
-                record.decision = Some("deny".into());
+                record.decision = Some(airlock_audit::Decision::Deny);
                 record.reasons = vec![format!("kill:{}", kill.id)];
                 push(Some(record));
                 return Step::Reply {
@@ -653,7 +662,7 @@ fn judge_line(shared: &Shared, limits: &Limits, line: Line, records: &mut Vec<Ne
                         if let Some(refusal) = check_breakers(shared, &frame, target) {
                             let mut record = record;
                             if let Some(r) = record.as_mut() {
-                                r.decision = Some("deny".into());
+                                r.decision = Some(airlock_audit::Decision::Deny);
                                 r.reasons = vec![refusal.reason.clone()];
                             }
                             push(record);
@@ -811,7 +820,7 @@ pub(crate) fn check_breakers(shared: &Shared, frame: &Frame, tool: &str) -> Opti
     Some(BreakerRefusal {
         code: codes::KILLED,
         message,
-        reason: trip.reason(),
+        reason: trip.reason().to_string(),
         records,
     })
 }
@@ -873,7 +882,7 @@ fn upstream_to_agent<R: Read>(shared: &Shared, mut lines: LineReader<R>) -> std:
                 if let Some(id) = &e.id {
                     let entry = lock(&shared.in_flight).remove(id);
                     if let Some(entry) = entry {
-                        queue_result(shared, id, &entry, "error");
+                        queue_result(shared, id, &entry, airlock_audit::ResultStatus::Error);
                         shared
                             .agent_out
                             .write_blocking(&malformed_answer(id, &e.message))?;
@@ -893,7 +902,10 @@ fn upstream_to_agent<R: Read>(shared: &Shared, mut lines: LineReader<R>) -> std:
                     match outline.frame(&limits) {
                         Ok(frame) => answer_for_agent(shared, &frame, id, &entry),
                         // The outline accepted it, so this cannot happen; fail closed anyway.
-                        Err(e) => (malformed_answer(id, &e.message), Some("error")),
+                        Err(e) => (
+                            malformed_answer(id, &e.message),
+                            Some(airlock_audit::ResultStatus::Error),
+                        ),
                     }
                 } else {
                     relayed_answer(&outline, &entry)
@@ -936,18 +948,21 @@ fn needs_content(shared: &Shared, id: &Id, entry: &InFlight) -> bool {
 }
 
 /// An answer nothing reads but its outcome: relayed as it came, with its result status.
-fn relayed_answer(outline: &Outline, entry: &InFlight) -> (Vec<u8>, Option<&'static str>) {
+fn relayed_answer(
+    outline: &Outline,
+    entry: &InFlight,
+) -> (Vec<u8>, Option<airlock_audit::ResultStatus>) {
     let status = matches!(entry.expect, Expect::Act { .. })
         .then(|| act_status(outline.kind(), outline.result_is_error()));
     (with_newline(outline.raw()), status)
 }
 
 /// The result record's status of an acting call's answer.
-fn act_status(kind: &FrameKind, result_is_error: bool) -> &'static str {
+fn act_status(kind: &FrameKind, result_is_error: bool) -> airlock_audit::ResultStatus {
     match kind {
-        FrameKind::ErrorResponse { .. } => "error",
-        _ if result_is_error => "is_error",
-        _ => "ok",
+        FrameKind::ErrorResponse { .. } => airlock_audit::ResultStatus::Error,
+        _ if result_is_error => airlock_audit::ResultStatus::IsError,
+        _ => airlock_audit::ResultStatus::Ok,
     }
 }
 
@@ -964,14 +979,14 @@ fn answer_for_agent(
     frame: &Frame,
     id: &Id,
     entry: &InFlight,
-) -> (Vec<u8>, Option<&'static str>) {
+) -> (Vec<u8>, Option<airlock_audit::ResultStatus>) {
     match &entry.expect {
         Expect::Act { target } => {
             let status = act_status(frame.kind(), frame.result_is_error());
             // Counted first: the call has happened upstream, whether or not its result is withheld.
             let pause = crate::breaker::count_result(shared, id, frame, target);
             lock(&shared.results).extend(pause.into_iter().map(Submission::from));
-            if status == "ok" && entry.method == "tools/call" {
+            if status == airlock_audit::ResultStatus::Ok && entry.method == "tools/call" {
                 let args = entry.flow_args.as_ref().unwrap_or(&serde_json::Value::Null);
                 if let Err(e) = crate::flow::observe(shared, target, args, frame) {
                     // Fail closed: the result may carry what the label marks.
@@ -981,7 +996,7 @@ fn answer_for_agent(
                         codes::DENIED,
                         &format!("Airlock withheld the result: its information-flow label could not be recorded ({e})"),
                     );
-                    return (out, Some("withheld"));
+                    return (out, Some(airlock_audit::ResultStatus::Withheld));
                 }
             }
             (with_newline(frame.raw()), Some(status))
@@ -1017,7 +1032,7 @@ fn answer_for_agent(
     }
 }
 
-fn queue_result(shared: &Shared, id: &Id, entry: &InFlight, status: &str) {
+fn queue_result(shared: &Shared, id: &Id, entry: &InFlight, status: airlock_audit::ResultStatus) {
     let Expect::Act { target } = &entry.expect else {
         return;
     };
@@ -1029,8 +1044,8 @@ fn queue_result(shared: &Shared, id: &Id, entry: &InFlight, status: &str) {
         Some(target),
         Some(id),
     );
-    record.kind = "result".into();
-    record.status = Some(status.to_string());
+    record.kind = airlock_audit::RecordKind::Result;
+    record.status = Some(status);
     record.duration_us =
         Some(u64::try_from(entry.started.elapsed().as_micros()).unwrap_or(u64::MAX));
     lock(&shared.results).push(Submission {
@@ -1067,7 +1082,7 @@ async fn fail_in_flight(shared: &Shared, why: &str) {
     let entries: Vec<(Id, InFlight)> = lock(&shared.in_flight).drain().collect();
     let mut out = Vec::new();
     for (id, entry) in &entries {
-        queue_result(shared, id, entry, "upstream_died");
+        queue_result(shared, id, entry, airlock_audit::ResultStatus::UpstreamDied);
         out.extend(error_line(
             Some(id),
             codes::UPSTREAM_UNAVAILABLE,
@@ -1084,8 +1099,8 @@ async fn fail_in_flight(shared: &Shared, why: &str) {
         None,
         None,
     );
-    record.kind = "upstream_exit".into();
-    record.status = Some("upstream_died".into());
+    record.kind = airlock_audit::RecordKind::UpstreamExit;
+    record.status = Some(airlock_audit::ResultStatus::UpstreamDied);
     record.time_unix_ns = now_unix_ns();
     record.detail = Some(json!({ "why": why, "failed_requests": entries.len() }));
     lock(&shared.results).push(Submission::from(record));
@@ -1115,7 +1130,7 @@ async fn expire_calls(shared: Arc<Shared>) {
                 .collect()
         };
         for (id, entry) in expired {
-            queue_result(&shared, &id, &entry, "timeout");
+            queue_result(&shared, &id, &entry, airlock_audit::ResultStatus::Timeout);
             let line = cancel_line(&id, "timed out in Airlock");
             if let Err(e) = write_upstream(&shared, &line).await {
                 tracing::warn!(error = %e, "cannot send the cancellation upstream");

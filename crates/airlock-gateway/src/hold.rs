@@ -81,7 +81,7 @@ pub(crate) fn admit(shared: &Shared, frame: &Frame, method: &str, req: HoldReque
         mut record,
     } = req;
     let refuse = |mut record: NewRecord, reason: &str, message: String| {
-        record.decision = Some("deny".into());
+        record.decision = Some(airlock_audit::Decision::Deny);
         record.reasons = vec![reason.to_owned()];
         Admit::Refuse {
             code: codes::DENIED,
@@ -405,7 +405,7 @@ fn refuse_held(
                 .collect();
             (
                 codes::APPROVAL_DENIED,
-                "approval_denied",
+                airlock_audit::ResultStatus::ApprovalDenied,
                 format!(
                     "denied by Airlock: approval request {} for `{}` was denied by {}",
                     a.id,
@@ -418,7 +418,7 @@ fn refuse_held(
             close(shared, held, State::Expired, "no decision in time");
             (
                 codes::APPROVAL_EXPIRED,
-                "approval_expired",
+                airlock_audit::ResultStatus::ApprovalExpired,
                 format!(
                     "denied by Airlock: approval request {} for `{}` expired before a human \
                      decided it",
@@ -428,7 +428,7 @@ fn refuse_held(
         }
         Ok(a) => (
             codes::APPROVAL_DENIED,
-            "approval_denied",
+            airlock_audit::ResultStatus::ApprovalDenied,
             format!(
                 "denied by Airlock: approval request {} is {}",
                 a.id, a.state
@@ -436,11 +436,11 @@ fn refuse_held(
         ),
         Err(why) => (
             codes::DENIED,
-            "approval_error",
+            airlock_audit::ResultStatus::ApprovalError,
             format!("denied by Airlock: {why}"),
         ),
     };
-    tracing::info!(approval = %held.approval_id, status, "held call refused");
+    tracing::info!(approval = %held.approval_id, %status, "held call refused");
     let mut r = outcome_record(shared, held, id, status);
     r.detail = Some(json!({ "approval_id": held.approval_id }));
     shared.queue_record(r, held.call);
@@ -504,7 +504,7 @@ async fn release(shared: &Shared, id: &Id, held: Held) -> Vec<u8> {
     let permits = match decision {
         Decision::Allow { reasons } => reasons,
         other => {
-            record.decision = Some("deny".into());
+            record.decision = Some(airlock_audit::Decision::Deny);
             record.reasons = vec!["airlock:denied-after-approval".into()];
             shared.queue_record(record, held.call);
             let message = format!(
@@ -518,14 +518,14 @@ async fn release(shared: &Shared, id: &Id, held: Held) -> Vec<u8> {
     };
     let kills = shared.kills();
     if let Some(kill) = crate::kill::tool_kill(&kills, shared, &held.target) {
-        record.decision = Some("deny".into());
+        record.decision = Some(airlock_audit::Decision::Deny);
         record.reasons = vec![format!("kill:{}", kill.id)];
         shared.queue_record(record, held.call);
         return error_line(Some(id), codes::KILLED, &crate::kill::refusal(kill));
     }
     if held.kind == ActKind::CallTool {
         if let Some(refusal) = crate::gateway::check_breakers(shared, &held.frame, &held.target) {
-            record.decision = Some("deny".into());
+            record.decision = Some(airlock_audit::Decision::Deny);
             record.reasons = vec![refusal.reason.clone()];
             shared.queue_record(record, held.call);
             for extra in refusal.records {
@@ -583,7 +583,7 @@ fn approved_record(
     approval: &Approval,
     permits: &[airlock_policy::PolicyRef],
 ) {
-    record.decision = Some("allow".into());
+    record.decision = Some(airlock_audit::Decision::Allow);
     record.reasons = permits.iter().map(|r| r.id.clone()).collect();
     record.reasons.push(format!("approval:{}", approval.id));
     record.detail = Some(json!({
@@ -593,7 +593,12 @@ fn approved_record(
 }
 
 /// The record of a held call's end without forwarding.
-fn outcome_record(shared: &Shared, held: &Held, id: &Id, status: &str) -> NewRecord {
+fn outcome_record(
+    shared: &Shared,
+    held: &Held,
+    id: &Id,
+    status: airlock_audit::ResultStatus,
+) -> NewRecord {
     let mut r = crate::judge::base_record(
         &shared.who,
         &shared.policy.current(),
@@ -601,8 +606,8 @@ fn outcome_record(shared: &Shared, held: &Held, id: &Id, status: &str) -> NewRec
         Some(&held.target),
         Some(id),
     );
-    r.kind = "result".into();
-    r.status = Some(status.to_owned());
+    r.kind = airlock_audit::RecordKind::Result;
+    r.status = Some(status);
     r
 }
 

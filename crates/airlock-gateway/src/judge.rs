@@ -78,7 +78,7 @@ pub(crate) fn judge_request(
         RequestRoute::Allowed => Judgement::Forward {
             expect: Expect::Plain,
             record: Some(NewRecord {
-                decision: Some("allow".into()),
+                decision: Some(airlock_audit::Decision::Allow),
                 reasons: vec!["config:gateway.allow_methods".into()],
                 ..base_record(who, policy, method, None, Some(id))
             }),
@@ -93,7 +93,7 @@ pub(crate) fn judge_request(
                 message,
                 data: None,
                 record: Some(NewRecord {
-                    decision: Some("deny".into()),
+                    decision: Some(airlock_audit::Decision::Deny),
                     reasons: vec!["airlock:unknown-method".into()],
                     ..base_record(who, policy, method, None, Some(id))
                 }),
@@ -121,7 +121,7 @@ fn judge_act(
     };
     let malformed = |why: String| {
         let mut record = base_record(who, policy, method, target, Some(id));
-        record.decision = Some("deny".into());
+        record.decision = Some(airlock_audit::Decision::Deny);
         record.reasons = vec!["airlock:malformed-params".into()];
         Judgement::Refuse {
             code: INVALID_PARAMS,
@@ -161,7 +161,7 @@ fn judge_act(
     record.args_redacted = Some(airlock_audit::redact(args_value));
     match decision {
         Decision::Allow { reasons } => {
-            record.decision = Some("allow".into());
+            record.decision = Some(airlock_audit::Decision::Allow);
             record.reasons = reasons.iter().map(|r| r.id.clone()).collect();
             Judgement::Forward {
                 expect: Expect::Act {
@@ -178,7 +178,7 @@ fn judge_act(
                 .filter(|e| e != airlock_policy::NO_PERMIT && e != airlock_policy::UNKNOWN_AGENT)
                 .collect();
             let message = deny_message(who, kind.action(), target, &reasons, &errors);
-            record.decision = Some("deny".into());
+            record.decision = Some(airlock_audit::Decision::Deny);
             record.reasons = reasons.iter().map(|r| r.id.clone()).collect();
             if record.reasons.is_empty() {
                 record.reasons.push(if errors.is_empty() {
@@ -203,7 +203,7 @@ fn judge_act(
                 .iter()
                 .map(|r| r.approval.clone().unwrap_or_else(|| r.id.clone()))
                 .collect();
-            record.decision = Some("hold".into());
+            record.decision = Some(airlock_audit::Decision::Hold);
             record.reasons = reasons.iter().map(|r| r.id.clone()).collect();
             record.detail = Some(json!({ "needs_approval": why }));
             Judgement::Hold(Box::new(HoldRequest {
@@ -273,8 +273,6 @@ pub(crate) fn base_record(
     id: Option<&Id>,
 ) -> NewRecord {
     NewRecord {
-        time_unix_ns: now_unix_ns(),
-        kind: "call".into(),
         agent: Some(who.agent.clone()),
         on_behalf_of: Some(who.on_behalf_of.clone()),
         task: Some(who.task.clone()),
@@ -284,7 +282,7 @@ pub(crate) fn base_record(
         target: target.map(str::to_string),
         request_id: id.map(|i| i.to_json().to_string()),
         policy_digest: Some(policy.digest().to_string()),
-        ..NewRecord::default()
+        ..NewRecord::at(airlock_audit::RecordKind::Call, now_unix_ns())
     }
 }
 

@@ -115,7 +115,7 @@ pub(crate) async fn apply(shared: &Shared, kill: &Kill) {
     for (id, entry) in &in_flight {
         upstream.extend(cancel_line(id, "stopped by Airlock"));
         agent.extend(error_line(Some(id), codes::KILLED, &message));
-        shared.queue_result(id, entry, "killed");
+        shared.queue_result(id, entry, airlock_audit::ResultStatus::Killed);
     }
     // Calls held for a human end too; the server never saw them.
     let (held_errors, held) = crate::hold::take_all(shared, codes::KILLED, &message);
