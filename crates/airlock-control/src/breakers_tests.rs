@@ -261,12 +261,8 @@ fn resuming_the_agent_starts_its_counters_afresh() {
         )));
     }
     let t = trip(admit(&set, &mut s, "bot", "acl_set", rec.clone(), now + 9));
-    s.kill(
-        KillTarget::Agent("bot".into()),
-        &t.reason().to_string(),
-        "airlock",
-    )
-    .unwrap();
+    let pause = s.pause("bot", &t).unwrap();
+    assert_eq!(pause.breaker_class(), Some("acl"));
     assert_eq!(
         s.resume(&KillTarget::Agent("bot".into()), "alice").unwrap(),
         1

@@ -9,7 +9,7 @@
 //! leaves budget behind.
 
 use airlock_audit::{now_unix_ns, NewRecord};
-use airlock_control::{ControlStore, KillTarget, Matched, Trip};
+use airlock_control::{ControlStore, Matched, Trip};
 use airlock_protocol::{Frame, Id};
 
 use crate::gateway::{Breakers, Shared};
@@ -34,11 +34,7 @@ pub(crate) fn pause(
     )];
     // The pause is a kill with reason breaker:<class>: it survives restarts and stops every
     // gateway of the agent, this one included (through the notification).
-    match store.kill(
-        KillTarget::Agent(who.agent.clone()),
-        &trip.reason().to_string(),
-        "airlock",
-    ) {
+    match store.pause(&who.agent, trip) {
         Ok(kill) => {
             records.push(airlock_control::kill_record(&kill));
             // Like any kill, the pause denies the agent's pending approval requests.
