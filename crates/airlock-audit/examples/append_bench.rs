@@ -7,7 +7,8 @@
 use std::time::{Duration, Instant};
 
 use airlock_audit::{
-    kinds, now_unix_ns, redact, verify, AuditStore, AuditWriter, Durability, NewRecord, Submission,
+    now_unix_ns, redact, verify, AuditStore, AuditWriter, Decision, Durability, NewRecord,
+    RecordKind, Submission,
 };
 use serde_json::json;
 
@@ -21,7 +22,7 @@ fn stamp(batch: &mut [NewRecord]) {
 }
 
 fn sample(i: u64) -> NewRecord {
-    NewRecord::at(kinds::CALL, 0)
+    NewRecord::at(RecordKind::Call, 0)
         .agent("build-bot")
         .on_behalf_of("alice@example.com")
         .session("7f3c2a")
@@ -33,7 +34,7 @@ fn sample(i: u64) -> NewRecord {
             "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
             &json!({"channel": "general", "text": format!("status update {i}"), "notify": true}),
         )
-        .decision("allow")
+        .decision(Decision::Allow)
         .reasons(["policy.forum.post"])
         .policy_digest("2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae")
 }

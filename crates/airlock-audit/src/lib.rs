@@ -9,6 +9,8 @@
 //!   transaction (a group commit), reading the chain head inside it, so many
 //!   processes can append to one file and still form one chain. It returns
 //!   only after COMMIT.
+//! - A record's kind, decision, status and reasons are types ([`RecordKind`],
+//!   [`Decision`], [`ResultStatus`], [`Reason`]), stored as the text they always were.
 //! - [`verify`] recomputes the chain and names the first broken record: an
 //!   edited, deleted, inserted or moved row; with an anchor file
 //!   ([`write_anchor`]) also a truncated or rewritten tail.
@@ -20,19 +22,20 @@
 //!   folds them into the chain in the background.
 //!
 //! ```
-//! use airlock_audit::{verify, AuditStore, Durability, NewRecord, Query, kinds};
+//! use airlock_audit::{verify, AuditStore, Decision, Durability, NewRecord, Query, Reason};
+//! use airlock_audit::{RecordKind, ResultStatus};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let dir = tempfile::tempdir()?;
 //! let db = dir.path().join("audit.db");
 //! let mut store = AuditStore::open(&db, Durability::Process)?;
-//! let call = NewRecord::now(kinds::CALL)
+//! let call = NewRecord::now(RecordKind::Call)
 //!     .agent("build-bot")
 //!     .target("repo.delete")
 //!     .args("d1g3st", &serde_json::json!({"repo": "x", "token": "ghp_not_stored"}))
-//!     .decision("deny")
-//!     .reasons(["policy.no-delete"]);
+//!     .decision(Decision::Deny)
+//!     .reasons([Reason::Policy("policy.no-delete".into())]);
 //! let done = store.append(&[call])?;
-//! store.append(&[NewRecord::now(kinds::RESULT).ref_seq(done[0].seq).status("ok")])?;
+//! store.append(&[NewRecord::now(RecordKind::Result).ref_seq(done[0].seq).status(ResultStatus::Ok)])?;
 //!
 //! let denied = store.query(&Query { decision: Some("deny".into()), ..Query::default() })?;
 //! assert_eq!(denied[0].result_status.as_deref(), Some("ok"));
@@ -53,15 +56,17 @@ mod spool_format;
 mod store;
 mod tail;
 mod verify;
+mod vocab;
 mod writer;
 
 pub use anchor::{read_anchor, write_anchor};
 pub use error::AuditError;
 pub use query::Query;
-pub use record::{kinds, now_unix_ns, valid_kind, Appended, Head, NewRecord, StoredRecord};
+pub use record::{now_unix_ns, Appended, Head, NewRecord, StoredRecord};
 pub use redact::{is_marker, is_secret_key, redact};
 pub use spool::{recover, spool_dir};
 pub use spool_format::{decode_spool, encode_spool, SpoolContents, SpoolEnd, SpooledRecord};
 pub use store::{AuditStore, Durability};
 pub use verify::{verify, Problem, VerifyReport};
+pub use vocab::{AirlockReason, Decision, Reason, RecordKind, ResultStatus};
 pub use writer::{AuditWriter, Submission, Ticket};

@@ -4,45 +4,16 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::redact::redact;
-
-/// Well-known record kinds. `kind` is an open set: later features add their own
-/// (see [`valid_kind`] for the rule every kind must follow).
-pub mod kinds {
-    /// An acting request and the decision taken on it.
-    pub const CALL: &str = "call";
-    /// The outcome of a call; its `ref_seq` names the call record.
-    pub const RESULT: &str = "result";
-    /// Configuration or policies were loaded or reloaded.
-    pub const CONFIG_LOAD: &str = "config_load";
-    /// A human approved or rejected a held call.
-    pub const APPROVAL: &str = "approval";
-    /// The kill switch changed state.
-    pub const KILL: &str = "kill";
-    /// A circuit breaker tripped or reset.
-    pub const BREAKER: &str = "breaker";
-    /// An outbound connection was allowed or blocked.
-    pub const EGRESS: &str = "egress";
-}
-
-/// A kind is 1–64 bytes of `a-z`, `0-9`, `_`, `.`, `-`, starting with a letter:
-/// short enough to index, plain enough to never need escaping in a report.
-pub fn valid_kind(kind: &str) -> bool {
-    let bytes = kind.as_bytes();
-    matches!(bytes.first(), Some(b'a'..=b'z'))
-        && bytes.len() <= 64
-        && bytes
-            .iter()
-            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-'))
-}
+use crate::vocab::{Decision, RecordKind, ResultStatus};
 
 /// One record to append. `seq`, `prev_hash` and `hash` are assigned by the store.
 ///
 /// `args_redacted` must already be redacted: the store keeps what it is given.
 /// [`NewRecord::args`] does both the redaction and the digest bookkeeping.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct NewRecord {
     pub time_unix_ns: i64,
-    pub kind: String,
+    pub kind: RecordKind,
     pub agent: Option<String>,
     pub on_behalf_of: Option<String>,
     pub task: Option<String>,
@@ -57,14 +28,12 @@ pub struct NewRecord {
     /// SHA-256 (hex) of the canonical, unredacted arguments.
     pub args_digest: Option<String>,
     pub args_redacted: Option<Value>,
-    /// `"allow"`, `"deny"` or `"hold"`.
-    pub decision: Option<String>,
-    /// Policy ids (or other short reasons) behind the decision.
+    pub decision: Option<Decision>,
+    /// Why: each the text of a [`crate::Reason`] (a policy id, `kill:<id>`, …).
     pub reasons: Vec<String>,
     /// Digest of the policy set in force.
     pub policy_digest: Option<String>,
-    /// `"ok"`, `"error"`, `"is_error"`, `"cancelled"`, `"upstream_died"`, …
-    pub status: Option<String>,
+    pub status: Option<ResultStatus>,
     pub duration_us: Option<u64>,
     /// Anything kind-specific (config paths, approver, breaker name, …).
     pub detail: Option<Value>,
@@ -72,16 +41,32 @@ pub struct NewRecord {
 
 impl NewRecord {
     /// A record of `kind` stamped with the current wall-clock time.
-    pub fn now(kind: &str) -> NewRecord {
+    pub fn now(kind: RecordKind) -> NewRecord {
         NewRecord::at(kind, now_unix_ns())
     }
 
     /// A record of `kind` at an explicit time (nanoseconds since the Unix epoch).
-    pub fn at(kind: &str, time_unix_ns: i64) -> NewRecord {
+    pub fn at(kind: RecordKind, time_unix_ns: i64) -> NewRecord {
         NewRecord {
             time_unix_ns,
-            kind: kind.to_owned(),
-            ..NewRecord::default()
+            kind,
+            agent: None,
+            on_behalf_of: None,
+            task: None,
+            session: None,
+            server: None,
+            method: None,
+            target: None,
+            request_id: None,
+            ref_seq: None,
+            args_digest: None,
+            args_redacted: None,
+            decision: None,
+            reasons: Vec::new(),
+            policy_digest: None,
+            status: None,
+            duration_us: None,
+            detail: None,
         }
     }
 
@@ -128,10 +113,11 @@ impl NewRecord {
         self.args_redacted = Some(redact(raw));
         self
     }
-    pub fn decision(mut self, v: impl Into<String>) -> Self {
-        self.decision = Some(v.into());
+    pub fn decision(mut self, v: Decision) -> Self {
+        self.decision = Some(v);
         self
     }
+    /// The reasons, as [`crate::Reason`]s or their text.
     pub fn reasons<I, S>(mut self, reasons: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -144,8 +130,8 @@ impl NewRecord {
         self.policy_digest = Some(v.into());
         self
     }
-    pub fn status(mut self, v: impl Into<String>) -> Self {
-        self.status = Some(v.into());
+    pub fn status(mut self, v: ResultStatus) -> Self {
+        self.status = Some(v);
         self
     }
     pub fn duration_us(mut self, us: u64) -> Self {
@@ -181,7 +167,9 @@ pub struct Appended {
     pub hash: String,
 }
 
-/// A record as stored, with its place in the chain.
+/// A record as stored, with its place in the chain. `kind`, `decision` and `status` are the
+/// stored text, as a later build may write values this one does not know; `known_*` read them
+/// into their types.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StoredRecord {
     pub seq: u64,
@@ -210,4 +198,21 @@ pub struct StoredRecord {
     pub result_status: Option<String>,
     /// For a `call` record: the duration of its first `result` record, if any.
     pub result_duration_us: Option<u64>,
+}
+
+impl StoredRecord {
+    /// The kind, if this build knows it.
+    pub fn known_kind(&self) -> Option<RecordKind> {
+        RecordKind::from_name(&self.kind)
+    }
+
+    /// The decision, if there is one this build knows.
+    pub fn known_decision(&self) -> Option<Decision> {
+        self.decision.as_deref().and_then(Decision::from_name)
+    }
+
+    /// The status, if there is one this build knows.
+    pub fn known_status(&self) -> Option<ResultStatus> {
+        self.status.as_deref().and_then(ResultStatus::from_name)
+    }
 }

@@ -25,7 +25,7 @@
 
 use serde_json::Value;
 
-use crate::{AuditError, NewRecord};
+use crate::{AuditError, Decision, NewRecord, RecordKind, ResultStatus};
 
 /// The first bytes of every binary spool.
 pub(crate) const MAGIC: &[u8; 14] = b"AIRLOCK-SPOOL\0";
@@ -149,7 +149,7 @@ fn encode_body(
     buf.extend_from_slice(&key.to_le_bytes());
     buf.extend_from_slice(&present(refers_to, r).to_le_bytes());
     buf.extend_from_slice(&r.time_unix_ns.to_le_bytes());
-    put_str(buf, &r.kind)?;
+    put_str(buf, r.kind.as_str())?;
     if let Some(k) = refers_to {
         buf.extend_from_slice(&k.to_le_bytes());
     }
@@ -177,15 +177,18 @@ fn encode_body(
     if let Some(v) = &r.args_redacted {
         put_json(buf, v)?;
     }
-    if let Some(s) = &r.decision {
-        put_str(buf, s)?;
+    if let Some(d) = r.decision {
+        put_str(buf, d.as_str())?;
     }
     put_len(buf, r.reasons.len())?;
     for s in &r.reasons {
         put_str(buf, s)?;
     }
-    for s in [&r.policy_digest, &r.status].into_iter().flatten() {
+    if let Some(s) = &r.policy_digest {
         put_str(buf, s)?;
+    }
+    if let Some(s) = r.status {
+        put_str(buf, s.as_str())?;
     }
     if let Some(v) = r.duration_us {
         buf.extend_from_slice(&v.to_le_bytes());
@@ -372,25 +375,25 @@ fn decode_body(body: &[u8]) -> Parse<SpooledRecord> {
     }
     // Two's complement, as written.
     let time_unix_ns = i64::from_le_bytes(r.u64()?.to_le_bytes());
-    let kind = r.str()?;
+    // A kind, decision or status this build does not know is a record it cannot write.
+    let kind = RecordKind::from_name(&r.str()?).ok_or("an unknown record kind")?;
     let refers_to = r.opt_u64(p, REFERS_TO)?;
-    let mut record = NewRecord {
-        time_unix_ns,
-        kind,
-        agent: r.opt_str(p, AGENT)?,
-        on_behalf_of: r.opt_str(p, ON_BEHALF_OF)?,
-        task: r.opt_str(p, TASK)?,
-        session: r.opt_str(p, SESSION)?,
-        server: r.opt_str(p, SERVER)?,
-        method: r.opt_str(p, METHOD)?,
-        target: r.opt_str(p, TARGET)?,
-        request_id: r.opt_str(p, REQUEST_ID)?,
-        ref_seq: r.opt_u64(p, REF_SEQ)?,
-        args_digest: r.opt_str(p, ARGS_DIGEST)?,
-        args_redacted: r.opt_json(p, ARGS_REDACTED)?,
-        decision: r.opt_str(p, DECISION)?,
-        ..NewRecord::default()
-    };
+    let mut record = NewRecord::at(kind, time_unix_ns);
+    record.agent = r.opt_str(p, AGENT)?;
+    record.on_behalf_of = r.opt_str(p, ON_BEHALF_OF)?;
+    record.task = r.opt_str(p, TASK)?;
+    record.session = r.opt_str(p, SESSION)?;
+    record.server = r.opt_str(p, SERVER)?;
+    record.method = r.opt_str(p, METHOD)?;
+    record.target = r.opt_str(p, TARGET)?;
+    record.request_id = r.opt_str(p, REQUEST_ID)?;
+    record.ref_seq = r.opt_u64(p, REF_SEQ)?;
+    record.args_digest = r.opt_str(p, ARGS_DIGEST)?;
+    record.args_redacted = r.opt_json(p, ARGS_REDACTED)?;
+    record.decision = r
+        .opt_str(p, DECISION)?
+        .map(|d| Decision::from_name(&d).ok_or("an unknown decision"))
+        .transpose()?;
     // Each reason takes at least its 4-byte length, so a huge count fails, not allocates.
     let count = r.u32()?;
     for _ in 0..count {
@@ -398,7 +401,10 @@ fn decode_body(body: &[u8]) -> Parse<SpooledRecord> {
         record.reasons.push(s);
     }
     record.policy_digest = r.opt_str(p, POLICY_DIGEST)?;
-    record.status = r.opt_str(p, STATUS)?;
+    record.status = r
+        .opt_str(p, STATUS)?
+        .map(|s| ResultStatus::from_name(&s).ok_or("an unknown status"))
+        .transpose()?;
     record.duration_us = r.opt_u64(p, DURATION_US)?;
     record.detail = r.opt_json(p, DETAIL)?;
     if !r.bytes.is_empty() {

@@ -7,9 +7,9 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::spool_format::{encode_spool, MAGIC};
-use crate::{kinds, verify, Durability, Query, SpoolContents};
+use crate::{verify, Decision, Durability, Query, RecordKind, ResultStatus, SpoolContents};
 
-fn entry(key: u64, kind: &str, refers_to: Option<u64>) -> SpooledRecord {
+fn entry(key: u64, kind: RecordKind, refers_to: Option<u64>) -> SpooledRecord {
     SpooledRecord {
         key,
         refers_to,
@@ -25,7 +25,7 @@ fn full(key: u64) -> SpooledRecord {
     SpooledRecord {
         key,
         refers_to: Some(key.wrapping_sub(1)),
-        record: NewRecord::at(kinds::CALL, -5)
+        record: NewRecord::at(RecordKind::Call, -5)
             .agent("build-bot")
             .on_behalf_of("alice@example.com")
             .task("release")
@@ -39,10 +39,10 @@ fn full(key: u64) -> SpooledRecord {
                 "d1g3st",
                 &json!({"text": "héllo 😀", "n": [1, -2.5, null, true]}),
             )
-            .decision("allow")
+            .decision(Decision::Allow)
             .reasons(["policy.a", "", "policy.ü"])
             .policy_digest("p")
-            .status("ok")
+            .status(ResultStatus::Ok)
             .duration_us(17)
             .detail(&json!({"paths": ["/etc/airlock.toml"]})),
     }
@@ -79,7 +79,7 @@ fn complete(records: Vec<SpooledRecord>) -> SpoolContents {
 
 #[test]
 fn entries_read_back_as_written() {
-    let entries = vec![full(7), entry(8, kinds::RESULT, Some(7)), full(0)];
+    let entries = vec![full(7), entry(8, RecordKind::Result, Some(7)), full(0)];
     let bytes = encode_spool(&entries).unwrap();
     assert!(bytes.starts_with(b"AIRLOCK-SPOOL\0\x02\x00"));
     assert_eq!(decode_spool(&bytes), complete(entries));
@@ -93,7 +93,7 @@ fn entries_read_back_as_written() {
 #[test]
 fn the_encoding_matches_the_golden_file() {
     let golden = include_bytes!("../../../fuzz/seeds/spool/call_and_result.spool");
-    let call = NewRecord::at(kinds::CALL, 1_764_624_000_000_000_000)
+    let call = NewRecord::at(RecordKind::Call, 1_764_624_000_000_000_000)
         .agent("bench")
         .session("s1")
         .server("everything")
@@ -104,14 +104,14 @@ fn the_encoding_matches_the_golden_file() {
             "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
             &json!({"message": "hi"}),
         )
-        .decision("allow")
+        .decision(Decision::Allow)
         .reasons(["policy0"])
         .policy_digest("2c26b46b");
-    let result = NewRecord::at(kinds::RESULT, 1_764_624_000_000_100_000)
+    let result = NewRecord::at(RecordKind::Result, 1_764_624_000_000_100_000)
         .agent("bench")
         .session("s1")
         .request_id("7")
-        .status("ok");
+        .status(ResultStatus::Ok);
     let entries = vec![
         SpooledRecord {
             key: 0,
@@ -130,7 +130,7 @@ fn the_encoding_matches_the_golden_file() {
 
 #[test]
 fn a_torn_last_entry_is_dropped_at_every_byte_and_the_earlier_ones_kept() {
-    let entries = vec![full(1), entry(2, kinds::CALL, None), full(3)];
+    let entries = vec![full(1), entry(2, RecordKind::Call, None), full(3)];
     let first_two = encode_spool(&entries[..2]).unwrap();
     let bytes = encode_spool(&entries).unwrap();
     let last = first_two.len();
@@ -177,7 +177,7 @@ fn a_damaged_entry_ends_the_spool_there() {
 #[test]
 fn a_well_framed_entry_the_store_would_refuse_is_damage() {
     let mut bad = full(1);
-    bad.record.kind = "Not A Kind".into();
+    bad.record.duration_us = Some(u64::MAX);
     let mut bytes = encode_spool(&[full(0)]).unwrap();
     encode_entry(&mut bytes, bad.key, bad.refers_to, &bad.record).unwrap();
     let contents = decode_spool(&bytes);
@@ -192,20 +192,58 @@ fn a_well_framed_entry_the_store_would_refuse_is_damage() {
 }
 
 #[test]
+fn a_kind_decision_or_status_this_build_does_not_know_is_damage() {
+    // An entry of kind `exec`, decision `deny`, status `killed`, with each word in turn
+    // replaced by one of the same length this build does not know, checksum made right.
+    let odd = NewRecord::at(RecordKind::Exec, 1)
+        .decision(Decision::Deny)
+        .status(ResultStatus::Killed);
+    let mut good = Vec::new();
+    encode_entry(&mut good, 1, None, &odd).unwrap();
+    for (word, other, reason) in [
+        (&b"exec"[..], &b"exek"[..], "an unknown record kind"),
+        (b"deny", b"dent", "an unknown decision"),
+        (b"killed", b"kilted", "an unknown status"),
+    ] {
+        let mut entry = good.clone();
+        let at = entry.windows(word.len()).position(|w| w == word).unwrap();
+        entry[at..at + word.len()].copy_from_slice(other);
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&entry[..4]);
+        crc.update(&entry[8..]);
+        entry[4..8].copy_from_slice(&crc.finalize().to_le_bytes());
+        let mut bytes = encode_spool(&[full(0)]).unwrap();
+        bytes.extend_from_slice(&entry);
+        let contents = decode_spool(&bytes);
+        assert_eq!(contents.records, vec![full(0)]);
+        assert!(
+            matches!(contents.end, SpoolEnd::Damaged { reason: r, .. } if r == reason),
+            "{:?}",
+            contents.end
+        );
+    }
+}
+
+#[test]
 fn a_dead_gateways_spool_is_folded_once_with_references_resolved() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("audit.db");
     let mut store = AuditStore::open(&db, Durability::Process).unwrap();
     // Entry 0 made it into the chain before the crash; 1 and its result 2 did not.
-    store.append(&[entry(0, kinds::CALL, None).record]).unwrap();
+    store
+        .append(&[entry(0, RecordKind::Call, None).record])
+        .unwrap();
     let mut spool = Spool::create(&db).unwrap();
     write_spool(
         &mut spool,
-        &[entry(0, kinds::CALL, None), entry(1, kinds::CALL, None)],
+        &[
+            entry(0, RecordKind::Call, None),
+            entry(1, RecordKind::Call, None),
+        ],
     );
-    write_spool(&mut spool, &[entry(2, kinds::RESULT, Some(1))]);
+    write_spool(&mut spool, &[entry(2, RecordKind::Result, Some(1))]);
     // A torn last entry: the write it belonged to never returned.
-    let torn = encode_spool(&[entry(3, kinds::CALL, None)]).unwrap();
+    let torn = encode_spool(&[entry(3, RecordKind::Call, None)]).unwrap();
     std::fs::OpenOptions::new()
         .append(true)
         .open(&spool.path)
@@ -223,7 +261,10 @@ fn a_dead_gateways_spool_is_folded_once_with_references_resolved() {
         .iter()
         .find(|r| r.request_id.as_deref() == Some("1"))
         .unwrap();
-    let result = all.iter().find(|r| r.kind == kinds::RESULT).unwrap();
+    let result = all
+        .iter()
+        .find(|r| r.known_kind() == Some(RecordKind::Result))
+        .unwrap();
     assert_eq!(result.ref_seq, Some(call.seq));
     assert!(verify(&db, None).unwrap().problem.is_none());
     assert_eq!(std::fs::read_dir(spool_dir(&db)).unwrap().count(), 0);
@@ -234,11 +275,13 @@ fn a_spool_of_the_previous_build_is_still_recovered() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("audit.db");
     let mut store = AuditStore::open(&db, Durability::Process).unwrap();
-    store.append(&[entry(0, kinds::CALL, None).record]).unwrap();
+    store
+        .append(&[entry(0, RecordKind::Call, None).record])
+        .unwrap();
     let lines: String = [
-        entry(0, kinds::CALL, None),
-        entry(1, kinds::CALL, None),
-        entry(2, kinds::RESULT, Some(1)),
+        entry(0, RecordKind::Call, None),
+        entry(1, RecordKind::Call, None),
+        entry(2, RecordKind::Result, Some(1)),
         full(3),
     ]
     .iter()
@@ -250,7 +293,10 @@ fn a_spool_of_the_previous_build_is_still_recovered() {
     assert_eq!(recover(&db, &mut store).unwrap(), 3);
     let all = store.query(&Query::default()).unwrap();
     assert_eq!(all.len(), 4);
-    let result = all.iter().find(|r| r.kind == kinds::RESULT).unwrap();
+    let result = all
+        .iter()
+        .find(|r| r.known_kind() == Some(RecordKind::Result))
+        .unwrap();
     assert_eq!(result.ref_seq, Some(all[1].seq));
     assert_eq!(all[3].args_redacted, full(3).record.args_redacted);
     assert_eq!(all[3].reasons, full(3).record.reasons);
@@ -263,7 +309,10 @@ fn a_damaged_spool_is_folded_up_to_the_damage_and_kept_aside() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("audit.db");
     let mut store = AuditStore::open(&db, Durability::Process).unwrap();
-    let entries = [entry(0, kinds::CALL, None), entry(1, kinds::CALL, None)];
+    let entries = [
+        entry(0, RecordKind::Call, None),
+        entry(1, RecordKind::Call, None),
+    ];
     let mut bytes = encode_spool(&entries).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
@@ -358,7 +407,7 @@ fn small_u64() -> impl Strategy<Value = u64> {
 fn new_record() -> impl Strategy<Value = NewRecord> {
     let who = (
         any::<i64>(),
-        "[a-z][a-z0-9_.-]{0,63}",
+        prop::sample::select(RecordKind::ALL),
         prop::option::of(text()),
         prop::option::of(text()),
         prop::option::of(text()),
@@ -372,10 +421,10 @@ fn new_record() -> impl Strategy<Value = NewRecord> {
         prop::option::of(small_u64()),
         prop::option::of(text()),
         prop::option::of(json_value()),
-        prop::option::of(text()),
+        prop::option::of(prop::sample::select(Decision::ALL)),
         prop::collection::vec(text(), 0..4),
         prop::option::of(text()),
-        prop::option::of(text()),
+        prop::option::of(prop::sample::select(ResultStatus::ALL)),
         prop::option::of(small_u64()),
         prop::option::of(json_value()),
     );

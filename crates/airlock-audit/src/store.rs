@@ -9,7 +9,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, TransactionBehav
 use crate::chain::{chain_hash, write_canonical, write_str_array, Field, GENESIS};
 use crate::checkpoint::Checkpointer;
 use crate::error::AuditError;
-use crate::record::{valid_kind, Appended, Head, NewRecord};
+use crate::record::{Appended, Head, NewRecord};
 
 /// The schema this build writes and reads.
 pub(crate) const SCHEMA_VERSION: i64 = 1;
@@ -317,7 +317,13 @@ impl AuditStore {
             .map_err(AuditError::sqlite("prepare find"))?;
         let found: Option<i64> = stmt
             .query_row(
-                rusqlite::params![r.time_unix_ns, r.kind, r.session, r.request_id, r.agent],
+                rusqlite::params![
+                    r.time_unix_ns,
+                    r.kind.as_str(),
+                    r.session,
+                    r.request_id,
+                    r.agent
+                ],
                 |row| row.get(0),
             )
             .optional()
@@ -393,15 +399,6 @@ fn read_head(conn: &Connection) -> Result<Option<Head>, AuditError> {
 }
 
 pub(crate) fn validate(index: usize, r: &NewRecord) -> Result<(), AuditError> {
-    if !valid_kind(&r.kind) {
-        return Err(AuditError::InvalidRecord {
-            index,
-            reason: format!(
-                "kind {:?} must be 1-64 bytes of a-z, 0-9, '_', '.', '-', starting with a letter",
-                r.kind
-            ),
-        });
-    }
     if let Some(v) = r.ref_seq {
         to_i64(index, "ref_seq", v)?;
     }
@@ -448,7 +445,7 @@ fn fill_fields<'a>(
     *row = [
         Field::Int(seq),
         Field::Int(r.time_unix_ns),
-        Field::Text(r.kind.as_bytes()),
+        Field::Text(r.kind.as_str().as_bytes()),
         Field::opt_str(r.agent.as_deref()),
         Field::opt_str(r.on_behalf_of.as_deref()),
         Field::opt_str(r.task.as_deref()),
@@ -460,10 +457,10 @@ fn fill_fields<'a>(
         Field::opt_int(ref_seq),
         Field::opt_str(r.args_digest.as_deref()),
         Field::opt_str(args),
-        Field::opt_str(r.decision.as_deref()),
+        Field::opt_str(r.decision.map(|d| d.as_str())),
         Field::opt_str(reasons),
         Field::opt_str(r.policy_digest.as_deref()),
-        Field::opt_str(r.status.as_deref()),
+        Field::opt_str(r.status.map(|s| s.as_str())),
         Field::opt_int(duration),
         Field::opt_str(detail),
         Field::Null,

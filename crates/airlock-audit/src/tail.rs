@@ -5,8 +5,9 @@ use rusqlite::ToSql;
 
 use crate::error::AuditError;
 use crate::query::{decode, QUERY_HEAD};
-use crate::record::{kinds, StoredRecord};
+use crate::record::StoredRecord;
 use crate::store::AuditStore;
+use crate::vocab::RecordKind;
 
 impl AuditStore {
     /// Up to `limit` records with seq greater than `after_seq` whose kind is one of `kinds`
@@ -15,19 +16,20 @@ impl AuditStore {
     pub fn records_after(
         &self,
         after_seq: u64,
-        kinds: &[&str],
+        kinds: &[RecordKind],
         limit: usize,
     ) -> Result<Vec<StoredRecord>, AuditError> {
         let after = i64::try_from(after_seq).unwrap_or(i64::MAX);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let mut sql = String::from(QUERY_HEAD);
         sql.push_str(" AND r.seq > ?");
+        let names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
         let mut params: Vec<&dyn ToSql> = vec![&after];
-        if !kinds.is_empty() {
+        if !names.is_empty() {
             sql.push_str(" AND r.kind IN (");
-            sql.push_str(&vec!["?"; kinds.len()].join(", "));
+            sql.push_str(&vec!["?"; names.len()].join(", "));
             sql.push(')');
-            params.extend(kinds.iter().map(|k| k as &dyn ToSql));
+            params.extend(names.iter().map(|k| k as &dyn ToSql));
         }
         sql.push_str(" ORDER BY r.seq LIMIT ?");
         params.push(&limit);
@@ -43,7 +45,7 @@ impl AuditStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let sql =
             format!("{QUERY_HEAD} AND r.session = ? AND r.kind = ? ORDER BY r.seq DESC LIMIT ?");
-        let mut out = self.run(&sql, &[&session, &kinds::CALL, &limit])?;
+        let mut out = self.run(&sql, &[&session, &RecordKind::Call.as_str(), &limit])?;
         out.reverse();
         Ok(out)
     }
@@ -63,21 +65,21 @@ impl AuditStore {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-    use crate::{kinds, AuditStore, Durability, NewRecord};
+    use crate::{AuditStore, Durability, NewRecord, RecordKind};
 
     #[test]
     fn records_after_a_cursor_by_kind_and_a_sessions_calls() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = AuditStore::open(&dir.path().join("a.db"), Durability::Process).unwrap();
         let recs = [
-            NewRecord::now(kinds::CALL).session("s1").target("a"),
-            NewRecord::now(kinds::KILL),
-            NewRecord::now(kinds::CALL).session("s2").target("b"),
-            NewRecord::now(kinds::APPROVAL),
-            NewRecord::now(kinds::CALL).session("s1").target("c"),
+            NewRecord::now(RecordKind::Call).session("s1").target("a"),
+            NewRecord::now(RecordKind::Kill),
+            NewRecord::now(RecordKind::Call).session("s2").target("b"),
+            NewRecord::now(RecordKind::Approval),
+            NewRecord::now(RecordKind::Call).session("s1").target("c"),
         ];
         store.append(&recs).unwrap();
-        let seqs = |after, k: &[&str], limit| {
+        let seqs = |after, k: &[RecordKind], limit| {
             store
                 .records_after(after, k, limit)
                 .unwrap()
@@ -85,8 +87,11 @@ mod tests {
                 .map(|r| r.seq)
                 .collect::<Vec<_>>()
         };
-        assert_eq!(seqs(0, &["kill", "approval"], 10), [2, 4]);
-        assert_eq!(seqs(2, &["kill", "approval"], 10), [4]);
+        assert_eq!(
+            seqs(0, &[RecordKind::Kill, RecordKind::Approval], 10),
+            [2, 4]
+        );
+        assert_eq!(seqs(2, &[RecordKind::Kill, RecordKind::Approval], 10), [4]);
         assert_eq!(seqs(0, &[], 2), [1, 2]);
         assert_eq!(seqs(5, &[], 10), Vec::<u64>::new());
         let targets: Vec<_> = store

@@ -271,7 +271,7 @@ fn fold_loop(shared: &Shared, mut store: AuditStore) {
         match appended {
             Ok(appended) => {
                 for (e, a) in pending.iter().zip(&appended) {
-                    if e.record.kind == crate::kinds::CALL {
+                    if e.record.kind == crate::RecordKind::Call {
                         seq_of.insert(e.key, a.seq);
                     }
                     if let Some(k) = e.refers_to {
@@ -325,19 +325,19 @@ fn fold_loop(shared: &Shared, mut store: AuditStore) {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use crate::{kinds, verify, Query};
+    use crate::{verify, Query, RecordKind, ResultStatus};
 
     #[test]
     fn a_result_finds_its_call_whether_chained_in_the_same_commit_or_an_earlier_one() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("audit.db");
         let writer = AuditWriter::start(&db, Durability::Process).unwrap();
-        let call = |id: &str| NewRecord::now(kinds::CALL).agent("bot").request_id(id);
+        let call = |id: &str| NewRecord::now(RecordKind::Call).agent("bot").request_id(id);
         // Same commit: the result is submitted within the gathering window of its call.
         let t1 = writer.submit(vec![call("1").into()]).unwrap();
         writer
             .submit(vec![Submission {
-                record: NewRecord::now(kinds::RESULT).status("ok"),
+                record: NewRecord::now(RecordKind::Result).status(ResultStatus::Ok),
                 refers_to: Some(t1[0]),
             }])
             .unwrap();
@@ -347,7 +347,7 @@ mod tests {
         assert!(writer.flush(Duration::from_secs(10)));
         writer
             .submit(vec![Submission {
-                record: NewRecord::now(kinds::RESULT).status("is_error"),
+                record: NewRecord::now(RecordKind::Result).status(ResultStatus::IsError),
                 refers_to: Some(t2[0]),
             }])
             .unwrap();
@@ -355,7 +355,7 @@ mod tests {
         let store = AuditStore::open_read_only(&db).unwrap();
         let calls = store
             .query(&Query {
-                kind: Some(kinds::CALL.into()),
+                kind: Some(RecordKind::Call.as_str().into()),
                 ..Query::default()
             })
             .unwrap();
@@ -379,14 +379,14 @@ mod tests {
             )
             .unwrap();
         let call = writer
-            .submit(vec![NewRecord::now(kinds::CALL)
+            .submit(vec![NewRecord::now(RecordKind::Call)
                 .agent("bot")
                 .request_id("1")
                 .into()])
             .unwrap();
         writer
             .submit(vec![Submission {
-                record: NewRecord::now(kinds::RESULT).status("ok"),
+                record: NewRecord::now(RecordKind::Result).status(ResultStatus::Ok),
                 refers_to: Some(call[0]),
             }])
             .unwrap();
@@ -399,7 +399,7 @@ mod tests {
         assert!(error.contains("refused for the test"), "{error}");
         // Submits go on while the chain is unavailable (the spool holds them).
         writer
-            .submit(vec![NewRecord::now(kinds::CALL)
+            .submit(vec![NewRecord::now(RecordKind::Call)
                 .agent("bot")
                 .request_id("2")
                 .into()])

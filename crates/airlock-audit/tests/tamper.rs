@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use airlock_audit::{
-    kinds, read_anchor, verify, write_anchor, AuditError, AuditStore, Durability, Head, NewRecord,
-    Problem, Query,
+    read_anchor, verify, write_anchor, AuditError, AuditStore, Decision, Durability, Head,
+    NewRecord, Problem, Query, RecordKind,
 };
 use rusqlite::Connection;
 use serde_json::json;
@@ -23,7 +23,7 @@ struct Trail {
 fn record(i: u64) -> NewRecord {
     let agent = if i.is_multiple_of(2) { "alice" } else { "bob" };
     NewRecord::at(
-        kinds::CALL,
+        RecordKind::Call,
         1_700_000_000_000_000_000 + i64::try_from(i).unwrap(),
     )
     .agent(agent)
@@ -32,7 +32,7 @@ fn record(i: u64) -> NewRecord {
     .method("tools/call")
     .target(format!("tool_{i}"))
     .args(format!("{i:064x}"), &json!({"n": i, "password": "pw"}))
-    .decision("allow")
+    .decision(Decision::Allow)
     .reasons(["p.read"])
 }
 
@@ -299,7 +299,7 @@ fn a_rewritten_tail_is_detected_with_the_anchor() {
         .execute("DELETE FROM records WHERE seq > 7", [])
         .unwrap();
     let mut s = AuditStore::open(&t.db, Durability::Process).unwrap();
-    s.append(&[record(8), record(9), record(10).decision("deny")])
+    s.append(&[record(8), record(9), record(10).decision(Decision::Deny)])
         .unwrap();
     assert_eq!(verify(&t.db, None).unwrap().problem, None);
     assert_eq!(

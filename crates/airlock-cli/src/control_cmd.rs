@@ -365,4 +365,51 @@ mod tests {
         assert!(target(&t(None, Some("corp"), false)).is_err());
         assert!(target(&t(Some("a"), None, true)).is_err());
     }
+
+    /// Issue 14: a human's kill whose reason reads `breaker: …` was listed as a pause.
+    #[test]
+    fn status_lists_a_kill_as_a_kill_and_a_pause_as_a_pause() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = ControlStore::open(&dir.path().join("audit.db")).unwrap();
+        store
+            .kill(
+                KillTarget::Agent("bot".into()),
+                "breaker: acl-changes",
+                "alice",
+            )
+            .unwrap();
+        let trip = airlock_control::Trip {
+            class: "acl-changes".into(),
+            budget: "5 calls per 600 s".into(),
+            resets_at_ns: 0,
+        };
+        store.pause("bot", &trip).unwrap();
+        let kills = store.active().unwrap();
+        let rows: Vec<Vec<String>> = kills
+            .iter()
+            .map(|k| {
+                kill_row(k)
+                    .split_whitespace()
+                    .take(4)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ["1", "agent", "bot", "alice"],
+                ["2", "paused", "bot", "airlock"]
+            ]
+        );
+        let json = serde_json::json!({ "kills": kills });
+        assert_eq!(
+            json["kills"][0]["origin"],
+            serde_json::json!({"kind": "human"})
+        );
+        assert_eq!(
+            json["kills"][1]["origin"],
+            serde_json::json!({"kind": "breaker", "class": "acl-changes"})
+        );
+    }
 }

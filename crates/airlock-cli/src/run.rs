@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use airlock_audit::{now_unix_ns, AuditStore, AuditWriter, Durability, NewRecord, Submission};
+use airlock_audit::{
+    now_unix_ns, AuditStore, AuditWriter, Durability, NewRecord, RecordKind, Submission,
+};
 use airlock_gateway::{
     AgentIo, GatewayOptions, Identity, Outcome, PolicyHandle, Upstream, UpstreamSandbox,
 };
@@ -84,15 +86,13 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
 
     // Loading the config and policies is itself on the record, before any call is judged.
     let mut record = NewRecord {
-        time_unix_ns: now_unix_ns(),
-        kind: "config_load".into(),
         agent: Some(identity.agent.clone()),
         on_behalf_of: Some(identity.on_behalf_of.clone()),
         task: Some(identity.task.clone()),
         session: Some(identity.session.clone()),
         server: Some(identity.server.clone()),
         policy_digest: Some(policy.digest().to_string()),
-        ..NewRecord::default()
+        ..NewRecord::now(RecordKind::ConfigLoad)
     };
     record.detail = Some(json!({
         "config": config.path.display().to_string(),
@@ -282,16 +282,15 @@ async fn reload_on_sighup(reload: Reload) {
     };
     while hangups.recv().await.is_some() {
         let mut record = NewRecord {
-            time_unix_ns: now_unix_ns(),
             agent: Some(reload.identity.agent.clone()),
             session: Some(reload.identity.session.clone()),
             server: Some(reload.identity.server.clone()),
-            ..NewRecord::default()
+            ..NewRecord::now(RecordKind::ConfigReloadFailed)
         };
         match load(&reload.config_path) {
             Ok(Loaded { config, policy }) if config.agent(&reload.identity.agent).is_some() => {
                 tracing::info!(digest = policy.digest(), "policies reloaded");
-                record.kind = "config_reload".into();
+                record.kind = RecordKind::ConfigReload;
                 record.policy_digest = Some(policy.digest().to_string());
                 record.detail = Some(json!({
                     "config": config.path.display().to_string(),
@@ -303,12 +302,12 @@ async fn reload_on_sighup(reload: Reload) {
             }
             Ok(_) => {
                 tracing::error!(agent = %reload.identity.agent, "reload refused: the agent is no longer declared; keeping the policies in force");
-                record.kind = "config_reload_failed".into();
+                record.kind = RecordKind::ConfigReloadFailed;
                 record.detail = Some(json!({ "error": "the agent is no longer declared" }));
             }
             Err(failure) => {
                 tracing::error!(error = %failure.error, "reload failed; keeping the policies in force");
-                record.kind = "config_reload_failed".into();
+                record.kind = RecordKind::ConfigReloadFailed;
                 record.detail = Some(json!({ "error": format!("{:#}", failure.error) }));
             }
         }

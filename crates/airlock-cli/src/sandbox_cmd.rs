@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use airlock_audit::{AuditStore, Durability, NewRecord};
+use airlock_audit::{
+    AuditStore, Decision, Durability, NewRecord, Reason, RecordKind, ResultStatus,
+};
 use airlock_sandbox::{Profile, SandboxError};
 use anyhow::{anyhow, Context};
 use clap::{Args, Subcommand};
@@ -17,8 +19,6 @@ use serde_json::json;
 
 use crate::Failure;
 
-/// The audit record kind for a sandboxed command.
-const EXEC_KIND: &str = "exec";
 /// Exit code when the sandbox cannot be set up (as container runtimes use it).
 pub(crate) const EXIT_SANDBOX: u8 = 125;
 
@@ -94,7 +94,7 @@ pub(crate) fn exec(args: ExecArgs) -> Result<u8, Failure> {
         .map_err(Failure::failed)?;
 
     let argv = json!({ "argv": args.command });
-    let mut record = NewRecord::now(EXEC_KIND)
+    let mut record = NewRecord::now(RecordKind::Exec)
         .method("exec")
         .target(program.clone())
         .args(airlock_protocol::digest_json(&argv), &argv);
@@ -128,13 +128,13 @@ pub(crate) fn exec(args: ExecArgs) -> Result<u8, Failure> {
     let (record, code, failure) = match result {
         Ok(outcome) => {
             let status = match (outcome.cap_hit, outcome.code) {
-                (Some(_), _) => "killed",
-                (None, 0) => "ok",
-                (None, _) => "error",
+                (Some(_), _) => ResultStatus::Killed,
+                (None, 0) => ResultStatus::Ok,
+                (None, _) => ResultStatus::Error,
             };
             let layers: Vec<&str> = outcome.layers.iter().map(|l| l.as_str()).collect();
             let record = record
-                .decision("allow")
+                .decision(Decision::Allow)
                 .status(status)
                 .duration_us(u64::try_from(outcome.duration.as_micros()).unwrap_or(u64::MAX))
                 .detail(&json!({
@@ -157,9 +157,9 @@ pub(crate) fn exec(args: ExecArgs) -> Result<u8, Failure> {
                 _ => EXIT_SANDBOX,
             };
             let record = record
-                .decision("deny")
-                .status("sandbox_error")
-                .reasons([e.to_string()])
+                .decision(Decision::Deny)
+                .status(ResultStatus::SandboxError)
+                .reasons([Reason::Text(e.to_string())])
                 .detail(&json!({ "profile": profile.name, "error": chain(&e) }));
             (record, code, Some(e))
         }

@@ -187,7 +187,7 @@ mod tests {
             KillTarget::Agent("bot".into()),
             "r",
             "alice",
-            |_| vec![NewRecord::now("approval")],
+            |_| vec![NewRecord::now(airlock_audit::RecordKind::Approval)],
         )
         .unwrap();
         k.audited.unwrap();

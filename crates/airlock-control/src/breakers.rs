@@ -13,6 +13,7 @@
 //!   `max(rate_min_calls, rate_factor × its own average per rate window over
 //!   the rest of rate_baseline_secs)`.
 
+use airlock_audit::Reason;
 use airlock_config::{BreakerClass, Config, ItemsSource, LoopDefaults};
 use serde::Serialize;
 use serde_json::Value;
@@ -54,9 +55,9 @@ pub struct Trip {
 }
 
 impl Trip {
-    /// The reason of the pause this trip causes: `breaker:<class>`.
-    pub fn reason(&self) -> String {
-        format!("{}{}", crate::kill::BREAKER_REASON_PREFIX, self.class)
+    /// The reason of the pause this trip causes (`breaker:<class>`).
+    pub fn reason(&self) -> Reason {
+        Reason::Breaker(self.class.clone())
     }
 }
 

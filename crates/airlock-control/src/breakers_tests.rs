@@ -90,7 +90,7 @@ fn budget_lets_exactly_max_calls_through_and_trips_the_next() {
     ));
     assert_eq!(t.class, "acl");
     assert_eq!(t.budget, "5 calls per 600 s");
-    assert_eq!(t.reason(), "breaker:acl");
+    assert_eq!(t.reason().to_string(), "breaker:acl");
     // The first call leaves the window 600 s after it was made.
     assert_eq!(t.resets_at_ns, T0 + 600 * S);
     // A tripped call is not counted: still tripped, same reset time.
@@ -261,8 +261,8 @@ fn resuming_the_agent_starts_its_counters_afresh() {
         )));
     }
     let t = trip(admit(&set, &mut s, "bot", "acl_set", rec.clone(), now + 9));
-    s.kill(KillTarget::Agent("bot".into()), &t.reason(), "airlock")
-        .unwrap();
+    let pause = s.pause("bot", &t).unwrap();
+    assert_eq!(pause.breaker_class(), Some("acl"));
     assert_eq!(
         s.resume(&KillTarget::Agent("bot".into()), "alice").unwrap(),
         1

@@ -6,8 +6,49 @@ use serde::Serialize;
 
 use crate::error::ControlError;
 
-/// Reason prefix of a pause written by a tripped breaker: `breaker:<class>`.
-pub const BREAKER_REASON_PREFIX: &str = "breaker:";
+/// Who or what issued a kill: what a kill *is*, whatever its reason says. Stored in the kill
+/// file's `origin` column; serializes as `{"kind": "human"}`, `{"kind": "airlock"}` or
+/// `{"kind": "breaker", "class": "acl-changes"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum KillOrigin {
+    /// A human's kill (`airlock kill`, `airlock serve`).
+    Human,
+    /// A breaker's pause of an agent whose budget of `class` is used up.
+    Breaker {
+        /// The breaker class.
+        class: String,
+    },
+    /// Airlock's own stop when it cannot tell what is killed (the kill state cannot be read).
+    Airlock,
+}
+
+const BREAKER_ORIGIN: &str = "breaker:";
+
+impl KillOrigin {
+    /// The `origin` column: `human`, `airlock` or `breaker:<class>`.
+    pub fn to_column(&self) -> String {
+        match self {
+            KillOrigin::Human => "human".to_owned(),
+            KillOrigin::Airlock => "airlock".to_owned(),
+            KillOrigin::Breaker { class } => format!("{BREAKER_ORIGIN}{class}"),
+        }
+    }
+
+    /// The inverse of [`KillOrigin::to_column`]; `None` for text no build writes.
+    pub fn from_column(text: &str) -> Option<KillOrigin> {
+        match text {
+            "human" => Some(KillOrigin::Human),
+            "airlock" => Some(KillOrigin::Airlock),
+            _ => text
+                .strip_prefix(BREAKER_ORIGIN)
+                .filter(|class| !class.is_empty())
+                .map(|class| KillOrigin::Breaker {
+                    class: class.to_owned(),
+                }),
+        }
+    }
+}
 
 /// What a kill stops. Serializes as `{"scope": "agent", "target": "bot"}`,
 /// the same two values as the store's columns.
@@ -106,10 +147,13 @@ pub struct Kill {
     pub id: i64,
     /// What is stopped.
     pub target: KillTarget,
-    /// Why, for the agent's error and the audit trail (`breaker:<class>` for a pause).
+    /// Why, for the agent's error and the audit trail (`breaker:<class>` for a pause). Words:
+    /// what the kill is, is [`Kill::origin`].
     pub reason: String,
     /// The human who killed (or `airlock` for a breaker pause).
     pub by: String,
+    /// Who or what issued it.
+    pub origin: KillOrigin,
     /// When, in ns since the Unix epoch.
     pub created_ns: i64,
     /// When it was resumed; `None` while in force.
@@ -121,7 +165,15 @@ pub struct Kill {
 impl Kill {
     /// The breaker class if this kill is a breaker pause.
     pub fn breaker_class(&self) -> Option<&str> {
-        self.reason.strip_prefix(BREAKER_REASON_PREFIX)
+        match &self.origin {
+            KillOrigin::Breaker { class } => Some(class),
+            KillOrigin::Human | KillOrigin::Airlock => None,
+        }
+    }
+
+    /// Whether this kill is a breaker's pause (not a human's kill).
+    pub fn is_pause(&self) -> bool {
+        self.breaker_class().is_some()
     }
 }
 
@@ -162,6 +214,7 @@ mod tests {
             target,
             reason: "r".into(),
             by: "alice".into(),
+            origin: KillOrigin::Human,
             created_ns: id,
             resumed_ns: None,
             resumed_by: None,
@@ -223,10 +276,44 @@ mod tests {
     }
 
     #[test]
-    fn breaker_pauses_name_their_class() {
+    fn a_pause_is_told_by_its_origin_not_its_reason() {
         let mut k = kill(1, KillTarget::Agent("bot".into()));
-        assert_eq!(k.breaker_class(), None);
         k.reason = "breaker:acl".into();
-        assert_eq!(k.breaker_class(), Some("acl"));
+        assert_eq!((k.breaker_class(), k.is_pause()), (None, false));
+        k.origin = KillOrigin::Breaker {
+            class: "acl".into(),
+        };
+        k.reason = "anything".into();
+        assert_eq!((k.breaker_class(), k.is_pause()), (Some("acl"), true));
+    }
+
+    #[test]
+    fn origins_round_trip_through_their_column_and_serialize_tagged() {
+        for (origin, column, json) in [
+            (
+                KillOrigin::Human,
+                "human",
+                serde_json::json!({"kind": "human"}),
+            ),
+            (
+                KillOrigin::Airlock,
+                "airlock",
+                serde_json::json!({"kind": "airlock"}),
+            ),
+            (
+                KillOrigin::Breaker {
+                    class: "loop.fanout".into(),
+                },
+                "breaker:loop.fanout",
+                serde_json::json!({"kind": "breaker", "class": "loop.fanout"}),
+            ),
+        ] {
+            assert_eq!(origin.to_column(), column);
+            assert_eq!(KillOrigin::from_column(column), Some(origin.clone()));
+            assert_eq!(serde_json::to_value(&origin).unwrap(), json);
+        }
+        for bad in ["", "Human", "breaker:", "robot"] {
+            assert_eq!(KillOrigin::from_column(bad), None, "{bad:?}");
+        }
     }
 }

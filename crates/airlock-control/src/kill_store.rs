@@ -12,16 +12,26 @@
 //! upgrade. Then that old table gets a kill row of scope [`MOVED_SCOPE`], which older builds
 //! cannot read: an older gateway left running on the same database fails closed (it stops
 //! everything) instead of missing the kills written here.
+//!
+//! Each row says who issued it in its `origin` column ([`KillOrigin`]): a breaker's pause is
+//! told from a human's kill by that, never by the reason's words. Files of builds before the
+//! column get it on open, in one write transaction: their rows by `airlock` whose reason starts
+//! with `breaker:` were pauses, every other row a human's kill. A trigger applies the same rule
+//! to rows an older build still running on the file inserts afterwards (it leaves `origin`
+//! NULL). Opening a file already migrated only reads, like opening any current file.
 
 use std::path::{Path, PathBuf};
 
 use airlock_audit::Durability;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
+use crate::breakers::Trip;
 use crate::error::ControlError;
-use crate::kill::{Kill, KillTarget};
+use crate::kill::{Kill, KillOrigin, KillTarget};
 
-const SCHEMA: &str = "
+/// The table as builds before the `origin` column made it; still the shape of the audit
+/// database's old `kills` table.
+const LEGACY_SCHEMA: &str = "
 CREATE TABLE kills (
     id INTEGER PRIMARY KEY,
     scope TEXT NOT NULL,
@@ -34,6 +44,24 @@ CREATE TABLE kills (
 );
 CREATE INDEX kills_active ON kills(scope, target) WHERE resumed_ns IS NULL;
 ";
+
+/// The origin of a row written without one (by a build before the column): `by` airlock with
+/// a `breaker:<class>` reason was a pause, anything else a human's kill. `substr`, not `LIKE`,
+/// which ignores case.
+const LEGACY_ORIGIN: &str = "CASE WHEN by_human = 'airlock' AND substr(reason, 1, 8) = 'breaker:' \
+     AND length(reason) > 8 THEN reason ELSE 'human' END";
+
+/// What the `origin` column adds to [`LEGACY_SCHEMA`]: the column, the origin of the rows
+/// already there, and the trigger that gives one to rows an older build inserts later.
+fn origin_migration() -> String {
+    format!(
+        "ALTER TABLE kills ADD COLUMN origin TEXT NULL;
+         UPDATE kills SET origin = {LEGACY_ORIGIN};
+         CREATE TRIGGER kills_origin_of_older_builds AFTER INSERT ON kills
+             WHEN NEW.origin IS NULL
+             BEGIN UPDATE kills SET origin = {LEGACY_ORIGIN} WHERE id = NEW.id; END;"
+    )
+}
 
 /// The scope of the marker row left in the audit database's old `kills` table.
 pub(crate) const MOVED_SCOPE: &str = "moved";
@@ -67,10 +95,12 @@ impl KillStore {
     pub fn open_with(db: &Path, durability: Durability) -> Result<KillStore, ControlError> {
         let path = kill_db_path(db);
         let mut conn = crate::sqlite::open_wal(&path, durability)?;
-        // A read first: once the table exists (every open but the first), opening takes no
-        // write lock, so a kill never waits for another process's open.
-        if !has_kills_table(&conn)? {
-            create(&mut conn, db)?;
+        // A read first: once the table is current (every open but the first), opening takes
+        // no write lock, so a kill never waits for another process's open.
+        match table_shape(&conn)? {
+            Shape::Current => {}
+            Shape::Missing => create(&mut conn, db)?,
+            Shape::WithoutOrigin => add_origin(&mut conn)?,
         }
         Ok(KillStore { conn, path })
     }
@@ -80,13 +110,36 @@ impl KillStore {
         &self.path
     }
 
-    /// Records a kill and returns it once COMMIT has returned: a crash after this call cannot
-    /// lose it. Notify gateways afterwards ([`crate::notify_all`]).
+    /// Records a human's kill and returns it once COMMIT has returned: a crash after this
+    /// call cannot lose it. Notify gateways afterwards ([`crate::notify_all`]).
     pub fn kill(
         &mut self,
         target: KillTarget,
         reason: &str,
         by: &str,
+    ) -> Result<Kill, ControlError> {
+        self.insert(target, reason, by, KillOrigin::Human)
+    }
+
+    /// Records the pause of `agent` that `trip` causes (by `airlock`, reason
+    /// `breaker:<class>`), committed like [`KillStore::kill`].
+    pub fn pause(&mut self, agent: &str, trip: &Trip) -> Result<Kill, ControlError> {
+        self.insert(
+            KillTarget::Agent(agent.to_owned()),
+            &trip.reason().to_string(),
+            "airlock",
+            KillOrigin::Breaker {
+                class: trip.class.clone(),
+            },
+        )
+    }
+
+    fn insert(
+        &mut self,
+        target: KillTarget,
+        reason: &str,
+        by: &str,
+        origin: KillOrigin,
     ) -> Result<Kill, ControlError> {
         let now = airlock_audit::now_unix_ns();
         let tx = self
@@ -94,9 +147,16 @@ impl KillStore {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(ControlError::sqlite("begin kill"))?;
         tx.execute(
-            "INSERT INTO kills (scope, target, reason, by_human, created_ns) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![target.scope(), target.target(), reason, by, now],
+            "INSERT INTO kills (scope, target, reason, by_human, created_ns, origin) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                target.scope(),
+                target.target(),
+                reason,
+                by,
+                now,
+                origin.to_column()
+            ],
         )
         .map_err(ControlError::sqlite("insert kill"))?;
         let id = tx.last_insert_rowid();
@@ -106,6 +166,7 @@ impl KillStore {
             target,
             reason: reason.to_owned(),
             by: by.to_owned(),
+            origin,
             created_ns: now,
             resumed_ns: None,
             resumed_by: None,
@@ -132,13 +193,19 @@ impl KillStore {
 
     /// Kills in force, oldest first. An error here means "deny everything".
     pub fn active(&self) -> Result<Vec<Kill>, ControlError> {
-        kills_where(&self.conn, "WHERE resumed_ns IS NULL ORDER BY id", [])
+        kills_where(&self.conn, "WHERE resumed_ns IS NULL ORDER BY id", [])?
+            .into_iter()
+            .map(Row::into_kill)
+            .collect()
     }
 
     /// The newest `limit` kills, resumed or not, newest first (for `status`).
     pub fn recent(&self, limit: usize) -> Result<Vec<Kill>, ControlError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        kills_where(&self.conn, "ORDER BY id DESC LIMIT ?1", [limit])
+        kills_where(&self.conn, "ORDER BY id DESC LIMIT ?1", [limit])?
+            .into_iter()
+            .map(Row::into_kill)
+            .collect()
     }
 
     /// A lock held elsewhere fails at once rather than after [`crate::sqlite::BUSY_TIMEOUT`].
@@ -146,6 +213,48 @@ impl KillStore {
     fn busy_timeout_for_tests(&mut self, t: std::time::Duration) {
         self.conn.busy_timeout(t).unwrap_or_default();
     }
+}
+
+/// How far the kill file's table is.
+enum Shape {
+    /// No table yet.
+    Missing,
+    /// A table of a build before the `origin` column.
+    WithoutOrigin,
+    Current,
+}
+
+fn table_shape(conn: &Connection) -> Result<Shape, ControlError> {
+    let (columns, origin): (i64, i64) = conn
+        .query_row(
+            "SELECT count(*), count(*) FILTER (WHERE name = 'origin') \
+             FROM pragma_table_info('kills')",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(ControlError::sqlite("read the kill table's columns"))?;
+    Ok(match (columns, origin) {
+        (0, _) => Shape::Missing,
+        (_, 0) => Shape::WithoutOrigin,
+        _ => Shape::Current,
+    })
+}
+
+/// Adds the `origin` column to a table of an older build (see the module docs), once.
+fn add_origin(conn: &mut Connection) -> Result<(), ControlError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(ControlError::sqlite("begin adding the kill origin"))?;
+    // Another process may have done it while this one waited for the lock.
+    if !matches!(table_shape(&tx)?, Shape::WithoutOrigin) {
+        return Ok(());
+    }
+    tx.execute_batch(&origin_migration())
+        .map_err(ControlError::sqlite("add the kill origin"))?;
+    tx.commit()
+        .map_err(ControlError::sqlite("commit the kill origin"))?;
+    tracing::info!("kill file: the origin of each kill is now a column of its own");
+    Ok(())
 }
 
 fn has_kills_table(conn: &Connection) -> Result<bool, ControlError> {
@@ -166,10 +275,11 @@ fn create(conn: &mut Connection, db: &Path) -> Result<(), ControlError> {
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(ControlError::sqlite("begin creating the kill table"))?;
     // Another process may have created it while this one waited for the lock.
-    if has_kills_table(&tx)? {
+    if !matches!(table_shape(&tx)?, Shape::Missing) {
         return Ok(());
     }
-    tx.execute_batch(SCHEMA)
+    tx.execute_batch(LEGACY_SCHEMA)
+        .and_then(|()| tx.execute_batch(&origin_migration()))
         .map_err(ControlError::sqlite("create the kill table"))?;
     let old = legacy_kills(db)?;
     {
@@ -178,12 +288,13 @@ fn create(conn: &mut Connection, db: &Path) -> Result<(), ControlError> {
                 "INSERT INTO kills ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
             ))
             .map_err(ControlError::sqlite("prepare the kill import"))?;
+        // Without an origin: the trigger gives each the one its build meant.
         for k in &old {
             insert
                 .execute(params![
                     k.id,
-                    k.target.scope(),
-                    k.target.target(),
+                    k.scope,
+                    k.target,
                     k.reason,
                     k.by,
                     k.created_ns,
@@ -215,8 +326,9 @@ fn create(conn: &mut Connection, db: &Path) -> Result<(), ControlError> {
 }
 
 /// The `kills` table of the audit database, where builds before the kill file kept them; none
-/// when the database or the table does not exist.
-fn legacy_kills(db: &Path) -> Result<Vec<Kill>, ControlError> {
+/// when the database or the table does not exist. Each row's target is checked: a row that
+/// cannot be read fails the import.
+fn legacy_kills(db: &Path) -> Result<Vec<Row>, ControlError> {
     if !db.exists() {
         return Ok(Vec::new());
     }
@@ -224,11 +336,14 @@ fn legacy_kills(db: &Path) -> Result<Vec<Kill>, ControlError> {
     if !has_kills_table(&conn)? {
         return Ok(Vec::new());
     }
-    kills_where(
+    let rows = legacy_rows(
         &conn,
         &format!("WHERE scope != '{MOVED_SCOPE}' ORDER BY id"),
-        [],
-    )
+    )?;
+    for r in &rows {
+        r.target()?;
+    }
+    Ok(rows)
 }
 
 /// Leaves the marker row in the audit database's old `kills` table (creating it as older builds
@@ -238,7 +353,7 @@ fn mark_legacy(db: &Path, moved_to: &Path) -> Result<(), ControlError> {
         return Ok(());
     }
     let conn = crate::sqlite::open(db, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
-    let legacy_schema = SCHEMA
+    let legacy_schema = LEGACY_SCHEMA
         .replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS")
         .replace("CREATE INDEX", "CREATE INDEX IF NOT EXISTS");
     conn.execute_batch(&format!("BEGIN IMMEDIATE;{legacy_schema}"))
@@ -262,207 +377,96 @@ fn mark_legacy(db: &Path, moved_to: &Path) -> Result<(), ControlError> {
     Ok(())
 }
 
+/// One row as stored. `origin` is `None` only in the audit database's old table.
+struct Row {
+    id: i64,
+    scope: String,
+    target: String,
+    reason: String,
+    by: String,
+    created_ns: i64,
+    resumed_ns: Option<i64>,
+    resumed_by: Option<String>,
+    origin: Option<String>,
+}
+
+impl Row {
+    fn target(&self) -> Result<KillTarget, ControlError> {
+        KillTarget::from_columns(&self.scope, &self.target)
+            .map_err(|e| ControlError::Corrupt(format!("kill {}: {e}", self.id)))
+    }
+
+    /// The kill; a row this build cannot read is an error, never skipped (it may stop
+    /// something).
+    fn into_kill(self) -> Result<Kill, ControlError> {
+        let target = self.target()?;
+        let origin = self
+            .origin
+            .as_deref()
+            .and_then(KillOrigin::from_column)
+            .ok_or_else(|| {
+                ControlError::Corrupt(format!(
+                    "kill {}: unknown origin {:?}",
+                    self.id, self.origin
+                ))
+            })?;
+        Ok(Kill {
+            id: self.id,
+            target,
+            reason: self.reason,
+            by: self.by,
+            origin,
+            created_ns: self.created_ns,
+            resumed_ns: self.resumed_ns,
+            resumed_by: self.resumed_by,
+        })
+    }
+}
+
 fn kills_where<P: rusqlite::Params>(
     conn: &Connection,
     tail: &str,
     p: P,
-) -> Result<Vec<Kill>, ControlError> {
-    let sql = format!("SELECT {COLUMNS} FROM kills {tail}");
+) -> Result<Vec<Row>, ControlError> {
+    rows(
+        conn,
+        &format!("SELECT {COLUMNS}, origin FROM kills {tail}"),
+        p,
+    )
+}
+
+/// Rows of the audit database's old table, which has no `origin`.
+fn legacy_rows(conn: &Connection, tail: &str) -> Result<Vec<Row>, ControlError> {
+    rows(
+        conn,
+        &format!("SELECT {COLUMNS}, NULL FROM kills {tail}"),
+        [],
+    )
+}
+
+fn rows<P: rusqlite::Params>(conn: &Connection, sql: &str, p: P) -> Result<Vec<Row>, ControlError> {
     let mut stmt = conn
-        .prepare_cached(&sql)
+        .prepare_cached(sql)
         .map_err(ControlError::sqlite("prepare kills query"))?;
     let rows = stmt
         .query_map(p, |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, i64>(5)?,
-                r.get::<_, Option<i64>>(6)?,
-                r.get::<_, Option<String>>(7)?,
-            ))
+            Ok(Row {
+                id: r.get(0)?,
+                scope: r.get(1)?,
+                target: r.get(2)?,
+                reason: r.get(3)?,
+                by: r.get(4)?,
+                created_ns: r.get(5)?,
+                resumed_ns: r.get(6)?,
+                resumed_by: r.get(7)?,
+                origin: r.get(8)?,
+            })
         })
         .map_err(ControlError::sqlite("query kills"))?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (id, scope, target, reason, by, created_ns, resumed_ns, resumed_by) =
-            row.map_err(ControlError::sqlite("read kill"))?;
-        out.push(Kill {
-            id,
-            target: KillTarget::from_columns(&scope, &target)
-                .map_err(|e| ControlError::Corrupt(format!("kill {id}: {e}")))?,
-            reason,
-            by,
-            created_ns,
-            resumed_ns,
-            resumed_by,
-        });
-    }
-    Ok(out)
+    rows.collect::<Result<Vec<Row>, _>>()
+        .map_err(ControlError::sqlite("read kill"))
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-
-    use super::*;
-
-    #[test]
-    fn the_kill_file_sits_beside_the_audit_database() {
-        assert_eq!(
-            kill_db_path(Path::new("/var/lib/airlock/audit.db")),
-            Path::new("/var/lib/airlock/audit.db.kills")
-        );
-    }
-
-    #[test]
-    fn kills_of_an_older_build_are_copied_in_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("audit.db");
-        // The audit database as an older build left it: kills in its own `kills` table.
-        let old = Connection::open(&db).unwrap();
-        old.execute_batch(SCHEMA).unwrap();
-        old.execute_batch(
-            "INSERT INTO kills VALUES (3, 'agent', 'bot', 'runaway', 'alice', 10, NULL, NULL);
-             INSERT INTO kills VALUES (7, 'tool', 'corp/acl_set', 'bug', 'bob', 20, 30, 'bob');",
-        )
-        .unwrap();
-        let mut s = KillStore::open(&db).unwrap();
-        let active = s.active().unwrap();
-        assert_eq!(active.len(), 1);
-        assert_eq!(
-            (active[0].id, &active[0].target, active[0].by.as_str()),
-            (3, &KillTarget::Agent("bot".into()), "alice")
-        );
-        let recent = s.recent(10).unwrap();
-        assert_eq!(recent.len(), 2);
-        assert_eq!(recent[0].resumed_by.as_deref(), Some("bob"));
-        // New ids continue after the old ones; a second open copies nothing again.
-        let k = s.kill(KillTarget::All, "stop", "alice").unwrap();
-        assert_eq!(k.id, 8);
-        old.execute(
-            "INSERT INTO kills VALUES (9, 'all', '*', 'late', 'x', 40, NULL, NULL)",
-            [],
-        )
-        .unwrap();
-        drop(s);
-        let again = KillStore::open(&db).unwrap();
-        assert_eq!(again.recent(10).unwrap().len(), 3);
-        // The old table now holds the marker, which an older build's reader refuses.
-        let marker: (String, String) = old
-            .query_row(
-                "SELECT scope, reason FROM kills WHERE resumed_ns IS NULL AND scope = ?1",
-                [MOVED_SCOPE],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .unwrap();
-        assert!(marker.1.contains("audit.db.kills"), "{}", marker.1);
-        assert!(KillTarget::from_columns(&marker.0, "*").is_err());
-        // A kill file made again (deleted by hand) copies the old kills, never the marker.
-        drop(again);
-        for suffix in ["", "-wal", "-shm"] {
-            let mut p = kill_db_path(&db).into_os_string();
-            p.push(suffix);
-            let _ = std::fs::remove_file(p);
-        }
-        let remade = KillStore::open(&db).unwrap();
-        assert!(remade
-            .recent(10)
-            .unwrap()
-            .iter()
-            .all(|k| k.target != KillTarget::All || k.reason == "late"));
-        assert_eq!(remade.recent(10).unwrap().len(), 3);
-    }
-
-    #[test]
-    fn a_fresh_audit_database_gets_the_marker_too() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("audit.db");
-        drop(Connection::open(&db).unwrap());
-        drop(KillStore::open(&db).unwrap());
-        let old = Connection::open(&db).unwrap();
-        let n: i64 = old
-            .query_row(
-                "SELECT count(*) FROM kills WHERE scope = ?1",
-                [MOVED_SCOPE],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(n, 1);
-    }
-
-    #[test]
-    fn a_corrupt_legacy_row_fails_the_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("audit.db");
-        let old = Connection::open(&db).unwrap();
-        old.execute_batch(SCHEMA).unwrap();
-        old.execute(
-            "INSERT INTO kills VALUES (1, 'planet', 'x', 'r', 'a', 1, NULL, NULL)",
-            [],
-        )
-        .unwrap();
-        let err = KillStore::open(&db).unwrap_err().to_string();
-        assert!(err.contains("kill 1"), "{err}");
-        // Nothing was created half-way: the next open tries the import again.
-        assert!(KillStore::open(&db).is_err());
-    }
-
-    #[test]
-    fn a_kill_does_not_wait_for_the_audit_databases_write_lock() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("audit.db");
-        let mut busy = crate::ControlStore::open(&db).unwrap();
-        drop(busy.kill_store().kill(KillTarget::All, "x", "a").unwrap());
-        busy.kill_store().resume(&KillTarget::All, "a", 1).unwrap();
-        // Another process folding audit records holds the audit database's write lock.
-        let writer = Connection::open(&db).unwrap();
-        writer.execute_batch("BEGIN IMMEDIATE").unwrap();
-        let mut s = KillStore::open(&db).unwrap();
-        s.busy_timeout_for_tests(std::time::Duration::ZERO);
-        let k = s
-            .kill(KillTarget::Agent("bot".into()), "r", "alice")
-            .unwrap();
-        assert_eq!(busy.active().unwrap(), vec![k]);
-        writer.execute_batch("ROLLBACK").unwrap();
-    }
-
-    #[test]
-    fn a_store_that_cannot_be_read_is_an_error() {
-        let dir = tempfile::tempdir().unwrap();
-        // A directory is not a database.
-        std::fs::create_dir(kill_db_path(&dir.path().join("d.db"))).unwrap();
-        assert!(KillStore::open(&dir.path().join("d.db")).is_err());
-        let s = KillStore::open(&dir.path().join("audit.db")).unwrap();
-        s.conn.execute_batch("DROP TABLE kills").unwrap();
-        assert!(s.active().is_err());
-        assert!(s.recent(5).is_err());
-    }
-
-    #[test]
-    fn a_corrupt_kill_row_is_an_error_not_a_skip() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = KillStore::open(&dir.path().join("audit.db")).unwrap();
-        s.conn
-            .execute_batch(
-                "INSERT INTO kills (scope, target, reason, by_human, created_ns) \
-                 VALUES ('planet', 'x', 'r', 'a', 1)",
-            )
-            .unwrap();
-        assert!(matches!(s.active(), Err(ControlError::Corrupt(_))));
-    }
-
-    #[test]
-    fn no_audit_database_means_nothing_to_copy() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("audit.db");
-        let s = KillStore::open(&db).unwrap();
-        assert!(s.active().unwrap().is_empty());
-        assert!(
-            !db.exists(),
-            "opening the kill file does not create the audit database"
-        );
-    }
-}
+#[path = "kill_store_tests.rs"]
+mod tests;

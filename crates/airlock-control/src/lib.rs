@@ -6,6 +6,8 @@
 //!   before the call returns, so it survives a restart of any process.
 //!   [`notify_all`] then wakes every gateway bound with [`Listener::bind`]
 //!   (Unix datagram sockets in `<db>.control/`), which re-reads the active kills.
+//!   Each kill carries its [`KillOrigin`]: a human's kill ([`KillStore::kill`]) or a
+//!   breaker's pause ([`KillStore::pause`]), whatever its reason's words.
 //! - **Breakers** ([`BreakerSet`]) keep budgets per agent × action class from
 //!   `[breakers.<class>]`, plus default loop and fan-out detection
 //!   (`[breakers.defaults]`). Every counter is a row of a per-agent journal
@@ -63,8 +65,8 @@ pub use breakers::{
     count_items, BreakerSet, Level, Matched, Trip, Verdict, LOOP_FANOUT, LOOP_RATE,
 };
 pub use error::ControlError;
-pub use kill::{matching, Kill, KillTarget, BREAKER_REASON_PREFIX};
+pub use kill::{matching, Kill, KillOrigin, KillTarget};
 pub use kill_store::{kill_db_path, KillStore};
 pub use notify::{notify_all, socket_dir, Listener};
-pub use records::{kill_record, resume_record, trip_record, RESUME_KIND};
+pub use records::{kill_record, resume_record, trip_record};
 pub use store::ControlStore;

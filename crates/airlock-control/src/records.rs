@@ -2,20 +2,17 @@
 //! write the same shape: kind `kill`, `resume` or `breaker`, with `detail`
 //! holding scope, target, reason and who.
 
-use airlock_audit::{kinds, NewRecord};
+use airlock_audit::{Decision, NewRecord, Reason, RecordKind};
 use serde_json::json;
 
 use crate::breakers::Trip;
 use crate::kill::{Kill, KillTarget};
 
-/// Kind of the record of a resume.
-pub const RESUME_KIND: &str = "resume";
-
 /// The record of a committed kill.
 pub fn kill_record(kill: &Kill) -> NewRecord {
-    let r = NewRecord::at(kinds::KILL, kill.created_ns)
-        .decision("deny")
-        .reasons([kill.reason.clone()])
+    let r = NewRecord::at(RecordKind::Kill, kill.created_ns)
+        .decision(Decision::Deny)
+        .reasons([Reason::Text(kill.reason.clone())])
         .detail(&json!({
             "kill_id": kill.id,
             "scope": kill.target.scope(),
@@ -28,7 +25,7 @@ pub fn kill_record(kill: &Kill) -> NewRecord {
 
 /// The record of a resume of `target` by `by` that ended `resumed` kills.
 pub fn resume_record(target: &KillTarget, by: &str, resumed: usize) -> NewRecord {
-    let r = NewRecord::now(RESUME_KIND).detail(&json!({
+    let r = NewRecord::now(RecordKind::Resume).detail(&json!({
         "scope": target.scope(),
         "target": target.target(),
         "by": by,
@@ -39,11 +36,11 @@ pub fn resume_record(target: &KillTarget, by: &str, resumed: usize) -> NewRecord
 
 /// The record of a breaker trip that paused `agent`.
 pub fn trip_record(agent: &str, trip: &Trip, server: &str, tool: &str) -> NewRecord {
-    NewRecord::now(kinds::BREAKER)
+    NewRecord::now(RecordKind::Breaker)
         .agent(agent)
         .server(server)
         .target(tool)
-        .decision("deny")
+        .decision(Decision::Deny)
         .reasons([trip.reason()])
         .detail(&json!({
             "class": trip.class,

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use airlock_audit::Durability;
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
+use crate::breakers::Trip;
 use crate::cache::{EventCache, Row, FANOUT_PREFIX, RATE_CLASS, RESET_CLASS};
 use crate::error::ControlError;
 use crate::journal::{Journals, LOOP_REFRESH};
@@ -84,7 +85,7 @@ impl ControlStore {
         &mut self.kills
     }
 
-    /// Records a kill (see [`KillStore::kill`]).
+    /// Records a human's kill (see [`KillStore::kill`]).
     pub fn kill(
         &mut self,
         target: KillTarget,
@@ -92,6 +93,11 @@ impl ControlStore {
         by: &str,
     ) -> Result<Kill, ControlError> {
         self.kills.kill(target, reason, by)
+    }
+
+    /// Records a breaker's pause of `agent` (see [`KillStore::pause`]).
+    pub fn pause(&mut self, agent: &str, trip: &Trip) -> Result<Kill, ControlError> {
+        self.kills.pause(agent, trip)
     }
 
     /// Ends every active kill of exactly `target` (`All` ends only kills of

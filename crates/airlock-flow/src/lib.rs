@@ -12,16 +12,13 @@
 use std::path::Path;
 use std::time::Duration;
 
-use airlock_audit::NewRecord;
+use airlock_audit::{NewRecord, RecordKind};
 use airlock_config::{Config, LabelRule, LabelScope};
 use rusqlite::{params, Connection, OpenFlags};
 use serde_json::{json, Value};
 
 /// How long a writer waits for another process's transaction before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The audit record kind of a new label.
-pub const FLOW_KIND: &str = "flow";
 
 /// A store failure. On the call path it means deny.
 #[derive(Debug, thiserror::Error)]
@@ -203,7 +200,7 @@ pub fn label_record(
     label: &str,
     scope: LabelScope,
 ) -> NewRecord {
-    let mut r = NewRecord::now(FLOW_KIND);
+    let mut r = NewRecord::now(RecordKind::Flow);
     r.agent = Some(agent.to_owned());
     r.session = Some(session.to_owned());
     r.server = Some(server.to_owned());

@@ -14,7 +14,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use airlock_audit::{kinds, AuditWriter, NewRecord, Submission};
+use airlock_audit::{AuditWriter, NewRecord, RecordKind, Submission};
 use airlock_sandbox::{Breach, EgressEvent, EgressLog, EgressPhase, Profile, SandboxGuard};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -24,7 +24,7 @@ use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 use crate::Identity;
 
 /// The audit kind of a sandbox cap that ended an upstream.
-pub const SANDBOX_BREACH: &str = "sandbox_breach";
+pub const SANDBOX_BREACH: RecordKind = RecordKind::SandboxBreach;
 
 /// A started upstream server, its three pipes taken out for the gateway's tasks.
 pub struct Upstream {
@@ -206,7 +206,7 @@ impl Sandboxed {
     fn record_breach(&self, breach: Breach, status: &ExitStatus) {
         tracing::warn!(profile = %self.profile, cap = breach.describe(), "the upstream hit a sandbox cap and was stopped");
         let mut record = identity_record(SANDBOX_BREACH, &self.identity);
-        record.status = Some("killed".into());
+        record.status = Some(airlock_audit::ResultStatus::Killed);
         record.reasons = vec![breach.as_str().to_owned()];
         record.detail = Some(json!({
             "profile": self.profile,
@@ -220,7 +220,7 @@ impl Sandboxed {
     }
 }
 
-fn identity_record(kind: &str, who: &Identity) -> NewRecord {
+fn identity_record(kind: RecordKind, who: &Identity) -> NewRecord {
     let mut record = NewRecord::now(kind);
     record.agent = Some(who.agent.clone());
     record.on_behalf_of = Some(who.on_behalf_of.clone());
@@ -233,17 +233,18 @@ fn identity_record(kind: &str, who: &Identity) -> NewRecord {
 /// The audit record of one egress event (kind `egress`): `decision` allow or deny, `status`
 /// `open`, `closed` or `refused`, the host and port as `target`, bytes and duration.
 pub fn egress_record(event: &EgressEvent, profile: &str) -> NewRecord {
-    let mut record = NewRecord::now(kinds::EGRESS);
+    let mut record = NewRecord::now(RecordKind::Egress);
     record.method = Some("egress/connect".into());
     record.target = Some(format!("{}:{}", event.host, event.port));
-    record.decision = Some(
-        match event.phase {
-            EgressPhase::Refused => "deny",
-            EgressPhase::Open | EgressPhase::Closed => "allow",
-        }
-        .into(),
-    );
-    record.status = Some(event.phase.as_str().into());
+    record.decision = Some(match event.phase {
+        EgressPhase::Refused => airlock_audit::Decision::Deny,
+        EgressPhase::Open | EgressPhase::Closed => airlock_audit::Decision::Allow,
+    });
+    record.status = Some(match event.phase {
+        EgressPhase::Refused => airlock_audit::ResultStatus::Refused,
+        EgressPhase::Open => airlock_audit::ResultStatus::Open,
+        EgressPhase::Closed => airlock_audit::ResultStatus::Closed,
+    });
     record.reasons = vec![event.reason.clone()];
     record.duration_us = Some(u64::try_from(event.duration.as_micros()).unwrap_or(u64::MAX));
     record.detail = Some(json!({
@@ -267,7 +268,7 @@ struct AuditedEgress {
 impl EgressLog for AuditedEgress {
     fn record(&self, event: &EgressEvent) -> Result<(), String> {
         let mut record = egress_record(event, &self.profile);
-        let who = identity_record(kinds::EGRESS, &self.identity);
+        let who = identity_record(RecordKind::Egress, &self.identity);
         record.agent = who.agent;
         record.on_behalf_of = who.on_behalf_of;
         record.task = who.task;

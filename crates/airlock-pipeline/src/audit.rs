@@ -5,7 +5,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use airlock_audit::{now_unix_ns, AuditWriter, NewRecord, Submission, Ticket};
+use airlock_audit::{
+    now_unix_ns, AuditWriter, NewRecord, RecordKind, ResultStatus, Submission, Ticket,
+};
 use airlock_policy::PolicyEngine;
 use airlock_protocol::Id;
 
@@ -21,7 +23,7 @@ pub fn base_record(
 ) -> NewRecord {
     NewRecord {
         time_unix_ns: now_unix_ns(),
-        kind: "call".into(),
+        kind: RecordKind::Call,
         agent: Some(who.agent.clone()),
         on_behalf_of: Some(who.on_behalf_of.clone()),
         task: Some(who.task.clone()),
@@ -31,7 +33,7 @@ pub fn base_record(
         target: target.map(str::to_string),
         request_id: id.map(|i| i.to_json().to_string()),
         policy_digest: Some(policy.digest().to_string()),
-        ..NewRecord::default()
+        ..NewRecord::at(RecordKind::Call, now_unix_ns())
     }
 }
 
@@ -42,12 +44,12 @@ pub fn result_record(
     method: &str,
     target: Option<&str>,
     id: &Id,
-    status: &str,
+    status: ResultStatus,
     started: Instant,
 ) -> NewRecord {
     let mut record = base_record(who, policy, method, target, Some(id));
-    record.kind = "result".into();
-    record.status = Some(status.to_owned());
+    record.kind = RecordKind::Result;
+    record.status = Some(status);
     record.duration_us = Some(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
     record
 }

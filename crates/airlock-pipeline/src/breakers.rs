@@ -10,8 +10,8 @@
 //! A pause is a kill whose origin is the breaker: it survives restarts and stops every gateway
 //! of the agent, this one at once.
 
-use airlock_audit::{now_unix_ns, NewRecord};
-use airlock_control::{ControlStore, KillTarget, Matched, Trip, Verdict};
+use airlock_audit::{now_unix_ns, AirlockReason, NewRecord, Reason};
+use airlock_control::{ControlStore, Matched, Trip, Verdict};
 use airlock_protocol::Frame;
 use serde_json::Value;
 
@@ -43,7 +43,7 @@ pub(crate) fn admit(
         Refusal {
             code: codes::DENIED,
             message: format!("denied by Airlock: the breaker counters cannot be read ({e})"),
-            reason: "airlock:breaker-store-error".into(),
+            reason: Reason::Airlock(AirlockReason::BreakerStoreError).to_string(),
             records: Vec::new(),
         }
     };
@@ -76,7 +76,7 @@ pub(crate) fn admit(
     Err(Refusal {
         code: codes::KILLED,
         message,
-        reason: trip.reason(),
+        reason: trip.reason().to_string(),
         records,
     })
 }
@@ -143,11 +143,7 @@ fn pause(p: &Pipeline, store: &mut ControlStore, trip: &Trip, tool: &str) -> Vec
         &who.server,
         tool,
     )];
-    match store.kill(
-        KillTarget::Agent(who.agent.clone()),
-        &trip.reason(),
-        "airlock",
-    ) {
+    match store.pause(&who.agent, trip) {
         Ok(kill) => {
             records.push(airlock_control::kill_record(&kill));
             // Like any kill, the pause denies the agent's pending approval requests; that is

@@ -22,7 +22,10 @@ use std::time::{Duration, Instant};
 use airlock_approval::{
     action_digest, approval_record, Approval, HoldReason, NewApproval, Requirements, State,
 };
-use airlock_audit::{now_unix_ns, NewRecord, Submission, Ticket};
+use airlock_audit::{
+    now_unix_ns, AirlockReason, Decision, NewRecord, Reason, RecordKind, ResultStatus, Submission,
+    Ticket,
+};
 use airlock_protocol::{Frame, Id};
 use serde_json::{json, Value};
 
@@ -90,7 +93,7 @@ pub(crate) fn admit(p: &Pipeline, frame: &Frame, method: &str, req: HoldRequest)
         mut record,
     } = req;
     let refuse = |mut record: NewRecord, reason: &str, message: String| {
-        record.decision = Some("deny".into());
+        record.decision = Some(Decision::Deny);
         record.reasons = vec![reason.to_owned()];
         Admit::Refuse {
             code: codes::DENIED,
@@ -101,7 +104,7 @@ pub(crate) fn admit(p: &Pipeline, frame: &Frame, method: &str, req: HoldRequest)
     let Some(stores) = p.stores.as_ref() else {
         return refuse(
             record,
-            "airlock:no-approval-store",
+            &Reason::Airlock(AirlockReason::NoApprovalStore).to_string(),
             "denied by Airlock: this call needs a human approval, and this gateway has no \
              approval store"
                 .into(),
@@ -113,7 +116,7 @@ pub(crate) fn admit(p: &Pipeline, frame: &Frame, method: &str, req: HoldRequest)
         Err(e) => {
             return refuse(
                 record,
-                "airlock:bad-approval-policy",
+                &Reason::Airlock(AirlockReason::BadApprovalPolicy).to_string(),
                 format!("denied by Airlock: {e}"),
             )
         }
@@ -169,14 +172,14 @@ pub(crate) fn admit(p: &Pipeline, frame: &Frame, method: &str, req: HoldRequest)
             tracing::error!(error = %e, "approval store failed; refusing the held call");
             return refuse(
                 record,
-                "airlock:approval-store-error",
+                &Reason::Airlock(AirlockReason::ApprovalStoreError).to_string(),
                 format!("denied by Airlock: the approval store failed ({e})"),
             );
         }
         Err(e) => {
             return refuse(
                 record,
-                "airlock:approval-store-error",
+                &Reason::Airlock(AirlockReason::ApprovalStoreError).to_string(),
                 format!("denied by Airlock: the approval store failed ({e})"),
             );
         }
@@ -207,7 +210,9 @@ pub(crate) fn admit(p: &Pipeline, frame: &Frame, method: &str, req: HoldRequest)
 
 /// Marks `record` as allowed on `approval`'s strength.
 pub(crate) fn approved_record(record: &mut NewRecord, approval: &Approval) {
-    record.reasons.push(format!("approval:{}", approval.id));
+    record
+        .reasons
+        .push(Reason::Approval(approval.id.clone()).to_string());
     record.detail = Some(json!({
         "approval_id": approval.id,
         "approved_by": approval.approvers_so_far(),
@@ -396,7 +401,7 @@ impl Pipeline {
                     .collect();
                 (
                     codes::APPROVAL_DENIED,
-                    "approval_denied",
+                    ResultStatus::ApprovalDenied,
                     format!(
                         "denied by Airlock: approval request {} for `{}` was denied by {}",
                         a.id,
@@ -409,7 +414,7 @@ impl Pipeline {
                 close(self, set, held, State::Expired, "no decision in time");
                 (
                     codes::APPROVAL_EXPIRED,
-                    "approval_expired",
+                    ResultStatus::ApprovalExpired,
                     format!(
                         "denied by Airlock: approval request {} for `{}` expired before a human \
                          decided it",
@@ -419,7 +424,7 @@ impl Pipeline {
             }
             Ok(a) => (
                 codes::APPROVAL_DENIED,
-                "approval_denied",
+                ResultStatus::ApprovalDenied,
                 format!(
                     "denied by Airlock: approval request {} is {}",
                     a.id, a.state
@@ -427,11 +432,11 @@ impl Pipeline {
             ),
             Err(why) => (
                 codes::DENIED,
-                "approval_error",
+                ResultStatus::ApprovalError,
                 format!("denied by Airlock: {why}"),
             ),
         };
-        tracing::info!(approval = %held.approval_id, status, "held call refused");
+        tracing::info!(approval = %held.approval_id, %status, "held call refused");
         let mut r = crate::audit::base_record(
             &self.who,
             &self.policy.current(),
@@ -439,8 +444,8 @@ impl Pipeline {
             Some(&held.target),
             Some(id),
         );
-        r.kind = "result".into();
-        r.status = Some(status.to_owned());
+        r.kind = RecordKind::Result;
+        r.status = Some(status);
         r.detail = Some(json!({ "approval_id": held.approval_id }));
         self.audit.queue(r, held.call);
         Output {

@@ -116,6 +116,7 @@ pub fn emergency_kill(why: &str) -> Kill {
         target: KillTarget::All,
         reason: format!("the kill state could not be read ({why})"),
         by: "airlock".into(),
+        origin: airlock_control::KillOrigin::Airlock,
         created_ns: airlock_audit::now_unix_ns(),
         resumed_ns: None,
         resumed_by: None,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use airlock_audit::{now_unix_ns, AuditWriter};
+use airlock_audit::{now_unix_ns, AuditWriter, RecordKind, ResultStatus};
 use airlock_control::{BreakerSet, Kill};
 use airlock_protocol::{error_response, Id, Limits};
 use serde_json::json;
@@ -202,7 +202,7 @@ impl Pipeline {
                     output
                         .upstream
                         .extend(cancel_line(&id, "stopped by Airlock"));
-                    self.queue_result(&id, &call, "killed");
+                    self.queue_result(&id, &call, ResultStatus::Killed);
                 }
             }
         }
@@ -230,7 +230,7 @@ impl Pipeline {
                 && matches!(c.phase, Phase::Upstream)
                 && c.started.elapsed() >= timeout
         }) {
-            self.queue_result(&id, &call, "timeout");
+            self.queue_result(&id, &call, ResultStatus::Timeout);
             out.upstream
                 .extend(cancel_line(&id, "timed out in Airlock"));
             let message = format!(
@@ -257,7 +257,7 @@ impl Pipeline {
         });
         let mut out = Output::default();
         for (_, id, call) in &ended {
-            self.queue_result(id, call, "upstream_died");
+            self.queue_result(id, call, ResultStatus::UpstreamDied);
             out.agent.extend(error_line(
                 Some(id),
                 codes::UPSTREAM_UNAVAILABLE,
@@ -271,8 +271,8 @@ impl Pipeline {
             None,
             None,
         );
-        record.kind = "upstream_exit".into();
-        record.status = Some("upstream_died".into());
+        record.kind = RecordKind::UpstreamExit;
+        record.status = Some(ResultStatus::UpstreamDied);
         record.time_unix_ns = now_unix_ns();
         record.detail = Some(json!({ "why": why, "failed_requests": ended.len() }));
         self.audit.queue(record, None);
@@ -289,10 +289,14 @@ impl Pipeline {
                 continue; // a kill already answered it
             };
             let (code, status, message) = match self.kills.stopped() {
-                Some(kill) => (codes::KILLED, "killed", crate::kill::refusal(&kill)),
+                Some(kill) => (
+                    codes::KILLED,
+                    ResultStatus::Killed,
+                    crate::kill::refusal(&kill),
+                ),
                 None => (
                     codes::UPSTREAM_UNAVAILABLE,
-                    "upstream_died",
+                    ResultStatus::UpstreamDied,
                     format!("Airlock could not forward `{}`: {error}", call.method),
                 ),
             };
@@ -310,7 +314,7 @@ impl Pipeline {
             match call.phase {
                 Phase::Held(held) => crate::hold::withdraw_held(self, &held, why),
                 Phase::Upstream if side == Side::Agent => {
-                    self.queue_result(&id, &call, "cancelled")
+                    self.queue_result(&id, &call, ResultStatus::Cancelled)
                 }
                 _ => {}
             }
@@ -319,7 +323,7 @@ impl Pipeline {
     }
 
     /// Queues the result record of an acting call that ended.
-    pub(crate) fn queue_result(&self, id: &Id, call: &Call, status: &str) {
+    pub(crate) fn queue_result(&self, id: &Id, call: &Call, status: ResultStatus) {
         let Expect::Act { target, .. } = &call.expect else {
             return;
         };

@@ -16,6 +16,7 @@ fn kill_of(target: KillTarget) -> Kill {
         target,
         reason: "enough".into(),
         by: "priya".into(),
+        origin: airlock_control::KillOrigin::Human,
         created_ns: 0,
         resumed_ns: None,
         resumed_by: None,

@@ -5,7 +5,7 @@
 //! is the caller's job, so that a batch of frames shares one durable commit. The session's
 //! information-flow labels go into every decision (`context.session.labels`).
 
-use airlock_audit::{now_unix_ns, NewRecord};
+use airlock_audit::{now_unix_ns, AirlockReason, NewRecord, Reason};
 use airlock_policy::{Action, CallRequest, Decision, PolicyEngine, PolicyRef};
 use airlock_protocol::{digest_json, Frame, Id, INVALID_PARAMS};
 use serde_json::{json, Map, Value};
@@ -78,8 +78,8 @@ pub fn judge_request(
         RequestRoute::Allowed => Judgement::Forward {
             expect: Expect::Plain,
             record: Some(NewRecord {
-                decision: Some("allow".into()),
-                reasons: vec!["config:gateway.allow_methods".into()],
+                decision: Some(airlock_audit::Decision::Allow),
+                reasons: vec![Reason::Config("gateway.allow_methods".into()).to_string()],
                 ..base_record(who, policy, method, None, Some(id))
             }),
         },
@@ -93,8 +93,8 @@ pub fn judge_request(
                 message,
                 data: None,
                 record: Some(NewRecord {
-                    decision: Some("deny".into()),
-                    reasons: vec!["airlock:unknown-method".into()],
+                    decision: Some(airlock_audit::Decision::Deny),
+                    reasons: vec![Reason::Airlock(AirlockReason::UnknownMethod).to_string()],
                     ..base_record(who, policy, method, None, Some(id))
                 }),
             }
@@ -123,8 +123,8 @@ fn judge_act(
     };
     let malformed = |why: String| {
         let mut record = base_record(who, policy, method, target, Some(id));
-        record.decision = Some("deny".into());
-        record.reasons = vec!["airlock:malformed-params".into()];
+        record.decision = Some(airlock_audit::Decision::Deny);
+        record.reasons = vec![Reason::Airlock(AirlockReason::MalformedParams).to_string()];
         Judgement::Refuse {
             code: INVALID_PARAMS,
             message: format!("Airlock refused `{method}`: {why}"),
@@ -163,7 +163,7 @@ fn judge_act(
     record.args_redacted = Some(airlock_audit::redact(args_value));
     match decision {
         Decision::Allow { reasons } => {
-            record.decision = Some("allow".into());
+            record.decision = Some(airlock_audit::Decision::Allow);
             record.reasons = reasons.iter().map(|r| r.id.clone()).collect();
             Judgement::Forward {
                 expect: Expect::Act {
@@ -181,13 +181,13 @@ fn judge_act(
                 .filter(|e| e != airlock_policy::NO_PERMIT && e != airlock_policy::UNKNOWN_AGENT)
                 .collect();
             let message = deny_message(who, kind.action(), target, &reasons, &errors);
-            record.decision = Some("deny".into());
+            record.decision = Some(airlock_audit::Decision::Deny);
             record.reasons = reasons.iter().map(|r| r.id.clone()).collect();
             if record.reasons.is_empty() {
                 record.reasons.push(if errors.is_empty() {
-                    "airlock:default-deny".into()
+                    Reason::Airlock(AirlockReason::DefaultDeny).to_string()
                 } else {
-                    "airlock:evaluation-error".into()
+                    Reason::Airlock(AirlockReason::EvaluationError).to_string()
                 });
             }
             if !errors.is_empty() {
@@ -206,7 +206,7 @@ fn judge_act(
                 .iter()
                 .map(|r| r.approval.clone().unwrap_or_else(|| r.id.clone()))
                 .collect();
-            record.decision = Some("hold".into());
+            record.decision = Some(airlock_audit::Decision::Hold);
             record.reasons = reasons.iter().map(|r| r.id.clone()).collect();
             record.detail = Some(json!({ "needs_approval": why }));
             Judgement::Hold(Box::new(HoldRequest {
@@ -276,8 +276,6 @@ pub fn base_record(
     id: Option<&Id>,
 ) -> NewRecord {
     NewRecord {
-        time_unix_ns: now_unix_ns(),
-        kind: "call".into(),
         agent: Some(who.agent.clone()),
         on_behalf_of: Some(who.on_behalf_of.clone()),
         task: Some(who.task.clone()),
@@ -287,7 +285,7 @@ pub fn base_record(
         target: target.map(str::to_string),
         request_id: id.map(|i| i.to_json().to_string()),
         policy_digest: Some(policy.digest().to_string()),
-        ..NewRecord::default()
+        ..NewRecord::at(airlock_audit::RecordKind::Call, now_unix_ns())
     }
 }
 

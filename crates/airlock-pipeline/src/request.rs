@@ -8,7 +8,9 @@
 use std::sync::Arc;
 
 use airlock_approval::Approval;
-use airlock_audit::{now_unix_ns, NewRecord};
+use airlock_audit::{
+    now_unix_ns, AirlockReason, Decision, NewRecord, Reason, RecordKind, ResultStatus,
+};
 use airlock_protocol::{
     error_response, parse_frame, raw_id_of_refused, Frame, FrameKind, Id, INVALID_REQUEST,
 };
@@ -317,8 +319,8 @@ impl Pipeline {
         // kill: a kill in force refuses before anything else is looked at.
         if let Some(kill) = crate::kill::check(&self.kills, &self.who, &expect) {
             let mut record = base_record(&self.who, &policy, method, target, Some(id));
-            record.decision = Some("deny".into());
-            record.reasons = vec![format!("kill:{}", kill.id)];
+            record.decision = Some(Decision::Deny);
+            record.reasons = vec![Reason::Kill(kill.id).to_string()];
             records.push(record);
             return Step::Answer(error_line(
                 Some(id),
@@ -333,8 +335,8 @@ impl Pipeline {
             RequestRoute::TaskList => Judgement::Forward {
                 expect: Expect::TaskList,
                 record: Some(NewRecord {
-                    decision: Some("allow".into()),
-                    reasons: vec!["airlock:own-tasks".into()],
+                    decision: Some(Decision::Allow),
+                    reasons: vec![Reason::Airlock(AirlockReason::OwnTasks).to_string()],
                     ..base_record(&self.who, &policy, method, None, Some(id))
                 }),
             },
@@ -395,8 +397,9 @@ impl Pipeline {
             },
             (Judgement::Hold(req), Some(approval)) => {
                 let mut record = req.record;
-                record.decision = Some("deny".into());
-                record.reasons = vec!["airlock:denied-after-approval".into()];
+                record.decision = Some(Decision::Deny);
+                record.reasons =
+                    vec![Reason::Airlock(AirlockReason::DeniedAfterApproval).to_string()];
                 Judgement::Refuse {
                     code: codes::DENIED,
                     message: format!(
@@ -418,7 +421,8 @@ impl Pipeline {
                 Some(approval),
             ) => {
                 let record = record.map(|mut r| {
-                    r.reasons = vec!["airlock:denied-after-approval".into()];
+                    r.reasons =
+                        vec![Reason::Airlock(AirlockReason::DeniedAfterApproval).to_string()];
                     r
                 });
                 Judgement::Refuse {
@@ -470,7 +474,7 @@ impl Pipeline {
                             }
                             Err(refusal) => {
                                 if let Some(r) = record.as_mut() {
-                                    r.decision = Some("deny".into());
+                                    r.decision = Some(Decision::Deny);
                                     r.reasons = vec![refusal.reason.clone()];
                                 }
                                 if let Some(r) = record {
@@ -535,8 +539,8 @@ impl Pipeline {
         record.detail = Some(json!({ "task_id": task_id }));
         match origin {
             Some(_) => {
-                record.decision = Some("allow".into());
-                record.reasons = vec!["airlock:own-task".into()];
+                record.decision = Some(Decision::Allow);
+                record.reasons = vec![Reason::Airlock(AirlockReason::OwnTask).to_string()];
                 let expect = match (op, origin) {
                     (TaskOp::Result, Some(o)) => Expect::Act {
                         kind: o.kind,
@@ -550,8 +554,8 @@ impl Pipeline {
                 }
             }
             None => {
-                record.decision = Some("deny".into());
-                record.reasons = vec!["airlock:unknown-task".into()];
+                record.decision = Some(Decision::Deny);
+                record.reasons = vec![Reason::Airlock(AirlockReason::UnknownTask).to_string()];
                 Judgement::Refuse {
                     code: codes::DENIED,
                     message: format!(
@@ -600,7 +604,7 @@ impl Pipeline {
                     call.phase = Phase::Abandoned {
                         since: std::time::Instant::now(),
                     };
-                    self.queue_result(id, call, "cancelled");
+                    self.queue_result(id, call, ResultStatus::Cancelled);
                 }
                 Step::Forward {
                     frame,
@@ -626,9 +630,10 @@ impl Pipeline {
                 tracing::warn!(request = ?id, "cancellation of no request of the agent's in flight dropped");
                 let mut record =
                     base_record(&self.who, &self.policy.current(), method, None, id.as_ref());
-                record.kind = "notification".into();
-                record.decision = Some("deny".into());
-                record.reasons = vec!["airlock:cancel-not-in-flight".into()];
+                record.kind = RecordKind::Notification;
+                record.decision = Some(Decision::Deny);
+                record.reasons =
+                    vec![Reason::Airlock(AirlockReason::CancelNotInFlight).to_string()];
                 record.detail = Some(json!({
                     "request_id": frame.params().and_then(|p| p.get("requestId")).cloned(),
                 }));
@@ -646,9 +651,9 @@ impl Pipeline {
         match asked {
             Some(call) if !self.kills.is_stopped() => {
                 let status = if matches!(frame.kind(), FrameKind::ErrorResponse { .. }) {
-                    "error"
+                    ResultStatus::Error
                 } else {
-                    "ok"
+                    ResultStatus::Ok
                 };
                 let mut record = crate::audit::result_record(
                     &self.who,
@@ -659,9 +664,10 @@ impl Pipeline {
                     status,
                     call.started,
                 );
-                record.kind = "server_request".into();
-                record.decision = Some("allow".into());
-                record.reasons = vec!["airlock:answer-to-server-request".into()];
+                record.kind = RecordKind::ServerRequest;
+                record.decision = Some(Decision::Allow);
+                record.reasons =
+                    vec![Reason::Airlock(AirlockReason::AnswerToServerRequest).to_string()];
                 if let Some(result) = frame.result() {
                     record.args_digest = Some(airlock_protocol::digest_json(result));
                 }
@@ -681,12 +687,12 @@ impl Pipeline {
                     None,
                     Some(&id),
                 );
-                record.kind = "server_request".into();
-                record.decision = Some("deny".into());
+                record.kind = RecordKind::ServerRequest;
+                record.decision = Some(Decision::Deny);
                 record.reasons = vec![if other.is_some() {
-                    "airlock:stopped".to_string()
+                    Reason::Airlock(AirlockReason::Stopped).to_string()
                 } else {
-                    "airlock:no-such-server-request".to_string()
+                    Reason::Airlock(AirlockReason::NoSuchServerRequest).to_string()
                 }];
                 record.time_unix_ns = now_unix_ns();
                 records.push(record);

@@ -17,6 +17,7 @@
 
 use std::sync::Arc;
 
+use airlock_audit::ResultStatus;
 use airlock_protocol::{parse_outline, Frame, FrameKind, Id, Outline};
 
 use crate::calls::{Call, Expect, Phase, Side, TaskOrigin};
@@ -27,11 +28,11 @@ use crate::store::Counters;
 use crate::{lock, Line};
 
 /// The result record's status of an acting call's answer.
-fn act_status(kind: &FrameKind, result_is_error: bool) -> &'static str {
+fn act_status(kind: &FrameKind, result_is_error: bool) -> ResultStatus {
     match kind {
-        FrameKind::ErrorResponse { .. } => "error",
-        _ if result_is_error => "is_error",
-        _ => "ok",
+        FrameKind::ErrorResponse { .. } => ResultStatus::Error,
+        _ if result_is_error => ResultStatus::IsError,
+        _ => ResultStatus::Ok,
     }
 }
 
@@ -61,7 +62,7 @@ impl Pipeline {
                 let Some(call) = self.match_answer(id) else {
                     return Output::default();
                 };
-                self.queue_result(id, &call, "error");
+                self.queue_result(id, &call, ResultStatus::Error);
                 return Output {
                     agent: malformed_answer(id, &e.message),
                     ..Output::default()
@@ -79,7 +80,7 @@ impl Pipeline {
                     match outline.frame(&self.limits) {
                         Ok(frame) => self.answer_stages(counters, &frame, &id, &call),
                         // The outline accepted it, so this cannot happen; fail closed anyway.
-                        Err(e) => (malformed_answer(&id, &e.message), Some("error")),
+                        Err(e) => (malformed_answer(&id, &e.message), Some(ResultStatus::Error)),
                     }
                 } else {
                     relayed_answer(&outline, &call)
@@ -148,7 +149,7 @@ impl Pipeline {
         frame: &Frame,
         id: &Id,
         call: &Call,
-    ) -> (Vec<u8>, Option<&'static str>) {
+    ) -> (Vec<u8>, Option<ResultStatus>) {
         match &call.expect {
             Expect::Act { kind, target } => {
                 let status = act_status(frame.kind(), frame.result_is_error());
@@ -195,7 +196,7 @@ impl Pipeline {
                         codes::DENIED,
                         &format!("Airlock withheld the result: its information-flow label could not be recorded ({e})"),
                     );
-                    return (out, Some("withheld"));
+                    return (out, Some(ResultStatus::Withheld));
                 }
                 (with_newline(frame.raw()), Some(status))
             }
@@ -253,7 +254,7 @@ fn created_task(frame: &Frame) -> Option<String> {
 }
 
 /// An answer nothing reads but its outcome: relayed as it came, with its result status.
-fn relayed_answer(outline: &Outline, call: &Call) -> (Vec<u8>, Option<&'static str>) {
+fn relayed_answer(outline: &Outline, call: &Call) -> (Vec<u8>, Option<ResultStatus>) {
     let status = matches!(call.expect, Expect::Act { .. })
         .then(|| act_status(outline.kind(), outline.result_is_error()));
     (with_newline(outline.raw()), status)

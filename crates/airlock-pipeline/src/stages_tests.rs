@@ -30,6 +30,7 @@ fn kill(target: KillTarget) -> Kill {
         target,
         reason: "r".into(),
         by: "priya".into(),
+        origin: airlock_control::KillOrigin::Human,
         created_ns: 0,
         resumed_ns: None,
         resumed_by: None,

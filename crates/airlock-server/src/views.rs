@@ -272,3 +272,66 @@ pub(crate) fn confirm_kill(csrf: &str, scope: &str, target: &str, t: &KillTarget
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use airlock_control::KillOrigin;
+    use serde_json::json;
+
+    use super::*;
+
+    fn kill(id: i64, reason: &str, by: &str, origin: KillOrigin) -> Kill {
+        Kill {
+            id,
+            target: KillTarget::Agent("bot".into()),
+            reason: reason.into(),
+            by: by.into(),
+            origin,
+            created_ns: 0,
+            resumed_ns: None,
+            resumed_by: None,
+        }
+    }
+
+    /// Issue 14: a human's kill whose reason reads `breaker: …` was shown as a pause.
+    #[test]
+    fn a_kill_is_shown_as_a_kill_and_a_pause_as_a_pause_whatever_the_reason() {
+        let human = kill(1, "breaker: acl-changes", "alice", KillOrigin::Human);
+        let pause = kill(
+            2,
+            "breaker:acl-changes",
+            "airlock",
+            KillOrigin::Breaker {
+                class: "acl-changes".into(),
+            },
+        );
+        let row = kill_row(&human, "c", 0).into_string();
+        assert!(row.contains("agent bot stopped"), "{row}");
+        assert!(!row.contains("paused"), "{row}");
+        let row = kill_row(&pause, "c", 0).into_string();
+        assert!(
+            row.contains("agent bot paused by breaker acl-changes"),
+            "{row}"
+        );
+
+        let status = control::Status {
+            kills: vec![human, pause],
+            breakers: Vec::new(),
+        };
+        let v = serde_json::to_value(&status).unwrap();
+        assert_eq!(
+            v["kills"][0],
+            json!({
+                "id": 1, "target": {"scope": "agent", "target": "bot"},
+                "reason": "breaker: acl-changes", "by": "alice", "origin": {"kind": "human"},
+                "created_ns": 0, "resumed_ns": null, "resumed_by": null,
+            })
+        );
+        assert_eq!(
+            v["kills"][1]["origin"],
+            json!({"kind": "breaker", "class": "acl-changes"})
+        );
+    }
+}

@@ -23,7 +23,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use airlock_audit::{kinds, StoredRecord};
+use airlock_audit::{RecordKind, StoredRecord};
 use hmac::{Hmac, Mac};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
@@ -33,11 +33,11 @@ use crate::error::ServerError;
 use crate::state::{lock, AppState, Webhook};
 
 /// Record kinds the webhook announces.
-pub const KINDS: [&str; 4] = [
-    kinds::APPROVAL,
-    kinds::KILL,
-    airlock_control::RESUME_KIND,
-    kinds::BREAKER,
+pub const KINDS: [RecordKind; 4] = [
+    RecordKind::Approval,
+    RecordKind::Kill,
+    RecordKind::Resume,
+    RecordKind::Breaker,
 ];
 /// Records read per batch.
 const BATCH: usize = 100;
@@ -69,8 +69,8 @@ pub fn payload(base_url: &str, r: &StoredRecord) -> Option<Value> {
     };
     let opt = |v: &Option<String>| v.clone().unwrap_or_default();
     let call = format!("{}/{}", opt(&r.server), opt(&r.target));
-    let (kind, text, url) = match r.kind.as_str() {
-        kinds::APPROVAL => {
+    let (kind, text, url) = match r.known_kind()? {
+        RecordKind::Approval => {
             let event = s("event");
             let id = s("approval_id");
             let text = match event.as_str() {
@@ -100,7 +100,7 @@ pub fn payload(base_url: &str, r: &StoredRecord) -> Option<Value> {
                 format!("{base_url}/approvals/{id}"),
             )
         }
-        kinds::KILL => (
+        RecordKind::Kill => (
             "kill".to_owned(),
             format!(
                 "{} stopped {} {}: {}",
@@ -111,12 +111,12 @@ pub fn payload(base_url: &str, r: &StoredRecord) -> Option<Value> {
             ),
             format!("{base_url}/"),
         ),
-        airlock_control::RESUME_KIND => (
+        RecordKind::Resume => (
             "resume".to_owned(),
             format!("{} resumed {} {}", s("by"), s("scope"), s("target")),
             format!("{base_url}/"),
         ),
-        kinds::BREAKER => (
+        RecordKind::Breaker => (
             "breaker".to_owned(),
             format!(
                 "breaker {} tripped: agent {} paused ({})",

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use airlock_audit::StoredRecord;
+use airlock_audit::{Reason, StoredRecord};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -142,7 +142,8 @@ pub(crate) fn summarise(
         match r.kind.as_str() {
             "call" if r.decision.as_deref() == Some("deny") => {
                 for reason in &r.reasons {
-                    if !reason.starts_with("kill:") && !reason.starts_with("breaker:") {
+                    // A kill or a pause is a control of its own (its `kill` or `breaker` record).
+                    if !matches!(Reason::parse(reason), Reason::Kill(_) | Reason::Breaker(_)) {
                         add(format!("policy {reason}"));
                     }
                 }
