@@ -1,11 +1,13 @@
 //! `parse_frame` on arbitrary bytes: it must never panic, only refuse with
 //! -32700/-32600; what it accepts must have a stable digest and must survive
 //! being written out and parsed again; every refusal must make a valid
-//! JSON-RPC error line.
+//! JSON-RPC error line, and so must every refusal that echoes the frame's
+//! raw id.
 #![no_main]
 
 use airlock_protocol::{
-    canonical_json, digest_json, error_response, parse_frame, Limits, INVALID_REQUEST, PARSE_ERROR,
+    canonical_json, digest_json, error_response, error_response_raw_id, parse_frame,
+    raw_id_of_refused, Limits, INVALID_REQUEST, PARSE_ERROR,
 };
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
@@ -35,6 +37,18 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(v["error"]["code"], Value::from(e.code));
             // Airlock reads its own error lines.
             assert!(parse_frame(&line, &Limits::default()).is_ok());
+            // An echoed id is the frame's own bytes, in a line that is one JSON object.
+            if let Some(raw) = raw_id_of_refused(data) {
+                let line = error_response_raw_id(&raw, e.code, &e.message);
+                assert!(!line.contains(&b'\n'));
+                #[derive(serde::Deserialize)]
+                struct Echo<'a> {
+                    #[serde(borrow)]
+                    id: &'a serde_json::value::RawValue,
+                }
+                let echo: Echo<'_> = serde_json::from_slice(&line).expect("echo line is JSON");
+                assert_eq!(echo.id.get(), raw);
+            }
         }
     }
 });

@@ -474,6 +474,8 @@ fn typed_records_hash_as_their_legacy_text() {
         (RecordKind::Flow, "flow"),
         (RecordKind::Exec, "exec"),
         (RecordKind::SandboxBreach, "sandbox_breach"),
+        (RecordKind::Notification, "notification"),
+        (RecordKind::ServerRequest, "server_request"),
     ];
     assert_eq!(kinds.len(), RecordKind::ALL.len());
     for (kind, text) in kinds {

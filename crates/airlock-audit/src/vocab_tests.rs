@@ -19,6 +19,8 @@ const KINDS: &[(RecordKind, &str)] = &[
     (RecordKind::Flow, "flow"),
     (RecordKind::Exec, "exec"),
     (RecordKind::SandboxBreach, "sandbox_breach"),
+    (RecordKind::Notification, "notification"),
+    (RecordKind::ServerRequest, "server_request"),
 ];
 
 const DECISIONS: &[(Decision, &str)] = &[
@@ -74,6 +76,22 @@ const AIRLOCK_REASONS: &[(AirlockReason, &str)] = &[
         AirlockReason::BreakerStoreError,
         "airlock:breaker-store-error",
     ),
+    (
+        AirlockReason::CancelNotInFlight,
+        "airlock:cancel-not-in-flight",
+    ),
+    (AirlockReason::OwnTask, "airlock:own-task"),
+    (AirlockReason::OwnTasks, "airlock:own-tasks"),
+    (AirlockReason::UnknownTask, "airlock:unknown-task"),
+    (
+        AirlockReason::AnswerToServerRequest,
+        "airlock:answer-to-server-request",
+    ),
+    (
+        AirlockReason::NoSuchServerRequest,
+        "airlock:no-such-server-request",
+    ),
+    (AirlockReason::Stopped, "airlock:stopped"),
 ];
 
 /// Every value is in the table, once; each prints, serialises and reads back as its text.

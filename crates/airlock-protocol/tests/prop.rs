@@ -2,8 +2,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use airlock_protocol::{
-    canonical_json, digest_json, error_response, parse_frame, parse_outline, sha256_hex, Limits,
-    INVALID_REQUEST, PARSE_ERROR,
+    canonical_json, digest_json, error_response, error_response_raw_id, parse_frame,
+    parse_outline, raw_id_of_refused, sha256_hex, Limits, INVALID_REQUEST, PARSE_ERROR,
 };
 use proptest::prelude::*;
 use serde_json::{Map, Value};
@@ -291,5 +291,27 @@ fn check_any(bytes: &[u8]) {
             let line = error_response(e.id.as_ref(), e.code, &e.message, None);
             let _: Value = serde_json::from_slice(&line).unwrap();
         }
+    }
+}
+
+proptest! {
+    /// A request refused for an id JSON would round is answered with that id, byte for byte.
+    #[test]
+    fn an_unsafe_integer_id_is_echoed_byte_for_byte(
+        digits in "[1-9][0-9]{16,30}",
+        minus in any::<bool>(),
+        method in "[a-z/]{1,12}",
+    ) {
+        let raw = format!("{}{digits}", if minus { "-" } else { "" });
+        let frame = format!(r#"{{"jsonrpc":"2.0","id":{raw},"method":"{method}"}}"#);
+        let err = parse_frame(frame.as_bytes(), &Limits::default()).unwrap_err();
+        let id = raw_id_of_refused(frame.as_bytes());
+        // 17 digits or more: beyond 2^53 - 1.
+        prop_assert!(err.id.is_none());
+        prop_assert_eq!(id.as_deref(), Some(raw.as_str()));
+        let line = error_response_raw_id(&raw, err.code, &err.message);
+        let text = String::from_utf8(line).unwrap();
+        let expected = format!(r#"{{"jsonrpc":"2.0","id":{raw},"#);
+        prop_assert!(text.starts_with(&expected), "{}", text);
     }
 }
