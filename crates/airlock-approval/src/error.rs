@@ -54,6 +54,20 @@ pub enum ApprovalError {
     Audit(String),
 }
 
+/// The common opener's errors, as this crate has always reported them.
+impl From<airlock_sqlite::OpenError> for ApprovalError {
+    fn from(e: airlock_sqlite::OpenError) -> ApprovalError {
+        use airlock_sqlite::OpenError;
+        match e {
+            OpenError::Open { path, source } => ApprovalError::Open { path, source },
+            OpenError::Setting { what, source, .. } => ApprovalError::Sqlite { what, source },
+            OpenError::NotWal { mode, .. } => {
+                ApprovalError::Corrupt(format!("journal_mode is {mode}, not wal"))
+            }
+        }
+    }
+}
+
 impl ApprovalError {
     /// Which kind of failure this is.
     pub fn kind(&self) -> ErrorKind {

@@ -2,19 +2,13 @@
 //! own, WAL), so a pending request survives a restart of any Airlock process.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use airlock_audit::Durability;
 use airlock_control::KillTarget;
-use rusqlite::{
-    params, Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior,
-};
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 
 use crate::error::ApprovalError;
 use crate::model::{Approval, HoldReason, ListFilter, NewApproval, State, Verdict, Vote};
-
-/// How long a writer waits for another process's transaction before failing.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS approvals (
@@ -69,32 +63,7 @@ impl ApprovalStore {
 
     /// Opens with the given durability (use the config's `[audit] durability`).
     pub fn open_with(db: &Path, durability: Durability) -> Result<ApprovalStore, ApprovalError> {
-        let conn = Connection::open_with_flags(
-            db,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|source| ApprovalError::Open {
-            path: db.to_owned(),
-            source,
-        })?;
-        conn.busy_timeout(BUSY_TIMEOUT)
-            .map_err(ApprovalError::sqlite("set busy_timeout"))?;
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
-            .map_err(ApprovalError::sqlite("set journal_mode=WAL"))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(ApprovalError::Corrupt(format!(
-                "journal_mode is {mode}, not wal"
-            )));
-        }
-        let sync = match durability {
-            Durability::Process => "NORMAL",
-            Durability::PowerLoss => "FULL",
-        };
-        conn.pragma_update(None, "synchronous", sync)
-            .map_err(ApprovalError::sqlite("set synchronous"))?;
+        let conn = airlock_sqlite::open_wal(db, durability)?;
         conn.execute_batch(&format!("BEGIN IMMEDIATE;{SCHEMA}COMMIT;"))
             .map_err(ApprovalError::sqlite("create approval tables"))?;
         Ok(ApprovalStore {

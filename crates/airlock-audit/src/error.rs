@@ -71,6 +71,21 @@ pub enum AuditError {
     AnchorMalformed { path: PathBuf, reason: String },
 }
 
+/// The common opener's errors, as this crate has always reported them.
+impl From<airlock_sqlite::OpenError> for AuditError {
+    fn from(e: airlock_sqlite::OpenError) -> AuditError {
+        use airlock_sqlite::OpenError;
+        match e {
+            OpenError::Open { path, source } => AuditError::Open { path, source },
+            OpenError::Setting { what, source, .. } => AuditError::Sqlite {
+                context: what,
+                source,
+            },
+            OpenError::NotWal { path, mode } => AuditError::NotWal { path, mode },
+        }
+    }
+}
+
 impl AuditError {
     pub(crate) fn sqlite(context: &'static str) -> impl FnOnce(rusqlite::Error) -> AuditError {
         move |source| AuditError::Sqlite { context, source }

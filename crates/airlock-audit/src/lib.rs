@@ -59,6 +59,7 @@ mod verify;
 mod vocab;
 mod writer;
 
+pub use airlock_sqlite::Durability;
 pub use anchor::{read_anchor, write_anchor};
 pub use error::AuditError;
 pub use query::Query;
@@ -66,7 +67,7 @@ pub use record::{now_unix_ns, Appended, Head, NewRecord, StoredRecord};
 pub use redact::{is_marker, is_secret_key, redact};
 pub use spool::{recover, spool_dir};
 pub use spool_format::{decode_spool, encode_spool, SpoolContents, SpoolEnd, SpooledRecord};
-pub use store::{AuditStore, Durability};
+pub use store::AuditStore;
 pub use verify::{verify, Problem, VerifyReport};
 pub use vocab::{AirlockReason, Decision, Reason, RecordKind, ResultStatus};
 pub use writer::{AuditWriter, Submission, Ticket};

@@ -1,10 +1,10 @@
 //! The SQLite store: schema, pragmas, and the append path.
 
 use std::path::Path;
-use std::time::Duration;
 
+use airlock_sqlite::Durability;
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, ToSql, TransactionBehavior};
 
 use crate::chain::{chain_hash, write_canonical, write_str_array, Field, GENESIS};
 use crate::checkpoint::Checkpointer;
@@ -13,9 +13,6 @@ use crate::record::{Appended, Head, NewRecord};
 
 /// The schema this build writes and reads.
 pub(crate) const SCHEMA_VERSION: i64 = 1;
-
-/// How long a writer waits for another process's transaction before failing.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The hashed columns, in hash order (see [`crate::chain`]), then the chain links.
 pub(crate) const COLUMNS: [&str; 22] = [
@@ -94,17 +91,6 @@ CREATE TRIGGER IF NOT EXISTS records_no_delete BEFORE DELETE ON records
     BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
 ";
 
-/// What a committed append must survive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Durability {
-    /// `synchronous=NORMAL`: survives the process being killed (`kill -9`),
-    /// not a power loss or kernel crash (the last commits may be lost then).
-    #[default]
-    Process,
-    /// `synchronous=FULL`: every commit is fsynced; survives a power loss.
-    PowerLoss,
-}
-
 /// One audit trail in one SQLite file. Not `Sync`: give each thread (or
 /// process) its own store; the chain stays single and valid across them.
 #[derive(Debug)]
@@ -126,34 +112,10 @@ struct Buffers {
 
 impl AuditStore {
     /// Opens (creating if needed) the trail at `path`: WAL, the given
-    /// durability, a small page cache, and the schema.
+    /// durability (see `airlock_sqlite::open_wal`), a small page cache, and the schema.
     pub fn open(path: &Path, durability: Durability) -> Result<AuditStore, AuditError> {
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|source| AuditError::Open {
-            path: path.to_owned(),
-            source,
-        })?;
+        let conn = airlock_sqlite::open_wal(path, durability)?;
         configure_common(&conn)?;
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
-            .map_err(AuditError::sqlite("set journal_mode=WAL"))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(AuditError::NotWal {
-                path: path.to_owned(),
-                mode,
-            });
-        }
-        let sync = match durability {
-            Durability::Process => "NORMAL",
-            Durability::PowerLoss => "FULL",
-        };
-        conn.pragma_update(None, "synchronous", sync)
-            .map_err(AuditError::sqlite("set synchronous"))?;
         // Bounds the WAL file left behind after a checkpoint.
         conn.pragma_update(None, "journal_size_limit", 8 * 1024 * 1024)
             .map_err(AuditError::sqlite("set journal_size_limit"))?;
@@ -176,14 +138,7 @@ impl AuditStore {
 
     /// Opens an existing trail for reading only (query, head, verify).
     pub fn open_read_only(path: &Path) -> Result<AuditStore, AuditError> {
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|source| AuditError::Open {
-            path: path.to_owned(),
-            source,
-        })?;
+        let conn = airlock_sqlite::open_read_only(path)?;
         configure_common(&conn)?;
         check_schema_version(&conn, path)?;
         Ok(AuditStore {
@@ -347,10 +302,8 @@ impl AuditStore {
     }
 }
 
-/// Pragmas for every connection, reader or writer.
+/// What every connection, reader or writer, adds to the common opener's settings.
 fn configure_common(conn: &Connection) -> Result<(), AuditError> {
-    conn.busy_timeout(BUSY_TIMEOUT)
-        .map_err(AuditError::sqlite("set busy_timeout"))?;
     // 256 KiB page cache: the gateway must stay small when idle.
     conn.pragma_update(None, "cache_size", -256)
         .map_err(AuditError::sqlite("set cache_size"))?;

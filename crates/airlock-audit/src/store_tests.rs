@@ -5,6 +5,7 @@ use crate::query::Query;
 use crate::record::StoredRecord;
 use crate::{Decision, RecordKind, ResultStatus};
 use serde_json::json;
+use std::time::Duration;
 
 fn temp_db() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();

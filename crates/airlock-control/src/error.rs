@@ -71,6 +71,24 @@ pub enum ControlError {
     UnknownTarget(String),
 }
 
+/// The common opener's errors, as this crate has always reported them.
+impl From<airlock_sqlite::OpenError> for ControlError {
+    fn from(e: airlock_sqlite::OpenError) -> ControlError {
+        use airlock_sqlite::OpenError;
+        match e {
+            OpenError::Open { path, source } => ControlError::Open { path, source },
+            OpenError::Setting { what, source, .. } => ControlError::Sqlite {
+                context: what,
+                source,
+            },
+            OpenError::NotWal { path, mode } => ControlError::Corrupt(format!(
+                "{}: journal_mode is {mode}, not wal",
+                path.display()
+            )),
+        }
+    }
+}
+
 impl ControlError {
     pub(crate) fn sqlite(context: &'static str) -> impl FnOnce(rusqlite::Error) -> ControlError {
         move |source| ControlError::Sqlite { context, source }

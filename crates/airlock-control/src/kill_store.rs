@@ -23,7 +23,7 @@
 use std::path::{Path, PathBuf};
 
 use airlock_audit::Durability;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::breakers::Trip;
 use crate::error::ControlError;
@@ -94,12 +94,12 @@ impl KillStore {
     /// `PowerLoss`, a kill's commit is synced to disk before it returns.
     pub fn open_with(db: &Path, durability: Durability) -> Result<KillStore, ControlError> {
         let path = kill_db_path(db);
-        let mut conn = crate::sqlite::open_wal(&path, durability)?;
+        let mut conn = airlock_sqlite::open_wal(&path, durability)?;
         // A read first: once the table is current (every open but the first), opening takes
         // no write lock, so a kill never waits for another process's open.
         match table_shape(&conn)? {
             Shape::Current => {}
-            Shape::Missing => create(&mut conn, db)?,
+            Shape::Missing => create(&mut conn, db, durability)?,
             Shape::WithoutOrigin => add_origin(&mut conn)?,
         }
         Ok(KillStore { conn, path })
@@ -208,7 +208,7 @@ impl KillStore {
             .collect()
     }
 
-    /// A lock held elsewhere fails at once rather than after [`crate::sqlite::BUSY_TIMEOUT`].
+    /// A lock held elsewhere fails at once rather than after [`airlock_sqlite::BUSY_TIMEOUT`].
     #[cfg(test)]
     fn busy_timeout_for_tests(&mut self, t: std::time::Duration) {
         self.conn.busy_timeout(t).unwrap_or_default();
@@ -270,7 +270,7 @@ fn has_kills_table(conn: &Connection) -> Result<bool, ControlError> {
 
 /// Creates the table and copies in the kills an older build kept in the audit database, in
 /// one transaction: a process that sees the table sees every old kill too.
-fn create(conn: &mut Connection, db: &Path) -> Result<(), ControlError> {
+fn create(conn: &mut Connection, db: &Path, durability: Durability) -> Result<(), ControlError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(ControlError::sqlite("begin creating the kill table"))?;
@@ -308,7 +308,7 @@ fn create(conn: &mut Connection, db: &Path) -> Result<(), ControlError> {
     }
     tx.commit()
         .map_err(ControlError::sqlite("commit the kill table"))?;
-    if let Err(e) = mark_legacy(db, &kill_db_path(db)) {
+    if let Err(e) = mark_legacy(db, &kill_db_path(db), durability) {
         tracing::warn!(
             error = %e,
             db = %db.display(),
@@ -332,7 +332,7 @@ fn legacy_kills(db: &Path) -> Result<Vec<Row>, ControlError> {
     if !db.exists() {
         return Ok(Vec::new());
     }
-    let conn = crate::sqlite::open(db, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let conn = airlock_sqlite::open_read_only(db)?;
     if !has_kills_table(&conn)? {
         return Ok(Vec::new());
     }
@@ -348,11 +348,11 @@ fn legacy_kills(db: &Path) -> Result<Vec<Row>, ControlError> {
 
 /// Leaves the marker row in the audit database's old `kills` table (creating it as older builds
 /// would), once. Only when the audit database exists: this never creates it.
-fn mark_legacy(db: &Path, moved_to: &Path) -> Result<(), ControlError> {
+fn mark_legacy(db: &Path, moved_to: &Path, durability: Durability) -> Result<(), ControlError> {
     if !db.exists() {
         return Ok(());
     }
-    let conn = crate::sqlite::open(db, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+    let conn = airlock_sqlite::open_wal(db, durability)?;
     let legacy_schema = LEGACY_SCHEMA
         .replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS")
         .replace("CREATE INDEX", "CREATE INDEX IF NOT EXISTS");

@@ -57,7 +57,6 @@ mod pending;
 mod records;
 mod row;
 mod series;
-mod sqlite;
 mod store;
 
 pub use act::{check_target, durability, kill_and_announce, resume_and_announce, Announced};

@@ -60,7 +60,7 @@ impl ControlStore {
 
     /// Opens with the given durability (use the config's `[audit] durability`).
     pub fn open_with(db: &Path, durability: Durability) -> Result<ControlStore, ControlError> {
-        let conn = crate::sqlite::open_wal(db, durability)?;
+        let conn = airlock_sqlite::open_wal(db, durability)?;
         Ok(ControlStore {
             kills: KillStore::open_with(db, durability)?,
             conn,

@@ -10,19 +10,18 @@
 //! public sinks for labelled sessions stops exfiltration.
 
 use std::path::Path;
-use std::time::Duration;
 
 use airlock_audit::{NewRecord, RecordKind};
 use airlock_config::{Config, LabelRule, LabelScope};
-use rusqlite::{params, Connection, OpenFlags};
+use airlock_sqlite::Durability;
+use rusqlite::{params, Connection};
 use serde_json::{json, Value};
-
-/// How long a writer waits for another process's transaction before failing.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A store failure. On the call path it means deny.
 #[derive(Debug, thiserror::Error)]
 pub enum FlowError {
+    #[error("label store {0}")]
+    Open(#[from] airlock_sqlite::OpenError),
     #[error("label store {path}: cannot {what}: {source}")]
     Sqlite {
         path: String,
@@ -122,17 +121,9 @@ impl LabelStore {
             let path = path.clone();
             move |source| FlowError::Sqlite { path, what, source }
         };
-        let conn = Connection::open_with_flags(
-            db,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(err("open"))?;
-        conn.busy_timeout(BUSY_TIMEOUT)
-            .map_err(err("set busy_timeout"))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(err("set journal_mode=WAL"))?;
+        // FULL, as ever: a label lost to a power loss would let the agent read what it forbids,
+        // and labels are written rarely.
+        let conn = airlock_sqlite::open_wal(db, Durability::PowerLoss)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS flow_labels (
                 agent TEXT NOT NULL,

@@ -161,13 +161,17 @@ struct Cursor {
 }
 
 impl Cursor {
-    fn open(db: &std::path::Path, url: &str) -> rusqlite::Result<Cursor> {
-        let conn = Connection::open(db)?;
-        conn.busy_timeout(Duration::from_secs(5))?;
+    /// `synchronous=FULL`, as ever: a cursor write lost to a power loss repeats a delivery.
+    fn open(db: &std::path::Path, url: &str) -> Result<Cursor, airlock_control::ControlError> {
+        let conn = airlock_sqlite::open_wal(db, airlock_sqlite::Durability::PowerLoss)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS serve_webhook_cursor (\
                url_sha256 TEXT PRIMARY KEY, last_seq INTEGER NOT NULL, updated_ns INTEGER NOT NULL)",
-        )?;
+        )
+        .map_err(|source| airlock_control::ControlError::Sqlite {
+            context: "create the webhook cursor table",
+            source,
+        })?;
         Ok(Cursor {
             conn,
             key: hex::encode(Sha256::digest(url.as_bytes())),
@@ -204,12 +208,12 @@ pub(crate) fn spawn(
     hook: Webhook,
 ) -> Result<tokio::task::JoinHandle<()>, ServerError> {
     let db = state.config.audit.path.clone();
-    let open = |e: rusqlite::Error| ServerError::Control {
+    let open = |e: &dyn std::fmt::Display| ServerError::Control {
         path: db.clone(),
         source: airlock_control::ControlError::Corrupt(format!("webhook cursor: {e}")),
     };
-    let cursor = Cursor::open(&db, &hook.url).map_err(open)?;
-    let start = match cursor.get().map_err(open)? {
+    let cursor = Cursor::open(&db, &hook.url).map_err(|e| open(&e))?;
+    let start = match cursor.get().map_err(|e| open(&e))? {
         Some(seq) => seq,
         None => {
             let head = lock(&state.audit)
@@ -219,7 +223,7 @@ pub(crate) fn spawn(
                     source,
                 })?
                 .map_or(0, |h| h.seq);
-            cursor.set(head).map_err(open)?;
+            cursor.set(head).map_err(|e| open(&e))?;
             head
         }
     };
