@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The one bench config, shared by scripts/bench.sh (what the benchmark measures) and
-# scripts/hot-text.py (what the hot-text list is generated from), so the two never drift.
+# The bench config of scripts/bench.sh (latency and idle memory of `airlock run`), in a script of
+# its own so that anything else measuring the same workload writes the same config.
 #
 # Usage: scripts/bench-config.sh WORK AIRLOCK SANDBOX TOML
 #   WORK: the bench's work dir (writable by the sandboxed server); AIRLOCK: the airlock binary

@@ -5,9 +5,11 @@
 #      tool) into a temp dir,
 #   3. runs `airlock-bench latency` (direct vs bare relay vs airlock, same run, interleaved)
 #      against server-everything's `echo` (fallback: the demo server's `forum_list`),
-#   4. runs `airlock-bench rss` (idle RSS of `airlock run`).
+#   4. runs `airlock-bench rss` (memory of an idle `airlock run`, RSS_RUNS runs: private memory,
+#      RssAnon, is the target; VmRSS beside it).
 #
 # Usage: scripts/bench.sh            (env: CALLS=2000 WARMUP=200 ROUNDS=4 PATHS=direct,relay,airlock
+#                                     RSS_RUNS=5 runs of the memory bench;
 #                                     OUT=dir to keep the JSON results; SERVER=everything|demo;
 #                                     AIRLOCK=path to use a prebuilt airlock instead of building it;
 #                                     BASELINE=path to a second airlock build, run as a 4th path;
@@ -60,16 +62,16 @@ echo "==> latency: $server ($tool), paths $PATHS" >&2
     "${baseline[@]}" --json "$out/latency.json"
 
 if [[ $PATHS == *airlock* ]]; then
-    echo "==> rss of an idle airlock run" >&2
+    echo "==> memory of an idle airlock run" >&2
     "$bin/airlock-bench" rss \
         --airlock "$airlock" --config "$work/airlock.toml" --agent bench --server-name "$server_name" \
-        --server "$server" --tool "$tool" --args "$args" --calls 500 --json "$out/rss.json"
+        --server "$server" --tool "$tool" --args "$args" --calls 500 --runs "${RSS_RUNS:-5}" --json "$out/rss.json"
     if [[ -n ${BASELINE:-} ]]; then
-        echo "==> rss of an idle airlock run: baseline" >&2
+        echo "==> memory of an idle airlock run: baseline" >&2
         "$bin/airlock-bench" rss \
             --airlock "$BASELINE" --config "$work/airlock.toml" --agent bench \
             --server-name "$server_name" --server "$server" --tool "$tool" --args "$args" \
-            --calls 500 --json "$out/rss-baseline.json"
+            --calls 500 --runs "${RSS_RUNS:-5}" --json "$out/rss-baseline.json"
     fi
 fi
 if [[ -n ${OUT:-} ]]; then

@@ -344,13 +344,26 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, n) - 1]
 }
 
-/// VmRSS, VmHWM, RssAnon and RssFile of a process in KiB, from `/proc/<pid>/status`.
-#[derive(Debug, Clone, Copy, Default)]
+/// The memory of a process in KiB.
+///
+/// From `/proc/<pid>/status`: `RssAnon` is the figure that matters, the process's private
+/// memory (heap, stacks, the loader's relocated data: pages only swap could take away);
+/// `RssFile` is clean pages of the binary and the shared libraries, shared by every process
+/// that maps them and dropped by the kernel when it needs the memory; `VmRSS` is the two (and
+/// `RssShmem`) together.
+///
+/// From `/proc/<pid>/smaps_rollup`: `Pss_Anon`, the anonymous pages with each one shared with
+/// another process (a fork that has not written it yet) split between them. The smaps
+/// `Private_Clean`/`Private_Dirty` totals are not used: they count file pages too (the
+/// binary's pages no other process maps, the SQLite WAL index's shared mapping).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Memory {
     pub vm_rss_kib: u64,
     pub vm_hwm_kib: u64,
     pub rss_anon_kib: u64,
     pub rss_file_kib: u64,
+    /// `None` where the kernel has no `Pss_Anon` (before Linux 5.9) or no smaps_rollup.
+    pub pss_anon_kib: Option<u64>,
 }
 
 /// Read the memory figures of `pid` (Linux only).
@@ -358,18 +371,97 @@ pub fn read_memory(pid: u32) -> Result<Memory> {
     let path = format!("/proc/{pid}/status");
     let text =
         std::fs::read_to_string(Path::new(&path)).with_context(|| format!("cannot read {path}"))?;
-    let field = |name: &str| -> Result<u64> {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-            .ok_or_else(|| anyhow!("{path}: no {name} field"))
-    };
-    Ok(Memory {
-        vm_rss_kib: field("VmRSS:")?,
-        vm_hwm_kib: field("VmHWM:")?,
-        rss_anon_kib: field("RssAnon:").unwrap_or(0),
-        rss_file_kib: field("RssFile:").unwrap_or(0),
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let mut mem =
+        parse_status(&text).with_context(|| format!("{path}: not a Linux status file"))?;
+    mem.pss_anon_kib = kib_field(&rollup, "Pss_Anon:");
+    Ok(mem)
+}
+
+fn parse_status(text: &str) -> Option<Memory> {
+    Some(Memory {
+        vm_rss_kib: kib_field(text, "VmRSS:")?,
+        vm_hwm_kib: kib_field(text, "VmHWM:")?,
+        rss_anon_kib: kib_field(text, "RssAnon:")?,
+        rss_file_kib: kib_field(text, "RssFile:")?,
+        pss_anon_kib: None,
     })
+}
+
+/// `Name:   1234 kB` in a `/proc` text.
+fn kib_field(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|rest| rest.trim().strip_suffix("kB"))
+        .and_then(|n| n.trim().parse().ok())
+}
+
+/// The processes `pid` forked that still run its program without having exec'd another: the
+/// same executable and the same command line (for `airlock run`, a sandboxed server's
+/// supervisor and its init; a server that is itself `airlock demo-server` has another command
+/// line). Depth-first over the whole tree below `pid`.
+pub fn unexeced_forks(pid: u32) -> Vec<u32> {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok();
+    let mut out = Vec::new();
+    let mut todo = children(pid);
+    while let Some(child) = todo.pop() {
+        let same = exe.is_some()
+            && std::fs::read_link(format!("/proc/{child}/exe")).ok() == exe
+            && std::fs::read(format!("/proc/{child}/cmdline")).ok() == cmdline;
+        if same {
+            out.push(child);
+        }
+        todo.extend(children(child));
+    }
+    out.sort_unstable();
+    out
+}
+
+/// The children of `pid`, from `/proc/<pid>/task/*/children`.
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for task in tasks.flatten() {
+        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+            out.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+    }
+    out
+}
+
+/// The median and range of some samples (empty: all zero).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    pub fn of(samples: impl IntoIterator<Item = f64>) -> Spread {
+        let mut v: Vec<f64> = samples.into_iter().collect();
+        if v.is_empty() {
+            return Spread::default();
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        Spread {
+            median,
+            min: v[0],
+            max: v[n - 1],
+        }
+    }
 }
 
 #[cfg(test)]
@@ -385,6 +477,36 @@ mod tests {
         );
         assert!(split_command("  ").is_err());
         assert!(split_command("a 'b").is_err());
+    }
+
+    #[test]
+    fn status_and_rollup_fields() {
+        let status = "Name:\tairlock\nVmHWM:\t   20000 kB\nVmRSS:\t   19000 kB\n\
+                      RssAnon:\t    2900 kB\nRssFile:\t   16000 kB\nRssShmem:\t 100 kB\n";
+        let m = parse_status(status).unwrap();
+        assert_eq!(
+            (m.vm_rss_kib, m.vm_hwm_kib, m.rss_anon_kib, m.rss_file_kib),
+            (19000, 20000, 2900, 16000)
+        );
+        assert!(parse_status("VmRSS: 1 kB\n").is_none());
+        let rollup = "Rss:  19000 kB\nPss_Anon:   2231 kB\nPss_File: 900 kB\n";
+        assert_eq!(kib_field(rollup, "Pss_Anon:"), Some(2231));
+        assert_eq!(kib_field(rollup, "Pss_Shmem:"), None);
+    }
+
+    #[test]
+    fn median_and_range() {
+        let s = Spread::of([3.0, 1.0, 2.0]);
+        assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 3.0));
+        assert_eq!(Spread::of([4.0, 1.0, 2.0, 3.0]).median, 2.5);
+        assert_eq!(Spread::of([]), Spread::default());
+    }
+
+    #[test]
+    fn this_process_has_no_unexeced_forks() {
+        assert!(unexeced_forks(std::process::id()).is_empty());
+        let m = read_memory(std::process::id()).unwrap();
+        assert!(m.rss_anon_kib > 0 && m.vm_rss_kib >= m.rss_anon_kib);
     }
 
     #[test]

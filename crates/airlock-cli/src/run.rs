@@ -176,6 +176,9 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
                 ),
             });
         }
+        // Start-up is over: its freed heap goes back (see `memory`), before the spawn, whose
+        // sandbox helpers would otherwise keep a copy of it.
+        crate::memory::trim_heap();
         let upstream = Upstream::spawn(&args.command, sandbox).map_err(|e| match e {
             // Fail closed: a layer that cannot be enforced means no server (exit 125).
             airlock_gateway::SpawnError::Sandbox(_) => Failure {
@@ -194,9 +197,6 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
             breakers,
             flow,
         };
-        // Start-up is over: the parsers' pages go back (see `memory`).
-        let released = crate::memory::release_startup_pages();
-        tracing::debug!(released, "start-up pages released");
         let outcome =
             airlock_gateway::run(options, policy, audit, agent_io, upstream, Some(control))
                 .await
@@ -298,7 +298,7 @@ async fn reload_on_sighup(reload: Reload) {
                     "policies": policy.policies().len(),
                 }));
                 reload.policy.replace(policy);
-                crate::memory::release_startup_pages();
+                crate::memory::trim_heap();
             }
             Ok(_) => {
                 tracing::error!(agent = %reload.identity.agent, "reload refused: the agent is no longer declared; keeping the policies in force");
