@@ -313,7 +313,7 @@ impl Pipeline {
             .collect();
         let decision = batch.len().saturating_sub(1);
         match step {
-            Step::Forward { frame, record, .. } => {
+            Step::Forward { record, .. } => {
                 let ticket = match self.audit.commit_now(reorder(batch, decision, record)) {
                     Ok(t) => t,
                     Err(e) => {
@@ -339,7 +339,7 @@ impl Pipeline {
                 }
                 tracing::info!(approval = %consumed.id, target = %held.target, "approved call forwarded");
                 Output {
-                    upstream: with_newline(frame.raw()),
+                    upstream: with_newline(held.frame.raw()),
                     forwarded: vec![id.clone()],
                     ..Output::default()
                 }

@@ -27,9 +27,10 @@ use crate::{lock, Line};
 
 /// What becomes of one frame from the agent once its batch's audit commit is done.
 pub(crate) enum Step {
-    /// Forward the frame; `record` indexes the batch's records (the decision, if any).
+    /// Forward the frame (`None` from the judging stages: the caller holds it); `record`
+    /// indexes the batch's records (the decision, if any).
     Forward {
-        frame: Frame,
+        frame: Option<Frame>,
         id: Option<Id>,
         record: Option<usize>,
     },
@@ -120,6 +121,7 @@ impl Pipeline {
                     }
                 }
                 Step::Forward { frame, id, record } => {
+                    let Some(frame) = frame else { continue };
                     let t = record.and_then(ticket);
                     if let Some(id) = &id {
                         let mut calls = lock(&self.calls);
@@ -253,7 +255,7 @@ impl Pipeline {
         }
         match step {
             Step::Forward { record, .. } => Step::Forward {
-                frame,
+                frame: Some(frame),
                 id: Some(id),
                 record,
             },
@@ -494,7 +496,7 @@ impl Pipeline {
                 }
                 self.keep_for_answer(frame, id, &expect);
                 Step::Forward {
-                    frame: frame.clone(),
+                    frame: None,
                     id: Some(id.clone()),
                     record: record.map(|r| records.push(r)),
                 }
@@ -582,7 +584,7 @@ impl Pipeline {
         }
         if method != "notifications/cancelled" {
             return Step::Forward {
-                frame,
+                frame: Some(frame),
                 id: None,
                 record: None,
             };
@@ -607,7 +609,7 @@ impl Pipeline {
                     self.queue_result(id, call, ResultStatus::Cancelled);
                 }
                 Step::Forward {
-                    frame,
+                    frame: Some(frame),
                     id: None,
                     record: None,
                 }
@@ -673,7 +675,7 @@ impl Pipeline {
                 }
                 let i = records.push(record);
                 Step::Forward {
-                    frame,
+                    frame: Some(frame),
                     id: None,
                     record: Some(i),
                 }
