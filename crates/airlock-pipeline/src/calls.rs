@@ -8,12 +8,14 @@
 //! is refused. When a call ends, its entry goes, and with it everything the pipeline kept for
 //! it (arguments for the flow rules, breaker classes counting its result, its audit ticket).
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use airlock_audit::Ticket;
+// foldhash (hashbrown's default): the table is looked up several times per call, and its keys
+// are the peers' own ids, so SipHash's cost buys nothing a bounded table needs.
 use airlock_control::Matched;
 use airlock_protocol::Id;
+use hashbrown::HashMap;
 use serde_json::Value;
 
 use crate::hold::Held;
@@ -141,9 +143,12 @@ impl CallTable {
     /// Ends the agent's call `id` if it is in a phase `pick` accepts.
     pub fn end_if(&mut self, side: Side, id: &Id, pick: impl Fn(&Phase) -> bool) -> Option<Call> {
         let key = (side, id.clone());
-        if self.calls.get(&key).is_some_and(|c| pick(&c.phase)) {
-            return self.calls.remove(&key);
+        // One lookup on the common path (the call is there, in the phase asked for).
+        let call = self.calls.remove(&key)?;
+        if pick(&call.phase) {
+            return Some(call);
         }
+        self.calls.insert(key, call);
         None
     }
 

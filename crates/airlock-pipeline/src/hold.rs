@@ -291,6 +291,12 @@ impl Pipeline {
             }
         };
         let route = route_request(&held.method, &self.opts.allow_methods);
+        let Some(expect) = lock(&self.calls)
+            .get(Side::Agent, id)
+            .map(|c| c.expect.clone())
+        else {
+            return Output::default();
+        };
         let mut records = Records::default();
         records.push(approval_record(&consumed, "used", None));
         let step = self.judge(
@@ -299,6 +305,7 @@ impl Pipeline {
             id,
             &held.method,
             &route,
+            &expect,
             Some(&consumed),
             &mut records,
         );

@@ -231,7 +231,7 @@ impl Pipeline {
             Err(step) => return *step,
         };
         // frame: the id is this call's until nothing about it can come back.
-        let mut call = Call::new(&method, expect);
+        let mut call = Call::new(&method, expect.clone());
         call.task =
             method == "tools/call" && frame.params().is_some_and(|p| p.get("task").is_some());
         if matches!(route, RequestRoute::Task(TaskOp::Result)) {
@@ -249,7 +249,9 @@ impl Pipeline {
                  (in flight, held for approval, or abandoned and not yet answered upstream)",
             ));
         }
-        let step = self.judge(counters, &frame, &id, &method, &route, None, records);
+        let step = self.judge(
+            counters, &frame, &id, &method, &route, &expect, None, records,
+        );
         if !matches!(step, Step::Forward { .. } | Step::Hold { .. }) {
             lock(&self.calls).end(Side::Agent, &id);
         }
@@ -306,20 +308,17 @@ impl Pipeline {
         id: &Id,
         method: &str,
         route: &RequestRoute,
+        expect: &Expect,
         granted: Option<&Approval>,
         records: &mut Records,
     ) -> Step {
         let policy = self.policy.current();
-        let expect = match lock(&self.calls).get(Side::Agent, id) {
-            Some(call) => call.expect.clone(),
-            None => return Step::Drop,
-        };
-        let target = match &expect {
+        let target = match expect {
             Expect::Act { target, .. } => Some(target.as_str()),
             _ => None,
         };
         // kill: a kill in force refuses before anything else is looked at.
-        if let Some(kill) = crate::kill::check(&self.kills, &self.who, &expect) {
+        if let Some(kill) = crate::kill::check(&self.kills, &self.who, expect) {
             let mut record = base_record(&self.who, &policy, method, target, Some(id));
             record.decision = Some(Decision::Deny);
             record.reasons = vec![Reason::Kill(kill.id).to_string()];
@@ -382,6 +381,7 @@ impl Pipeline {
                         id,
                         method,
                         route,
+                        expect,
                         Some(&approval),
                         records,
                     );
@@ -465,10 +465,11 @@ impl Pipeline {
                 if let Expect::Act {
                     kind: crate::route::ActKind::CallTool,
                     target,
-                } = &expect
+                } = expect
                 {
                     if !matches!(route, RequestRoute::Task(_)) {
                         match crate::breakers::admit(self, counters, frame, target) {
+                            Ok(items) if items.is_empty() => {}
                             Ok(items) => {
                                 if let Some(call) = lock(&self.calls).get_mut(Side::Agent, id) {
                                     call.items = items;
@@ -494,7 +495,7 @@ impl Pipeline {
                         }
                     }
                 }
-                self.keep_for_answer(frame, id, &expect);
+                self.keep_for_answer(frame, id, expect);
                 Step::Forward {
                     frame: None,
                     id: Some(id.clone()),

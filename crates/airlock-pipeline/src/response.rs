@@ -117,14 +117,16 @@ impl Pipeline {
     /// answered; one Airlock already answered ends here, its answer dropped.
     fn match_answer(&self, id: &Id) -> Option<Call> {
         let mut calls = lock(&self.calls);
-        match calls.get(Side::Agent, id).map(|c| &c.phase) {
-            Some(Phase::Upstream) => calls.end(Side::Agent, id),
-            Some(Phase::Abandoned { .. }) => {
-                calls.end(Side::Agent, id);
+        let call = calls.end_if(Side::Agent, id, |p| {
+            matches!(p, Phase::Upstream | Phase::Abandoned { .. })
+        });
+        match call {
+            Some(call) if matches!(call.phase, Phase::Upstream) => Some(call),
+            Some(_) => {
                 tracing::info!(%id, "late answer to a call Airlock already answered dropped");
                 None
             }
-            _ => {
+            None => {
                 tracing::warn!(%id, "upstream answered no request in flight; dropped");
                 None
             }
