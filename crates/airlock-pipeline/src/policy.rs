@@ -5,11 +5,12 @@
 //! is the caller's job, so that a batch of frames shares one durable commit. The session's
 //! information-flow labels go into every decision (`context.session.labels`).
 
-use airlock_audit::{now_unix_ns, AirlockReason, NewRecord, Reason};
+use airlock_audit::{AirlockReason, NewRecord, Reason};
 use airlock_policy::{Action, CallRequest, Decision, PolicyEngine, PolicyRef};
 use airlock_protocol::{digest_json, Frame, Id, INVALID_PARAMS};
 use serde_json::{json, Map, Value};
 
+use crate::audit::base_record;
 use crate::calls::Expect;
 use crate::codes;
 use crate::route::{route_request, ActKind, RequestRoute};
@@ -264,28 +265,6 @@ fn judge_complete(policy: &PolicyEngine, who: &Identity, frame: &Frame) -> Judge
             data: None,
             record: None,
         },
-    }
-}
-
-/// The audit record's common part: who, what, when, under which policy set.
-pub fn base_record(
-    who: &Identity,
-    policy: &PolicyEngine,
-    method: &str,
-    target: Option<&str>,
-    id: Option<&Id>,
-) -> NewRecord {
-    NewRecord {
-        agent: Some(who.agent.clone()),
-        on_behalf_of: Some(who.on_behalf_of.clone()),
-        task: Some(who.task.clone()),
-        session: Some(who.session.clone()),
-        server: Some(who.server.clone()),
-        method: Some(method.to_string()),
-        target: target.map(str::to_string),
-        request_id: id.map(|i| i.to_json().to_string()),
-        policy_digest: Some(policy.digest().to_string()),
-        ..NewRecord::at(airlock_audit::RecordKind::Call, now_unix_ns())
     }
 }
 
