@@ -8,7 +8,7 @@ use airlock_audit::{
     now_unix_ns, AuditStore, AuditWriter, Durability, NewRecord, RecordKind, Submission,
 };
 use airlock_gateway::{
-    AgentIo, GatewayOptions, Identity, Outcome, PolicyHandle, Upstream, UpstreamSandbox,
+    AgentIo, GatewayOptions, Identity, Outcome, PolicyHandle, Rules, Upstream, UpstreamSandbox,
 };
 use anyhow::Context;
 use clap::Args;
@@ -111,7 +111,6 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
     let options = GatewayOptions {
         identity,
         max_frame_bytes: config.gateway.max_frame_bytes,
-        allow_methods: config.gateway.allow_methods.clone(),
         call_timeout: config.gateway.call_timeout,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -120,7 +119,7 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
         .map_err(Failure::failed)?;
     let audit_path = config.audit.path.clone();
     let anchor_path = config.audit.anchor.clone();
-    let policy = PolicyHandle::new(policy);
+    let policy = PolicyHandle::new(rules(&config, policy));
     let reload = Reload {
         config_path: args.config.clone(),
         identity: options.identity.clone(),
@@ -129,7 +128,6 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
         policy: policy.clone(),
     };
     let db = config.audit.path.clone();
-    let breakers = airlock_control::BreakerSet::from_config(&config);
     // The server's profile (`sandbox = "name"`, `default` when unset), or none for "off".
     // Only an explicit "off" runs it bare; anything unresolvable refuses to start.
     let off = config
@@ -151,7 +149,6 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
             )))
         }
     };
-    let flow = airlock_flow::FlowRules::from_config(&config);
     let outcome = runtime.block_on(async move {
         // Listen for kills before reading them, so one issued in between is not missed.
         let listener = airlock_control::Listener::bind(&db).map_err(|e| {
@@ -194,8 +191,6 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
             db,
             durability,
             listener,
-            breakers,
-            flow,
         };
         let outcome =
             airlock_gateway::run(options, policy, audit, agent_io, upstream, Some(control))
@@ -227,6 +222,17 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
             eprintln!("airlock: the upstream server exited ({status}); in-flight calls were answered with errors");
             Ok(3)
         }
+    }
+}
+
+/// What a gateway judges with, from a loaded config: the policies, `allow_methods`, the
+/// breakers and the flow rules, replaced together on a reload.
+fn rules(config: &airlock_config::Config, engine: airlock_policy::PolicyEngine) -> Rules {
+    Rules {
+        engine: Arc::new(engine),
+        allow_methods: config.gateway.allow_methods.clone(),
+        breakers: airlock_control::BreakerSet::from_config(config),
+        flow: airlock_flow::FlowRules::from_config(config),
     }
 }
 
@@ -288,22 +294,29 @@ async fn reload_on_sighup(reload: Reload) {
             ..NewRecord::now(RecordKind::ConfigReloadFailed)
         };
         match load(&reload.config_path) {
-            Ok(Loaded { config, policy }) if config.agent(&reload.identity.agent).is_some() => {
-                tracing::info!(digest = policy.digest(), "policies reloaded");
+            Ok(Loaded { config, policy }) => {
+                // The new rules take over whatever they say, all at once. An agent no longer
+                // declared is unknown to them, so every call of it is refused from now on
+                // (fail closed): its rights do not outlive the config that granted them.
+                let declared = config.agent(&reload.identity.agent).is_some();
+                if declared {
+                    tracing::info!(digest = policy.digest(), "config reloaded");
+                } else {
+                    tracing::error!(agent = %reload.identity.agent, "reload: the agent is no longer declared; every call of it is refused from now on");
+                }
                 record.kind = RecordKind::ConfigReload;
                 record.policy_digest = Some(policy.digest().to_string());
                 record.detail = Some(json!({
                     "config": config.path.display().to_string(),
                     "config_digest": config.digest,
                     "policies": policy.policies().len(),
+                    "agent_declared": declared,
+                    "allow_methods": config.gateway.allow_methods,
+                    "breakers": config.breakers.classes.keys().collect::<Vec<_>>(),
+                    "flow_labels": config.flow.labels.keys().collect::<Vec<_>>(),
                 }));
-                reload.policy.replace(policy);
+                reload.policy.replace(rules(&config, policy));
                 crate::memory::trim_heap();
-            }
-            Ok(_) => {
-                tracing::error!(agent = %reload.identity.agent, "reload refused: the agent is no longer declared; keeping the policies in force");
-                record.kind = RecordKind::ConfigReloadFailed;
-                record.detail = Some(json!({ "error": "the agent is no longer declared" }));
             }
             Err(failure) => {
                 tracing::error!(error = %failure.error, "reload failed; keeping the policies in force");

@@ -1364,3 +1364,5 @@ when {
 
 #[path = "cli/pipeline.rs"]
 mod pipeline;
+#[path = "cli/reload.rs"]
+mod reload;

@@ -47,9 +47,6 @@ pub struct Control {
     pub durability: Durability,
     /// Bound before the kill state was read, so no kill is missed in between.
     pub listener: Listener,
-    pub breakers: airlock_control::BreakerSet,
-    /// `[flow.labels.*]`: which answers label the session.
-    pub flow: airlock_flow::FlowRules,
 }
 
 /// The transport's half of a session: the pipeline, and where its output goes.
@@ -259,8 +256,6 @@ async fn control_parts(
         ControlParts {
             db: c.db.clone(),
             stores,
-            breakers: c.breakers.clone(),
-            flow: c.flow.clone(),
             labels,
         },
         (c.db.clone(), c.durability),

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use airlock_audit::AuditWriter;
 
 pub use airlock_pipeline::codes;
-pub use airlock_pipeline::{Identity, Options as GatewayOptions, PolicyHandle};
+pub use airlock_pipeline::{Identity, Options as GatewayOptions, PolicyHandle, Rules};
 pub use gateway::Control;
 pub use stdio::AgentIo;
 pub use upstream::{egress_record, SpawnError, Upstream, UpstreamSandbox, SANDBOX_BREACH};

@@ -35,9 +35,11 @@ pub(crate) fn admit(
     frame: &Frame,
     tool: &str,
 ) -> Result<Vec<Matched>, Refusal> {
-    let Some(set) = p.breakers.as_ref() else {
+    if p.stores.is_none() {
         return Ok(Vec::new());
-    };
+    }
+    let rules = p.policy.rules();
+    let set = &rules.breakers;
     let fail = |e: String| {
         tracing::error!(error = %e, "breaker accounting failed; refusing the call");
         Refusal {
@@ -90,7 +92,9 @@ pub(crate) fn count(
     matched: &[Matched],
     result: &Value,
 ) -> Option<Trip> {
-    let set = p.breakers.as_ref()?;
+    p.stores.as_ref()?;
+    let rules = p.policy.rules();
+    let set = &rules.breakers;
     let store = match counters.store() {
         Ok(store) => store,
         Err(e) => return Some(uncounted(matched.first()?.class.clone(), &e.to_string())),

@@ -13,19 +13,18 @@ use serde_json::Value;
 use crate::route::ActKind;
 use crate::Pipeline;
 
-/// The flow rules, and the labels in force for this session (the store is on the store thread).
+/// The labels in force for this session (the rules are in the pipeline's `Rules`, the store on
+/// the store thread).
 pub struct FlowState {
-    rules: FlowRules,
     labels: RwLock<Arc<Vec<String>>>,
 }
 
 impl FlowState {
-    pub fn new(rules: FlowRules, labels: Vec<String>) -> FlowState {
+    pub fn new(labels: Vec<String>) -> FlowState {
         if !labels.is_empty() {
             tracing::info!(?labels, "the session starts with information-flow labels");
         }
         FlowState {
-            rules,
             labels: RwLock::new(Arc::new(labels)),
         }
     }
@@ -36,11 +35,6 @@ impl FlowState {
             Ok(l) => l.clone(),
             Err(p) => p.into_inner().clone(),
         }
-    }
-
-    /// Whether an answer of this call could label the session (its arguments are then kept).
-    pub fn may_label(&self, kind: ActKind, server: &str, name: &str) -> bool {
-        !self.rules.is_empty() && self.rules.may_label(target(kind), server, name)
     }
 
     fn add(&self, added: Vec<String>, name: &str) {
@@ -57,6 +51,11 @@ impl FlowState {
             Err(p) => *p.into_inner() = Arc::new(labels),
         }
     }
+}
+
+/// Whether an answer of this call could label the session (its arguments are then kept).
+pub fn may_label(rules: &FlowRules, kind: ActKind, server: &str, name: &str) -> bool {
+    !rules.is_empty() && rules.may_label(target(kind), server, name)
 }
 
 /// What kind of target a rule names for an acting method.
@@ -97,9 +96,11 @@ pub(crate) fn observe(
     // An error's data is not a result: a `result` pointer cannot be checked on it, so the rule
     // holds (fail closed).
     let is_error = frame.result().is_none();
-    let found = flow
-        .rules
-        .labels_for(target(kind), &who.server, name, args, data, is_error);
+    let found =
+        p.policy
+            .rules()
+            .flow
+            .labels_for(target(kind), &who.server, name, args, data, is_error);
     if found.is_empty() {
         return Ok(());
     }

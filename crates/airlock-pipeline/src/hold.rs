@@ -290,7 +290,7 @@ impl Pipeline {
                 return self.answer_held(id, &held, Err(why), set);
             }
         };
-        let route = route_request(&held.method, &self.opts.allow_methods);
+        let route = route_request(&held.method, &self.policy.rules().allow_methods);
         let Some(expect) = lock(&self.calls)
             .get(Side::Agent, id)
             .map(|c| c.expect.clone())

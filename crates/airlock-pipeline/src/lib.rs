@@ -70,8 +70,6 @@ pub struct Identity {
 pub struct Options {
     pub identity: Identity,
     pub max_frame_bytes: usize,
-    /// Request methods passed to the server without a decision (the config's `allow_methods`).
-    pub allow_methods: Vec<String>,
     pub call_timeout: Duration,
 }
 
@@ -84,30 +82,46 @@ pub enum Line {
     TooLong(usize),
 }
 
-/// The policy set in force, replaceable while the pipeline runs (a reload): each call is judged
-/// against the set current when it arrives.
+/// What a reload replaces at once: the policy set, the methods passed without a decision, the
+/// breaker classes and the flow rules. Each call is judged against one snapshot, taken when it
+/// arrives, so it never sees new policies with old flow rules.
+pub struct Rules {
+    pub engine: Arc<PolicyEngine>,
+    /// Request methods passed to the server without a decision (the config's `allow_methods`).
+    pub allow_methods: Vec<String>,
+    pub breakers: airlock_control::BreakerSet,
+    /// `[flow.labels.*]`: which answers label the session.
+    pub flow: airlock_flow::FlowRules,
+}
+
+/// The rules in force, replaceable while the pipeline runs (a reload).
 #[derive(Clone)]
-pub struct PolicyHandle(Arc<RwLock<Arc<PolicyEngine>>>);
+pub struct PolicyHandle(Arc<RwLock<Arc<Rules>>>);
 
 impl PolicyHandle {
-    pub fn new(engine: PolicyEngine) -> Self {
-        Self(Arc::new(RwLock::new(Arc::new(engine))))
+    pub fn new(rules: Rules) -> Self {
+        Self(Arc::new(RwLock::new(Arc::new(rules))))
     }
 
-    /// The policy set in force now.
-    pub fn current(&self) -> Arc<PolicyEngine> {
+    /// The rules in force now (one snapshot).
+    pub fn rules(&self) -> Arc<Rules> {
         match self.0.read() {
             Ok(guard) => guard.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
-    /// Puts a new policy set in force for every call judged from now on.
-    pub fn replace(&self, engine: PolicyEngine) {
-        let engine = Arc::new(engine);
+    /// The policy set in force now.
+    pub fn current(&self) -> Arc<PolicyEngine> {
+        self.rules().engine.clone()
+    }
+
+    /// Puts new rules in force for every call judged from now on.
+    pub fn replace(&self, rules: Rules) {
+        let rules = Arc::new(rules);
         match self.0.write() {
-            Ok(mut guard) => *guard = engine,
-            Err(poisoned) => *poisoned.into_inner() = engine,
+            Ok(mut guard) => *guard = rules,
+            Err(poisoned) => *poisoned.into_inner() = rules,
         }
     }
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use airlock_audit::{now_unix_ns, AuditWriter, RecordKind, ResultStatus};
-use airlock_control::{BreakerSet, Kill};
+use airlock_control::Kill;
 use airlock_protocol::{error_response, Id, Limits};
 use serde_json::json;
 
@@ -58,8 +58,6 @@ pub struct PipelineParts {
 pub struct ControlParts {
     pub db: PathBuf,
     pub stores: Stores,
-    pub breakers: BreakerSet,
-    pub flow: airlock_flow::FlowRules,
     /// The labels the agent (and this session) carry already.
     pub labels: Vec<String>,
 }
@@ -75,7 +73,6 @@ pub struct Pipeline {
     pub(crate) calls: Mutex<CallTable>,
     pub(crate) kills: KillState,
     pub(crate) flow: Option<FlowState>,
-    pub(crate) breakers: Option<BreakerSet>,
     pub(crate) stores: Option<Stores>,
     pub(crate) db: Option<PathBuf>,
     /// Woken when held calls may have news (a new hold, a store change).
@@ -97,14 +94,9 @@ impl Pipeline {
             audit,
             control,
         } = parts;
-        let (flow, breakers, stores, db) = match control {
-            Some(c) => (
-                Some(FlowState::new(c.flow, c.labels)),
-                Some(c.breakers),
-                Some(c.stores),
-                Some(c.db),
-            ),
-            None => (None, None, None, None),
+        let (flow, stores, db) = match control {
+            Some(c) => (Some(FlowState::new(c.labels)), Some(c.stores), Some(c.db)),
+            None => (None, None, None),
         };
         Pipeline {
             who: options.identity.clone(),
@@ -117,7 +109,6 @@ impl Pipeline {
             calls: Mutex::new(CallTable::default()),
             kills: KillState::default(),
             flow,
-            breakers,
             stores,
             db,
             held_changed: tokio::sync::Notify::new(),

@@ -437,3 +437,28 @@ mod interleavings {
             .is_empty()
     }
 }
+
+#[test]
+fn a_reload_replaces_flow_rules_and_breakers_with_the_policies() {
+    let mut k = Kit::new();
+    let old = k.pipeline.policy.rules();
+    let text = crate::testkit::CONFIG
+        .replace("tools = [\"corp/secret\"]", "tools = [\"corp/other\"]")
+        .replace("max_calls = 1", "max_calls = 5");
+    let config = airlock_config::parse(&text, std::path::Path::new("airlock.toml")).unwrap();
+    k.pipeline.policy.replace(crate::Rules {
+        engine: old.engine.clone(),
+        allow_methods: vec![],
+        breakers: airlock_control::BreakerSet::from_config(&config),
+        flow: airlock_flow::FlowRules::from_config(&config),
+    });
+    k.agent(&[call(1, "secret", json!({}))]);
+    k.upstream(ok(1, json!({"content": []})));
+    assert!(k.pipeline.labels().is_empty(), "the old rule is gone");
+    for id in 2..4 {
+        assert_eq!(
+            frames(&k.agent(&[call(id, "delete", json!({}))]).upstream).len(),
+            1
+        );
+    }
+}

@@ -225,7 +225,7 @@ impl Pipeline {
         records: &mut Records,
     ) -> Step {
         // route: what the answer will need, decided by the method alone.
-        let route = route_request(&method, &self.opts.allow_methods);
+        let route = route_request(&method, &self.policy.rules().allow_methods);
         let expect = match self.expect_for(&route, &frame) {
             Ok(expect) => expect,
             Err(step) => return *step,
@@ -312,7 +312,8 @@ impl Pipeline {
         granted: Option<&Approval>,
         records: &mut Records,
     ) -> Step {
-        let policy = self.policy.current();
+        let rules = self.policy.rules();
+        let policy = rules.engine.clone();
         let target = match expect {
             Expect::Act { target, .. } => Some(target.as_str()),
             _ => None,
@@ -344,7 +345,7 @@ impl Pipeline {
             _ => judge_request(
                 &policy,
                 &self.who,
-                &self.opts.allow_methods,
+                &rules.allow_methods,
                 &labels,
                 frame,
                 id,
@@ -511,10 +512,10 @@ impl Pipeline {
         let Expect::Act { kind, target } = expect else {
             return;
         };
-        let Some(flow) = &self.flow else {
+        if self.flow.is_none() {
             return;
-        };
-        if !flow.may_label(*kind, &self.who.server, target) {
+        }
+        if !crate::flow::may_label(&self.policy.rules().flow, *kind, &self.who.server, target) {
             return;
         }
         let args = kind

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::pipeline::ControlParts;
 use crate::store::{Counters, Stores};
-use crate::{Identity, Line, Options, Output, Pipeline, PipelineParts, PolicyHandle};
+use crate::{Identity, Line, Options, Output, Pipeline, PipelineParts, PolicyHandle, Rules};
 
 /// Allows `echo`, `secret`, `post` (public posts held for a human) and reading resources.
 pub(crate) const POLICY: &str = r#"
@@ -110,16 +110,18 @@ impl Kit {
                     server: "corp".into(),
                 },
                 max_frame_bytes: 1 << 20,
-                allow_methods: vec![],
                 call_timeout,
             },
-            policy: PolicyHandle::new(engine),
+            policy: PolicyHandle::new(Rules {
+                engine: Arc::new(engine),
+                allow_methods: vec![],
+                breakers: airlock_control::BreakerSet::from_config(&config),
+                flow: airlock_flow::FlowRules::from_config(&config),
+            }),
             audit,
             control: Some(ControlParts {
                 db: db.clone(),
                 stores,
-                breakers: airlock_control::BreakerSet::from_config(&config),
-                flow: airlock_flow::FlowRules::from_config(&config),
                 labels: vec![],
             }),
         }));
