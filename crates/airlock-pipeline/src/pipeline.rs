@@ -214,8 +214,19 @@ impl Pipeline {
         let mut out = Output::default();
         let mut calls = lock(&self.calls);
         calls.forget_abandoned(timeout.max(Duration::from_secs(1)) * 2);
-        let expired: Vec<Id> = Vec::new();
-        let mut expired = expired;
+        // A server request the agent never answers is forgotten after the call timeout: the
+        // table stays bounded whatever the server sends, and a late answer is refused.
+        let unanswered = calls.drain_where(|side, c| {
+            *side == Side::Server
+                && matches!(c.phase, Phase::AskedAgent)
+                && c.started.elapsed() >= timeout
+        });
+        if !unanswered.is_empty() {
+            tracing::warn!(
+                count = unanswered.len(),
+                "server requests the agent did not answer in time forgotten"
+            );
+        }
         for (side, id, call) in calls.drain_where(|side, c| {
             *side == Side::Agent
                 && matches!(c.phase, Phase::Upstream)
@@ -236,7 +247,6 @@ impl Pipeline {
                 since: std::time::Instant::now(),
             };
             calls.reserve(side, &id, abandoned);
-            expired.push(id);
         }
         out
     }

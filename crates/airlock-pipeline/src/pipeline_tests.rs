@@ -462,3 +462,19 @@ fn a_reload_replaces_flow_rules_and_breakers_with_the_policies() {
         );
     }
 }
+
+#[test]
+fn a_server_request_the_agent_never_answers_is_forgotten_after_the_timeout() {
+    let mut k = Kit::with(crate::testkit::POLICY, Duration::from_millis(1));
+    let ask = json!({"jsonrpc":"2.0","id":"s1","method":"roots/list"});
+    k.upstream(ask);
+    assert_eq!(k.pipeline.calls_known(), 1);
+    std::thread::sleep(Duration::from_millis(5));
+    k.pipeline.expire();
+    assert_eq!(k.pipeline.calls_known(), 0);
+    let late = json!({"jsonrpc":"2.0","id":"s1","result":{"roots":[]}});
+    assert!(
+        k.agent(&[late]).upstream.is_empty(),
+        "a late answer is refused"
+    );
+}
