@@ -110,3 +110,36 @@ fn egress_without_its_own_network_namespace_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn a_unix_socket_cannot_be_made_inside_but_a_connected_pair_can() {
+    let code = r#"
+import socket
+for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+    try:
+        socket.socket(socket.AF_UNIX, kind); print("MADE", kind)
+    except OSError as e:
+        print("refused", e.errno)
+try:
+    socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM); print("DGRAM PAIR")
+except OSError as e:
+    print("refused pair", e.errno)
+a, b = socket.socketpair(); a.sendall(b"ok"); print(b.recv(2).decode())
+"#;
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.arg("-c")
+        .arg(code)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = run_output(&Profile::default(), cmd);
+    assert_eq!(out, "refused 1\nrefused 1\nrefused pair 1\nok\n");
+}
+
+fn run_output(profile: &Profile, mut cmd: Command) -> String {
+    let mut guard = apply(profile, &mut cmd).unwrap();
+    let child = cmd.spawn().map_err(|e| guard.explain(e)).unwrap();
+    guard.started(child.id()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}

@@ -58,12 +58,15 @@ const CLONE_NS_FLAGS: &[u64] = &[
     libc::CLONE_NEWCGROUP as u64,
 ];
 
-/// Socket families allowed; every other one gets `EPERM` (netlink, packet, vsock, …).
-const SOCKET_FAMILIES: &[u64] = &[
-    libc::AF_UNIX as u64,
-    libc::AF_INET as u64,
-    libc::AF_INET6 as u64,
-];
+/// Socket families `socket(2)` may create; every other one gets `EPERM` (netlink, packet,
+/// vsock, …), `AF_UNIX` included: a Unix socket of its own is how a sandboxed process would
+/// reach one of the host's (D-Bus, ssh-agent, docker.sock, Airlock's control sockets), and
+/// Landlock does not govern `connect(2)` to a socket file. Connected pairs stay allowed.
+const SOCKET_FAMILIES: &[u64] = &[libc::AF_INET as u64, libc::AF_INET6 as u64];
+
+/// The type bits of `socket(2)`'s and `socketpair(2)`'s second argument (the rest are
+/// `SOCK_NONBLOCK` and `SOCK_CLOEXEC`).
+const SOCK_TYPE_MASK: u64 = 0xf;
 
 /// On x86_64 the x32 ABI reuses the native audit arch with this bit set in the syscall
 /// number: a filter keyed on numbers must refuse all of them, or every rule can be dodged.
@@ -76,7 +79,8 @@ pub fn denied_names() -> Vec<&'static str> {
     v.extend([
         "clone (namespace flags)",
         "clone3",
-        "socket (other families)",
+        "socket (families other than AF_INET, AF_INET6)",
+        "socketpair (other than AF_UNIX stream or seqpacket)",
     ]);
     v
 }
@@ -99,8 +103,20 @@ pub(crate) fn programs() -> Result<Vec<BpfProgram>, SandboxError> {
             .collect::<Result<_, _>>()?,
     )
     .map_err(|e| prepare_err("socket rule", e))?;
-    rules.insert(libc::SYS_socket, vec![family_not_allowed.clone()]);
-    rules.insert(libc::SYS_socketpair, vec![family_not_allowed]);
+    rules.insert(libc::SYS_socket, vec![family_not_allowed]);
+    // A pair is born connected: a stream or seqpacket end cannot be pointed elsewhere
+    // (`EISCONN`), a datagram end could `sendto` any socket file, so it is refused.
+    let pair_rules = vec![
+        SeccompRule::new(vec![cond(0, SeccompCmpOp::Ne, libc::AF_UNIX as u64)?])
+            .map_err(|e| prepare_err("socketpair rule", e))?,
+        SeccompRule::new(vec![cond(
+            1,
+            SeccompCmpOp::MaskedEq(SOCK_TYPE_MASK),
+            libc::SOCK_DGRAM as u64,
+        )?])
+        .map_err(|e| prepare_err("socketpair rule", e))?,
+    ];
+    rules.insert(libc::SYS_socketpair, pair_rules);
     let clone_rules = CLONE_NS_FLAGS
         .iter()
         .map(|flag| {
