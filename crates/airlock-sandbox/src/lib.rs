@@ -1,8 +1,10 @@
 //! Boxes in every process Airlock starts, with the kernel and no container runtime.
 //!
 //! [`apply`] prepares a [`std::process::Command`] so that, between `fork` and `exec`, the
-//! new process enters its sandbox: new user, mount, PID and network namespaces; resource
-//! limits; `no_new_privs`; a Landlock filesystem allowlist; a seccomp filter. Each layer is
+//! new process enters its sandbox: new user, mount, PID and network namespaces, with a
+//! filesystem view that hides `/tmp`, `/run`, `/dev/shm` and home directories but for the
+//! granted paths ([`HIDDEN_PATHS`]); resource limits; `no_new_privs`; a Landlock filesystem
+//! allowlist; a seccomp filter (no Unix socket but connected pairs). Each layer is
 //! enforced or the command does not start (the error names the layer); only a layer the
 //! [`Profile`] turns `off` is skipped. Everything that can be is prepared before `fork`
 //! (the Landlock ruleset, the BPF program, the id maps), so the child only makes syscalls.
@@ -41,6 +43,7 @@ mod probe;
 mod profile;
 mod run;
 mod syscalls;
+mod view;
 
 use std::ffi::CString;
 use std::os::fd::OwnedFd;
@@ -62,6 +65,7 @@ pub use profile::{
 };
 pub use run::{resolve_program, run, Outcome};
 pub use syscalls::denied_names as seccomp_denied;
+pub use view::HIDDEN as HIDDEN_PATHS;
 
 use child::{Limits, Plan};
 
@@ -150,13 +154,24 @@ pub fn apply(profile: &Profile, cmd: &mut Command) -> Result<SandboxGuard, Sandb
         }
     }
 
+    let mut write: Vec<&Path> = profile.write.iter().map(PathBuf::as_path).collect();
+    if let Some(dir) = &tmp {
+        write.push(dir.path());
+    }
     let landlock = if profile.wants(Layer::Landlock) {
-        let mut write: Vec<&Path> = profile.write.iter().map(PathBuf::as_path).collect();
-        if let Some(dir) = &tmp {
-            write.push(dir.path());
-        }
         let proxy_port = egress.then_some(egress::PROXY_PORT);
         Some(fs_rules::prepare(&profile.read, &write, new_net, proxy_port)?.fd)
+    } else {
+        None
+    };
+    let view = if namespaces {
+        let granted: Vec<&Path> = profile
+            .read
+            .iter()
+            .map(PathBuf::as_path)
+            .chain(write.iter().copied())
+            .collect();
+        Some(view::prepare(&granted)?)
     } else {
         None
     };
@@ -201,6 +216,7 @@ pub fn apply(profile: &Profile, cmd: &mut Command) -> Result<SandboxGuard, Sandb
         report: report_w,
         cgroup_procs,
         proxy: proxy_child,
+        view,
     });
     let hook = Arc::clone(&plan);
     // SAFETY: the hook only makes async-signal-safe syscalls on data prepared above

@@ -112,6 +112,39 @@ fn egress_without_its_own_network_namespace_is_refused() {
 }
 
 #[test]
+fn the_filesystem_view_shows_only_granted_paths_beneath_tmp() {
+    use std::os::unix::fs::PermissionsExt;
+    let outer = tempfile::tempdir().unwrap();
+    // Reachable by `nobody` (the command's user when the tests run as root).
+    std::fs::set_permissions(outer.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let granted = outer.path().join("granted");
+    std::fs::create_dir(&granted).unwrap();
+    let secret = outer.path().join("secret");
+    std::fs::write(&secret, "x").unwrap();
+    let profile = Profile {
+        read: [Profile::default().read, vec![granted.clone()]].concat(),
+        ..Profile::default()
+    };
+    // stat(2) is not Landlock's to refuse: only the view keeps `secret` unseen.
+    let script = format!(
+        "test -d {g} && echo granted; test -e {s} && echo VISIBLE; true",
+        g = granted.display(),
+        s = secret.display()
+    );
+    let mut cmd = sh(&script);
+    let mut guard = apply(&profile, &mut cmd).unwrap();
+    let child = cmd.spawn().map_err(|e| guard.explain(e)).unwrap();
+    guard.started(child.id()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    if HIDDEN_PATHS.iter().any(|h| secret.starts_with(h)) {
+        assert_eq!(text, "granted\n");
+    } else {
+        assert!(text.starts_with("granted\nVISIBLE\n"), "{text}");
+    }
+}
+
+#[test]
 fn a_unix_socket_cannot_be_made_inside_but_a_connected_pair_can() {
     let code = r#"
 import socket
