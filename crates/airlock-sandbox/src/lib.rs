@@ -6,8 +6,11 @@
 //! granted paths ([`HIDDEN_PATHS`]); resource limits; `no_new_privs`; a Landlock filesystem
 //! allowlist; a seccomp filter (no Unix socket but connected pairs). Each layer is
 //! enforced or the command does not start (the error names the layer); only a layer the
-//! [`Profile`] turns `off` is skipped. Everything that can be is prepared before `fork`
-//! (the Landlock ruleset, the BPF program, the id maps), so the child only makes syscalls.
+//! [`Profile`] turns `off` is skipped. Where the
+//! kernel's Landlock lacks a right a guarantee needs, another layer gives it or the command
+//! does not start either (`airlock sandbox probe` says which). Everything that can be is
+//! prepared before `fork` (the Landlock ruleset, the BPF program, the id maps, the mount
+//! plan), so the child only makes syscalls.
 //!
 //! When Airlock runs as root the command runs as `nobody`; otherwise as Airlock's own user.
 //! Either way it has no capabilities after `exec` and sees only its own processes.
@@ -38,6 +41,7 @@ mod child;
 mod egress;
 mod error;
 mod fs_rules;
+mod guarantee;
 mod guard;
 mod probe;
 mod profile;
@@ -89,7 +93,8 @@ const PROXY_ENV: &[&str] = &[
 /// [`SandboxGuard::explain`] on a `spawn` error and [`SandboxGuard::started`] with the pid.
 ///
 /// Errors here are layers that cannot be prepared (no Landlock in the kernel, a writable
-/// path that does not exist, …); the command is not started.
+/// path that does not exist, a guarantee no layer can give here, `cpu_percent` without a
+/// cgroup, …); the command is not started.
 pub fn apply(profile: &Profile, cmd: &mut Command) -> Result<SandboxGuard, SandboxError> {
     let euid = nix::unistd::geteuid().as_raw();
     let egid = nix::unistd::getegid().as_raw();
@@ -154,6 +159,21 @@ pub fn apply(profile: &Profile, cmd: &mut Command) -> Result<SandboxGuard, Sandb
         }
     }
 
+    // The whole tree's caps, where this host lets Airlock make a cgroup; else rlimits alone.
+    let mechanism = if profile.wants(Layer::Rlimits) {
+        cgroup::detect()
+    } else {
+        cgroup::Mechanism::None {
+            why: "rlimits are off".into(),
+        }
+    };
+    // Which layer gives each guarantee on this kernel; none can: nothing starts.
+    let kernel = guarantee::Kernel {
+        landlock_abi: fs_rules::kernel_abi(),
+        cgroup: !matches!(mechanism, cgroup::Mechanism::None { .. }),
+    };
+    let enforcement = guarantee::decide(&kernel, profile)?;
+
     let mut write: Vec<&Path> = profile.write.iter().map(PathBuf::as_path).collect();
     if let Some(dir) = &tmp {
         write.push(dir.path());
@@ -176,19 +196,11 @@ pub fn apply(profile: &Profile, cmd: &mut Command) -> Result<SandboxGuard, Sandb
         None
     };
     let seccomp = if profile.wants(Layer::Seccomp) {
-        syscalls::programs()?
+        syscalls::programs(enforcement.seccomp_truncate)?
     } else {
         Vec::new()
     };
     let limits = profile.wants(Layer::Rlimits).then(|| limits(profile));
-    // The whole tree's caps, where this host lets Airlock make a cgroup; else rlimits alone.
-    let mechanism = if profile.wants(Layer::Rlimits) {
-        cgroup::detect()
-    } else {
-        cgroup::Mechanism::None {
-            why: "rlimits are off".into(),
-        }
-    };
     let (groups, cgroup_procs) = match cgroup::create(&mechanism, profile)? {
         Some((g, fds)) => (Some(g), fds),
         None => (None, Vec::new()),

@@ -81,8 +81,12 @@ fn limits_leave_room_for_the_two_helpers() {
 
 #[test]
 fn the_seccomp_programs_compile() {
-    let programs = syscalls::programs().unwrap();
+    let programs = syscalls::programs(false).unwrap();
     assert!(programs.len() >= 2);
+    // In Landlock's place on kernels before ABI 3: more rules, same number of programs.
+    let with_truncate = syscalls::programs(true).unwrap();
+    assert_eq!(with_truncate.len(), programs.len());
+    assert!(with_truncate[0].len() > programs[0].len());
     assert!(seccomp_denied().contains(&"ptrace"));
 }
 
@@ -175,4 +179,52 @@ fn run_output(profile: &Profile, mut cmd: Command) -> String {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{out:?}");
     String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn where_landlock_cannot_the_filter_refuses_truncation_but_not_writing() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("f");
+    std::fs::write(&f, "data").unwrap();
+    let code = format!(
+        r#"
+import os
+f = {f:?}
+for how, op in [("truncate", lambda: os.truncate(f, 0)),
+                ("rdonly-trunc", lambda: os.close(os.open(f, os.O_RDONLY | os.O_TRUNC)))]:
+    try:
+        op(); print("DONE", how, os.path.getsize(f))
+    except OSError as e:
+        print("refused", how, e.errno)
+open(f, "w").write("new")       # O_WRONLY|O_TRUNC: Landlock's to judge (write access)
+os.ftruncate(os.open(f, os.O_WRONLY), 1)
+print(open(f).read())
+"#,
+        f = f.display().to_string()
+    );
+    // Only the filter (as on a kernel before Landlock ABI 3, where it stands in).
+    let programs = syscalls::programs(true).unwrap();
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.arg("-c").arg(code).stdout(Stdio::piped());
+    // SAFETY: the BPF programs were built above; the child only loads them (syscalls).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            for prog in &programs {
+                if syscalls::install(prog) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "refused truncate 1\nrefused rdonly-trunc 1\nn\n"
+    );
 }

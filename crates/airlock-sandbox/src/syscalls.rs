@@ -1,8 +1,9 @@
 //! The seccomp filter, compiled to BPF in the parent; the child only loads it.
 //!
 //! Denied calls fail with `EPERM` (so a server sees a clean error and can go on), except
-//! `clone3`, which fails with `ENOSYS`: its flags live in memory a filter cannot read, and
-//! `ENOSYS` makes the C library fall back to `clone`, whose flags the filter does check.
+//! `clone3` (and `openat2`, where it is refused), which fail with `ENOSYS`: their flags live
+//! in memory a filter cannot read, and `ENOSYS` makes the C library fall back to `clone`
+//! (`openat`), whose flags the filter does check.
 
 use std::collections::BTreeMap;
 
@@ -87,7 +88,12 @@ pub fn denied_names() -> Vec<&'static str> {
 
 /// The filters to load, in order. Several programs stack: the kernel runs them all and
 /// the strictest answer wins.
-pub(crate) fn programs() -> Result<Vec<BpfProgram>, SandboxError> {
+///
+/// `refuse_truncate`: also refuse, in the place of a Landlock without the truncate right
+/// (ABI < 3), `truncate(2)` by path, an `open` that truncates without asking for write
+/// access (Landlock checks the access asked for; the kernel truncates anyway), and
+/// `openat2` (its flags are in memory a filter cannot read; `ENOSYS` makes callers fall back).
+pub(crate) fn programs(refuse_truncate: bool) -> Result<Vec<BpfProgram>, SandboxError> {
     let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(|e| prepare_err("arch", e))?;
     let eperm = SeccompAction::Errno(libc::EPERM as u32);
 
@@ -117,6 +123,27 @@ pub(crate) fn programs() -> Result<Vec<BpfProgram>, SandboxError> {
         .map_err(|e| prepare_err("socketpair rule", e))?,
     ];
     rules.insert(libc::SYS_socketpair, pair_rules);
+    if refuse_truncate {
+        rules.insert(libc::SYS_truncate, Vec::new());
+        let read_only_trunc = |flags_arg: u8| -> Result<SeccompRule, SandboxError> {
+            SeccompRule::new(vec![
+                cond(
+                    flags_arg,
+                    SeccompCmpOp::MaskedEq(libc::O_ACCMODE as u64),
+                    libc::O_RDONLY as u64,
+                )?,
+                cond(
+                    flags_arg,
+                    SeccompCmpOp::MaskedEq(libc::O_TRUNC as u64),
+                    libc::O_TRUNC as u64,
+                )?,
+            ])
+            .map_err(|e| prepare_err("open rule", e))
+        };
+        #[cfg(target_arch = "x86_64")]
+        rules.insert(libc::SYS_open, vec![read_only_trunc(1)?]);
+        rules.insert(libc::SYS_openat, vec![read_only_trunc(2)?]);
+    }
     let clone_rules = CLONE_NS_FLAGS
         .iter()
         .map(|flag| {
@@ -128,8 +155,12 @@ pub(crate) fn programs() -> Result<Vec<BpfProgram>, SandboxError> {
 
     let main = SeccompFilter::new(rules, SeccompAction::Allow, eperm, arch)
         .map_err(|e| prepare_err("build the filter", e))?;
+    let mut enosys = BTreeMap::from([(libc::SYS_clone3, Vec::new())]);
+    if refuse_truncate {
+        enosys.insert(libc::SYS_openat2, Vec::new());
+    }
     let clone3 = SeccompFilter::new(
-        BTreeMap::from([(libc::SYS_clone3, Vec::new())]),
+        enosys,
         SeccompAction::Allow,
         SeccompAction::Errno(libc::ENOSYS as u32),
         arch,
