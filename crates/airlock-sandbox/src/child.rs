@@ -11,7 +11,8 @@
 //! supervisor (the pid the caller sees; new user, mount, net namespaces; the filesystem
 //!              view of `view`; waits, exits alike)
 //!   └─ init    (pid 1 of the new PID namespace; mounts /proc, reaps, forwards signals)
-//!        └─ command (rlimits, no_new_privs, Landlock, seccomp, then exec)
+//!        └─ command (its own working directory, rlimits, no_new_privs, Landlock, seccomp,
+//!                    then exec)
 //! ```
 //!
 //! When init exits the kernel kills everything left in the namespace, and init dies with
@@ -58,10 +59,11 @@ pub(crate) enum Step {
     ViewHide,
     ViewShow,
     ViewSeal,
+    Chdir,
 }
 
 impl Step {
-    const ALL: [Step; 26] = [
+    const ALL: [Step; 27] = [
         Step::JoinCgroup,
         Step::DropGroups,
         Step::DropGid,
@@ -88,6 +90,7 @@ impl Step {
         Step::ViewHide,
         Step::ViewShow,
         Step::ViewSeal,
+        Step::Chdir,
     ];
 
     pub(crate) fn from_byte(b: u8) -> Option<Step> {
@@ -124,6 +127,7 @@ impl Step {
             Step::ViewHide => (Namespaces, "covering a hidden directory with a tmpfs"),
             Step::ViewShow => (Namespaces, "showing a granted path again (move_mount)"),
             Step::ViewSeal => (Namespaces, "making a covering tmpfs read-only"),
+            Step::Chdir => (Namespaces, "entering the working directory"),
         }
     }
 }
@@ -163,6 +167,8 @@ pub(crate) struct Plan {
     pub(crate) proxy: Option<OwnedFd>,
     /// The filesystem view set up in the new mount namespace (namespaces on).
     pub(crate) view: Option<View>,
+    /// Where the command starts: its private directory, or `/`; never Airlock's own.
+    pub(crate) cwd: CString,
 }
 
 /// The pid a supervisor or init forwards termination signals to.
@@ -213,6 +219,7 @@ pub(crate) fn run(plan: &Plan) -> io::Result<()> {
         if plan.namespaces {
             enter_namespaces(plan)?;
         }
+        check(plan, Step::Chdir, libc::chdir(plan.cwd.as_ptr()))?;
         if let Some(limits) = &plan.limits {
             set_limits(plan, limits)?;
         }

@@ -4,9 +4,9 @@
 //! new process enters its sandbox: new user, mount, PID and network namespaces, with a
 //! filesystem view that hides `/tmp`, `/run`, `/dev/shm` and home directories but for the
 //! granted paths ([`HIDDEN_PATHS`]); resource limits; `no_new_privs`; a Landlock filesystem
-//! allowlist; a seccomp filter (no Unix socket but connected pairs). Each layer is
-//! enforced or the command does not start (the error names the layer); only a layer the
-//! [`Profile`] turns `off` is skipped. Where the
+//! allowlist; a seccomp filter (no Unix socket but connected pairs). It starts in its
+//! private directory, or `/`. Each layer is enforced or the command does not start (the
+//! error names the layer); only a layer the [`Profile`] turns `off` is skipped. Where the
 //! kernel's Landlock lacks a right a guarantee needs, another layer gives it or the command
 //! does not start either (`airlock sandbox probe` says which). Everything that can be is
 //! prepared before `fork` (the Landlock ruleset, the BPF program, the id maps, the mount
@@ -67,7 +67,7 @@ pub use profile::{
     Layer, Network, Profile, DEFAULT_CPU_SECONDS, DEFAULT_ENV, DEFAULT_MAX_PROCESSES,
     DEFAULT_MEMORY_BYTES, SYSTEM_READ_PATHS,
 };
-pub use run::{resolve_program, run, Outcome};
+pub use run::{absolute_args, resolve_program, run, Outcome};
 pub use syscalls::denied_names as seccomp_denied;
 pub use view::HIDDEN as HIDDEN_PATHS;
 
@@ -91,6 +91,9 @@ const PROXY_ENV: &[&str] = &[
 /// Prepares `cmd` to start inside the sandbox `profile` describes: clears its environment
 /// (keeping the profile's `env` names), and installs the pre-exec hook. Call
 /// [`SandboxGuard::explain`] on a `spawn` error and [`SandboxGuard::started`] with the pid.
+///
+/// The command starts in its private directory (or `/` without one), whatever `cmd`'s
+/// `current_dir`: never in a directory holding Airlock's own state.
 ///
 /// Errors here are layers that cannot be prepared (no Landlock in the kernel, a writable
 /// path that does not exist, a guarantee no layer can give here, `cpu_percent` without a
@@ -195,6 +198,18 @@ pub fn apply(profile: &Profile, cmd: &mut Command) -> Result<SandboxGuard, Sandb
     } else {
         None
     };
+    // The command starts in its own directory, never in Airlock's (where the audit
+    // database may be): a working directory beneath a hidden one would see through it.
+    let cwd = match &tmp {
+        Some(dir) => dir.path(),
+        None => Path::new("/"),
+    };
+    let cwd =
+        CString::new(cwd.as_os_str().as_encoded_bytes()).map_err(|e| SandboxError::Prepare {
+            layer: Layer::Namespaces,
+            what: "the working directory".into(),
+            source: Box::new(e),
+        })?;
     let seccomp = if profile.wants(Layer::Seccomp) {
         syscalls::programs(enforcement.seccomp_truncate)?
     } else {
@@ -229,6 +244,7 @@ pub fn apply(profile: &Profile, cmd: &mut Command) -> Result<SandboxGuard, Sandb
         cgroup_procs,
         proxy: proxy_child,
         view,
+        cwd,
     });
     let hook = Arc::clone(&plan);
     // SAFETY: the hook only makes async-signal-safe syscalls on data prepared above

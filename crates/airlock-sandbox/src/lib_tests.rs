@@ -131,7 +131,7 @@ fn the_filesystem_view_shows_only_granted_paths_beneath_tmp() {
     };
     // stat(2) is not Landlock's to refuse: only the view keeps `secret` unseen.
     let script = format!(
-        "test -d {g} && echo granted; test -e {s} && echo VISIBLE; true",
+        "test -d {g} && echo granted; test -e {s} && echo VISIBLE; pwd",
         g = granted.display(),
         s = secret.display()
     );
@@ -141,8 +141,9 @@ fn the_filesystem_view_shows_only_granted_paths_beneath_tmp() {
     guard.started(child.id()).unwrap();
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
+    let private = guard.private_dir().unwrap().to_path_buf();
     if HIDDEN_PATHS.iter().any(|h| secret.starts_with(h)) {
-        assert_eq!(text, "granted\n");
+        assert_eq!(text, format!("granted\n{}\n", private.display()));
     } else {
         assert!(text.starts_with("granted\nVISIBLE\n"), "{text}");
     }
