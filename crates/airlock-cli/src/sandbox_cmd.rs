@@ -117,7 +117,8 @@ pub(crate) fn exec(args: ExecArgs) -> Result<u8, Failure> {
         Some(path) => {
             profile.read_command(&path, rest);
             let mut cmd = Command::new(path);
-            cmd.args(rest);
+            // It starts in its own directory: paths on its command line made absolute.
+            cmd.args(airlock_sandbox::absolute_args(rest));
             airlock_sandbox::run(&profile, &mut cmd, Some(egress))
         }
         None => Err(SandboxError::Spawn(std::io::Error::new(

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 #[path = "sandbox/egress.rs"]
 mod egress;
+#[path = "sandbox/escape.rs"]
+mod escape;
 #[path = "sandbox/run.rs"]
 mod run;
 

@@ -115,7 +115,8 @@ impl Upstream {
                 // The server's own program and the paths on its command line are readable.
                 profile.read_command(&path, args);
                 let mut cmd = std::process::Command::new(&path);
-                cmd.args(args);
+                // It starts in its own directory: paths on its command line made absolute.
+                cmd.args(airlock_sandbox::absolute_args(args));
                 let mut guard = airlock_sandbox::apply(&profile, &mut cmd)?;
                 guard.set_egress_log(Arc::new(AuditedEgress {
                     audit: Arc::clone(&audit),

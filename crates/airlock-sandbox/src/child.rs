@@ -8,9 +8,11 @@
 //! With namespaces on, the process tree is
 //!
 //! ```text
-//! supervisor (the pid the caller sees; new user, mount, net namespaces; waits, exits alike)
+//! supervisor (the pid the caller sees; new user, mount, net namespaces; the filesystem
+//!              view of `view`; waits, exits alike)
 //!   └─ init    (pid 1 of the new PID namespace; mounts /proc, reaps, forwards signals)
-//!        └─ command (rlimits, no_new_privs, Landlock, seccomp, then exec)
+//!        └─ command (its own working directory, rlimits, no_new_privs, Landlock, seccomp,
+//!                    then exec)
 //! ```
 //!
 //! When init exits the kernel kills everything left in the namespace, and init dies with
@@ -24,6 +26,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use seccompiler::BpfProgram;
 
 use crate::profile::Layer;
+use crate::view::{View, MAX_SHOWN};
 
 /// One step of the set-up; its number is written to the report pipe when it fails, so the
 /// parent can say which layer broke (the exec machinery only carries an errno).
@@ -52,10 +55,15 @@ pub(crate) enum Step {
     LoopbackUp,
     ProxyListen,
     ProxyHandOver,
+    ViewClone,
+    ViewHide,
+    ViewShow,
+    ViewSeal,
+    Chdir,
 }
 
 impl Step {
-    const ALL: [Step; 22] = [
+    const ALL: [Step; 27] = [
         Step::JoinCgroup,
         Step::DropGroups,
         Step::DropGid,
@@ -78,6 +86,11 @@ impl Step {
         Step::LoopbackUp,
         Step::ProxyListen,
         Step::ProxyHandOver,
+        Step::ViewClone,
+        Step::ViewHide,
+        Step::ViewShow,
+        Step::ViewSeal,
+        Step::Chdir,
     ];
 
     pub(crate) fn from_byte(b: u8) -> Option<Step> {
@@ -110,6 +123,11 @@ impl Step {
             Step::LandlockProc => (Landlock, "adding the /proc rule"),
             Step::LandlockRestrict => (Landlock, "landlock_restrict_self"),
             Step::Seccomp => (Seccomp, "loading the seccomp filter"),
+            Step::ViewClone => (Namespaces, "cloning a granted path (open_tree)"),
+            Step::ViewHide => (Namespaces, "covering a hidden directory with a tmpfs"),
+            Step::ViewShow => (Namespaces, "showing a granted path again (move_mount)"),
+            Step::ViewSeal => (Namespaces, "making a covering tmpfs read-only"),
+            Step::Chdir => (Namespaces, "entering the working directory"),
         }
     }
 }
@@ -147,6 +165,10 @@ pub(crate) struct Plan {
     pub(crate) cgroup_procs: Vec<OwnedFd>,
     /// Egress: the supervisor's end of the pair it sends the proxy's listening socket on.
     pub(crate) proxy: Option<OwnedFd>,
+    /// The filesystem view set up in the new mount namespace (namespaces on).
+    pub(crate) view: Option<View>,
+    /// Where the command starts: its private directory, or `/`; never Airlock's own.
+    pub(crate) cwd: CString,
 }
 
 /// The pid a supervisor or init forwards termination signals to.
@@ -197,6 +219,7 @@ pub(crate) fn run(plan: &Plan) -> io::Result<()> {
         if plan.namespaces {
             enter_namespaces(plan)?;
         }
+        check(plan, Step::Chdir, libc::chdir(plan.cwd.as_ptr()))?;
         if let Some(limits) = &plan.limits {
             set_limits(plan, limits)?;
         }
@@ -246,6 +269,9 @@ unsafe fn enter_namespaces(plan: &Plan) -> io::Result<()> {
         std::ptr::null(),
     );
     check(plan, Step::MountPrivate, r)?;
+    if let Some(view) = &plan.view {
+        show_view(plan, view)?;
+    }
     if let Some(pair) = &plan.proxy {
         proxy_listener(plan, pair.as_raw_fd())?;
     }
@@ -275,6 +301,108 @@ unsafe fn enter_namespaces(plan: &Plan) -> io::Result<()> {
         wait_and_exit(command);
     }
     Ok(())
+}
+
+/// `open_tree` flags: a detached copy of the mount tree at the path, submounts included.
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+/// `move_mount` flag: the source is the fd itself.
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+
+/// In the supervisor, in the new mount namespace: clones each granted path shown again,
+/// covers each hidden directory with an empty tmpfs, attaches the clones on top, and makes
+/// the tmpfs read-only. A granted path the sandbox's user cannot reach (`EACCES`, gone
+/// since) stays hidden: it would be unreadable inside anyway.
+unsafe fn show_view(plan: &Plan, view: &View) -> io::Result<()> {
+    let mut trees: [RawFd; MAX_SHOWN] = [-1; MAX_SHOWN];
+    for (i, shown) in view.show.iter().enumerate().take(MAX_SHOWN) {
+        let fd = libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            shown.path.as_ptr(),
+            OPEN_TREE_CLONE | AT_RECURSIVE | libc::O_CLOEXEC as libc::c_uint,
+        ) as libc::c_int;
+        if fd < 0 {
+            let errno = *libc::__errno_location();
+            if matches!(
+                errno,
+                libc::EACCES | libc::ENOENT | libc::ENOTDIR | libc::ELOOP
+            ) {
+                continue;
+            }
+            close_all(&trees);
+            return Err(report(plan, Step::ViewClone));
+        }
+        trees[i] = fd;
+    }
+    let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    for dir in &view.hide {
+        let r = libc::mount(
+            c"tmpfs".as_ptr(),
+            dir.as_ptr(),
+            c"tmpfs".as_ptr(),
+            flags,
+            c"mode=0755,size=1m".as_ptr().cast(),
+        );
+        if r < 0 {
+            close_all(&trees);
+            return Err(report(plan, Step::ViewHide));
+        }
+    }
+    for (i, shown) in view.show.iter().enumerate().take(MAX_SHOWN) {
+        let tree = trees[i];
+        if tree < 0 {
+            continue;
+        }
+        for parent in &shown.parents {
+            libc::mkdir(parent.as_ptr(), 0o755);
+        }
+        if shown.dir {
+            libc::mkdir(shown.path.as_ptr(), 0o755);
+        } else {
+            let f = libc::open(
+                shown.path.as_ptr(),
+                libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                0o600,
+            );
+            if f >= 0 {
+                libc::close(f);
+            }
+        }
+        let r = libc::syscall(
+            libc::SYS_move_mount,
+            tree,
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            shown.path.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        ) as libc::c_int;
+        if r < 0 {
+            close_all(&trees);
+            return Err(report(plan, Step::ViewShow));
+        }
+        libc::close(tree);
+        trees[i] = -1;
+    }
+    for dir in &view.hide {
+        let r = libc::mount(
+            std::ptr::null(),
+            dir.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | flags,
+            std::ptr::null(),
+        );
+        check(plan, Step::ViewSeal, r)?;
+    }
+    Ok(())
+}
+
+unsafe fn close_all(fds: &[RawFd]) {
+    for fd in fds {
+        if *fd >= 0 {
+            libc::close(*fd);
+        }
+    }
 }
 
 /// In the supervisor, inside the new network namespace: brings `lo` up, listens on

@@ -13,7 +13,8 @@ use crate::error::SandboxError;
 use crate::profile::Layer;
 
 /// The newest ABI this crate was tested against; older kernels get the subset they know
-/// (best effort), a kernel without Landlock is refused.
+/// (best effort), and what that subset lacks another layer gives or the sandbox does not
+/// start (`guarantee::decide`); a kernel without Landlock is refused.
 const TARGET_ABI: ABI = ABI::V6;
 
 /// Device files every program expects to read and write.

@@ -1,11 +1,16 @@
 //! Boxes in every process Airlock starts, with the kernel and no container runtime.
 //!
 //! [`apply`] prepares a [`std::process::Command`] so that, between `fork` and `exec`, the
-//! new process enters its sandbox: new user, mount, PID and network namespaces; resource
-//! limits; `no_new_privs`; a Landlock filesystem allowlist; a seccomp filter. Each layer is
-//! enforced or the command does not start (the error names the layer); only a layer the
-//! [`Profile`] turns `off` is skipped. Everything that can be is prepared before `fork`
-//! (the Landlock ruleset, the BPF program, the id maps), so the child only makes syscalls.
+//! new process enters its sandbox: new user, mount, PID and network namespaces, with a
+//! filesystem view that hides `/tmp`, `/run`, `/dev/shm` and home directories but for the
+//! granted paths ([`HIDDEN_PATHS`]); resource limits; `no_new_privs`; a Landlock filesystem
+//! allowlist; a seccomp filter (no Unix socket but connected pairs). It starts in its
+//! private directory, or `/`. Each layer is enforced or the command does not start (the
+//! error names the layer); only a layer the [`Profile`] turns `off` is skipped. Where the
+//! kernel's Landlock lacks a right a guarantee needs, another layer gives it or the command
+//! does not start either (`airlock sandbox probe` says which). Everything that can be is
+//! prepared before `fork` (the Landlock ruleset, the BPF program, the id maps, the mount
+//! plan), so the child only makes syscalls.
 //!
 //! When Airlock runs as root the command runs as `nobody`; otherwise as Airlock's own user.
 //! Either way it has no capabilities after `exec` and sees only its own processes.
@@ -36,11 +41,13 @@ mod child;
 mod egress;
 mod error;
 mod fs_rules;
+mod guarantee;
 mod guard;
 mod probe;
 mod profile;
 mod run;
 mod syscalls;
+mod view;
 
 use std::ffi::CString;
 use std::os::fd::OwnedFd;
@@ -60,8 +67,9 @@ pub use profile::{
     Layer, Network, Profile, DEFAULT_CPU_SECONDS, DEFAULT_ENV, DEFAULT_MAX_PROCESSES,
     DEFAULT_MEMORY_BYTES, SYSTEM_READ_PATHS,
 };
-pub use run::{resolve_program, run, Outcome};
+pub use run::{absolute_args, resolve_program, run, Outcome};
 pub use syscalls::denied_names as seccomp_denied;
+pub use view::HIDDEN as HIDDEN_PATHS;
 
 use child::{Limits, Plan};
 
@@ -84,8 +92,12 @@ const PROXY_ENV: &[&str] = &[
 /// (keeping the profile's `env` names), and installs the pre-exec hook. Call
 /// [`SandboxGuard::explain`] on a `spawn` error and [`SandboxGuard::started`] with the pid.
 ///
+/// The command starts in its private directory (or `/` without one), whatever `cmd`'s
+/// `current_dir`: never in a directory holding Airlock's own state.
+///
 /// Errors here are layers that cannot be prepared (no Landlock in the kernel, a writable
-/// path that does not exist, …); the command is not started.
+/// path that does not exist, a guarantee no layer can give here, `cpu_percent` without a
+/// cgroup, …); the command is not started.
 pub fn apply(profile: &Profile, cmd: &mut Command) -> Result<SandboxGuard, SandboxError> {
     let euid = nix::unistd::geteuid().as_raw();
     let egid = nix::unistd::getegid().as_raw();
@@ -150,22 +162,6 @@ pub fn apply(profile: &Profile, cmd: &mut Command) -> Result<SandboxGuard, Sandb
         }
     }
 
-    let landlock = if profile.wants(Layer::Landlock) {
-        let mut write: Vec<&Path> = profile.write.iter().map(PathBuf::as_path).collect();
-        if let Some(dir) = &tmp {
-            write.push(dir.path());
-        }
-        let proxy_port = egress.then_some(egress::PROXY_PORT);
-        Some(fs_rules::prepare(&profile.read, &write, new_net, proxy_port)?.fd)
-    } else {
-        None
-    };
-    let seccomp = if profile.wants(Layer::Seccomp) {
-        syscalls::programs()?
-    } else {
-        Vec::new()
-    };
-    let limits = profile.wants(Layer::Rlimits).then(|| limits(profile));
     // The whole tree's caps, where this host lets Airlock make a cgroup; else rlimits alone.
     let mechanism = if profile.wants(Layer::Rlimits) {
         cgroup::detect()
@@ -174,6 +170,52 @@ pub fn apply(profile: &Profile, cmd: &mut Command) -> Result<SandboxGuard, Sandb
             why: "rlimits are off".into(),
         }
     };
+    // Which layer gives each guarantee on this kernel; none can: nothing starts.
+    let kernel = guarantee::Kernel {
+        landlock_abi: fs_rules::kernel_abi(),
+        cgroup: !matches!(mechanism, cgroup::Mechanism::None { .. }),
+    };
+    let enforcement = guarantee::decide(&kernel, profile)?;
+
+    let mut write: Vec<&Path> = profile.write.iter().map(PathBuf::as_path).collect();
+    if let Some(dir) = &tmp {
+        write.push(dir.path());
+    }
+    let landlock = if profile.wants(Layer::Landlock) {
+        let proxy_port = egress.then_some(egress::PROXY_PORT);
+        Some(fs_rules::prepare(&profile.read, &write, new_net, proxy_port)?.fd)
+    } else {
+        None
+    };
+    let view = if namespaces {
+        let granted: Vec<&Path> = profile
+            .read
+            .iter()
+            .map(PathBuf::as_path)
+            .chain(write.iter().copied())
+            .collect();
+        Some(view::prepare(&granted)?)
+    } else {
+        None
+    };
+    // The command starts in its own directory, never in Airlock's (where the audit
+    // database may be): a working directory beneath a hidden one would see through it.
+    let cwd = match &tmp {
+        Some(dir) => dir.path(),
+        None => Path::new("/"),
+    };
+    let cwd =
+        CString::new(cwd.as_os_str().as_encoded_bytes()).map_err(|e| SandboxError::Prepare {
+            layer: Layer::Namespaces,
+            what: "the working directory".into(),
+            source: Box::new(e),
+        })?;
+    let seccomp = if profile.wants(Layer::Seccomp) {
+        syscalls::programs(enforcement.seccomp_truncate)?
+    } else {
+        Vec::new()
+    };
+    let limits = profile.wants(Layer::Rlimits).then(|| limits(profile));
     let (groups, cgroup_procs) = match cgroup::create(&mechanism, profile)? {
         Some((g, fds)) => (Some(g), fds),
         None => (None, Vec::new()),
@@ -201,6 +243,8 @@ pub fn apply(profile: &Profile, cmd: &mut Command) -> Result<SandboxGuard, Sandb
         report: report_w,
         cgroup_procs,
         proxy: proxy_child,
+        view,
+        cwd,
     });
     let hook = Arc::clone(&plan);
     // SAFETY: the hook only makes async-signal-safe syscalls on data prepared above

@@ -81,8 +81,12 @@ fn limits_leave_room_for_the_two_helpers() {
 
 #[test]
 fn the_seccomp_programs_compile() {
-    let programs = syscalls::programs().unwrap();
+    let programs = syscalls::programs(false).unwrap();
     assert!(programs.len() >= 2);
+    // In Landlock's place on kernels before ABI 3: more rules, same number of programs.
+    let with_truncate = syscalls::programs(true).unwrap();
+    assert_eq!(with_truncate.len(), programs.len());
+    assert!(with_truncate[0].len() > programs[0].len());
     assert!(seccomp_denied().contains(&"ptrace"));
 }
 
@@ -108,5 +112,120 @@ fn egress_without_its_own_network_namespace_is_refused() {
         err.to_string()
             .starts_with("sandbox layer `network` cannot be enforced: `egress` needs"),
         "{err}"
+    );
+}
+
+#[test]
+fn the_filesystem_view_shows_only_granted_paths_beneath_tmp() {
+    use std::os::unix::fs::PermissionsExt;
+    let outer = tempfile::tempdir().unwrap();
+    // Reachable by `nobody` (the command's user when the tests run as root).
+    std::fs::set_permissions(outer.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let granted = outer.path().join("granted");
+    std::fs::create_dir(&granted).unwrap();
+    let secret = outer.path().join("secret");
+    std::fs::write(&secret, "x").unwrap();
+    let profile = Profile {
+        read: [Profile::default().read, vec![granted.clone()]].concat(),
+        ..Profile::default()
+    };
+    // stat(2) is not Landlock's to refuse: only the view keeps `secret` unseen.
+    let script = format!(
+        "test -d {g} && echo granted; test -e {s} && echo VISIBLE; pwd",
+        g = granted.display(),
+        s = secret.display()
+    );
+    let mut cmd = sh(&script);
+    let mut guard = apply(&profile, &mut cmd).unwrap();
+    let child = cmd.spawn().map_err(|e| guard.explain(e)).unwrap();
+    guard.started(child.id()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let private = guard.private_dir().unwrap().to_path_buf();
+    if HIDDEN_PATHS.iter().any(|h| secret.starts_with(h)) {
+        assert_eq!(text, format!("granted\n{}\n", private.display()));
+    } else {
+        assert!(text.starts_with("granted\nVISIBLE\n"), "{text}");
+    }
+}
+
+#[test]
+fn a_unix_socket_cannot_be_made_inside_but_a_connected_pair_can() {
+    let code = r#"
+import socket
+for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+    try:
+        socket.socket(socket.AF_UNIX, kind); print("MADE", kind)
+    except OSError as e:
+        print("refused", e.errno)
+try:
+    socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM); print("DGRAM PAIR")
+except OSError as e:
+    print("refused pair", e.errno)
+a, b = socket.socketpair(); a.sendall(b"ok"); print(b.recv(2).decode())
+"#;
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.arg("-c")
+        .arg(code)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = run_output(&Profile::default(), cmd);
+    assert_eq!(out, "refused 1\nrefused 1\nrefused pair 1\nok\n");
+}
+
+fn run_output(profile: &Profile, mut cmd: Command) -> String {
+    let mut guard = apply(profile, &mut cmd).unwrap();
+    let child = cmd.spawn().map_err(|e| guard.explain(e)).unwrap();
+    guard.started(child.id()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn where_landlock_cannot_the_filter_refuses_truncation_but_not_writing() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("f");
+    std::fs::write(&f, "data").unwrap();
+    let code = format!(
+        r#"
+import os
+f = {f:?}
+for how, op in [("truncate", lambda: os.truncate(f, 0)),
+                ("rdonly-trunc", lambda: os.close(os.open(f, os.O_RDONLY | os.O_TRUNC)))]:
+    try:
+        op(); print("DONE", how, os.path.getsize(f))
+    except OSError as e:
+        print("refused", how, e.errno)
+open(f, "w").write("new")       # O_WRONLY|O_TRUNC: Landlock's to judge (write access)
+os.ftruncate(os.open(f, os.O_WRONLY), 1)
+print(open(f).read())
+"#,
+        f = f.display().to_string()
+    );
+    // Only the filter (as on a kernel before Landlock ABI 3, where it stands in).
+    let programs = syscalls::programs(true).unwrap();
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.arg("-c").arg(code).stdout(Stdio::piped());
+    // SAFETY: the BPF programs were built above; the child only loads them (syscalls).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            for prog in &programs {
+                if syscalls::install(prog) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "refused truncate 1\nrefused rdonly-trunc 1\nn\n"
     );
 }

@@ -72,7 +72,18 @@ pub fn probe() -> ProbeReport {
             format!("not available (errno {})", -abi)
         },
     });
-    checks.push(seccomp_check());
+    // What gives each guarantee of the default profile on this kernel (see `guarantee`).
+    let kernel = crate::guarantee::Kernel {
+        landlock_abi: abi,
+        cgroup: !matches!(
+            crate::cgroup::detect(),
+            crate::cgroup::Mechanism::None { .. }
+        ),
+    };
+    let decided = crate::guarantee::decide(&kernel, &Profile::default());
+    checks.push(seccomp_check(
+        decided.as_ref().is_ok_and(|e| e.seccomp_truncate),
+    ));
     checks.push(Check {
         name: "rlimits".into(),
         ok: true,
@@ -81,6 +92,18 @@ pub fn probe() -> ProbeReport {
             .into(),
     });
     checks.push(cgroup_check());
+    match decided {
+        Ok(e) => checks.extend(e.lines().into_iter().map(|(name, how)| Check {
+            name: format!("guarantee: {name}"),
+            ok: !how.starts_with("NOT"),
+            detail: how,
+        })),
+        Err(e) => checks.push(Check {
+            name: "guarantees".into(),
+            ok: false,
+            detail: e.to_string(),
+        }),
+    }
     checks.push(whole_sandbox_check());
     ProbeReport {
         euid: nix::unistd::geteuid().as_raw(),
@@ -126,8 +149,8 @@ fn try_unshare(name: &str, flags: libc::c_int) -> Check {
     )
 }
 
-fn seccomp_check() -> Check {
-    let programs = match crate::syscalls::programs() {
+fn seccomp_check(refuse_truncate: bool) -> Check {
+    let programs = match crate::syscalls::programs(refuse_truncate) {
         Ok(p) => p,
         Err(e) => return result("seccomp", Err(e.to_string()), ""),
     };

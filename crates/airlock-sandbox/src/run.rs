@@ -104,9 +104,12 @@ impl Drop for IgnoreInterrupts {
 /// beneath the profile's readable or writable paths, else the first match at all. Bare
 /// names are otherwise resolved inside, where a `PATH` entry the sandbox may not read
 /// turns "not found" into "permission denied".
+///
+/// A path (`./server`, `bin/server`) is made absolute against Airlock's working directory:
+/// the command starts in a directory of its own.
 pub fn resolve_program(profile: &Profile, program: &str) -> Option<std::path::PathBuf> {
     if program.contains('/') {
-        return Some(program.into());
+        return std::path::absolute(program).ok();
     }
     let path = std::env::var_os("PATH")?;
     let found: Vec<_> = std::env::split_paths(&path)
@@ -122,4 +125,23 @@ pub fn resolve_program(profile: &Profile, program: &str) -> Option<std::path::Pa
                 .any(|r| p.starts_with(r))
     };
     found.iter().find(visible).or(found.first()).cloned()
+}
+
+/// The command's arguments as the sandbox passes them: an argument that is a relative path
+/// naming an existing file or directory in Airlock's working directory (the ones
+/// [`Profile::read_command`] makes readable) becomes absolute, since the command starts in a
+/// directory of its own (its private directory, or `/`), never in Airlock's.
+pub fn absolute_args(args: &[String]) -> Vec<String> {
+    args.iter()
+        .map(|a| {
+            let p = std::path::Path::new(a);
+            if a.is_empty() || p.is_absolute() || !p.exists() {
+                return a.clone();
+            }
+            std::path::absolute(p)
+                .ok()
+                .and_then(|abs| abs.into_os_string().into_string().ok())
+                .unwrap_or_else(|| a.clone())
+        })
+        .collect()
 }

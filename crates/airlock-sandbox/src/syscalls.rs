@@ -1,8 +1,9 @@
 //! The seccomp filter, compiled to BPF in the parent; the child only loads it.
 //!
 //! Denied calls fail with `EPERM` (so a server sees a clean error and can go on), except
-//! `clone3`, which fails with `ENOSYS`: its flags live in memory a filter cannot read, and
-//! `ENOSYS` makes the C library fall back to `clone`, whose flags the filter does check.
+//! `clone3` (and `openat2`, where it is refused), which fail with `ENOSYS`: their flags live
+//! in memory a filter cannot read, and `ENOSYS` makes the C library fall back to `clone`
+//! (`openat`), whose flags the filter does check.
 
 use std::collections::BTreeMap;
 
@@ -58,12 +59,15 @@ const CLONE_NS_FLAGS: &[u64] = &[
     libc::CLONE_NEWCGROUP as u64,
 ];
 
-/// Socket families allowed; every other one gets `EPERM` (netlink, packet, vsock, …).
-const SOCKET_FAMILIES: &[u64] = &[
-    libc::AF_UNIX as u64,
-    libc::AF_INET as u64,
-    libc::AF_INET6 as u64,
-];
+/// Socket families `socket(2)` may create; every other one gets `EPERM` (netlink, packet,
+/// vsock, …), `AF_UNIX` included: a Unix socket of its own is how a sandboxed process would
+/// reach one of the host's (D-Bus, ssh-agent, docker.sock, Airlock's control sockets), and
+/// Landlock does not govern `connect(2)` to a socket file. Connected pairs stay allowed.
+const SOCKET_FAMILIES: &[u64] = &[libc::AF_INET as u64, libc::AF_INET6 as u64];
+
+/// The type bits of `socket(2)`'s and `socketpair(2)`'s second argument (the rest are
+/// `SOCK_NONBLOCK` and `SOCK_CLOEXEC`).
+const SOCK_TYPE_MASK: u64 = 0xf;
 
 /// On x86_64 the x32 ABI reuses the native audit arch with this bit set in the syscall
 /// number: a filter keyed on numbers must refuse all of them, or every rule can be dodged.
@@ -76,14 +80,20 @@ pub fn denied_names() -> Vec<&'static str> {
     v.extend([
         "clone (namespace flags)",
         "clone3",
-        "socket (other families)",
+        "socket (families other than AF_INET, AF_INET6)",
+        "socketpair (other than AF_UNIX stream or seqpacket)",
     ]);
     v
 }
 
 /// The filters to load, in order. Several programs stack: the kernel runs them all and
 /// the strictest answer wins.
-pub(crate) fn programs() -> Result<Vec<BpfProgram>, SandboxError> {
+///
+/// `refuse_truncate`: also refuse, in the place of a Landlock without the truncate right
+/// (ABI < 3), `truncate(2)` by path, an `open` that truncates without asking for write
+/// access (Landlock checks the access asked for; the kernel truncates anyway), and
+/// `openat2` (its flags are in memory a filter cannot read; `ENOSYS` makes callers fall back).
+pub(crate) fn programs(refuse_truncate: bool) -> Result<Vec<BpfProgram>, SandboxError> {
     let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(|e| prepare_err("arch", e))?;
     let eperm = SeccompAction::Errno(libc::EPERM as u32);
 
@@ -99,8 +109,41 @@ pub(crate) fn programs() -> Result<Vec<BpfProgram>, SandboxError> {
             .collect::<Result<_, _>>()?,
     )
     .map_err(|e| prepare_err("socket rule", e))?;
-    rules.insert(libc::SYS_socket, vec![family_not_allowed.clone()]);
-    rules.insert(libc::SYS_socketpair, vec![family_not_allowed]);
+    rules.insert(libc::SYS_socket, vec![family_not_allowed]);
+    // A pair is born connected: a stream or seqpacket end cannot be pointed elsewhere
+    // (`EISCONN`), a datagram end could `sendto` any socket file, so it is refused.
+    let pair_rules = vec![
+        SeccompRule::new(vec![cond(0, SeccompCmpOp::Ne, libc::AF_UNIX as u64)?])
+            .map_err(|e| prepare_err("socketpair rule", e))?,
+        SeccompRule::new(vec![cond(
+            1,
+            SeccompCmpOp::MaskedEq(SOCK_TYPE_MASK),
+            libc::SOCK_DGRAM as u64,
+        )?])
+        .map_err(|e| prepare_err("socketpair rule", e))?,
+    ];
+    rules.insert(libc::SYS_socketpair, pair_rules);
+    if refuse_truncate {
+        rules.insert(libc::SYS_truncate, Vec::new());
+        let read_only_trunc = |flags_arg: u8| -> Result<SeccompRule, SandboxError> {
+            SeccompRule::new(vec![
+                cond(
+                    flags_arg,
+                    SeccompCmpOp::MaskedEq(libc::O_ACCMODE as u64),
+                    libc::O_RDONLY as u64,
+                )?,
+                cond(
+                    flags_arg,
+                    SeccompCmpOp::MaskedEq(libc::O_TRUNC as u64),
+                    libc::O_TRUNC as u64,
+                )?,
+            ])
+            .map_err(|e| prepare_err("open rule", e))
+        };
+        #[cfg(target_arch = "x86_64")]
+        rules.insert(libc::SYS_open, vec![read_only_trunc(1)?]);
+        rules.insert(libc::SYS_openat, vec![read_only_trunc(2)?]);
+    }
     let clone_rules = CLONE_NS_FLAGS
         .iter()
         .map(|flag| {
@@ -112,8 +155,12 @@ pub(crate) fn programs() -> Result<Vec<BpfProgram>, SandboxError> {
 
     let main = SeccompFilter::new(rules, SeccompAction::Allow, eperm, arch)
         .map_err(|e| prepare_err("build the filter", e))?;
+    let mut enosys = BTreeMap::from([(libc::SYS_clone3, Vec::new())]);
+    if refuse_truncate {
+        enosys.insert(libc::SYS_openat2, Vec::new());
+    }
     let clone3 = SeccompFilter::new(
-        BTreeMap::from([(libc::SYS_clone3, Vec::new())]),
+        enosys,
         SeccompAction::Allow,
         SeccompAction::Errno(libc::ENOSYS as u32),
         arch,

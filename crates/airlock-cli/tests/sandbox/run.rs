@@ -37,6 +37,22 @@ for line in sys.stdin:
                 time.sleep(300)
                 os._exit(0)
             text = "forked"
+        elif name == "cwd":
+            text = os.getcwd() + (" DB-HERE" if os.path.exists("audit.db") else "")
+        elif name == "unix":
+            out = []
+            for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                try:
+                    s = socket.socket(socket.AF_UNIX, kind)
+                    s.settimeout(2)
+                    s.connect(args["path"]) if kind == socket.SOCK_STREAM else s.sendto(b"x", args["path"])
+                    out.append("REACHED")
+                except OSError as e:
+                    out.append(f"refused {e.errno}")
+            text = " ".join(out)
+        elif name == "truncate":
+            os.truncate(args["path"], 0)
+            text = "TRUNCATED"
         elif name == "spin":
             while True:
                 pass
@@ -78,7 +94,9 @@ impl Gateway {
         if !prefix.is_empty() {
             cmd.arg(env!("CARGO_BIN_EXE_airlock"));
         }
+        // Started where its audit database is, as an operator would.
         let mut child = cmd
+            .current_dir(case.dir.path())
             .arg("run")
             .arg("--config")
             .arg(case.path("airlock.toml"))
@@ -147,6 +165,12 @@ impl Gateway {
     }
 }
 
+/// A read the sandbox refused: Landlock's `EACCES`, or `ENOENT` where the path lies in a
+/// directory the sandbox's filesystem view hides.
+fn refused(reply: &str) -> bool {
+    reply.starts_with("PermissionError") || reply.starts_with("FileNotFoundError")
+}
+
 fn gateway_case(profile: &str) -> Case {
     Case::new(&format!(
         "[servers.esc]\nsandbox = \"p\"\n[sandbox.profiles.p]\n\
@@ -166,7 +190,7 @@ fn through_airlock_run_escapes_are_contained_and_the_gateway_answers() {
     let mut g = Gateway::start(&case, "contained");
 
     let read = g.tool(1, "read", serde_json::json!({"path": secret}));
-    assert!(read.starts_with("PermissionError"), "{read}");
+    assert!(refused(&read), "{read}");
     // The server's own script is readable (it is on its command line); the config is not.
     let own = g.tool(
         2,
@@ -179,7 +203,7 @@ fn through_airlock_run_escapes_are_contained_and_the_gateway_answers() {
         "read",
         serde_json::json!({"path": case.path("airlock.toml")}),
     );
-    assert!(config.starts_with("PermissionError"), "{config}");
+    assert!(refused(&config), "{config}");
     let connect = g.tool(4, "connect", serde_json::json!({"port": port}));
     assert!(!connect.contains("CONNECTED"), "{connect}");
     match listener.accept() {
@@ -337,10 +361,71 @@ fn as_nobody_airlock_run_sandboxes_its_upstream_too() {
     let secret = case.path("id_rsa");
     fs::write(&secret, "secret").unwrap();
     fs::set_permissions(&secret, fs::Permissions::from_mode(0o644)).unwrap();
+    let host = super::escape::HostSockets::bind(super::escape::tmp_socket("nobody-run"));
     let mut g = Gateway::start_as(&case, "nobody", &nobody);
     let read = g.tool(1, "read", serde_json::json!({"path": secret}));
-    assert!(read.starts_with("PermissionError"), "{read}");
+    assert!(refused(&read), "{read}");
     assert_eq!(g.tool(2, "echo", serde_json::json!({"text": "ok"})), "ok");
+    // The gateway's own control socket is this very user's (mode 0700 grants the sandbox,
+    // which runs as nobody too, everything): only the sandbox keeps it out of reach.
+    let own = own_control_socket(&case);
+    for (id, path) in [(3, &own), (4, &host.stream_path), (5, &host.dgram_path)] {
+        let r = g.tool(id, "unix", serde_json::json!({ "path": path }));
+        assert!(!r.contains("REACHED"), "{} reached: {r}", path.display());
+    }
+    host.assert_untouched();
     drop(g.stdin.take());
     assert_eq!(g.child.wait().unwrap().code(), Some(0));
+}
+
+/// The one control socket the gateway of `case` bound beside its audit database.
+fn own_control_socket(case: &Case) -> PathBuf {
+    let dir = airlock_control::socket_dir(&case.path("audit.db"));
+    let socks: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sock"))
+        .collect();
+    assert_eq!(socks.len(), 1, "{socks:?}");
+    socks[0].clone()
+}
+
+#[test]
+fn issue15_through_airlock_run_no_host_socket_no_control_socket_no_audit_write() {
+    let case = gateway_case("");
+    let host = super::escape::HostSockets::bind(super::escape::tmp_socket("run"));
+    let mut g = Gateway::start(&case, "issue15");
+    // The gateway's own control socket, reachable by mode (as it is to a sandbox running as
+    // the gateway's own user): only the sandbox keeps it out of reach.
+    let own = own_control_socket(&case);
+    for p in [own.parent().unwrap(), own.as_path()] {
+        fs::set_permissions(p, fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let db = case.path("audit.db");
+    for (id, path) in [(1, &own), (2, &host.stream_path), (3, &host.dgram_path)] {
+        let r = g.tool(id, "unix", serde_json::json!({ "path": path }));
+        assert!(r.starts_with("refused"), "{} reached: {r}", path.display());
+        assert!(!r.contains("REACHED"), "{} reached: {r}", path.display());
+    }
+    host.assert_untouched();
+    // It did not start in the gateway's working directory, where the database is.
+    let cwd = g.tool(4, "cwd", serde_json::json!({}));
+    assert!(!cwd.contains("DB-HERE"), "{cwd}");
+    assert_ne!(Path::new(&cwd), case.dir.path(), "{cwd}");
+    let t = g.tool(5, "truncate", serde_json::json!({ "path": db }));
+    assert!(!t.contains("TRUNCATED"), "{t}");
+    assert_eq!(
+        g.tool(6, "echo", serde_json::json!({"text": "still here"})),
+        "still here"
+    );
+    drop(g.stdin.take());
+    assert_eq!(g.child.wait().unwrap().code(), Some(0));
+    assert!(fs::metadata(&db).unwrap().len() > 0);
+    // The chain is whole: nothing was truncated or overwritten.
+    let verify = Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .args(["audit", "verify", "--config"])
+        .arg(case.path("airlock.toml"))
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{}", text(&verify));
 }
