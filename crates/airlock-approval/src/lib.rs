@@ -22,7 +22,7 @@ mod records;
 mod requirements;
 mod store;
 
-pub use decide::{decide, deny_for_kill};
+pub use decide::{decide, deny_for_kill, void_before_resume};
 pub use error::{ApprovalError, ErrorKind};
 pub use model::{
     action_digest, Approval, HoldReason, ListFilter, NewApproval, State, Verdict, Vote,

@@ -298,7 +298,10 @@ impl ApprovalStore {
         Ok(n == 1)
     }
 
-    /// Denies every pending request the kill `target` covers, as human `by`; returns them.
+    /// Denies every pending request the kill `target` covers, and voids every approved one
+    /// not used yet, as human `by` (the kill's vote, channel `kill`, with its reason); returns
+    /// them. Kills outrank approvals: an approval granted before a kill can never be used
+    /// after it, and a resume does not revive it (the agent's retry asks anew).
     pub fn deny_for_kill(
         &mut self,
         target: &KillTarget,
@@ -317,7 +320,8 @@ impl ApprovalStore {
             ),
         };
         let sql = format!(
-            "SELECT id FROM approvals WHERE state = 'pending' AND expires_ns > ?1 AND {clause}"
+            "SELECT id FROM approvals WHERE state IN ('pending', 'approved') \
+             AND expires_ns > ?1 AND {clause}"
         );
         let ids: Vec<String> = {
             let mut stmt = tx

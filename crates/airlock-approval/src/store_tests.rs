@@ -218,3 +218,59 @@ fn expiry_withdrawal_and_kills_end_pending_requests() {
     let denied = s.deny_for_kill(&KillTarget::All, "carol", "stop").unwrap();
     assert_eq!(denied.iter().map(|a| &a.id).collect::<Vec<_>>(), [&k2.id]);
 }
+
+/// Issue 15, item 7: kills outrank approvals. An approval granted but not used before a kill
+/// is void after it: neither `take_approved` nor `consume` finds it, ever.
+#[test]
+fn a_kill_voids_approved_requests_not_yet_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = ApprovalStore::open(&dir.path().join("a.db")).unwrap();
+    let approve = |s: &mut ApprovalStore, args: serde_json::Value| {
+        let (a, _) = s
+            .request(&new_request(args, Requirements::default()))
+            .unwrap();
+        s.vote(&a.id, &vote("bob", Verdict::Approve), ok).unwrap();
+        assert_eq!(s.get(&a.id).unwrap().unwrap().state, State::Approved);
+        a
+    };
+    let unused = approve(&mut s, json!({"v": 1}));
+    let held = approve(&mut s, json!({"v": 2}));
+    let used = approve(&mut s, json!({"v": 3}));
+    assert!(s.consume(&used.id).unwrap().is_some());
+
+    // A kill of another agent leaves them alone.
+    assert!(s
+        .deny_for_kill(&KillTarget::Agent("other".into()), "carol", "stop")
+        .unwrap()
+        .is_empty());
+    let voided = s
+        .deny_for_kill(&KillTarget::Agent("bot".into()), "carol", "incident")
+        .unwrap();
+    let mut ids: Vec<&str> = voided.iter().map(|a| a.id.as_str()).collect();
+    ids.sort_unstable();
+    let mut want = [unused.id.as_str(), held.id.as_str()];
+    want.sort_unstable();
+    assert_eq!(ids, want);
+    for a in &voided {
+        assert_eq!(a.state, State::Denied);
+        let kill = a.votes.iter().find(|v| v.channel == "kill").unwrap();
+        assert_eq!(
+            (kill.human.as_str(), kill.verdict, kill.comment.as_deref()),
+            ("carol", Verdict::Deny, Some("incident"))
+        );
+        // Its earlier approval is still on record beside the kill's vote.
+        assert!(a.votes.iter().any(|v| v.human == "bob"));
+    }
+    // Neither path can use them, now or after a resume (a resume does not touch the store).
+    assert!(s.take_approved(&unused.digest).unwrap().is_none());
+    assert!(s.consume(&held.id).unwrap().is_none());
+    assert_eq!(s.get(&used.id).unwrap().unwrap().state, State::Used);
+    // The agent's retry is a new request, pending for a human.
+    let (again, created) = s
+        .request(&new_request(json!({"v": 1}), Requirements::default()))
+        .unwrap();
+    assert!(created && again.id != unused.id && again.state == State::Pending);
+    // Records say denied, with the kill's vote.
+    let records = crate::kill_denial_records(&voided);
+    assert!(records.iter().all(|r| r.detail.as_ref().unwrap()["channel"] == "kill"));
+}

@@ -145,6 +145,29 @@ pub(crate) fn resume(args: ResumeArgs) -> Result<u8, Failure> {
     let target = target(&args.target)?;
     let db = &config.audit.path;
     let mut store = open_store(&config)?;
+    // Kills outrank approvals: what the kill covered and was approved but not used stays void.
+    // Should that fail, nothing is resumed.
+    let killed = store
+        .active()
+        .with_context(|| format!("cannot read the kills in {}", db.display()))?
+        .iter()
+        .any(|k| k.target == target);
+    let mut warn_void = None;
+    match killed
+        .then(|| airlock_approval::void_before_resume(&config, &target, &human))
+        .unwrap_or(Ok(0))
+    {
+        Ok(_) => {}
+        Err(e @ airlock_approval::ApprovalError::Audit(_)) => warn_void = Some(e),
+        Err(e) => {
+            return Err(Failure::failed(anyhow::Error::new(e).context(
+                "cannot void the approvals the kill covered: nothing resumed",
+            )))
+        }
+    }
+    if let Some(e) = warn_void {
+        eprintln!("airlock: warning: {e}");
+    }
     let done = airlock_control::resume_and_announce(&config, &mut store, &target, &human)
         .with_context(|| format!("cannot record the resume in {}", db.display()))?;
     let n = done.value;
