@@ -117,12 +117,13 @@ async fn login_form(State(state): State<Arc<AppState>>, jar: CookieJar) -> Respo
 
 async fn login(
     State(state): State<Arc<AppState>>,
+    auth::Source(source): auth::Source,
     jar: CookieJar,
     f: Result<Form<LoginForm>, FormRejection>,
 ) -> PageResult {
     let f = form(f)?;
     let name = f.name.trim();
-    if let Err(r) = auth::verify(&state, name, f.token.trim()).await {
+    if let Err(r) = auth::verify(&state, source, name, f.token.trim()).await {
         let status = r.status;
         return Ok((status, Html(views::login(Some(&r.message)).into_string())).into_response());
     }
