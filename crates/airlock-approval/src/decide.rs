@@ -114,6 +114,13 @@ pub fn decide(
     Ok(after)
 }
 
+/// Whether `human` may approve `a` (configured with a credential, not an agent, in every
+/// `@approvers` group): who may read the request's secret values on a show path
+/// ([`crate::ApprovalStore::reveal`]). The caller has verified the human's credential.
+pub fn may_approve(config: &Config, a: &Approval, human: &str) -> Result<(), ApprovalError> {
+    authorize(config, a, human, Verdict::Approve)
+}
+
 /// May `human` cast `verdict` on `a`? Every refusal names why.
 fn authorize(
     config: &Config,

@@ -38,10 +38,10 @@ pub(crate) struct TargetArgs {
 pub(crate) struct HumanArgs {
     /// The human acting (a `[humans.NAME]` with `token_sha256`).
     #[arg(long = "as", value_name = "NAME")]
-    as_human: String,
+    pub(crate) as_human: String,
     /// Read the token from this file instead of $AIRLOCK_TOKEN.
     #[arg(long, value_name = "FILE")]
-    token_file: Option<PathBuf>,
+    pub(crate) token_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -185,7 +185,7 @@ async fn detail(
     who: PageHuman,
     Path(id): Path<String>,
 ) -> Response {
-    match approvals::detail(&state, id).await {
+    match approvals::detail(&state, id, Some(who.human.clone())).await {
         Ok(d) => {
             let csrf = who.csrf(&state);
             Html(views::detail(&state, &who.human, &csrf, &d).into_string()).into_response()
@@ -200,7 +200,7 @@ async fn live_detail(
     Path(id): Path<String>,
 ) -> Response {
     fragment(
-        approvals::detail(&state, id)
+        approvals::detail(&state, id, None)
             .await
             .map(|d| views::detail_live(&d)),
     )
