@@ -195,7 +195,8 @@ impl Approval {
     }
 }
 
-fn has_marker(v: &Value) -> bool {
+/// Whether `v` holds a redaction marker anywhere.
+pub(crate) fn has_marker(v: &Value) -> bool {
     match v {
         Value::String(s) => s.contains(REDACTION_MARKER),
         Value::Array(items) => items.iter().any(has_marker),

@@ -9,7 +9,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, Transact
 
 use crate::error::ApprovalError;
 use crate::model::{
-    action_digest, secret_paths, Approval, HoldReason, ListFilter, NewApproval, Revealed, State,
+    action_digest, has_marker, secret_paths, Approval, HoldReason, ListFilter, NewApproval, Revealed, State,
     Verdict, Vote,
 };
 
@@ -118,7 +118,10 @@ impl ApprovalStore {
                 "the arguments given are not the ones the request's digest binds".into(),
             ));
         }
-        let keep = (!secret_paths(args).is_empty()).then_some(args);
+        // Kept whenever the stored form hides something (a literal marker the agent sent
+        // included), so the approver reads exactly what the digest binds.
+        let hides = !secret_paths(args).is_empty() || has_marker(&new.args_redacted);
+        let keep = hides.then_some(args);
         self.request_inner(new, keep)
     }
 

@@ -193,9 +193,19 @@ pub(crate) fn source_key(ip: Option<IpAddr>) -> SourceKey {
 struct Failures {
     times: VecDeque<Instant>,
     last_seen: Option<Instant>,
+    /// Past the limit at the last failure (so crossing it is logged once, not per failure).
+    over: bool,
 }
 
 impl Failures {
+    /// Records one at `now` against limit `max`: (past the limit, just crossed it, retry after).
+    fn count(&mut self, now: Instant, max: usize) -> (bool, bool, Duration) {
+        let over = self.push(now, max + 1) > max;
+        let first = over && !self.over;
+        self.over = over;
+        (over, first, self.retry_after(now))
+    }
+
     /// Records one at `now`; returns how many are within the window (capped).
     fn push(&mut self, now: Instant, cap: usize) -> usize {
         self.expire(now);
@@ -250,9 +260,11 @@ impl LoginLimiter {
             f.expire(now);
             !f.times.is_empty()
         });
-        let by_name = self.per_name.entry(name.to_owned()).or_default();
-        let n_name = by_name.push(now, MAX_FAILURES_PER_NAME + 1);
-        let name_wait = by_name.retry_after(now);
+        let (over_name, first_name, name_wait) = self
+            .per_name
+            .entry(name.to_owned())
+            .or_default()
+            .count(now, MAX_FAILURES_PER_NAME);
         if !self.per_source.contains_key(&source) && self.per_source.len() >= MAX_SOURCES {
             self.per_source.retain(|_, f| {
                 f.expire(now);
@@ -269,11 +281,11 @@ impl LoginLimiter {
                 }
             }
         }
-        let by_source = self.per_source.entry(source).or_default();
-        let n_source = by_source.push(now, MAX_FAILURES_PER_SOURCE + 1);
-        let source_wait = by_source.retry_after(now);
-        let over_name = n_name > MAX_FAILURES_PER_NAME;
-        let over_source = n_source > MAX_FAILURES_PER_SOURCE;
+        let (over_source, first_source, source_wait) = self
+            .per_source
+            .entry(source)
+            .or_default()
+            .count(now, MAX_FAILURES_PER_SOURCE);
         if !over_name && !over_source {
             return Throttle::Delay;
         }
@@ -284,10 +296,7 @@ impl LoginLimiter {
         if over_source {
             retry_after = retry_after.max(source_wait);
         }
-        // The count is capped one past the limit, so "just crossed" is seen as the first
-        // failure past it since the oldest kept one: good enough for logging once per burst.
-        let first = (over_name && crossed(n_name, MAX_FAILURES_PER_NAME))
-            || (over_source && crossed(n_source, MAX_FAILURES_PER_SOURCE));
+        let first = first_name || first_source;
         Throttle::Refuse { retry_after, first }
     }
 
@@ -296,10 +305,6 @@ impl LoginLimiter {
     pub(crate) fn succeeded(&mut self, name: &str) {
         self.per_name.remove(name);
     }
-}
-
-fn crossed(n: usize, max: usize) -> bool {
-    n == max + 1
 }
 
 /// Checks `name`/`token` against the config: the credential first, in constant time, so a
@@ -567,6 +572,10 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        assert!(
+            matches!(l.failed("alice", src, t0), Throttle::Refuse { first: false, .. }),
+            "the crossing is logged once"
+        );
         assert!(!refused(&l.failed("bob", src, t0)), "other names are not throttled");
         assert_eq!(
             l.failed("alice", src, t0 + FAILURE_WINDOW),
