@@ -152,21 +152,19 @@ pub(crate) fn resume(args: ResumeArgs) -> Result<u8, Failure> {
         .with_context(|| format!("cannot read the kills in {}", db.display()))?
         .iter()
         .any(|k| k.target == target);
-    let mut warn_void = None;
-    match killed
-        .then(|| airlock_approval::void_before_resume(&config, &target, &human))
-        .unwrap_or(Ok(0))
-    {
+    let voided = if killed {
+        airlock_approval::void_before_resume(&config, &target, &human)
+    } else {
+        Ok(0)
+    };
+    match voided {
         Ok(_) => {}
-        Err(e @ airlock_approval::ApprovalError::Audit(_)) => warn_void = Some(e),
+        Err(e @ airlock_approval::ApprovalError::Audit(_)) => eprintln!("airlock: warning: {e}"),
         Err(e) => {
             return Err(Failure::failed(anyhow::Error::new(e).context(
                 "cannot void the approvals the kill covered: nothing resumed",
             )))
         }
-    }
-    if let Some(e) = warn_void {
-        eprintln!("airlock: warning: {e}");
     }
     let done = airlock_control::resume_and_announce(&config, &mut store, &target, &human)
         .with_context(|| format!("cannot record the resume in {}", db.display()))?;

@@ -112,9 +112,11 @@ pub(crate) async fn resume(
             .map_err(|e| Refusal::internal("cannot read the kill state", &e))?
             .iter()
             .any(|k| k.target == target);
-        let voided = killed
-            .then(|| airlock_approval::void_before_resume(&state.config, &target, &human))
-            .unwrap_or(Ok(0));
+        let voided = if killed {
+            airlock_approval::void_before_resume(&state.config, &target, &human)
+        } else {
+            Ok(0)
+        };
         match voided {
             Ok(_) => {}
             Err(e @ airlock_approval::ApprovalError::Audit(_)) => {
