@@ -200,7 +200,9 @@ pub(crate) fn has_marker(v: &Value) -> bool {
     match v {
         Value::String(s) => s.contains(REDACTION_MARKER),
         Value::Array(items) => items.iter().any(has_marker),
-        Value::Object(map) => map.iter().any(|(k, v)| k.contains(REDACTION_MARKER) || has_marker(v)),
+        Value::Object(map) => map
+            .iter()
+            .any(|(k, v)| k.contains(REDACTION_MARKER) || has_marker(v)),
         Value::Null | Value::Bool(_) | Value::Number(_) => false,
     }
 }
@@ -334,7 +336,12 @@ mod tests {
         paths.sort_unstable();
         assert_eq!(
             paths,
-            ["/api_key", "/cmd/1", "/headers/Authorization", "/headers/a~1b~0/password"]
+            [
+                "/api_key",
+                "/cmd/1",
+                "/headers/Authorization",
+                "/headers/a~1b~0/password"
+            ]
         );
         assert!(secret_paths(&json!({"channel": "public", "n": 1})).is_empty());
     }

@@ -9,8 +9,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, Transact
 
 use crate::error::ApprovalError;
 use crate::model::{
-    action_digest, has_marker, secret_paths, Approval, HoldReason, ListFilter, NewApproval, Revealed, State,
-    Verdict, Vote,
+    action_digest, has_marker, secret_paths, Approval, HoldReason, ListFilter, NewApproval,
+    Revealed, State, Verdict, Vote,
 };
 
 const SCHEMA: &str = "

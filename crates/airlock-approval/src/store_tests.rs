@@ -272,7 +272,9 @@ fn a_kill_voids_approved_requests_not_yet_used() {
     assert!(created && again.id != unused.id && again.state == State::Pending);
     // Records say denied, with the kill's vote.
     let records = crate::kill_denial_records(&voided);
-    assert!(records.iter().all(|r| r.detail.as_ref().unwrap()["channel"] == "kill"));
+    assert!(records
+        .iter()
+        .all(|r| r.detail.as_ref().unwrap()["channel"] == "kill"));
 }
 
 /// Issue 15, item 6: approvers see what they approve. The call's arguments, kept beside the
@@ -346,14 +348,18 @@ fn a_request_hiding_values_nobody_can_read_cannot_be_approved() {
     assert!(err.to_string().contains("out of band"), "{err}");
     assert!(s.get(&a.id).unwrap().unwrap().votes.is_empty());
     assert_eq!(
-        s.vote(&a.id, &vote("bob", Verdict::Deny), ok).unwrap().state,
+        s.vote(&a.id, &vote("bob", Verdict::Deny), ok)
+            .unwrap()
+            .state,
         State::Denied
     );
     // The same call asked again with its arguments kept can be approved.
     let (b, created) = s.request_with_args(&new, &args).unwrap();
     assert!(created && b.id != a.id);
     assert_eq!(
-        s.vote(&b.id, &vote("bob", Verdict::Approve), ok).unwrap().state,
+        s.vote(&b.id, &vote("bob", Verdict::Approve), ok)
+            .unwrap()
+            .state,
         State::Approved
     );
 }

@@ -1295,7 +1295,11 @@ fn a_held_call_with_a_secret_nobody_can_read_can_only_be_denied() {
     for human in [None, Some("bob")] {
         let shown = env.approvals(human, &["show", &id]);
         let text = String::from_utf8_lossy(&shown.stdout);
-        assert!(shown.status.success(), "{}", String::from_utf8_lossy(&shown.stderr));
+        assert!(
+            shown.status.success(),
+            "{}",
+            String::from_utf8_lossy(&shown.stderr)
+        );
         assert!(!text.contains(secret), "{text}");
         if human.is_some() {
             assert!(text.contains("cannot be approved"), "{text}");
@@ -1304,7 +1308,10 @@ fn a_held_call_with_a_secret_nobody_can_read_can_only_be_denied() {
     let refused = env.approvals(Some("bob"), &["approve", &id]);
     assert_eq!(refused.status.code(), Some(1));
     let err = String::from_utf8_lossy(&refused.stderr);
-    assert!(err.contains("cannot be shown") && err.contains("out of band"), "{err}");
+    assert!(
+        err.contains("cannot be shown") && err.contains("out of band"),
+        "{err}"
+    );
     assert!(!env.received().contains("hello"));
     let listed = serde_json::to_string(&env.approval_list()).unwrap();
     assert!(listed.contains(&id) && !listed.contains(secret), "{listed}");
@@ -1327,7 +1334,11 @@ fn a_held_call_with_a_secret_nobody_can_read_can_only_be_denied() {
 fn an_approval_granted_before_a_kill_is_void_after_it_even_after_a_resume() {
     let env = Env::with_config(APPROVAL_POLICY, "", APPROVERS);
     let mut s = env.start();
-    s.send_raw(post(1, "public", "granted-then-killed").to_string().as_bytes());
+    s.send_raw(
+        post(1, "public", "granted-then-killed")
+            .to_string()
+            .as_bytes(),
+    );
     let id = env.pending_approval();
     s.child.kill().unwrap();
     let _ = s.child.wait();
@@ -1343,7 +1354,11 @@ fn an_approval_granted_before_a_kill_is_void_after_it_even_after_a_resume() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let voided = env.approval_list().into_iter().find(|a| a["id"] == id.as_str()).unwrap();
+    let voided = env
+        .approval_list()
+        .into_iter()
+        .find(|a| a["id"] == id.as_str())
+        .unwrap();
     assert_eq!(voided["state"], "denied", "{voided}");
     let kill_vote = voided["votes"]
         .as_array()
@@ -1362,7 +1377,11 @@ fn an_approval_granted_before_a_kill_is_void_after_it_even_after_a_resume() {
 
     // The agent retries the identical call: held for a human again, not forwarded.
     let mut s = env.start();
-    s.send_raw(post(2, "public", "granted-then-killed").to_string().as_bytes());
+    s.send_raw(
+        post(2, "public", "granted-then-killed")
+            .to_string()
+            .as_bytes(),
+    );
     let progress = s.next();
     assert_eq!(progress["method"], "notifications/progress", "{progress}");
     let again = env.pending_approval();
@@ -1377,7 +1396,10 @@ fn an_approval_granted_before_a_kill_is_void_after_it_even_after_a_resume() {
         .map(|r| r["detail"]["event"].as_str().unwrap().to_owned())
         .collect();
     // (The "requested" record of the gateway killed with SIGKILL may still be in its spool.)
-    assert!(events.ends_with(&["approved".to_owned(), "denied".to_owned()]), "{events:?}");
+    assert!(
+        events.ends_with(&["approved".to_owned(), "denied".to_owned()]),
+        "{events:?}"
+    );
 }
 
 #[test]

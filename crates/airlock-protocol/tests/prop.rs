@@ -2,8 +2,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use airlock_protocol::{
-    canonical_json, digest_json, error_response, error_response_raw_id, parse_frame,
-    parse_outline, raw_id_of_refused, sha256_hex, Limits, INVALID_REQUEST, PARSE_ERROR,
+    canonical_json, digest_json, error_response, error_response_raw_id, parse_frame, parse_outline,
+    raw_id_of_refused, sha256_hex, Limits, INVALID_REQUEST, PARSE_ERROR,
 };
 use proptest::prelude::*;
 use serde_json::{Map, Value};

@@ -130,9 +130,9 @@ pub(crate) async fn detail(
             let kept = store
                 .reveal(&id)
                 .map_err(|e| Refusal::internal("cannot read the approval request", &e))?;
-            let may = human
-                .as_deref()
-                .is_some_and(|h| airlock_approval::may_approve(&state.config, &approval, h).is_ok());
+            let may = human.as_deref().is_some_and(|h| {
+                airlock_approval::may_approve(&state.config, &approval, h).is_ok()
+            });
             match kept {
                 None => {
                     approvable = false;

@@ -102,7 +102,9 @@ fn held(state: &AppState, body: &str, keep: bool) -> Approval {
 async fn call(state: &Arc<AppState>, req: Request<Body>) -> (StatusCode, String) {
     let resp = crate::router(state.clone()).oneshot(req).await.unwrap();
     let status = resp.status();
-    let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
     (status, String::from_utf8(body.to_vec()).unwrap())
 }
 
@@ -129,7 +131,11 @@ async fn an_approver_reads_the_secret_and_nothing_else_carries_it() {
     assert!(a.hides_values());
 
     // Bob may approve it (comms): the API shows him the real value, marked as a secret.
-    let (status, body) = call(&state, api("GET", &format!("/api/v1/approvals/{}", a.id), "bob")).await;
+    let (status, body) = call(
+        &state,
+        api("GET", &format!("/api/v1/approvals/{}", a.id), "bob"),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["revealed"]["args"]["api_key"], SECRET);
@@ -152,17 +158,35 @@ async fn an_approver_reads_the_secret_and_nothing_else_carries_it() {
     assert!(html.contains("value=\"approve\""));
 
     // Carol may not approve it (not in comms): hashes only, and a sentence why.
-    let (status, body) = call(&state, api("GET", &format!("/api/v1/approvals/{}", a.id), "carol")).await;
+    let (status, body) = call(
+        &state,
+        api("GET", &format!("/api/v1/approvals/{}", a.id), "carol"),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert!(!body.contains(SECRET), "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
     assert!(v.get("revealed").is_none());
-    assert!(v["hidden"].as_str().unwrap().contains("only a human who may approve"));
+    assert!(v["hidden"]
+        .as_str()
+        .unwrap()
+        .contains("only a human who may approve"));
 
     // Bob approves; the list, the audit trail and every webhook payload lack the secret.
-    let (status, body) = call(&state, api("POST", &format!("/api/v1/approvals/{}/approve", a.id), "bob")).await;
+    let (status, body) = call(
+        &state,
+        api(
+            "POST",
+            &format!("/api/v1/approvals/{}/approve", a.id),
+            "bob",
+        ),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert!(!body.contains(SECRET), "the decision's answer is a list-like view: {body}");
+    assert!(
+        !body.contains(SECRET),
+        "the decision's answer is a list-like view: {body}"
+    );
     let (status, body) = call(&state, api("GET", "/api/v1/approvals?state=all", "bob")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(body.contains(&a.id) && !body.contains(SECRET), "{body}");
@@ -184,7 +208,11 @@ async fn hidden_values_nobody_can_read_make_a_request_deny_only() {
     let dir = tempfile::tempdir().unwrap();
     let state = app(dir.path());
     let a = held(&state, "not kept", false);
-    let (status, body) = call(&state, api("GET", &format!("/api/v1/approvals/{}", a.id), "bob")).await;
+    let (status, body) = call(
+        &state,
+        api("GET", &format!("/api/v1/approvals/{}", a.id), "bob"),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert!(!body.contains(SECRET));
     let v: Value = serde_json::from_str(&body).unwrap();
@@ -199,12 +227,27 @@ async fn hidden_values_nobody_can_read_make_a_request_deny_only() {
         .body(Body::empty())
         .unwrap();
     let (_, html) = call(&state, page).await;
-    assert!(!html.contains("value=\"approve\"") && html.contains("value=\"deny\""), "{html}");
+    assert!(
+        !html.contains("value=\"approve\"") && html.contains("value=\"deny\""),
+        "{html}"
+    );
     assert!(html.contains("out of band"));
 
-    let (status, body) = call(&state, api("POST", &format!("/api/v1/approvals/{}/approve", a.id), "bob")).await;
+    let (status, body) = call(
+        &state,
+        api(
+            "POST",
+            &format!("/api/v1/approvals/{}/approve", a.id),
+            "bob",
+        ),
+    )
+    .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert!(body.contains("out of band"), "{body}");
-    let (status, body) = call(&state, api("POST", &format!("/api/v1/approvals/{}/deny", a.id), "bob")).await;
+    let (status, body) = call(
+        &state,
+        api("POST", &format!("/api/v1/approvals/{}/deny", a.id), "bob"),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }

@@ -573,10 +573,16 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(
-            matches!(l.failed("alice", src, t0), Throttle::Refuse { first: false, .. }),
+            matches!(
+                l.failed("alice", src, t0),
+                Throttle::Refuse { first: false, .. }
+            ),
             "the crossing is logged once"
         );
-        assert!(!refused(&l.failed("bob", src, t0)), "other names are not throttled");
+        assert!(
+            !refused(&l.failed("bob", src, t0)),
+            "other names are not throttled"
+        );
         assert_eq!(
             l.failed("alice", src, t0 + FAILURE_WINDOW),
             Throttle::Delay,
