@@ -218,14 +218,49 @@ def test_api_refuses_missing_forged_and_malformed_credentials(served: Served) ->
     assert served.tokens["alice"] not in stderr and served.tokens["bob"] not in stderr, "tokens never reach the log"
 
 
-def test_repeated_failures_lock_a_name_out(served: Served) -> None:
+def test_repeated_failures_throttle_a_name_but_never_its_valid_token(served: Served) -> None:
     bad = {"Authorization": "Bearer bob:alt_wrong"}
     for _ in range(5):
         assert served.request("GET", "/api/v1/status", headers=bad)[0] == 401
     assert served.request("GET", "/api/v1/status", headers=bad)[0] == 429
-    # Even the right token is refused while the name is locked out; other names are not.
-    assert served.api("GET", "/api/v1/status", as_human="bob")[0] == 429
+    # Failures naming bob are answered 429 now; bob's right token still passes (issue 15).
+    assert served.api("GET", "/api/v1/status", as_human="bob")[0] == 200
     assert served.api("GET", "/api/v1/status", as_human="alice")[0] == 200
+
+
+def test_a_login_flood_locks_out_neither_a_valid_human_nor_the_kill_path(airlock: Airlock, served: Served) -> None:
+    """Issue 15, item 8: anything that reaches the port (an agent with a fetch tool) floods
+    logins from loopback, the humans' own source: the humans still log in and kill."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    form_headers = {"Content-Type": "application/x-www-form-urlencoded", "Origin": served.origin}
+
+    def bad_login(i: int) -> int:
+        name = "alice" if i % 3 == 0 else f"mallory{i}"
+        form = urllib.parse.urlencode({"name": name, "token": "alt_" + "0" * 64})
+        return served.request("POST", "/login", body=form, headers=form_headers)[0]
+
+    def bad_bearer(_: int) -> int:
+        return served.request("GET", "/api/v1/status", headers={"Authorization": "Bearer alice:alt_wrong"})[0]
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        statuses = list(pool.map(bad_login, range(150))) + list(pool.map(bad_bearer, range(50)))
+    assert set(statuses) <= {401, 429}, statuses
+    assert statuses.count(429) >= 150, "the flood is throttled"
+
+    # Alice (the flood named her) logs in on the page and through the API with her token.
+    cookie = served.login("alice")
+    assert served.api("GET", "/api/v1/status", as_human="alice")[0] == 200
+    # Bob stops everything from the API, alice resumes and stops the agent from the page.
+    status, k = served.api("POST", "/api/v1/kill", {"scope": "all", "reason": "under a flood"}, as_human="bob")
+    assert status == 200, k
+    csrf = served.csrf(cookie)
+    assert served.form("/resume", {"scope": "all", "target": "", "csrf": csrf}, cookie)[0] == 303
+    stop = {"scope": "agent", "target": "bot", "csrf": csrf, "confirm": "yes"}
+    assert served.form("/kill", stop, cookie)[0] == 303
+    assert [x["target"] for x in status_json(airlock, served.config)["kills"]] == [{"scope": "agent", "target": "bot"}]
+    # And the flood itself is still throttled.
+    assert bad_login(1) == 429
 
 
 def test_kill_and_resume_from_the_api(airlock: Airlock, served: Served) -> None:

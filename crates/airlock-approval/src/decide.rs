@@ -9,9 +9,10 @@ use crate::model::{Approval, State, Verdict, Vote};
 use crate::records::approval_record;
 use crate::store::ApprovalStore;
 
-/// Denies every pending approval request a just-committed `kill` covers (as its human, with
-/// its reason) and returns their `approval` audit records: every kill channel (`airlock kill`,
-/// the API and page, a breaker pause) ends held calls the same way.
+/// Denies every pending approval request a just-committed `kill` covers, and voids every
+/// approved one not used yet (as its human, with its reason); returns their `approval` audit
+/// records: every kill channel (`airlock kill`, the API and page, a breaker pause) ends held
+/// calls and unused approvals the same way.
 pub fn deny_for_kill(
     config: &Config,
     kill: &airlock_control::Kill,
@@ -20,6 +21,38 @@ pub fn deny_for_kill(
         ApprovalStore::open_with(&config.audit.path, airlock_control::durability(config))?;
     let denied = store.deny_for_kill(&kill.target, &kill.by, &kill.reason)?;
     Ok(crate::records::kill_denial_records(&denied))
+}
+
+/// Before a resume of `target` by `by`: voids (denies) every request the kill covered that is
+/// still pending or approved and unused, and appends their audit records. Normally the kill
+/// already did this; should that have failed, the resume does it, and a resume whose voiding
+/// fails must not go ahead (the caller refuses it): a resume never revives an approval
+/// granted before the kill. Returns how many requests were voided.
+pub fn void_before_resume(
+    config: &Config,
+    target: &airlock_control::KillTarget,
+    by: &str,
+) -> Result<usize, ApprovalError> {
+    let durability = airlock_control::durability(config);
+    let mut store = ApprovalStore::open_with(&config.audit.path, durability)?;
+    let voided = store.deny_for_kill(
+        target,
+        by,
+        "void: granted before a kill and not used; resuming does not revive it",
+    )?;
+    if voided.is_empty() {
+        return Ok(0);
+    }
+    let records = crate::records::kill_denial_records(&voided);
+    airlock_audit::AuditStore::open(&config.audit.path, durability)
+        .and_then(|mut s| s.append(&records))
+        .map_err(|e| {
+            ApprovalError::Audit(format!(
+                "{} approval request(s) were voided, but their audit records failed: {e}",
+                voided.len()
+            ))
+        })?;
+    Ok(voided.len())
 }
 
 /// The longest comment kept with a vote.
@@ -79,6 +112,13 @@ pub fn decide(
         )));
     }
     Ok(after)
+}
+
+/// Whether `human` may approve `a` (configured with a credential, not an agent, in every
+/// `@approvers` group): who may read the request's secret values on a show path
+/// ([`crate::ApprovalStore::reveal`]). The caller has verified the human's credential.
+pub fn may_approve(config: &Config, a: &Approval, human: &str) -> Result<(), ApprovalError> {
+    authorize(config, a, human, Verdict::Approve)
 }
 
 /// May `human` cast `verdict` on `a`? Every refusal names why.

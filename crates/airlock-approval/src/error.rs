@@ -34,6 +34,12 @@ pub enum ApprovalError {
         human: String,
         why: String,
     },
+    #[error(
+        "approval request {id} holds values that cannot be shown (secrets redacted, the call's \
+         arguments not kept), and no human approves what they cannot read: deny it, or review \
+         the call out of band"
+    )]
+    CannotShow { id: String },
     #[error("invalid approval policy: {0}")]
     Invalid(String),
     #[error("cannot open the approval store {path}: {source}")]
@@ -76,7 +82,9 @@ impl ApprovalError {
             ApprovalError::NotPending { .. }
             | ApprovalError::Expired { .. }
             | ApprovalError::AlreadyVoted { .. } => ErrorKind::Conflict,
-            ApprovalError::NotAllowed { .. } => ErrorKind::Forbidden,
+            ApprovalError::NotAllowed { .. } | ApprovalError::CannotShow { .. } => {
+                ErrorKind::Forbidden
+            }
             ApprovalError::Invalid(_) => ErrorKind::Invalid,
             ApprovalError::Open { .. }
             | ApprovalError::Sqlite { .. }

@@ -22,10 +22,11 @@ mod records;
 mod requirements;
 mod store;
 
-pub use decide::{decide, deny_for_kill};
+pub use decide::{decide, deny_for_kill, may_approve, void_before_resume};
 pub use error::{ApprovalError, ErrorKind};
 pub use model::{
-    action_digest, Approval, HoldReason, ListFilter, NewApproval, State, Verdict, Vote,
+    action_digest, secret_paths, Approval, HoldReason, ListFilter, NewApproval, Revealed, State,
+    Verdict, Vote,
 };
 pub use records::{approval_record, kill_denial_records};
 pub use requirements::{

@@ -183,6 +183,83 @@ impl Approval {
     }
 }
 
+/// The text every redaction marker starts with (`airlock_audit::redact`).
+const REDACTION_MARKER: &str = "[redacted sha256:";
+
+impl Approval {
+    /// Whether the stored arguments hide a value (a secret redacted to a marker): a human
+    /// cannot read what they would approve, unless the arguments were kept for approvers
+    /// ([`crate::ApprovalStore::reveal`]).
+    pub fn hides_values(&self) -> bool {
+        has_marker(&self.args_redacted)
+    }
+}
+
+/// Whether `v` holds a redaction marker anywhere.
+pub(crate) fn has_marker(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains(REDACTION_MARKER),
+        Value::Array(items) => items.iter().any(has_marker),
+        Value::Object(map) => map
+            .iter()
+            .any(|(k, v)| k.contains(REDACTION_MARKER) || has_marker(v)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+    }
+}
+
+/// A request's arguments as they are, secrets included: for a human who may approve it, on
+/// the show paths only (`airlock approvals show --as`, the API's and the page's request view).
+/// Never listed, logged, audited or sent by the webhook; kept only while the request is
+/// pending or approved and unused.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Revealed {
+    /// The call's arguments, unredacted (bound to the request's digest).
+    pub args: Value,
+    /// JSON pointers (RFC 6901) of the values redaction hides, so a page or a terminal can
+    /// mark them as secrets.
+    pub secrets: Vec<String>,
+}
+
+/// JSON pointers of the values `airlock_audit::redact` would hide in `args`: every non-null
+/// value under a key that names a secret, and every string with a secret-looking span.
+pub fn secret_paths(args: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    walk_secrets(args, &mut String::new(), &mut out);
+    out
+}
+
+fn walk_secrets(v: &Value, path: &mut String, out: &mut Vec<String>) {
+    let len = path.len();
+    match v {
+        Value::Object(map) => {
+            for (k, item) in map {
+                path.push('/');
+                path.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                if airlock_audit::is_secret_key(k) && !item.is_null() {
+                    out.push(path.clone());
+                } else {
+                    walk_secrets(item, path, out);
+                }
+                path.truncate(len);
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                path.push('/');
+                path.push_str(&i.to_string());
+                walk_secrets(item, path, out);
+                path.truncate(len);
+            }
+        }
+        Value::String(_) => {
+            if airlock_audit::redact(v) != *v {
+                out.push(path.clone());
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
 /// What a gateway knows when it holds a call.
 #[derive(Clone, Debug)]
 pub struct NewApproval {
@@ -245,6 +322,29 @@ pub fn action_digest(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_paths_name_what_redaction_hides() {
+        let args = json!({
+            "channel": "public",
+            "api_key": "k-123",
+            "headers": {"Authorization": "Bearer abcdefghijklmnopqrstuvwxyz", "a/b~": {"password": 7}},
+            "cmd": ["ls", "curl -u me:hunter2@x https://user:pw1234@example.com/"],
+            "cookie": null,
+        });
+        let mut paths = secret_paths(&args);
+        paths.sort_unstable();
+        assert_eq!(
+            paths,
+            [
+                "/api_key",
+                "/cmd/1",
+                "/headers/Authorization",
+                "/headers/a~1b~0/password"
+            ]
+        );
+        assert!(secret_paths(&json!({"channel": "public", "n": 1})).is_empty());
+    }
 
     #[test]
     fn the_digest_changes_with_every_part_and_not_with_key_order() {

@@ -8,7 +8,10 @@ use airlock_control::KillTarget;
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 
 use crate::error::ApprovalError;
-use crate::model::{Approval, HoldReason, ListFilter, NewApproval, State, Verdict, Vote};
+use crate::model::{
+    action_digest, has_marker, secret_paths, Approval, HoldReason, ListFilter, NewApproval,
+    Revealed, State, Verdict, Vote,
+};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS approvals (
@@ -34,6 +37,13 @@ CREATE TABLE IF NOT EXISTS approvals (
 CREATE INDEX IF NOT EXISTS approvals_digest ON approvals(digest, state);
 CREATE INDEX IF NOT EXISTS approvals_created ON approvals(created_ns);
 CREATE INDEX IF NOT EXISTS approvals_pending ON approvals(state, created_ns) WHERE state = 'pending';
+-- The arguments of a request whose stored arguments hide secrets, as they are, for the show
+-- paths of humans who may approve it (never listed, logged, audited or sent by the webhook);
+-- deleted when the request is decided against, expires, is withdrawn or used.
+CREATE TABLE IF NOT EXISTS approval_args (
+    approval_id TEXT PRIMARY KEY,
+    args TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS approval_votes (
     approval_id TEXT NOT NULL,
     human TEXT NOT NULL,
@@ -79,8 +89,55 @@ impl ApprovalStore {
 
     /// Stores a request for a held call, or joins the pending request for the same digest
     /// (the agent asked again, say after a restart). Returns it and whether it is new.
+    ///
+    /// Only the redacted arguments are kept: where they hide a secret, no human can read it,
+    /// so the request cannot be approved (see [`ApprovalStore::request_with_args`]).
     pub fn request(&mut self, new: &NewApproval) -> Result<(Approval, bool), ApprovalError> {
+        self.request_inner(new, None)
+    }
+
+    /// As [`ApprovalStore::request`], also keeping `args`, the call's arguments as they are,
+    /// when the redacted ones hide a value: then a human who may approve the request can read
+    /// what they approve ([`ApprovalStore::reveal`]). `args` must be the arguments the
+    /// request's digest binds, or nothing is stored.
+    pub fn request_with_args(
+        &mut self,
+        new: &NewApproval,
+        args: &serde_json::Value,
+    ) -> Result<(Approval, bool), ApprovalError> {
+        let digest = action_digest(
+            &new.agent,
+            &new.on_behalf_of,
+            &new.server,
+            &new.method,
+            &new.target,
+            args,
+        );
+        if digest != new.digest {
+            return Err(ApprovalError::Invalid(
+                "the arguments given are not the ones the request's digest binds".into(),
+            ));
+        }
+        // Kept whenever the stored form hides something (a literal marker the agent sent
+        // included), so the approver reads exactly what the digest binds.
+        let hides = !secret_paths(args).is_empty() || has_marker(&new.args_redacted);
+        let keep = hides.then_some(args);
+        self.request_inner(new, keep)
+    }
+
+    fn request_inner(
+        &mut self,
+        new: &NewApproval,
+        args: Option<&serde_json::Value>,
+    ) -> Result<(Approval, bool), ApprovalError> {
         let tx = self.begin("begin request")?;
+        // Arguments kept for approvers go as soon as nobody can approve their request.
+        tx.execute(
+            "DELETE FROM approval_args WHERE approval_id IN (SELECT id FROM approvals \
+             WHERE state NOT IN ('pending', 'approved') OR expires_ns <= ?1)",
+            params![new.now_ns],
+        )
+        .map_err(ApprovalError::sqlite("forget arguments of ended requests"))?;
         let existing: Option<String> = tx
             .query_row(
                 "SELECT id FROM approvals WHERE digest = ?1 AND state = 'pending' \
@@ -91,6 +148,9 @@ impl ApprovalStore {
             .optional()
             .map_err(ApprovalError::sqlite("look up a pending request"))?;
         if let Some(id) = existing {
+            if let Some(args) = args {
+                keep_args(&tx, &id, args)?;
+            }
             let found = load(&tx, &id, new.now_ns)?;
             tx.commit().map_err(ApprovalError::sqlite("commit"))?;
             return found
@@ -124,6 +184,9 @@ impl ApprovalStore {
             ],
         )
         .map_err(ApprovalError::sqlite("insert a request"))?;
+        if let Some(args) = args {
+            keep_args(&tx, &id, args)?;
+        }
         let stored = load(&tx, &id, new.now_ns)?;
         tx.commit()
             .map_err(ApprovalError::sqlite("commit a request"))?;
@@ -135,6 +198,33 @@ impl ApprovalStore {
     /// One request, with its votes.
     pub fn get(&self, id: &str) -> Result<Option<Approval>, ApprovalError> {
         load(&self.conn, id, airlock_audit::now_unix_ns())
+    }
+
+    /// The arguments of request `id` as they are, with the pointers of its secret values:
+    /// `None` unless they were kept ([`ApprovalStore::request_with_args`]) and the request is
+    /// still pending or approved and unused. For the show paths of a human who may approve
+    /// it (the caller checks that): never for lists, logs, audit records or the webhook.
+    pub fn reveal(&self, id: &str) -> Result<Option<Revealed>, ApprovalError> {
+        let text: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT x.args FROM approval_args x JOIN approvals a ON a.id = x.approval_id \
+                 WHERE x.approval_id = ?1 AND a.state IN ('pending', 'approved') \
+                 AND a.expires_ns > ?2",
+                params![id, airlock_audit::now_unix_ns()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(ApprovalError::sqlite("read a request's arguments"))?;
+        let Some(text) = text else {
+            return Ok(None);
+        };
+        let args: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|_| ApprovalError::Corrupt(format!("request {id}: kept arguments")))?;
+        Ok(Some(Revealed {
+            secrets: secret_paths(&args),
+            args,
+        }))
     }
 
     /// Requests matching `filter`, newest first.
@@ -228,6 +318,10 @@ impl ApprovalStore {
             });
         }
         check(&approval)?;
+        if vote.verdict == Verdict::Approve && approval.hides_values() && !has_args(&tx, id)? {
+            // Never ask a human to approve what they cannot read.
+            return Err(ApprovalError::CannotShow { id: id.to_owned() });
+        }
         insert_vote(&tx, id, vote)?;
         let mut after = approval;
         after.votes.push(vote.clone());
@@ -258,7 +352,12 @@ impl ApprovalStore {
                 params![id, now],
             )
             .map_err(ApprovalError::sqlite("consume an approval"))?;
-        let out = if n == 1 { load(&tx, id, now)? } else { None };
+        let out = if n == 1 {
+            forget_args(&tx, id)?;
+            load(&tx, id, now)?
+        } else {
+            None
+        };
         tx.commit()
             .map_err(ApprovalError::sqlite("commit consume"))?;
         Ok(out)
@@ -288,17 +387,24 @@ impl ApprovalStore {
     /// whether it was pending.
     pub fn close(&mut self, id: &str, state: State) -> Result<bool, ApprovalError> {
         let now = airlock_audit::now_unix_ns();
-        let n = self
-            .conn
+        let tx = self.begin("begin close")?;
+        let n = tx
             .execute(
                 "UPDATE approvals SET state = ?1, decided_ns = ?2 WHERE id = ?3 AND state = 'pending'",
                 params![state.as_str(), now, id],
             )
             .map_err(ApprovalError::sqlite("close a request"))?;
+        if n == 1 {
+            forget_args(&tx, id)?;
+        }
+        tx.commit().map_err(ApprovalError::sqlite("commit close"))?;
         Ok(n == 1)
     }
 
-    /// Denies every pending request the kill `target` covers, as human `by`; returns them.
+    /// Denies every pending request the kill `target` covers, and voids every approved one
+    /// not used yet, as human `by` (the kill's vote, channel `kill`, with its reason); returns
+    /// them. Kills outrank approvals: an approval granted before a kill can never be used
+    /// after it, and a resume does not revive it (the agent's retry asks anew).
     pub fn deny_for_kill(
         &mut self,
         target: &KillTarget,
@@ -317,7 +423,8 @@ impl ApprovalStore {
             ),
         };
         let sql = format!(
-            "SELECT id FROM approvals WHERE state = 'pending' AND expires_ns > ?1 AND {clause}"
+            "SELECT id FROM approvals WHERE state IN ('pending', 'approved') \
+             AND expires_ns > ?1 AND {clause}"
         );
         let ids: Vec<String> = {
             let mut stmt = tx
@@ -379,6 +486,39 @@ fn set_state(conn: &Connection, id: &str, state: State, now: i64) -> Result<(), 
         params![state.as_str(), now, id],
     )
     .map_err(ApprovalError::sqlite("update a request"))?;
+    if !matches!(state, State::Pending | State::Approved) {
+        forget_args(conn, id)?;
+    }
+    Ok(())
+}
+
+/// Keeps the arguments of request `id` for its approvers (the first copy stays: the digest
+/// binds them, so any copy is the same).
+fn keep_args(conn: &Connection, id: &str, args: &serde_json::Value) -> Result<(), ApprovalError> {
+    conn.execute(
+        "INSERT OR IGNORE INTO approval_args (approval_id, args) VALUES (?1, ?2)",
+        params![id, json(args)?],
+    )
+    .map_err(ApprovalError::sqlite("keep a request's arguments"))?;
+    Ok(())
+}
+
+fn has_args(conn: &Connection, id: &str) -> Result<bool, ApprovalError> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM approval_args WHERE approval_id = ?1)",
+        params![id],
+        |r| r.get(0),
+    )
+    .map_err(ApprovalError::sqlite("look up a request's arguments"))
+}
+
+/// Forgets the arguments kept for a request nobody can approve any more.
+fn forget_args(conn: &Connection, id: &str) -> Result<(), ApprovalError> {
+    conn.execute(
+        "DELETE FROM approval_args WHERE approval_id = ?1",
+        params![id],
+    )
+    .map_err(ApprovalError::sqlite("forget a request's arguments"))?;
     Ok(())
 }
 

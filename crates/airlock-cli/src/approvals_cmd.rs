@@ -52,6 +52,13 @@ pub(crate) struct ShowArgs {
     id: String,
     #[arg(long)]
     json: bool,
+    /// Show secret values too, to this human if they may approve the request (token in
+    /// $AIRLOCK_TOKEN or --token-file).
+    #[arg(long = "as", value_name = "NAME")]
+    as_human: Option<String>,
+    /// Read the token from this file instead of $AIRLOCK_TOKEN (with --as).
+    #[arg(long, value_name = "FILE", requires = "as_human")]
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -128,20 +135,90 @@ fn list(args: ListArgs) -> Result<u8, Failure> {
 
 fn show(args: ShowArgs) -> Result<u8, Failure> {
     let config = airlock_config::load(&args.config).map_err(Failure::usage)?;
+    let human = match args.as_human {
+        Some(as_human) => Some(authenticate(
+            &config,
+            &HumanArgs {
+                as_human,
+                token_file: args.token_file,
+            },
+            std::env::var(TOKEN_ENV).ok(),
+        )?),
+        None => None,
+    };
     let store = open(&config)?;
     let Some(a) = store.get(&args.id).context("cannot read the approval")? else {
         return Err(Failure::failed(anyhow!("no approval request {}", args.id)));
     };
+    let shown = if a.hides_values() {
+        let kept = store
+            .reveal(&a.id)
+            .context("cannot read the approval's arguments")?;
+        match (kept, human.as_deref()) {
+            (None, _) => Shown::CannotShow,
+            (Some(r), Some(h)) if airlock_approval::may_approve(&config, &a, h).is_ok() => {
+                Shown::Revealed(r)
+            }
+            (Some(_), Some(_)) => Shown::NotAnApprover,
+            (Some(_), None) => Shown::AskAs,
+        }
+    } else {
+        Shown::Plain
+    };
     if args.json {
-        print_json(&a)?;
+        let mut v = serde_json::to_value(&a).context("cannot encode JSON")?;
+        if let (Some(o), Shown::Revealed(r)) = (v.as_object_mut(), &shown) {
+            o.insert(
+                "revealed".into(),
+                serde_json::to_value(r).context("cannot encode JSON")?,
+            );
+        }
+        if let (Some(o), Some(note)) = (v.as_object_mut(), shown.note()) {
+            o.insert("hidden".into(), note.into());
+        }
+        print_json(&v)?;
         return Ok(0);
     }
-    print!("{}", describe(&a));
+    print!("{}", describe(&a, &shown));
     Ok(0)
 }
 
+/// What `show` may print of a request's arguments.
+enum Shown {
+    /// Nothing hidden.
+    Plain,
+    /// Hidden values, shown to this approver.
+    Revealed(airlock_approval::Revealed),
+    /// Hidden values that were not kept: nobody can read them, nobody may approve.
+    CannotShow,
+    /// Hidden values this human may not see.
+    NotAnApprover,
+    /// Hidden values, shown with `--as NAME` to a human who may approve.
+    AskAs,
+}
+
+impl Shown {
+    fn note(&self) -> Option<&'static str> {
+        match self {
+            Shown::Plain | Shown::Revealed(_) => None,
+            Shown::CannotShow => Some(
+                "some values are secrets Airlock redacted and did not keep: they cannot be \
+                 shown, so this request cannot be approved; deny it, or review the call out \
+                 of band",
+            ),
+            Shown::NotAnApprover => {
+                Some("some values are secrets: only a human who may approve this request sees them")
+            }
+            Shown::AskAs => Some(
+                "some values are secrets: run again with --as NAME (token in $AIRLOCK_TOKEN) \
+                 to see them as an approver",
+            ),
+        }
+    }
+}
+
 /// The whole request, for a human deciding it.
-fn describe(a: &Approval) -> String {
+fn describe(a: &Approval, shown: &Shown) -> String {
     let mut out = String::new();
     let mut line = |k: &str, v: &str| out.push_str(&format!("{k:<13} {v}\n"));
     line("request", &a.id);
@@ -185,8 +262,26 @@ fn describe(a: &Approval) -> String {
             ),
         );
     }
-    let args = serde_json::to_string_pretty(&a.args_redacted).unwrap_or_default();
-    out.push_str("arguments (secret-looking values redacted):\n");
+    let (value, header) = match shown {
+        Shown::Revealed(r) => (
+            &r.args,
+            format!(
+                "arguments (secret values at {} shown to you as an approver: never logged or \
+                 audited):\n",
+                r.secrets.join(", ")
+            ),
+        ),
+        Shown::Plain => (&a.args_redacted, "arguments:\n".to_owned()),
+        other => (
+            &a.args_redacted,
+            format!(
+                "arguments (secret values redacted: {}):\n",
+                other.note().unwrap_or_default()
+            ),
+        ),
+    };
+    let args = serde_json::to_string_pretty(value).unwrap_or_default();
+    out.push_str(&header);
     for l in args.lines() {
         out.push_str("  ");
         out.push_str(l);

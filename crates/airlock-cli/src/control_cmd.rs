@@ -38,10 +38,10 @@ pub(crate) struct TargetArgs {
 pub(crate) struct HumanArgs {
     /// The human acting (a `[humans.NAME]` with `token_sha256`).
     #[arg(long = "as", value_name = "NAME")]
-    as_human: String,
+    pub(crate) as_human: String,
     /// Read the token from this file instead of $AIRLOCK_TOKEN.
     #[arg(long, value_name = "FILE")]
-    token_file: Option<PathBuf>,
+    pub(crate) token_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -145,6 +145,27 @@ pub(crate) fn resume(args: ResumeArgs) -> Result<u8, Failure> {
     let target = target(&args.target)?;
     let db = &config.audit.path;
     let mut store = open_store(&config)?;
+    // Kills outrank approvals: what the kill covered and was approved but not used stays void.
+    // Should that fail, nothing is resumed.
+    let killed = store
+        .active()
+        .with_context(|| format!("cannot read the kills in {}", db.display()))?
+        .iter()
+        .any(|k| k.target == target);
+    let voided = if killed {
+        airlock_approval::void_before_resume(&config, &target, &human)
+    } else {
+        Ok(0)
+    };
+    match voided {
+        Ok(_) => {}
+        Err(e @ airlock_approval::ApprovalError::Audit(_)) => eprintln!("airlock: warning: {e}"),
+        Err(e) => {
+            return Err(Failure::failed(anyhow::Error::new(e).context(
+                "cannot void the approvals the kill covered: nothing resumed",
+            )))
+        }
+    }
     let done = airlock_control::resume_and_announce(&config, &mut store, &target, &human)
         .with_context(|| format!("cannot record the resume in {}", db.display()))?;
     let n = done.value;

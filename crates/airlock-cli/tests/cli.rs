@@ -1277,6 +1277,131 @@ fn a_pending_request_survives_a_crash_and_the_retry_goes_through_once() {
     assert_eq!(env.received().matches("after-restart").count(), 1);
 }
 
+/// Issue 15, item 6, failing closed: a held call whose arguments carry a secret the gateway
+/// did not keep for approvers cannot be approved by anyone (nobody can read it): `show` says
+/// so, `approve` is refused, a denial works; the secret is in no list, no audit record.
+#[test]
+fn a_held_call_with_a_secret_nobody_can_read_can_only_be_denied() {
+    let env = Env::with_config(APPROVAL_POLICY, "", APPROVERS);
+    let mut s = env.start();
+    let secret = "hunter2-secret-value";
+    s.send_raw(
+        json!({"jsonrpc":"2.0","id":1,"method":"tools/call",
+            "params":{"name":"write","arguments":{"channel":"public","body":"hello","api_key":secret}}})
+        .to_string()
+        .as_bytes(),
+    );
+    let id = env.pending_approval();
+    for human in [None, Some("bob")] {
+        let shown = env.approvals(human, &["show", &id]);
+        let text = String::from_utf8_lossy(&shown.stdout);
+        assert!(
+            shown.status.success(),
+            "{}",
+            String::from_utf8_lossy(&shown.stderr)
+        );
+        assert!(!text.contains(secret), "{text}");
+        if human.is_some() {
+            assert!(text.contains("cannot be approved"), "{text}");
+        }
+    }
+    let refused = env.approvals(Some("bob"), &["approve", &id]);
+    assert_eq!(refused.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("cannot be shown") && err.contains("out of band"),
+        "{err}"
+    );
+    assert!(!env.received().contains("hello"));
+    let listed = serde_json::to_string(&env.approval_list()).unwrap();
+    assert!(listed.contains(&id) && !listed.contains(secret), "{listed}");
+    assert!(env
+        .approvals(Some("bob"), &["deny", &id, "--comment", "cannot read it"])
+        .status
+        .success());
+    let reply = next_answer(&mut s);
+    assert_eq!(error_code(&reply), -31008, "{reply}");
+    s.finish();
+    let audit = serde_json::to_string(&env.audit()).unwrap();
+    assert!(!audit.contains(secret));
+    assert!(!env.received().contains("hello"));
+}
+
+/// Issue 15, item 7: kills outrank approvals. An approval granted (while no gateway held the
+/// call) and not used before a kill is void after it; a resume does not revive it: the agent's
+/// identical retry is held anew and never forwarded.
+#[test]
+fn an_approval_granted_before_a_kill_is_void_after_it_even_after_a_resume() {
+    let env = Env::with_config(APPROVAL_POLICY, "", APPROVERS);
+    let mut s = env.start();
+    s.send_raw(
+        post(1, "public", "granted-then-killed")
+            .to_string()
+            .as_bytes(),
+    );
+    let id = env.pending_approval();
+    s.child.kill().unwrap();
+    let _ = s.child.wait();
+    assert!(env
+        .approvals(Some("bob"), &["approve", &id])
+        .status
+        .success());
+    assert_eq!(env.approval_list()[0]["state"], "approved");
+
+    let out = env.as_alice(&["kill", "--agent", "bot", "--reason", "incident"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let voided = env
+        .approval_list()
+        .into_iter()
+        .find(|a| a["id"] == id.as_str())
+        .unwrap();
+    assert_eq!(voided["state"], "denied", "{voided}");
+    let kill_vote = voided["votes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["channel"] == "kill")
+        .cloned()
+        .unwrap();
+    assert_eq!(kill_vote["comment"], "incident");
+    let out = env.as_alice(&["resume", "--agent", "bot"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The agent retries the identical call: held for a human again, not forwarded.
+    let mut s = env.start();
+    s.send_raw(
+        post(2, "public", "granted-then-killed")
+            .to_string()
+            .as_bytes(),
+    );
+    let progress = s.next();
+    assert_eq!(progress["method"], "notifications/progress", "{progress}");
+    let again = env.pending_approval();
+    assert_ne!(again, id);
+    s.stdin.take();
+    let _ = wait_exit(&mut s.child);
+    assert!(!env.received().contains("granted-then-killed"));
+    let events: Vec<String> = env
+        .audit()
+        .iter()
+        .filter(|r| r["kind"] == "approval" && r["detail"]["approval_id"] == id.as_str())
+        .map(|r| r["detail"]["event"].as_str().unwrap().to_owned())
+        .collect();
+    // (The "requested" record of the gateway killed with SIGKILL may still be in its spool.)
+    assert!(
+        events.ends_with(&["approved".to_owned(), "denied".to_owned()]),
+        "{events:?}"
+    );
+}
+
 #[test]
 fn check_refuses_malformed_approval_annotations_and_warns_about_approvals_nobody_can_give() {
     let env = Env::new(APPROVAL_POLICY);

@@ -3,7 +3,7 @@
 //! | method | path | body | answer |
 //! |---|---|---|---|
 //! | GET | `/api/v1/approvals?state=pending\|decided\|all&limit=N` | | `{"approvals": [...]}` |
-//! | GET | `/api/v1/approvals/{id}` | | `{"approval", "missing", "recent_calls"}` |
+//! | GET | `/api/v1/approvals/{id}` | | `{"approval", "missing", "recent_calls", "approvable", "revealed"?, "hidden"?}` |
 //! | POST | `/api/v1/approvals/{id}/approve` | `{"comment"?, "digest"?}` | `{"approval"}` |
 //! | POST | `/api/v1/approvals/{id}/deny` | `{"comment"?, "digest"?}` | `{"approval"}` |
 //! | GET | `/api/v1/status` | | `{"kills", "breakers"}` |
@@ -86,10 +86,10 @@ async fn list(
 
 async fn show(
     State(state): State<Arc<AppState>>,
-    _who: ApiHuman,
+    ApiHuman(human): ApiHuman,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, Refusal> {
-    let d = approvals::detail(&state, id).await?;
+    let d = approvals::detail(&state, id, Some(human)).await?;
     Ok(Json(json!(d)))
 }
 

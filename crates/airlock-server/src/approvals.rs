@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use airlock_approval::{
-    Approval, ApprovalError, ApprovalStore, ErrorKind, ListFilter, State, Verdict,
+    Approval, ApprovalError, ApprovalStore, ErrorKind, ListFilter, Revealed, State, Verdict,
 };
 use airlock_audit::StoredRecord;
 use axum::http::StatusCode;
@@ -60,7 +60,25 @@ pub(crate) struct Detail {
     pub(crate) missing: Option<String>,
     /// The session's most recent calls from the audit trail, oldest first.
     pub(crate) recent_calls: Vec<StoredRecord>,
+    /// The arguments as they are, secrets included, when the stored ones hide a value and this
+    /// human may approve the request: an approver reads what they approve. Only here (the
+    /// request's own view), never in a list, a log, the audit trail or the webhook.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) revealed: Option<Revealed>,
+    /// Why hidden values are not shown, when the arguments hide some and `revealed` is none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) hidden: Option<String>,
+    /// Whether an approval can be given at all: not when values are hidden from everyone.
+    pub(crate) approvable: bool,
 }
+
+/// Shown when redacted values were not kept: nobody can read them, so nobody may approve.
+pub(crate) const CANNOT_SHOW: &str = "Some values are secrets that Airlock redacted and did not \
+     keep, so they cannot be shown to anyone: this request cannot be approved. Deny it, or \
+     review the call out of band.";
+/// Shown to a human who may not approve the request.
+const APPROVERS_ONLY: &str =
+    "Some values are secrets: only a human who may approve this request sees them.";
 
 fn store(state: &AppState) -> Result<ApprovalStore, Refusal> {
     ApprovalStore::open_with(
@@ -90,17 +108,40 @@ pub(crate) async fn list(
     .await
 }
 
-/// One request with its session's recent calls; a malformed or unknown id is a 404.
-pub(crate) async fn detail(state: &Arc<AppState>, id: String) -> Result<Detail, Refusal> {
+/// One request with its session's recent calls, as `human` may see it (`None`: no secret
+/// values, for the live fragment); a malformed or unknown id is a 404.
+pub(crate) async fn detail(
+    state: &Arc<AppState>,
+    id: String,
+    human: Option<String>,
+) -> Result<Detail, Refusal> {
     check_id(&id)?;
     let state = state.clone();
     blocking(move || {
-        let Some(approval) = store(&state)?
+        let store = store(&state)?;
+        let Some(approval) = store
             .get(&id)
             .map_err(|e| Refusal::internal("cannot read the approval request", &e))?
         else {
             return Err(Refusal::not_found(format!("no approval request {id}")));
         };
+        let (mut revealed, mut hidden, mut approvable) = (None, None, true);
+        if approval.hides_values() {
+            let kept = store
+                .reveal(&id)
+                .map_err(|e| Refusal::internal("cannot read the approval request", &e))?;
+            let may = human.as_deref().is_some_and(|h| {
+                airlock_approval::may_approve(&state.config, &approval, h).is_ok()
+            });
+            match kept {
+                None => {
+                    approvable = false;
+                    hidden = Some(CANNOT_SHOW.to_owned());
+                }
+                Some(r) if may => revealed = Some(r),
+                Some(_) => hidden = Some(APPROVERS_ONLY.to_owned()),
+            }
+        }
         let recent_calls = lock(&state.audit)
             .session_calls(&approval.session, RECENT_CALLS)
             .map_err(|e| Refusal::internal("cannot read the session's calls", &e))?;
@@ -108,6 +149,9 @@ pub(crate) async fn detail(state: &Arc<AppState>, id: String) -> Result<Detail, 
             missing: approval.missing(),
             approval,
             recent_calls,
+            revealed,
+            hidden,
+            approvable,
         })
     })
     .await
@@ -225,3 +269,7 @@ mod tests {
         assert!(Which::from_name("everything").is_err());
     }
 }
+
+#[cfg(test)]
+#[path = "approvals_tests.rs"]
+mod secret_tests;

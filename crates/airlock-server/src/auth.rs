@@ -8,17 +8,24 @@
 //!   table holds no usable id), expiring after `[serve] session_minutes`. Each session's CSRF
 //!   token is an HMAC of its id under a per-process key: bound to the session, never stored,
 //!   checked in constant time.
-//! - Failures: each waits [`FAILURE_DELAY`] before answering, and more than
-//!   [`MAX_FAILURES_PER_NAME`] for one name (or [`MAX_FAILURES_TOTAL`] overall) in
-//!   [`FAILURE_WINDOW`] locks logins out until the window passes.
+//! - Failures: the credential is checked first (in constant time), and a correct one is never
+//!   refused, whatever failed before it: throttling applies to failures only, so nobody who can
+//!   reach the port can lock a human (or the kill path) out. A failure waits [`FAILURE_DELAY`]
+//!   before answering 401; past [`MAX_FAILURES_PER_NAME`] failures naming one human, or
+//!   [`MAX_FAILURES_PER_SOURCE`] from one source address (an IPv6 address counts by its /64),
+//!   within [`FAILURE_WINDOW`], further failures are answered 429 at once (no task waits for
+//!   them, so a flood holds no resources). Sources are kept in a table of at most
+//!   [`MAX_SOURCES`], the least recently seen dropped first. There is no global lockout.
+//!   The source is the TCP peer: behind a reverse proxy every request shares the proxy's.
 //!
 //! Tokens never reach a log: only the human's name and the kind of failure do.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::FromRequestParts;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -33,10 +40,12 @@ use crate::state::{lock, AppState};
 pub(crate) const FAILURE_DELAY: Duration = Duration::from_millis(750);
 /// The window failures are counted in.
 pub(crate) const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
-/// Failures for one name within the window before that name is locked out.
+/// Failures naming one human within the window before further failures for it answer 429.
 pub(crate) const MAX_FAILURES_PER_NAME: usize = 5;
-/// Failures overall within the window before every login is refused.
-pub(crate) const MAX_FAILURES_TOTAL: usize = 50;
+/// Failures from one source within the window before further failures from it answer 429.
+pub(crate) const MAX_FAILURES_PER_SOURCE: usize = 20;
+/// Sources whose failures are remembered at once; the least recently seen goes first.
+pub(crate) const MAX_SOURCES: usize = 4096;
 /// Logins kept at once; past this, expired ones are dropped, then new logins refused.
 const MAX_SESSIONS: usize = 10_000;
 /// Failures of names the config does not have share one counter, so a spray of random
@@ -160,100 +169,210 @@ fn digest(id: &str) -> [u8; 32] {
 
 // === failed-login limiter ===
 
-/// Counts failed logins per name and overall.
-#[derive(Default)]
-pub(crate) struct LoginLimiter {
-    per_name: HashMap<String, VecDeque<Instant>>,
-    total: VecDeque<Instant>,
+/// Where a request came from, for throttling: the peer's IP address (an IPv6 address by its
+/// /64, which one host usually owns whole), or `None` when unknown.
+pub(crate) type SourceKey = Option<IpAddr>;
+
+/// The throttling key of a peer address.
+pub(crate) fn source_key(ip: Option<IpAddr>) -> SourceKey {
+    ip.map(|ip| match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut o = v6.octets();
+                o[8..].fill(0);
+                IpAddr::V6(Ipv6Addr::from(o))
+            }
+        },
+    })
 }
 
-impl LoginLimiter {
-    /// `Err(retry_after)` when `name` (or everyone) is locked out at `now`.
-    pub(crate) fn check(&mut self, name: &str, now: Instant) -> Result<(), Duration> {
+/// Recent failures of one name or source: at most `cap` instants, oldest first.
+#[derive(Default)]
+struct Failures {
+    times: VecDeque<Instant>,
+    last_seen: Option<Instant>,
+    /// Past the limit at the last failure (so crossing it is logged once, not per failure).
+    over: bool,
+}
+
+impl Failures {
+    /// Records one at `now` against limit `max`: (past the limit, just crossed it, retry after).
+    fn count(&mut self, now: Instant, max: usize) -> (bool, bool, Duration) {
+        let over = self.push(now, max + 1) > max;
+        let first = over && !self.over;
+        self.over = over;
+        (over, first, self.retry_after(now))
+    }
+
+    /// Records one at `now`; returns how many are within the window (capped).
+    fn push(&mut self, now: Instant, cap: usize) -> usize {
         self.expire(now);
-        let locked = |q: &VecDeque<Instant>, max: usize| {
-            (q.len() >= max).then(|| {
-                q.front().map_or(FAILURE_WINDOW, |t| {
-                    (*t + FAILURE_WINDOW).saturating_duration_since(now)
-                })
-            })
-        };
-        if let Some(wait) = locked(&self.total, MAX_FAILURES_TOTAL) {
-            return Err(wait);
+        self.times.push_back(now);
+        while self.times.len() > cap {
+            self.times.pop_front();
         }
-        match self
-            .per_name
-            .get(name)
-            .and_then(|q| locked(q, MAX_FAILURES_PER_NAME))
-        {
-            Some(wait) => Err(wait),
-            None => Ok(()),
-        }
-    }
-
-    /// Records a failure for `name` at `now`.
-    pub(crate) fn failed(&mut self, name: &str, now: Instant) {
-        self.per_name
-            .entry(name.to_owned())
-            .or_default()
-            .push_back(now);
-        self.total.push_back(now);
-    }
-
-    /// A good login clears that name's failures.
-    pub(crate) fn succeeded(&mut self, name: &str) {
-        self.per_name.remove(name);
+        self.last_seen = Some(now);
+        self.times.len()
     }
 
     fn expire(&mut self, now: Instant) {
-        let old = |t: &Instant| now.saturating_duration_since(*t) >= FAILURE_WINDOW;
-        while self.total.front().is_some_and(old) {
-            self.total.pop_front();
+        while self
+            .times
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= FAILURE_WINDOW)
+        {
+            self.times.pop_front();
         }
-        self.per_name.retain(|_, q| {
-            while q.front().is_some_and(old) {
-                q.pop_front();
-            }
-            !q.is_empty()
-        });
+    }
+
+    /// How long until the oldest failure kept leaves the window.
+    fn retry_after(&self, now: Instant) -> Duration {
+        self.times.front().map_or(FAILURE_WINDOW, |t| {
+            (*t + FAILURE_WINDOW).saturating_duration_since(now)
+        })
     }
 }
 
-/// Checks `name`/`token` against the config, through the limiter. A failure waits
-/// [`FAILURE_DELAY`] and says only that the pair is wrong.
-pub(crate) async fn verify(state: &AppState, name: &str, token: &str) -> Result<(), Refusal> {
+/// What a failure leads to.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Throttle {
+    /// Within the limits: answer 401 after [`FAILURE_DELAY`].
+    Delay,
+    /// Past a limit: answer 429 at once; `first` when this failure crossed it (log it once).
+    Refuse { retry_after: Duration, first: bool },
+}
+
+/// Counts failed logins per name and per source. Only failures are counted and throttled: a
+/// correct credential is checked before the limiter is asked and always passes.
+#[derive(Default)]
+pub(crate) struct LoginLimiter {
+    per_name: HashMap<String, Failures>,
+    per_source: HashMap<SourceKey, Failures>,
+}
+
+impl LoginLimiter {
+    /// Records a failure naming `name` from `source` at `now`, and says how to answer it.
+    pub(crate) fn failed(&mut self, name: &str, source: SourceKey, now: Instant) -> Throttle {
+        // Names are the config's humans plus one shared bucket for unknown names: bounded.
+        self.per_name.retain(|_, f| {
+            f.expire(now);
+            !f.times.is_empty()
+        });
+        let (over_name, first_name, name_wait) = self
+            .per_name
+            .entry(name.to_owned())
+            .or_default()
+            .count(now, MAX_FAILURES_PER_NAME);
+        if !self.per_source.contains_key(&source) && self.per_source.len() >= MAX_SOURCES {
+            self.per_source.retain(|_, f| {
+                f.expire(now);
+                !f.times.is_empty()
+            });
+            if self.per_source.len() >= MAX_SOURCES {
+                let oldest = self
+                    .per_source
+                    .iter()
+                    .min_by_key(|(_, f)| f.last_seen)
+                    .map(|(k, _)| *k);
+                if let Some(k) = oldest {
+                    self.per_source.remove(&k);
+                }
+            }
+        }
+        let (over_source, first_source, source_wait) = self
+            .per_source
+            .entry(source)
+            .or_default()
+            .count(now, MAX_FAILURES_PER_SOURCE);
+        if !over_name && !over_source {
+            return Throttle::Delay;
+        }
+        let mut retry_after = Duration::ZERO;
+        if over_name {
+            retry_after = retry_after.max(name_wait);
+        }
+        if over_source {
+            retry_after = retry_after.max(source_wait);
+        }
+        let first = first_name || first_source;
+        Throttle::Refuse { retry_after, first }
+    }
+
+    /// A good login clears that name's failures (not its source's: one valid human does not
+    /// vouch for everything else from the same address).
+    pub(crate) fn succeeded(&mut self, name: &str) {
+        self.per_name.remove(name);
+    }
+}
+
+/// Checks `name`/`token` against the config: the credential first, in constant time, so a
+/// correct one always passes; a failure is counted by name and by `source`, then answered
+/// 401 after [`FAILURE_DELAY`], or 429 at once past a limit. Says only that the pair is wrong.
+pub(crate) async fn verify(
+    state: &AppState,
+    source: SourceKey,
+    name: &str,
+    token: &str,
+) -> Result<(), Refusal> {
     let key = if state.config.humans.contains_key(name) {
         name
     } else {
         UNKNOWN_NAME
     };
-    let now = Instant::now();
-    if let Err(wait) = lock(&state.limiter).check(key, now) {
-        tracing::warn!(human = %name.escape_debug(), "login refused: too many failures");
-        return Err(Refusal::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "too many failed logins; try again in {} s",
-                wait.as_secs().max(1)
-            ),
-        ));
-    }
-    match airlock_control::auth::verify_human(&state.config, name, token) {
+    let e = match airlock_control::auth::verify_human(&state.config, name, token) {
         Ok(()) => {
             lock(&state.limiter).succeeded(key);
-            Ok(())
+            return Ok(());
         }
-        Err(e) => {
+        Err(e) => e,
+    };
+    let throttle = lock(&state.limiter).failed(key, source, Instant::now());
+    match throttle {
+        Throttle::Delay => {
             // The error names the human and the kind of failure, never the token.
-            tracing::warn!(error = %e, "authentication failed");
-            lock(&state.limiter).failed(key, now);
+            tracing::warn!(error = %e, source = ?source, "authentication failed");
             tokio::time::sleep(FAILURE_DELAY).await;
             Err(Refusal::new(
                 StatusCode::UNAUTHORIZED,
                 "wrong name or token (a [humans.NAME] with token_sha256, and its token)",
             ))
         }
+        Throttle::Refuse { retry_after, first } => {
+            if first {
+                tracing::warn!(human = %name.escape_debug(), source = ?source,
+                    "too many failed logins: further failures are refused at once (a correct token still passes)");
+            }
+            Err(Refusal::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "too many failed logins; try again in {} s",
+                    retry_after.as_secs().max(1)
+                ),
+            ))
+        }
     }
+}
+
+/// The peer of a request, for throttling failures (never for deciding who someone is).
+pub(crate) struct Source(pub(crate) SourceKey);
+
+impl<S: Send + Sync> FromRequestParts<S> for Source {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Source(source_of(parts)))
+    }
+}
+
+fn source_of(parts: &Parts) -> SourceKey {
+    source_key(
+        parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip()),
+    )
 }
 
 // === extractors ===
@@ -285,7 +404,7 @@ impl FromRequestParts<Arc<AppState>> for ApiHuman {
                 "malformed credentials: send Authorization: Bearer NAME:TOKEN",
             ));
         };
-        match verify(state, name, token).await {
+        match verify(state, source_of(parts), name, token).await {
             Ok(()) => Ok(ApiHuman(name.to_owned())),
             Err(r) if r.status == StatusCode::UNAUTHORIZED => Err(unauthorized(&r.message)),
             Err(r) => Err(r.into_response()),
@@ -431,31 +550,88 @@ mod tests {
         assert!(!other.check_csrf(&a, &ta), "a restart invalidates tokens");
     }
 
+    fn refused(t: &Throttle) -> bool {
+        matches!(t, Throttle::Refuse { .. })
+    }
+
+    const HERE: SourceKey = Some(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+
     #[test]
-    fn the_limiter_locks_a_name_out_and_lets_it_back_after_the_window() {
+    fn failures_naming_one_human_are_refused_past_the_limit_and_only_for_that_name() {
         let mut l = LoginLimiter::default();
         let t0 = Instant::now();
-        for _ in 0..MAX_FAILURES_PER_NAME {
-            assert!(l.check("alice", t0).is_ok());
-            l.failed("alice", t0);
+        for i in 0..MAX_FAILURES_PER_NAME {
+            let src = Some(IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, i as u8)));
+            assert_eq!(l.failed("alice", src, t0), Throttle::Delay);
         }
-        let wait = l.check("alice", t0).unwrap_err();
-        assert_eq!(wait, FAILURE_WINDOW);
-        assert!(l.check("bob", t0).is_ok(), "other names are not locked");
-        assert!(l.check("alice", t0 + FAILURE_WINDOW).is_ok());
-        l.failed("bob", t0);
+        let src = Some(IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 1, 1)));
+        match l.failed("alice", src, t0) {
+            Throttle::Refuse { retry_after, first } => {
+                assert_eq!(retry_after, FAILURE_WINDOW);
+                assert!(first);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            matches!(
+                l.failed("alice", src, t0),
+                Throttle::Refuse { first: false, .. }
+            ),
+            "the crossing is logged once"
+        );
+        assert!(
+            !refused(&l.failed("bob", src, t0)),
+            "other names are not throttled"
+        );
+        assert_eq!(
+            l.failed("alice", src, t0 + FAILURE_WINDOW),
+            Throttle::Delay,
+            "the window passes"
+        );
         l.succeeded("bob");
         assert!(!l.per_name.contains_key("bob"));
     }
 
+    /// Issue 15, item 8: one source's flood throttles that source's failures, and nobody
+    /// else's; there is no lockout of everyone.
     #[test]
-    fn the_limiter_locks_everyone_out_after_many_failures() {
+    fn a_flood_from_one_source_throttles_that_source_only() {
         let mut l = LoginLimiter::default();
         let t0 = Instant::now();
-        for i in 0..MAX_FAILURES_TOTAL {
-            l.failed(&format!("n{}", i % 7), t0);
+        let mut throttled = 0;
+        for i in 0..200 {
+            if refused(&l.failed(&format!("n{}", i % 3), HERE, t0)) {
+                throttled += 1;
+            }
         }
-        assert!(l.check("fresh", t0).is_err());
-        assert!(l.check("fresh", t0 + FAILURE_WINDOW).is_ok());
+        assert!(throttled >= 200 - MAX_FAILURES_PER_SOURCE);
+        let elsewhere = Some(IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7)));
+        assert_eq!(l.failed("fresh", elsewhere, t0), Throttle::Delay);
+        assert!(l.per_source.get(&HERE).unwrap().times.len() <= MAX_FAILURES_PER_SOURCE + 1);
+    }
+
+    #[test]
+    fn the_source_table_is_bounded_and_drops_the_least_recently_seen() {
+        let mut l = LoginLimiter::default();
+        let t0 = Instant::now();
+        for i in 0..(MAX_SOURCES as u32 + 10) {
+            let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            let _ = l.failed("x", Some(ip), t0 + Duration::from_millis(u64::from(i)));
+        }
+        assert_eq!(l.per_source.len(), MAX_SOURCES);
+        assert!(!l
+            .per_source
+            .contains_key(&Some(IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000)))));
+    }
+
+    #[test]
+    fn ipv6_sources_count_by_their_64_and_mapped_v4_as_v4() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(source_key(Some(a)), source_key(Some(b)));
+        assert_ne!(source_key(Some(a)), source_key(Some(c)));
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert_eq!(source_key(Some(mapped)), HERE);
     }
 }

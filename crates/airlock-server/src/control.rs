@@ -105,6 +105,30 @@ pub(crate) async fn resume(
 ) -> Result<usize, Refusal> {
     let state = state.clone();
     blocking(move || {
+        // Kills outrank approvals: what the kill covered and was approved but not used stays
+        // void. Should that fail, nothing is resumed.
+        let killed = lock(&state.control)
+            .active()
+            .map_err(|e| Refusal::internal("cannot read the kill state", &e))?
+            .iter()
+            .any(|k| k.target == target);
+        let voided = if killed {
+            airlock_approval::void_before_resume(&state.config, &target, &human)
+        } else {
+            Ok(0)
+        };
+        match voided {
+            Ok(_) => {}
+            Err(e @ airlock_approval::ApprovalError::Audit(_)) => {
+                tracing::error!(error = %e, "approvals voided before the resume; their audit records failed");
+            }
+            Err(e) => {
+                return Err(Refusal::internal(
+                    "cannot void the approvals the kill covered: nothing resumed",
+                    &e,
+                ))
+            }
+        }
         let mut store = lock(&state.control);
         let done = airlock_control::resume_and_announce(&state.config, &mut store, &target, &human)
             .map_err(|e| Refusal::internal("cannot record the resume", &e))?;

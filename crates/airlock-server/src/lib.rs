@@ -7,7 +7,8 @@
 //!   an `HttpOnly`, `SameSite=Strict` session cookie (random id, kept server-side, expiring).
 //!   Every form the page posts carries a CSRF token bound to that session, and every request
 //!   must name one of the server's own hosts (`Host`) and, when it changes state, come from its
-//!   own origin (`Origin`). Failed logins are slowed and limited per name (`auth` module).
+//!   own origin (`Origin`). Failed logins are slowed and throttled by name and by source, and a
+//!   correct credential is never refused (`auth` module).
 //! - **Nothing changes on a GET**: opening a page or a link only reads; approve, deny, kill and
 //!   resume are POSTs by an authenticated human.
 //! - **Live**: the server binds an [`airlock_control::Listener`] on the audit database, so every
@@ -93,7 +94,9 @@ pub async fn serve(
         // Event streams never end on their own; end them so the graceful shutdown can finish.
         stopper.stop();
     };
-    let served = axum::serve(listener, router(state))
+    // The peer's address is kept with each request: failed logins are throttled by source.
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(ServerError::Serve);

@@ -174,7 +174,20 @@ pub(crate) fn detail(state: &AppState, human: &str, csrf: &str, d: &Detail) -> M
                 dt { "Session" } dd { code { (a.session) } }
             }
             h3 { "Arguments" }
-            (json(&a.args_redacted))
+            @if let Some(r) = &d.revealed {
+                (json(&r.args))
+                p.secrets {
+                    strong { "Secret values, shown to you as an approver: " }
+                    @for (i, ptr) in r.secrets.iter().enumerate() {
+                        @if i > 0 { ", " }
+                        code.secret { (ptr) }
+                    }
+                    ". They are never logged, audited or sent by the webhook."
+                }
+            } @else {
+                (json(&a.args_redacted))
+                @if let Some(h) = &d.hidden { p.message.error.hidden { (h) } }
+            }
             p.meta { "Action digest " code.digest { (a.digest) } }
         }
         section.card.why {
@@ -198,7 +211,9 @@ pub(crate) fn detail(state: &AppState, human: &str, csrf: &str, d: &Detail) -> M
                     label for="comment" { "Comment (optional)" }
                     textarea #comment name="comment" rows="2" maxlength="2000" {}
                     div.buttons {
-                        button.btn.approve type="submit" name="verdict" value="approve" { "Approve" }
+                        @if d.approvable {
+                            button.btn.approve type="submit" name="verdict" value="approve" { "Approve" }
+                        }
                         button.btn.danger type="submit" name="verdict" value="deny" { "Deny" }
                     }
                 }

@@ -117,12 +117,13 @@ async fn login_form(State(state): State<Arc<AppState>>, jar: CookieJar) -> Respo
 
 async fn login(
     State(state): State<Arc<AppState>>,
+    auth::Source(source): auth::Source,
     jar: CookieJar,
     f: Result<Form<LoginForm>, FormRejection>,
 ) -> PageResult {
     let f = form(f)?;
     let name = f.name.trim();
-    if let Err(r) = auth::verify(&state, name, f.token.trim()).await {
+    if let Err(r) = auth::verify(&state, source, name, f.token.trim()).await {
         let status = r.status;
         return Ok((status, Html(views::login(Some(&r.message)).into_string())).into_response());
     }
@@ -184,7 +185,7 @@ async fn detail(
     who: PageHuman,
     Path(id): Path<String>,
 ) -> Response {
-    match approvals::detail(&state, id).await {
+    match approvals::detail(&state, id, Some(who.human.clone())).await {
         Ok(d) => {
             let csrf = who.csrf(&state);
             Html(views::detail(&state, &who.human, &csrf, &d).into_string()).into_response()
@@ -199,7 +200,7 @@ async fn live_detail(
     Path(id): Path<String>,
 ) -> Response {
     fragment(
-        approvals::detail(&state, id)
+        approvals::detail(&state, id, None)
             .await
             .map(|d| views::detail_live(&d)),
     )
