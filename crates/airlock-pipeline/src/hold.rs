@@ -151,12 +151,14 @@ pub(crate) fn admit(p: &Pipeline, frame: &Frame, method: &str, req: HoldRequest)
         now_ns: now_unix_ns(),
     };
     // An approval given while no gateway held the call (say across a restart) is used once.
+    // The real arguments are kept beside the request for the humans who may approve it: they
+    // read exactly what the digest binds (never in lists, logs, the audit trail or the webhook).
     let stored = stores.call(move |s| -> Result<Stored, String> {
         match s.approvals.take_approved(&digest) {
             Ok(Some(approval)) => Ok(Stored::Approved(approval)),
             Ok(None) => s
                 .approvals
-                .request(&new)
+                .request_with_args(&new, &args)
                 .map(|(a, created)| Stored::Requested(a, created))
                 .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
