@@ -10,6 +10,9 @@
 //! `kill -9`ed one (parent-death signals). When a sandbox cap ends the server, its exit says
 //! which cap, so the calls it leaves unanswered get that reason, and the breach is recorded
 //! (`sandbox_breach`).
+//!
+//! An unsandboxed server gets a minimal environment plus what its `env` lists, never
+//! Airlock's own credentials.
 
 use std::fmt;
 use std::io;
@@ -47,7 +50,9 @@ pub enum UpstreamSandbox {
         audit: Arc<AuditWriter>,
         identity: Identity,
     },
-    /// `sandbox = "off"` in the config: no sandbox at all.
+    /// `sandbox = "off"` in the config: no sandbox at all. The environment is still Airlock's
+    /// choice: [`airlock_config::OFF_BASE_ENV`] and the server's `env` names, nothing else
+    /// (never `AIRLOCK_TOKEN`: the server could act as the human with it).
     Off {
         /// The server's `env` list.
         env: Vec<String>,
@@ -109,7 +114,7 @@ impl Upstream {
             UpstreamSandbox::Off { env } => {
                 let mut cmd = std::process::Command::new(program);
                 cmd.args(args);
-                let _ = env;
+                off_env(&mut cmd, &env);
                 // No PID namespace holds the tree: a keeper ends it if Airlock dies.
                 airlock_sandbox::end_with_parent(&mut cmd);
                 (cmd, None)
@@ -181,6 +186,28 @@ impl Upstream {
             stderr,
             pid,
         })
+    }
+}
+
+/// The environment of an unsandboxed server: the basics and what its `env` lists; everything
+/// else Airlock has (its own `AIRLOCK_*` first) stays out.
+fn off_env(cmd: &mut std::process::Command, listed: &[String]) {
+    cmd.env_clear();
+    let names = airlock_config::OFF_BASE_ENV
+        .iter()
+        .copied()
+        .chain(listed.iter().map(String::as_str));
+    for name in names {
+        // The config refuses such a name; this is the last line.
+        if name
+            .to_ascii_uppercase()
+            .starts_with(airlock_config::AIRLOCK_ENV_PREFIX)
+        {
+            continue;
+        }
+        if let Some(value) = std::env::var_os(name) {
+            cmd.env(name, value);
+        }
     }
 }
 

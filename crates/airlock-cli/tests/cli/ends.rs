@@ -1,5 +1,6 @@
 //! What an upstream keeps when its session ends: no process (sandboxed or not, after an
-//! orderly end or a `kill -9` of the gateway). Part of the `cli` test binary (its harness is `super::`).
+//! orderly end or a `kill -9` of the gateway), and none of Airlock's own credentials in its
+//! environment. Part of the `cli` test binary (its harness is `super::`).
 
 use std::collections::HashMap;
 
@@ -107,4 +108,30 @@ fn a_killed_gateway_leaves_nothing_of_a_sandboxed_upstream() {
     eventually("the sandboxed tree outlived a SIGKILLed gateway", || {
         !tree.iter().any(|p| running(*p))
     });
+}
+
+#[test]
+fn an_unsandboxed_upstream_gets_no_airlock_credentials() {
+    // Issue 15, item 4: the human's token in `airlock run`'s environment.
+    let mut env = Env::new(POLICY).unsandboxed();
+    env.recorder_env = vec![
+        ("AIRLOCK_TOKEN", "alt_the_humans_token"),
+        ("UNLISTED_SECRET", "s3cret"),
+        ("LANG", "C.UTF-8"),
+    ];
+    let mut s = env.start();
+    assert!(s.tool(1, "echo", json!({})).get("result").is_some());
+    assert!(s.finish().success());
+    let text = std::fs::read_to_string(env.dir.path().join("out/recorder.log.env")).unwrap();
+    let seen: HashMap<String, String> = serde_json::from_str(&text).unwrap();
+    let names: Vec<&str> = seen.keys().map(String::as_str).collect();
+    assert!(
+        !names.iter().any(|n| n.starts_with("AIRLOCK_")),
+        "{names:?}"
+    );
+    assert!(!seen.contains_key("UNLISTED_SECRET"), "{names:?}");
+    // What the config lists, and the basics.
+    assert!(seen.contains_key("RECORDER_LOG"), "{names:?}");
+    assert_eq!(seen.get("LANG").map(String::as_str), Some("C.UTF-8"));
+    assert!(seen.contains_key("PATH"), "{names:?}");
 }
