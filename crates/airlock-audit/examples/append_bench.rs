@@ -1,6 +1,7 @@
 //! Append, verify and redaction throughput of the audit store.
 //!
-//! `cargo run --release -p airlock-audit --example append_bench`
+//! `cargo run --release -p airlock-audit --example append_bench` (`-- spool`: only the
+//! gateway's path, `AuditWriter::submit`, in both durability modes)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -167,13 +168,21 @@ fn bench_memory() {
 
 /// The gateway's path: `AuditWriter::submit` (durable in the spool when it returns) and the
 /// background fold into the chain.
-fn bench_writer() {
+fn bench_writer(durability: Durability) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("bench.db");
-    let writer = AuditWriter::start(&db, Durability::Process).unwrap();
+    let writer = AuditWriter::start(&db, durability).unwrap();
+    let (singles, batches) = match durability {
+        Durability::Process => (20_000u64, 2_000u64),
+        Durability::PowerLoss => (3_000, 300),
+    };
+    let label = match durability {
+        Durability::Process => "durable vs kill -9: write(2)",
+        Durability::PowerLoss => "durable vs power loss: write(2) + fdatasync",
+    };
     // One record per submit: the call path of one sequential agent.
     let mut lat = Vec::new();
-    for i in 0..20_000u64 {
+    for i in 0..singles {
         let mut r = sample(i);
         r.time_unix_ns = now_unix_ns();
         let t = Instant::now();
@@ -183,12 +192,11 @@ fn bench_writer() {
     lat.sort();
     assert!(writer.flush(Duration::from_secs(60)));
     println!(
-        "spool (durable vs kill -9), one record per submit: p50 {:.1} µs, p99 {:.1} µs",
+        "spool ({label}), one record per submit: p50 {:.1} µs, p99 {:.1} µs",
         percentile(&lat, 0.5),
         percentile(&lat, 0.99)
     );
     // Batches of 100 (a burst of calls judged together), then until all are chained.
-    let batches = 2_000u64;
     let start = Instant::now();
     for b in 0..batches {
         let batch: Vec<Submission> = (0..100)
@@ -205,18 +213,22 @@ fn bench_writer() {
     let chained = start.elapsed();
     let n = (batches * 100) as f64;
     println!(
-        "spool, batches of 100: {:.0} records/s durable; {:.0} records/s into the hash chain (group commits by the folding thread)",
+        "spool ({label}), batches of 100: {:.0} records/s durable; {:.0} records/s into the hash chain (group commits by the folding thread)",
         n / durable.as_secs_f64(),
         n / chained.as_secs_f64()
     );
     writer.close();
     let report = verify(&db, None).unwrap();
     assert!(report.problem.is_none());
-    assert_eq!(report.count, 220_000);
+    assert_eq!(report.count, singles + batches * 100);
 }
 
 fn main() {
-    bench_writer();
+    bench_writer(Durability::Process);
+    bench_writer(Durability::PowerLoss);
+    if std::env::args().nth(1).as_deref() == Some("spool") {
+        return;
+    }
     bench_memory();
     bench(Durability::Process, "NORMAL (Process)");
     bench(Durability::PowerLoss, "FULL (PowerLoss)");

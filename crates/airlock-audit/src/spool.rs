@@ -7,7 +7,8 @@
 //! folds the spool into the hash chain in large transactions.
 //!
 //! Each spool lives at `<db>.spool/<pid>-<start ns>.spool` and is locked (`flock`) by its
-//! process while it runs. A spool that nobody holds belongs to a gateway that died before
+//! process while it runs; it gets that name only once it is locked (it is made as
+//! `….spool.new`, which recovery never reads), so an unlocked `.spool` is always a dead one. A spool that nobody holds belongs to a gateway that died before
 //! folding it; [`recover`] folds it into the chain (skipping what was already folded) and
 //! removes it. Every reader of the trail recovers first, so a crash never hides a record.
 //!
@@ -48,27 +49,54 @@ pub(crate) struct Spool {
 }
 
 impl Spool {
-    pub(crate) fn create(db: &Path) -> Result<Spool, AuditError> {
+    /// Creates this process's spool. With `sync` (durability `power-loss`) its name is on disk
+    /// before this returns: an fdatasync of its entries would not bring back a file whose
+    /// directory entry was never written.
+    pub(crate) fn create(db: &Path, sync: bool) -> Result<Spool, AuditError> {
+        Spool::create_with(db, sync, || {})
+    }
+
+    /// [`Spool::create`], calling `opened` once the file exists and before it is locked (a
+    /// test runs a recovery there).
+    ///
+    /// The file is made under a name recovery does not read (`.spool.new`), locked, given its
+    /// header, and only then renamed to its `.spool` name: recovery never sees a spool that is
+    /// not locked by a live writer or left by a dead one (it would fold and remove a fresh one,
+    /// and this process would write its records into a file nobody reads).
+    pub(crate) fn create_with(
+        db: &Path,
+        sync: bool,
+        opened: impl FnOnce(),
+    ) -> Result<Spool, AuditError> {
         let dir = spool_dir(db);
         std::fs::create_dir_all(&dir).map_err(|e| spool_io(&dir, e))?;
-        let path = dir.join(format!(
-            "{}-{}.spool",
-            std::process::id(),
-            crate::now_unix_ns()
-        ));
+        let name = format!("{}-{}.spool", std::process::id(), crate::now_unix_ns());
+        let path = dir.join(&name);
+        let fresh = dir.join(format!("{name}.new"));
         let mut file = OpenOptions::new()
             .create_new(true)
             .append(true)
-            .open(&path)
-            .map_err(|e| spool_io(&path, e))?;
+            .open(&fresh)
+            .map_err(|e| spool_io(&fresh, e))?;
+        opened();
         // The lock tells recovery this spool's writer is alive.
-        file.try_lock().map_err(|e| {
-            spool_io(
-                &path,
-                std::io::Error::other(format!("cannot lock a new spool: {e}")),
-            )
-        })?;
-        file.write_all(&header()).map_err(|e| spool_io(&path, e))?;
+        let made = file
+            .try_lock()
+            .map_err(|e| std::io::Error::other(format!("cannot lock a new spool: {e}")))
+            .and_then(|()| file.write_all(&header()))
+            .and_then(|()| std::fs::rename(&fresh, &path));
+        if let Err(e) = made {
+            let _ = std::fs::remove_file(&fresh);
+            return Err(spool_io(&path, e));
+        }
+        if sync {
+            // The spool's name, and the spool directory's in its parent (it may be new).
+            for d in [Some(dir.as_path()), dir.parent()].into_iter().flatten() {
+                File::open(d)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| spool_io(d, e))?;
+            }
+        }
         Ok(Spool {
             file,
             path,

@@ -233,7 +233,7 @@ fn a_dead_gateways_spool_is_folded_once_with_references_resolved() {
     store
         .append(&[entry(0, RecordKind::Call, None).record])
         .unwrap();
-    let mut spool = Spool::create(&db).unwrap();
+    let mut spool = Spool::create(&db, false).unwrap();
     write_spool(
         &mut spool,
         &[
@@ -353,7 +353,7 @@ fn a_spool_of_an_unknown_encoding_is_an_error_and_kept() {
 fn a_fragment_left_by_a_failed_write_is_cut_off_before_the_next_one() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("audit.db");
-    let mut spool = Spool::create(&db).unwrap();
+    let mut spool = Spool::create(&db, false).unwrap();
     write_spool(&mut spool, &[full(0)]);
     // What a write that failed half way (ENOSPC) leaves behind.
     let fragment = encode_spool(&[full(1)]).unwrap();
@@ -491,4 +491,65 @@ proptest! {
         let bytes = encode_spool(&entries).unwrap();
         prop_assert_eq!(decode_spool(&bytes), complete(entries));
     }
+}
+
+// === issue 15, item 10: a spool is created under its lock ===
+
+#[test]
+fn a_recovery_while_a_spool_is_created_leaves_it_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.db");
+    let mut store = AuditStore::open(&db, Durability::Process).unwrap();
+    // Another process recovers at the worst moment: the file exists, its lock is not taken.
+    let mut spool = Spool::create_with(&db, false, || {
+        assert_eq!(recover(&db, &mut store).unwrap(), 0);
+    })
+    .unwrap();
+    assert!(spool.path.exists(), "recovery took a spool being created");
+    write_spool(&mut spool, &[entry(1, RecordKind::Call, None)]);
+    assert_eq!(
+        recover(&db, &mut store).unwrap(),
+        0,
+        "a live spool was read"
+    );
+    drop(spool); // its gateway dies: what it wrote is recovered
+    assert_eq!(recover(&db, &mut store).unwrap(), 1);
+    assert_eq!(store.query(&Query::default()).unwrap().len(), 1);
+}
+
+#[test]
+fn spools_created_while_recovery_runs_lose_no_record() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const SPOOLS: u64 = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.db");
+    drop(AuditStore::open(&db, Durability::Process).unwrap());
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let recoverer = {
+        let (db, stop) = (db.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut store = AuditStore::open(&db, Durability::Process).unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                recover(&db, &mut store).unwrap();
+            }
+        })
+    };
+    for key in 0..SPOOLS {
+        let mut spool = Spool::create(&db, false).unwrap();
+        assert!(
+            spool.path.exists(),
+            "spool {key} was taken while being created"
+        );
+        write_spool(&mut spool, &[entry(key, RecordKind::Call, None)]);
+        drop(spool); // a gateway that died: its record is the recoverer's to fold
+    }
+    stop.store(true, Ordering::Relaxed);
+    recoverer.join().unwrap();
+    let mut store = AuditStore::open(&db, Durability::Process).unwrap();
+    recover(&db, &mut store).unwrap();
+    assert_eq!(
+        store.query(&Query::default()).unwrap().len() as u64,
+        SPOOLS,
+        "records written to a spool were lost"
+    );
 }

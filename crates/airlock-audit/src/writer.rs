@@ -93,7 +93,7 @@ impl AuditWriter {
     pub fn start(db: &Path, durability: Durability) -> Result<AuditWriter, AuditError> {
         let mut store = AuditStore::open(db, durability)?;
         recover(db, &mut store)?;
-        let spool = Spool::create(db)?;
+        let spool = Spool::create(db, durability == Durability::PowerLoss)?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 spool: Some(spool),

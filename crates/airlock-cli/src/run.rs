@@ -140,7 +140,13 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
             audit: audit.clone(),
             identity: options.identity.clone(),
         },
-        None if off => UpstreamSandbox::Off,
+        None if off => UpstreamSandbox::Off {
+            env: config
+                .servers
+                .get(&options.identity.server)
+                .map(|s| s.env.clone())
+                .unwrap_or_default(),
+        },
         None => {
             return Err(Failure::usage(anyhow::anyhow!(
                 "{}: no sandbox profile for server `{}`",

@@ -44,7 +44,7 @@ when { context.args has channel && context.args.channel == "internal" };
 /// A temp dir with a config, a policy and (later) an audit database.
 struct Env {
     dir: tempfile::TempDir,
-    /// Extra environment for the recorder (RECORDER_FORK, RECORDER_SLOW).
+    /// Extra environment for `airlock run` (RECORDER_FORK, RECORDER_SLOW, …).
     recorder_env: Vec<(&'static str, &'static str)>,
 }
 
@@ -131,7 +131,11 @@ env = ["PATH", "RECORDER_LOG", "RECORDER_PIDS", "RECORDER_FORK", "RECORDER_SLOW"
     fn unsandboxed(self) -> Env {
         let config = self.config();
         let text = std::fs::read_to_string(&config).unwrap();
-        let text = text.replace("[servers.rec]\n", "[servers.rec]\nsandbox = \"off\"\n");
+        let text = text.replace(
+            "[servers.rec]\n",
+            "[servers.rec]\nsandbox = \"off\"\n\
+             env = [\"RECORDER_LOG\", \"RECORDER_PIDS\", \"RECORDER_FORK\", \"RECORDER_SLOW\"]\n",
+        );
         std::fs::write(&config, text).unwrap();
         self
     }
@@ -1490,3 +1494,8 @@ when {
 mod pipeline;
 #[path = "cli/reload.rs"]
 mod reload;
+
+// === what an upstream keeps when its session ends: no process, no credential ===
+
+#[path = "cli/ends.rs"]
+mod ends;

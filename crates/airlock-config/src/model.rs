@@ -171,6 +171,10 @@ pub struct Server {
     pub tools: Option<Vec<String>>,
     /// The sandbox the server runs in (default: the `default` profile).
     pub sandbox: crate::sandbox::ServerSandbox,
+    /// With `sandbox = "off"`: the environment variables passed through on top of
+    /// [`crate::OFF_BASE_ENV`]; every other one is cleared. (A sandboxed server gets its
+    /// profile's `env`.)
+    pub env: Vec<String>,
 }
 
 // === impl Config ===

@@ -107,4 +107,6 @@ pub(crate) struct RawServer {
     pub(crate) tools: Option<Vec<SpStr>>,
     /// A `[sandbox.profiles.*]` name, or `"off"`.
     pub(crate) sandbox: Option<SpStr>,
+    /// With `sandbox = "off"`: variables passed through beyond the basics.
+    pub(crate) env: Option<Vec<SpStr>>,
 }

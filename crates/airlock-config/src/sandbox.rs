@@ -31,6 +31,17 @@ pub const DEFAULT_MEMORY_BYTES: u64 = 1024 * 1024 * 1024;
 pub const DEFAULT_MAX_PROCESSES: u64 = 128;
 /// Environment variables passed by default; all others are cleared.
 pub const DEFAULT_ENV: &[&str] = &["PATH", "LANG", "LC_ALL", "TERM", "TZ"];
+/// Environment a server with `sandbox = "off"` always gets (when Airlock has it): where
+/// programs are (`PATH`), whose files (`HOME`, `USER`, `LOGNAME`, `TMPDIR`: caches and
+/// temp files land where the operator's would), and how to format text and time (`LANG`,
+/// `LC_ALL`, `TERM`, `TZ`). None of them is a credential. Everything else — Airlock's own
+/// `AIRLOCK_TOKEN` first — is cleared unless the server's `env` lists it.
+pub const OFF_BASE_ENV: &[&str] = &[
+    "PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "LANG", "LC_ALL", "TERM", "TZ",
+];
+/// Variables with this prefix are Airlock's own (a human's `AIRLOCK_TOKEN`, a webhook
+/// secret): no `env` list may pass one to a process Airlock starts.
+pub const AIRLOCK_ENV_PREFIX: &str = "AIRLOCK_";
 /// Smallest `memory_mb`: below this nothing starts, and the failure would look like a bug.
 pub const MIN_MEMORY_MB: u64 = 16;
 /// Ports an egress pattern without a port allows: HTTPS and HTTP.
@@ -384,18 +395,7 @@ fn profile(raw: &RawSandboxProfile, base: &Path, p: &mut Report<'_>) -> SandboxP
     let wall_clock = at_least(&raw.wall_clock_secs, "wall_clock_secs", 1, p)
         .map(Duration::from_secs)
         .or(d.wall_clock);
-    let env = raw.env.as_ref().map_or(d.env, |names| {
-        for n in names {
-            let name = n.get_ref();
-            if name.is_empty() || name.contains('=') || name.contains('\0') {
-                p(
-                    n.span(),
-                    format!("env: \"{}\" is not a variable name", name.escape_debug()),
-                );
-            }
-        }
-        names.iter().map(|n| n.get_ref().clone()).collect()
-    });
+    let env = raw.env.as_ref().map_or(d.env, |names| env_names(names, p));
     let mut off = BTreeSet::new();
     for l in raw.off.iter().flatten() {
         match SandboxLayer::from_name(l.get_ref()) {
@@ -466,6 +466,51 @@ pub(crate) fn server_sandbox(
             ServerSandbox::Profile(name.clone())
         }
     }
+}
+
+/// An `env` list: each a variable name, none of Airlock's own.
+fn env_names(names: &[SpStr], p: &mut Report<'_>) -> Vec<String> {
+    for n in names {
+        let name = n.get_ref();
+        if name.is_empty() || name.contains('=') || name.contains('\0') {
+            p(
+                n.span(),
+                format!("env: \"{}\" is not a variable name", name.escape_debug()),
+            );
+        } else if name.to_ascii_uppercase().starts_with(AIRLOCK_ENV_PREFIX) {
+            p(
+                n.span(),
+                format!(
+                    "env: \"{}\" is Airlock's own (a human's token, a secret): it never reaches \
+                     a process Airlock starts",
+                    name.escape_debug()
+                ),
+            );
+        }
+    }
+    names.iter().map(|n| n.get_ref().clone()).collect()
+}
+
+/// A server's `env` list: only with `sandbox = "off"` (a sandboxed server gets its profile's).
+pub(crate) fn server_env(
+    raw: &RawServer,
+    sandbox: &ServerSandbox,
+    p: &mut Report<'_>,
+) -> Vec<String> {
+    let Some(names) = &raw.env else {
+        return Vec::new();
+    };
+    if *sandbox != ServerSandbox::Off {
+        if let Some(first) = names.first() {
+            p(
+                first.span(),
+                "env: only a server with sandbox = \"off\" has its own `env`; a sandboxed \
+                 server gets its profile's `env`"
+                    .into(),
+            );
+        }
+    }
+    env_names(names, p)
 }
 
 /// What `airlock check` warns about: servers without a sandbox, profiles without layers.

@@ -205,3 +205,28 @@ fn egress_patterns_match_hosts_and_ports() {
         assert!(EgressRule::parse(bad).is_err(), "{bad} should be refused");
     }
 }
+
+#[test]
+fn an_unsandboxed_server_lists_what_it_may_inherit() {
+    let c = config("[servers.a]\nsandbox = \"off\"\nenv = [\"GITHUB_TOKEN\"]\n[servers.b]\n");
+    assert_eq!(c.servers["a"].env, ["GITHUB_TOKEN"]);
+    assert!(c.servers["b"].env.is_empty());
+    // A sandboxed server's environment is its profile's: a second list would be ignored.
+    assert_eq!(
+        error("[servers.a]\nenv = [\"X\"]\n"),
+        "airlock.toml:4:8: env: only a server with sandbox = \"off\" has its own `env`; a \
+         sandboxed server gets its profile's `env`"
+    );
+}
+
+#[test]
+fn no_env_list_passes_airlocks_own_variables() {
+    for extra in [
+        "[servers.a]\nsandbox = \"off\"\nenv = [\"AIRLOCK_TOKEN\"]\n",
+        "[servers.a]\nsandbox = \"off\"\nenv = [\"airlock_token\"]\n",
+        "[sandbox.profiles.p]\nenv = [\"PATH\", \"AIRLOCK_WEBHOOK_SECRET\"]\n",
+    ] {
+        let e = error(extra);
+        assert!(e.contains("is Airlock's own"), "{extra}: {e}");
+    }
+}

@@ -78,6 +78,7 @@ pub(crate) fn build(raw: RawConfig, origin: Origin<'_>) -> Result<Config, Config
         let mut built = server(s, p);
         built.sandbox =
             crate::sandbox::server_sandbox(s, &raw.sandbox.profiles, &mut |sp, m| p.at(sp, m));
+        built.env = crate::sandbox::server_env(s, &built.sandbox, &mut |sp, m| p.at(sp, m));
         built
     });
     let agents = named(&raw.agents, "agent", &mut p, |a: &RawAgent, p| {
@@ -324,6 +325,7 @@ fn server(raw: &RawServer, p: &mut Problems) -> Server {
         description: raw.description.clone(),
         tools,
         sandbox: Default::default(),
+        env: Vec::new(),
     }
 }
 

@@ -148,6 +148,7 @@ fn full_config_builds_the_whole_model() {
                     description: Some("The demo company".into()),
                     tools: Some(vec!["forum_post".into(), "acl_set".into()]),
                     sandbox: Default::default(),
+                    env: Vec::new(),
                 },
             ),
             ("github".into(), Server::default()),

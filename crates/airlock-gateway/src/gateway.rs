@@ -180,7 +180,17 @@ pub(crate) async fn run(
                 tracing::warn!(error = %e, "reading from the agent failed");
             }
             t.upstream_in.close().await;
-            let _ = tokio::time::timeout(SHUTDOWN_GRACE, &mut to_agent).await;
+            // Its last answers are read until its stdout closes, or until it exits (a child it
+            // forked may hold that stdout open; the group's SIGKILL below ends that child).
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+                tokio::select! {
+                    _ = &mut to_agent => {}
+                    _ = child.wait() => {
+                        let _ = tokio::time::timeout(Duration::from_millis(100), &mut to_agent).await;
+                    }
+                }
+            })
+            .await;
             let status = shut_down(&mut child, pid, SHUTDOWN_GRACE).await.ok();
             tracing::info!(?status, "agent closed the session; upstream stopped");
             None

@@ -4,8 +4,15 @@
 //! Ending it ends everything it started: the child has a process group of its own, and in a
 //! sandbox that child is the supervisor of a PID namespace (and a cgroup where the host
 //! allows one), so a SIGKILL to the group takes the whole tree down, whatever it forked or
-//! re-grouped. When a sandbox cap ends the server, its exit says which cap, so the calls it
-//! leaves unanswered get that reason, and the breach is recorded (`sandbox_breach`).
+//! re-grouped. Without a sandbox the child is a keeper ([`airlock_sandbox::end_with_parent`])
+//! leading the group the server runs in: the group is SIGKILLed whenever a session ends, and
+//! the keeper SIGKILLs it if Airlock dies first. Either way the tree dies with Airlock, even a
+//! `kill -9`ed one (parent-death signals). When a sandbox cap ends the server, its exit says
+//! which cap, so the calls it leaves unanswered get that reason, and the breach is recorded
+//! (`sandbox_breach`).
+//!
+//! An unsandboxed server gets a minimal environment plus what its `env` lists, never
+//! Airlock's own credentials.
 
 use std::fmt;
 use std::io;
@@ -43,8 +50,13 @@ pub enum UpstreamSandbox {
         audit: Arc<AuditWriter>,
         identity: Identity,
     },
-    /// `sandbox = "off"` in the config: no sandbox at all.
-    Off,
+    /// `sandbox = "off"` in the config: no sandbox at all. The environment is still Airlock's
+    /// choice: [`airlock_config::OFF_BASE_ENV`] and the server's `env` names, nothing else
+    /// (never `AIRLOCK_TOKEN`: the server could act as the human with it).
+    Off {
+        /// The server's `env` list.
+        env: Vec<String>,
+    },
 }
 
 /// Why an upstream did not start.
@@ -99,9 +111,12 @@ impl Upstream {
             io::Error::new(io::ErrorKind::InvalidInput, "no upstream command given")
         })?;
         let (mut cmd, sandboxed) = match sandbox {
-            UpstreamSandbox::Off => {
+            UpstreamSandbox::Off { env } => {
                 let mut cmd = std::process::Command::new(program);
                 cmd.args(args);
+                off_env(&mut cmd, &env);
+                // No PID namespace holds the tree: a keeper ends it if Airlock dies.
+                airlock_sandbox::end_with_parent(&mut cmd);
                 (cmd, None)
             }
             UpstreamSandbox::Profile {
@@ -172,6 +187,28 @@ impl Upstream {
             stderr,
             pid,
         })
+    }
+}
+
+/// The environment of an unsandboxed server: the basics and what its `env` lists; everything
+/// else Airlock has (its own `AIRLOCK_*` first) stays out.
+fn off_env(cmd: &mut std::process::Command, listed: &[String]) {
+    cmd.env_clear();
+    let names = airlock_config::OFF_BASE_ENV
+        .iter()
+        .copied()
+        .chain(listed.iter().map(String::as_str));
+    for name in names {
+        // The config refuses such a name; this is the last line.
+        if name
+            .to_ascii_uppercase()
+            .starts_with(airlock_config::AIRLOCK_ENV_PREFIX)
+        {
+            continue;
+        }
+        if let Some(value) = std::env::var_os(name) {
+            cmd.env(name, value);
+        }
     }
 }
 
@@ -283,22 +320,30 @@ impl EgressLog for AuditedEgress {
 }
 
 /// Waits for the child to exit on its own for `grace`, then ends its whole process group:
-/// SIGTERM, a second grace period, SIGKILL. This is the MCP stdio shutdown sequence.
+/// SIGTERM, a second grace period, SIGKILL. This is the MCP stdio shutdown sequence. However
+/// the child ended, its group gets a SIGKILL last: a process it forked outlives it otherwise
+/// (one that ignores SIGTERM, or that the server never waited for), and the session's end is
+/// the end of everything the server started.
 pub(crate) async fn shut_down(
     child: &mut UpstreamChild,
     pid: Option<u32>,
     grace: Duration,
 ) -> io::Result<UpstreamExit> {
-    if let Ok(status) = tokio::time::timeout(grace, child.wait()).await {
-        return status;
-    }
-    signal_group(pid, Signal::SIGTERM);
-    if let Ok(status) = tokio::time::timeout(grace, child.wait()).await {
-        signal_group(pid, Signal::SIGKILL);
-        return status;
-    }
+    let status = match tokio::time::timeout(grace, child.wait()).await {
+        Ok(status) => status,
+        Err(_) => {
+            signal_group(pid, Signal::SIGTERM);
+            match tokio::time::timeout(grace, child.wait()).await {
+                Ok(status) => status,
+                Err(_) => {
+                    signal_group(pid, Signal::SIGKILL);
+                    child.wait().await
+                }
+            }
+        }
+    };
     signal_group(pid, Signal::SIGKILL);
-    child.wait().await
+    status
 }
 
 /// Signals the child's process group (its pid is the group id, see `process_group(0)`).

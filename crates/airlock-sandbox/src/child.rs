@@ -218,6 +218,17 @@ pub(crate) fn run(plan: &Plan) -> io::Result<()> {
         }
         if plan.namespaces {
             enter_namespaces(plan)?;
+        } else {
+            // No supervisor in between: the command itself dies with Airlock (set after the
+            // uid change, which clears it).
+            check(
+                plan,
+                Step::DeathSignal,
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0),
+            )?;
+            if libc::getppid() != plan.parent {
+                libc::_exit(1);
+            }
         }
         check(plan, Step::Chdir, libc::chdir(plan.cwd.as_ptr()))?;
         if let Some(limits) = &plan.limits {
@@ -615,4 +626,103 @@ unsafe fn report(plan: &Plan, step: Step) -> io::Error {
     let byte = [step as u8];
     libc::write(plan.report.as_raw_fd(), byte.as_ptr().cast(), 1);
     err
+}
+
+// === the keeper of an unsandboxed command ===
+
+/// Makes `cmd`'s whole process tree end with the calling process, for a command that runs
+/// with no sandbox (`sandbox = "off"`): no PID namespace holds that tree, so something must
+/// end it if Airlock dies without cleaning up (a crash, `kill -9`).
+///
+/// The process Airlock sees is a keeper: it leads a process group of its own (this sets
+/// `process_group(0)`), forks the command into that group, waits for it and exits with its
+/// status. The keeper dies with Airlock (`PR_SET_PDEATHSIG`, delivered as SIGHUP, which it
+/// catches) and then SIGKILLs its group: the command and everything it forked that stayed in
+/// the group. SIGTERM, SIGINT and SIGQUIT sent to the group reach the command directly; the
+/// keeper ignores them and waits. A SIGKILL of the group ends everything at once, the keeper
+/// included.
+///
+/// Not covered: a process that leaves the group (`setsid`, `setpgid`) — it asked to be
+/// something else's, and only a PID namespace (the sandbox) holds such a process.
+///
+/// The parent-death signal follows the *thread* that spawns: call `spawn` from a thread
+/// that lives as long as the command should (Airlock's main thread).
+pub fn end_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id() as libc::pid_t;
+    cmd.process_group(0);
+    // SAFETY: `keep` makes only async-signal-safe syscalls (see the module docs).
+    unsafe {
+        cmd.pre_exec(move || keep(parent));
+    }
+}
+
+/// Parent death: the whole group goes, the keeper with it.
+extern "C" fn end_group(_sig: libc::c_int) {
+    // SAFETY: kill is async-signal-safe; 0 is the caller's own process group.
+    unsafe {
+        libc::kill(0, libc::SIGKILL);
+    }
+}
+
+/// In the forked child: becomes the keeper and returns only in the command's process.
+fn keep(parent: libc::pid_t) -> io::Result<()> {
+    // SAFETY: raw syscalls on stack memory only; nothing allocates or locks.
+    unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = end_group as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::sigemptyset(&mut act.sa_mask);
+        if libc::sigaction(libc::SIGHUP, &act, std::ptr::null_mut()) != 0
+            || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGHUP, 0, 0, 0) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        // Airlock died before the signal was armed: nothing may start.
+        if libc::getppid() != parent {
+            libc::_exit(1);
+        }
+        let keeper = libc::getpid();
+        let command = libc::fork();
+        if command < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if command == 0 {
+            // The command: SIGHUP as usual (exec resets the handler too), and it dies with the
+            // keeper, should the keeper alone be killed.
+            libc::signal(libc::SIGHUP, libc::SIG_DFL);
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::getppid() != keeper {
+                libc::_exit(1);
+            }
+            return Ok(());
+        }
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT] {
+            libc::signal(sig, libc::SIG_IGN);
+        }
+        // Keep no fds: the command alone holds the pipes (EOF means it closed them), and the
+        // exec-status pipe closes when the command execs.
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null >= 0 {
+            for fd in 0..3 {
+                libc::dup2(null, fd);
+            }
+        }
+        if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) != 0 {
+            for fd in 3..4096 {
+                libc::close(fd);
+            }
+        }
+        loop {
+            let mut status = 0;
+            let r = libc::waitpid(command, &mut status, 0);
+            if r == command {
+                libc::_exit(exit_code(status));
+            }
+            if r < 0 && *libc::__errno_location() != libc::EINTR {
+                libc::_exit(1);
+            }
+        }
+    }
 }

@@ -6,13 +6,17 @@
 //! out from the host's network. Each connection is one HTTP request head:
 //! `CONNECT host:port` (a tunnel, for HTTPS) or an absolute-form `GET http://host/…`
 //! (forwarded as is). The host and port must match one of the profile's `egress` patterns;
-//! Airlock resolves the name (the sandbox has no DNS). Every connection, allowed or refused,
+//! Airlock resolves the name (the sandbox has no DNS) and dials only public addresses, unless
+//! the pattern itself is the address (or `localhost`, for loopback): see [`vet`]. An IPv4
+//! address spelled other than as four decimal parts is refused. Every connection, allowed or refused,
 //! goes to the [`EgressLog`] — for `airlock run` and `airlock exec`, the audit chain — and an
 //! allowed one is dialled only once its opening is recorded.
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{
+    IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs,
+};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -285,7 +289,13 @@ fn split_host_port(authority: &str, default: Option<u16>) -> Result<(String, u16
     {
         return Err(format!("\"{}\" is not a host", host.escape_debug()));
     }
-    Ok((host.to_ascii_lowercase(), port))
+    let host = host.to_ascii_lowercase();
+    if odd_ipv4_spelling(&host) {
+        return Err(format!(
+            "\"{host}\" spells an IPv4 address unusually (write it as four decimal parts)"
+        ));
+    }
+    Ok((host, port))
 }
 
 fn handle(conn: u64, client: TcpStream, rules: &[EgressRule], log: &dyn EgressLog, open: &Open) {
@@ -392,26 +402,178 @@ fn read_head(reader: &mut BufReader<TcpStream>) -> io::Result<Vec<u8>> {
     }
 }
 
-/// Resolves `host` here, outside the sandbox. A name that resolves to this machine
-/// (loopback, unspecified) is refused unless the rule names an address or `localhost`:
-/// a DNS answer must not turn an allowed name into Airlock's own local services.
+/// Resolves `host` here, outside the sandbox, and keeps only the addresses it may reach
+/// (see [`vet`]).
 fn resolve(host: &str, port: u16, rule: &EgressRule) -> Result<Vec<SocketAddr>, String> {
-    let literal = host.parse::<IpAddr>().is_ok();
     let addrs: Vec<SocketAddr> = (host, port)
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve {host}: {e}"))?
         .collect();
-    let local_ok = literal || rule.host == "localhost" || rule.host.parse::<IpAddr>().is_ok();
+    vet(host, addrs, rule)
+}
+
+/// Keeps the addresses `rule` lets the sandbox reach. A public address is reachable through
+/// any rule that matched the host; an address that is not public ([`not_public`]: this
+/// machine, the link, a private network, in any spelling) only when the rule names it: the
+/// rule is that very address (`10.0.0.5:5432`, `[fd00::1]:443`), or, for loopback only,
+/// `localhost`. Neither a wildcard nor a DNS answer ever turns an allowed name into Airlock's
+/// own local services, the cloud metadata address or the LAN. The unspecified and multicast
+/// addresses are never dialled.
+pub(crate) fn vet(
+    host: &str,
+    addrs: Vec<SocketAddr>,
+    rule: &EgressRule,
+) -> Result<Vec<SocketAddr>, String> {
+    let named = if rule.subdomains {
+        None
+    } else {
+        rule.host.parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
+    };
+    let mut refused = None;
     let usable: Vec<SocketAddr> = addrs
         .into_iter()
-        .filter(|a| local_ok || !(a.ip().is_loopback() || a.ip().is_unspecified()))
+        .filter(|a| {
+            let Some(class) = not_public(a.ip()) else {
+                return true;
+            };
+            let ok = match class {
+                Class::Unspecified | Class::Multicast => false,
+                Class::Loopback if !rule.subdomains && rule.host == "localhost" => true,
+                _ => named == Some(a.ip().to_canonical()),
+            };
+            if !ok && refused.is_none() {
+                refused = Some((a.ip(), class));
+            }
+            ok
+        })
         .collect();
     if usable.is_empty() {
-        return Err(format!(
-            "{host} resolves to no address the sandbox may reach"
-        ));
+        return Err(match refused {
+            Some((ip, class)) => format!(
+                "{host} is {ip}, {}: only a rule naming that address reaches it",
+                class.describe()
+            ),
+            None => format!("{host} resolves to no address"),
+        });
     }
     Ok(usable)
+}
+
+/// What kind of address the sandbox may not reach on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Class {
+    /// `0.0.0.0/8`, `::`: connecting to it reaches this machine.
+    Unspecified,
+    /// `127.0.0.0/8`, `::1`: this machine (Airlock's own services).
+    Loopback,
+    /// `169.254.0.0/16` (the cloud metadata address), `fe80::/10`.
+    LinkLocal,
+    /// `10/8`, `172.16/12`, `192.168/16`, `100.64/10` (carrier-grade NAT), `fc00::/7`
+    /// (unique local), `fec0::/10` (the old site-local).
+    Private,
+    /// Multicast and broadcast.
+    Multicast,
+    /// Not routable on the internet: `192.0.0.0/24`, benchmarking, documentation,
+    /// `240.0.0.0/4`, the IPv6 discard and documentation prefixes, local NAT64.
+    Reserved,
+}
+
+impl Class {
+    fn describe(self) -> &'static str {
+        match self {
+            Class::Unspecified => "the unspecified address (this machine)",
+            Class::Loopback => "a loopback address (this machine)",
+            Class::LinkLocal => "a link-local address (the cloud metadata service lives here)",
+            Class::Private => "a private-network address",
+            Class::Multicast => "a multicast or broadcast address",
+            Class::Reserved => "a reserved address",
+        }
+    }
+}
+
+/// The class of an address that is not on the public internet, `None` for a public one. An
+/// IPv6 address that carries an IPv4 one (mapped `::ffff:a.b.c.d`, compatible `::a.b.c.d`,
+/// NAT64 `64:ff9b::/96`, 6to4 `2002::/16`, Teredo `2001::/32`) is judged by that IPv4
+/// address: the kernel or a translator on the way may deliver it there.
+pub(crate) fn not_public(ip: IpAddr) -> Option<Class> {
+    match ip {
+        IpAddr::V4(v4) => v4_class(v4),
+        IpAddr::V6(v6) => v6_class(v6),
+    }
+}
+
+fn v4_class(ip: Ipv4Addr) -> Option<Class> {
+    let [a, b, c, _] = ip.octets();
+    Some(match (a, b, c) {
+        (0, _, _) => Class::Unspecified,
+        (127, _, _) => Class::Loopback,
+        (169, 254, _) => Class::LinkLocal,
+        (10, _, _) | (192, 168, _) => Class::Private,
+        (172, 16..=31, _) | (100, 64..=127, _) => Class::Private,
+        (224..=239, _, _) | (255, 255, 255) => Class::Multicast,
+        (240..=255, _, _) | (192, 0, 0) | (192, 0, 2) | (198, 18..=19, _) => Class::Reserved,
+        (198, 51, 100) | (203, 0, 113) => Class::Reserved,
+        _ => return None,
+    })
+}
+
+fn v6_class(ip: Ipv6Addr) -> Option<Class> {
+    let s = ip.segments();
+    let embedded = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    if ip.is_unspecified() {
+        return Some(Class::Unspecified);
+    }
+    if ip.is_loopback() {
+        return Some(Class::Loopback);
+    }
+    // ::ffff:a.b.c.d (mapped) and ::a.b.c.d (compatible, deprecated).
+    if s[..5] == [0; 5] && (s[5] == 0xffff || s[5] == 0) {
+        return match (s[5], v4_class(embedded(s[6], s[7]))) {
+            (_, Some(class)) => Some(class),
+            // A mapped public address is that public address.
+            (0xffff, None) => None,
+            // Compatible addresses are deprecated: nothing to dial.
+            _ => Some(Class::Reserved),
+        };
+    }
+    // NAT64 (well-known prefix), judged by the IPv4 address it translates to.
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return v4_class(embedded(s[6], s[7]));
+    }
+    // 6to4: 2002:AABB:CCDD::/48 carries AA.BB.CC.DD.
+    if s[0] == 0x2002 {
+        return v4_class(embedded(s[1], s[2]));
+    }
+    // Teredo: the client's IPv4 address, inverted, in the last 32 bits.
+    if s[0] == 0x2001 && s[1] == 0 {
+        return v4_class(embedded(!s[6], !s[7]));
+    }
+    Some(match s[0] {
+        0xfe80..=0xfebf => Class::LinkLocal,
+        0xfec0..=0xfeff | 0xfc00..=0xfdff => Class::Private,
+        0xff00..=0xffff => Class::Multicast,
+        // 64:ff9b:1::/48 (local-use NAT64), 100::/64 (discard), 2001:db8::/32 (documentation).
+        0x64 if s[1] == 0xff9b => Class::Reserved,
+        0x100 if s[1..4] == [0, 0, 0] => Class::Reserved,
+        0x2001 if s[1] == 0xdb8 => Class::Reserved,
+        _ => return None,
+    })
+}
+
+/// An IPv4 address in a spelling other than four decimal parts (`2130706433`, `0x7f000001`,
+/// `127.1`, `0177.0.0.1`): the resolver reads these as addresses, and no real host name
+/// ends in a numeric label. Refused outright, whatever a rule says: a spelling is not a
+/// name for the allowlist to match.
+pub(crate) fn odd_ipv4_spelling(host: &str) -> bool {
+    let host = host.trim_end_matches('.');
+    if host.contains(':') || host.parse::<Ipv4Addr>().is_ok() {
+        return false;
+    }
+    let last = host.rsplit('.').next().unwrap_or(host);
+    let hex = last
+        .strip_prefix("0x")
+        .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
+    hex || (!last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn dial(addrs: &[SocketAddr]) -> io::Result<TcpStream> {

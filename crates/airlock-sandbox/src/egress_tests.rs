@@ -153,3 +153,185 @@ fn a_name_that_resolves_to_loopback_needs_a_rule_naming_it() {
     let rule = EgressRule::parse("*.localhost:9").unwrap();
     assert!(resolve("x.localhost", 9, &rule).is_err());
 }
+
+// === issue 15, item 3: no way to this machine, the link or a private network ===
+
+#[test]
+fn every_form_of_a_non_public_address_is_classified() {
+    use Class::*;
+    let cases: &[(&str, Option<Class>)] = &[
+        ("0.0.0.0", Some(Unspecified)),
+        ("0.1.2.3", Some(Unspecified)),
+        ("::", Some(Unspecified)),
+        ("127.0.0.1", Some(Loopback)),
+        ("127.255.1.2", Some(Loopback)),
+        ("::1", Some(Loopback)),
+        ("::ffff:127.0.0.1", Some(Loopback)),
+        ("::127.0.0.1", Some(Loopback)),
+        ("64:ff9b::7f00:1", Some(Loopback)),
+        ("2002:7f00:1::1", Some(Loopback)),
+        ("2001:0:4136:e378:8000:63bf:80ff:fffe", Some(Loopback)), // Teredo, client 127.0.0.1
+        ("169.254.169.254", Some(LinkLocal)),
+        ("::ffff:169.254.169.254", Some(LinkLocal)),
+        ("64:ff9b::a9fe:a9fe", Some(LinkLocal)),
+        ("fe80::1", Some(LinkLocal)),
+        ("febf::1", Some(LinkLocal)),
+        ("10.0.0.1", Some(Private)),
+        ("172.16.0.1", Some(Private)),
+        ("172.31.255.255", Some(Private)),
+        ("192.168.1.1", Some(Private)),
+        ("100.64.0.1", Some(Private)),
+        ("::ffff:10.1.2.3", Some(Private)),
+        ("fc00::1", Some(Private)),
+        ("fd12:3456::1", Some(Private)),
+        ("fec0::1", Some(Private)),
+        ("224.0.0.1", Some(Multicast)),
+        ("255.255.255.255", Some(Multicast)),
+        ("ff02::1", Some(Multicast)),
+        ("240.0.0.1", Some(Reserved)),
+        ("192.0.2.1", Some(Reserved)),
+        ("2001:db8::1", Some(Reserved)),
+        ("::8.8.8.8", Some(Reserved)),
+        ("64:ff9b:1::1", Some(Reserved)),
+        // Public, in each form.
+        ("8.8.8.8", None),
+        ("172.32.0.1", None),
+        ("100.128.0.1", None),
+        ("169.255.0.1", None),
+        ("::ffff:8.8.8.8", None),
+        ("64:ff9b::808:808", None),
+        ("2606:4700::1111", None),
+    ];
+    for (text, class) in cases {
+        let ip: IpAddr = text.parse().unwrap();
+        assert_eq!(not_public(ip), *class, "{text}");
+    }
+}
+
+fn addrs(list: &[&str]) -> Vec<SocketAddr> {
+    list.iter()
+        .map(|a| SocketAddr::new(a.parse().unwrap(), 443))
+        .collect()
+}
+
+#[test]
+fn a_name_resolving_to_a_non_public_address_is_refused() {
+    // A name in the allowlist whose DNS answer points inside: loopback in every form, the
+    // metadata service, the LAN.
+    let rule = EgressRule::parse("api.example.com").unwrap();
+    for inside in [
+        "127.0.0.1",
+        "::1",
+        "::ffff:127.0.0.1",
+        "0.0.0.0",
+        "::",
+        "169.254.169.254",
+        "fe80::1",
+        "10.0.0.5",
+        "172.20.1.1",
+        "192.168.0.10",
+        "100.100.100.200",
+        "fd00::5",
+        "64:ff9b::a00:5",
+    ] {
+        let why = vet("api.example.com", addrs(&[inside]), &rule).unwrap_err();
+        assert!(
+            why.contains("only a rule naming that address"),
+            "{inside}: {why}"
+        );
+    }
+    // A public answer passes; a mixed answer keeps only the public addresses.
+    assert_eq!(
+        vet(
+            "api.example.com",
+            addrs(&["8.8.8.8", "10.0.0.1", "::1"]),
+            &rule
+        )
+        .unwrap(),
+        addrs(&["8.8.8.8"])
+    );
+}
+
+#[test]
+fn only_a_rule_naming_the_address_reaches_it() {
+    let ok = |rule: &str, host: &str, ip: &str| {
+        vet(host, addrs(&[ip]), &EgressRule::parse(rule).unwrap()).is_ok()
+    };
+    assert!(ok("10.0.0.5:443", "10.0.0.5", "10.0.0.5"));
+    assert!(ok("[fd00::1]:443", "fd00::1", "fd00::1"));
+    assert!(ok(
+        "169.254.169.254:443",
+        "169.254.169.254",
+        "169.254.169.254"
+    ));
+    assert!(ok("localhost:443", "localhost", "127.0.0.1"));
+    assert!(ok("localhost:443", "localhost", "::1"));
+    // `localhost` names loopback, nothing else; a wildcard names no address.
+    assert!(!ok("localhost:443", "localhost", "10.0.0.1"));
+    assert!(!ok("*.1:*", "127.0.0.1", "127.0.0.1"));
+    assert!(!ok("*.5:*", "10.0.0.5", "10.0.0.5"));
+    assert!(!ok("*.localhost:443", "a.localhost", "127.0.0.1"));
+    // Another address of the same kind is not named by the rule.
+    assert!(!ok("10.0.0.5:443", "10.0.0.5", "10.0.0.6"));
+    // The unspecified address is never dialled, named or not.
+    assert!(!ok("0.0.0.0:443", "0.0.0.0", "0.0.0.0"));
+    // The real resolver: `localhost` is loopback, reachable only through a rule naming it.
+    assert!(resolve("localhost", 9, &EgressRule::parse("localhost:9").unwrap()).is_ok());
+    assert!(resolve("localhost", 9, &EgressRule::parse("example.com:9").unwrap()).is_err());
+}
+
+#[test]
+fn unusual_spellings_of_an_ipv4_address_are_refused() {
+    for host in [
+        "2130706433",
+        "0x7f000001",
+        "127.1",
+        "0177.0.0.1",
+        "127.0.1",
+        "0x7f.0.0.1",
+        "a.b.0x10",
+        "10.1.2.3.4",
+    ] {
+        let head = format!("CONNECT {host}:443 HTTP/1.1\r\n\r\n");
+        let e = parse_head(head.as_bytes()).unwrap_err();
+        assert!(e.contains("spells an IPv4 address"), "{host}: {e}");
+    }
+    for host in [
+        "127.0.0.1",
+        "127.0.0.1.",
+        "example.com",
+        "1password.com",
+        "x.123abc",
+    ] {
+        let head = format!("CONNECT {host}:443 HTTP/1.1\r\n\r\n");
+        assert!(parse_head(head.as_bytes()).is_ok(), "{host}");
+    }
+}
+
+#[test]
+fn a_wildcard_never_opens_loopback_and_the_refusal_is_logged() {
+    let target = echo_server();
+    let log = Arc::new(Log::default());
+    // `*.1` matches the text "127.0.0.1"; it names no address.
+    let (_proxy, port) = proxy(&["*.1:*"], log.clone());
+    for host in ["127.0.0.1".to_owned(), "[::ffff:127.0.0.1]".to_owned()] {
+        let (_c, head) = connect(port, &format!("{host}:{target}"));
+        assert!(head.starts_with("HTTP/1.1 403"), "{host}: {head}");
+    }
+    let (_c, head) = connect(port, &format!("2130706433:{target}"));
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    // Each refusal is answered, then recorded.
+    let start = std::time::Instant::now();
+    while log.0.lock().unwrap().len() < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "refusals not logged"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let events = log.0.lock().unwrap().clone();
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert!(events.iter().all(|e| e.phase == EgressPhase::Refused));
+    let loopback = events.iter().filter(|e| e.reason.contains("loopback"));
+    assert_eq!(loopback.count(), 2, "{events:?}");
+}

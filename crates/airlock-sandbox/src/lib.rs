@@ -58,6 +58,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 pub use cgroup::{detect as detect_cgroups, Mechanism as CgroupMechanism};
+pub use child::end_with_parent;
 pub use egress::{EgressEvent, EgressLog, EgressPhase, PROXY_PORT};
 pub use error::SandboxError;
 pub use fs_rules::kernel_abi as landlock_abi;

@@ -200,7 +200,8 @@ fn write_config(dir: &Path, agents: usize, busy: usize, sandboxed: bool) -> Resu
         "[servers.rec]\n\n[sandbox.profiles.default]\nwrite = [\"out\"]\n\
          env = [\"PATH\", \"RECORDER_LOG\", \"RECORDER_PIDS\", \"RECORDER_FORK\", \"RECORDER_SLOW\"]\n"
     } else {
-        "[servers.rec]\nsandbox = \"off\"\n"
+        "[servers.rec]\nsandbox = \"off\"\n\
+         env = [\"RECORDER_LOG\", \"RECORDER_PIDS\", \"RECORDER_FORK\", \"RECORDER_SLOW\"]\n"
     };
     let mut text = format!(
         "[policy]\nfiles = [\"policy.cedar\"]\n\n[audit]\npath = \"audit.db\"\n\n\
