@@ -1397,12 +1397,11 @@ fn an_approval_granted_before_a_kill_is_void_after_it_even_after_a_resume() {
         .iter()
         .filter(|r| r["kind"] == "approval" && r["detail"]["approval_id"] == id.as_str())
         .map(|r| r["detail"]["event"].as_str().unwrap().to_owned())
+        .filter(|e| e != "requested")
         .collect();
-    // (The "requested" record of the gateway killed with SIGKILL may still be in its spool.)
-    assert!(
-        events.ends_with(&["approved".to_owned(), "denied".to_owned()]),
-        "{events:?}"
-    );
+    // The "requested" record of the gateway killed with SIGKILL is folded from its spool by a
+    // later process, so it may land anywhere; the decision and the voiding are in order.
+    assert_eq!(events, ["approved", "denied"], "{events:?}");
 }
 
 #[test]

@@ -173,6 +173,28 @@ a, b = socket.socketpair(); a.sendall(b"ok"); print(b.recv(2).decode())
     assert_eq!(out, "refused 1\nrefused 1\nrefused pair 1\nok\n");
 }
 
+#[test]
+fn a_sandboxed_command_cannot_type_into_a_terminal() {
+    // seccomp answers before the kernel looks at the descriptor: EPERM here, where an
+    // unfiltered process would get ENOTTY (stdin is not a terminal in the test).
+    let code = r#"
+import fcntl, termios, errno
+for req in (termios.TIOCSTI, 0x541C):
+    try:
+        fcntl.ioctl(0, req, b"x"); print("TYPED")
+    except OSError as e:
+        print("refused" if e.errno == errno.EPERM else "errno %d" % e.errno)
+"#;
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.arg("-c")
+        .arg(code)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = run_output(&Profile::default(), cmd);
+    assert_eq!(out, "refused\nrefused\n");
+}
+
 fn run_output(profile: &Profile, mut cmd: Command) -> String {
     let mut guard = apply(profile, &mut cmd).unwrap();
     let child = cmd.spawn().map_err(|e| guard.explain(e)).unwrap();

@@ -82,6 +82,7 @@ pub fn denied_names() -> Vec<&'static str> {
         "clone3",
         "socket (families other than AF_INET, AF_INET6)",
         "socketpair (other than AF_UNIX stream or seqpacket)",
+        "ioctl TIOCSTI, TIOCLINUX (typing into the terminal)",
     ]);
     v
 }
@@ -123,6 +124,20 @@ pub(crate) fn programs(refuse_truncate: bool) -> Result<Vec<BpfProgram>, Sandbox
         .map_err(|e| prepare_err("socketpair rule", e))?,
     ];
     rules.insert(libc::SYS_socketpair, pair_rules);
+    // A command that shares the user's terminal (`airlock exec`) could push keystrokes into the
+    // shell the user returns to (TIOCSTI, or TIOCLINUX on a virtual console): a way out of any
+    // sandbox where the kernel still allows it (`dev.tty.legacy_tiocsti = 1`).
+    let typing = [libc::TIOCSTI, libc::TIOCLINUX]
+        .iter()
+        .map(|req| {
+            // `Ioctl` is an unsigned long here and an int elsewhere.
+            #[allow(clippy::unnecessary_cast)]
+            let req = *req as u64;
+            SeccompRule::new(vec![cond(1, SeccompCmpOp::Eq, req)?])
+                .map_err(|e| prepare_err("ioctl rule", e))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    rules.insert(libc::SYS_ioctl, typing);
     if refuse_truncate {
         rules.insert(libc::SYS_truncate, Vec::new());
         let read_only_trunc = |flags_arg: u8| -> Result<SeccompRule, SandboxError> {
