@@ -536,6 +536,28 @@ unsafe fn restrict_fs(plan: &Plan, ruleset: RawFd) -> io::Result<()> {
     check(plan, Step::LandlockRestrict, r as libc::c_int)
 }
 
+/// Stdin, stdout and stderr on `/dev/null`, every other descriptor closed: a waiting helper
+/// holds none of the command's pipes (their EOF means the command closed them).
+///
+/// # Safety
+/// Only in a forked helper that needs none of its descriptors; async-signal-safe.
+unsafe fn keep_no_fds() {
+    // SAFETY: plain syscalls on descriptor numbers; nothing here allocates.
+    unsafe {
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null >= 0 {
+            for fd in 0..3 {
+                libc::dup2(null, fd);
+            }
+        }
+        if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) != 0 {
+            for fd in 3..4096 {
+                libc::close(fd);
+            }
+        }
+    }
+}
+
 /// Supervisor and init: keep no fds (so the caller sees EOF and exec success as soon as
 /// the command has them), forward signals, wait for `child`, exit with its status.
 unsafe fn wait_and_exit(child: libc::pid_t) -> ! {
@@ -547,17 +569,7 @@ unsafe fn wait_and_exit(child: libc::pid_t) -> ! {
         libc::sigemptyset(&mut act.sa_mask);
         libc::sigaction(sig, &act, std::ptr::null_mut());
     }
-    let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-    if null >= 0 {
-        for fd in 0..3 {
-            libc::dup2(null, fd);
-        }
-    }
-    if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) != 0 {
-        for fd in 3..4096 {
-            libc::close(fd);
-        }
-    }
+    keep_no_fds();
     let mut code = 1;
     loop {
         let mut status = 0;
@@ -703,17 +715,7 @@ fn keep(parent: libc::pid_t) -> io::Result<()> {
         }
         // Keep no fds: the command alone holds the pipes (EOF means it closed them), and the
         // exec-status pipe closes when the command execs.
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-        if null >= 0 {
-            for fd in 0..3 {
-                libc::dup2(null, fd);
-            }
-        }
-        if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) != 0 {
-            for fd in 3..4096 {
-                libc::close(fd);
-            }
-        }
+        keep_no_fds();
         loop {
             let mut status = 0;
             let r = libc::waitpid(command, &mut status, 0);
