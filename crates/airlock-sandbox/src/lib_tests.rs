@@ -195,6 +195,30 @@ for req in (termios.TIOCSTI, 0x541C):
     assert_eq!(out, "refused\nrefused\n");
 }
 
+#[test]
+fn paths_on_the_command_line_are_passed_as_their_real_paths() {
+    // The view shows a granted path beneath /tmp at its real path only: `x/../f` would name
+    // nothing inside.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("x")).unwrap();
+    std::fs::write(dir.path().join("f"), "").unwrap();
+    let through = format!("{}/x/../f", dir.path().display());
+    let real = dir.path().join("f").canonicalize().unwrap();
+    let args = crate::absolute_args(&[through.clone(), "stdio".into(), "/no/such".into()]);
+    assert_eq!(
+        args,
+        [
+            real.display().to_string(),
+            "stdio".into(),
+            "/no/such".into()
+        ]
+    );
+    assert_eq!(
+        crate::resolve_program(&Profile::default(), &through).unwrap(),
+        real
+    );
+}
+
 fn run_output(profile: &Profile, mut cmd: Command) -> String {
     let mut guard = apply(profile, &mut cmd).unwrap();
     let child = cmd.spawn().map_err(|e| guard.explain(e)).unwrap();

@@ -105,11 +105,15 @@ impl Drop for IgnoreInterrupts {
 /// names are otherwise resolved inside, where a `PATH` entry the sandbox may not read
 /// turns "not found" into "permission denied".
 ///
-/// A path (`./server`, `bin/server`) is made absolute against Airlock's working directory:
-/// the command starts in a directory of its own.
+/// A path (`./server`, `bin/server`, `/tmp/x/../server`) becomes its real path: the command
+/// starts in a directory of its own, and the view shows granted paths at their real paths.
 pub fn resolve_program(profile: &Profile, program: &str) -> Option<std::path::PathBuf> {
     if program.contains('/') {
-        return std::path::absolute(program).ok();
+        let path = std::path::Path::new(program);
+        return path
+            .canonicalize()
+            .ok()
+            .or_else(|| std::path::absolute(path).ok());
     }
     let path = std::env::var_os("PATH")?;
     let found: Vec<_> = std::env::split_paths(&path)
@@ -127,20 +131,22 @@ pub fn resolve_program(profile: &Profile, program: &str) -> Option<std::path::Pa
     found.iter().find(visible).or(found.first()).cloned()
 }
 
-/// The command's arguments as the sandbox passes them: an argument that is a relative path
-/// naming an existing file or directory in Airlock's working directory (the ones
-/// [`Profile::read_command`] makes readable) becomes absolute, since the command starts in a
-/// directory of its own (its private directory, or `/`), never in Airlock's.
+/// The command's arguments as the sandbox passes them: an argument that names an existing
+/// file or directory (the ones [`Profile::read_command`] makes readable) becomes its real path.
+/// The command starts in a directory of its own (its private directory, or `/`), never in
+/// Airlock's, so a relative path would name nothing; and the sandbox's filesystem view shows a
+/// granted path beneath a hidden directory (`/tmp`, a home) at its real path only, so a path
+/// through `..` or a symlink there would name nothing either.
 pub fn absolute_args(args: &[String]) -> Vec<String> {
     args.iter()
         .map(|a| {
             let p = std::path::Path::new(a);
-            if a.is_empty() || p.is_absolute() || !p.exists() {
+            if a.is_empty() || !p.exists() {
                 return a.clone();
             }
-            std::path::absolute(p)
+            p.canonicalize()
                 .ok()
-                .and_then(|abs| abs.into_os_string().into_string().ok())
+                .and_then(|real| real.into_os_string().into_string().ok())
                 .unwrap_or_else(|| a.clone())
         })
         .collect()
