@@ -75,6 +75,9 @@ pub struct SandboxProfile {
     pub read: Vec<PathBuf>,
     /// Paths readable and writable beneath (default: none).
     pub write: Vec<PathBuf>,
+    /// Unix socket files the server may connect to (default: none, and then no Unix socket
+    /// can be made at all).
+    pub unix_sockets: Vec<PathBuf>,
     /// A fresh writable directory as `HOME` and `TMPDIR` (default: yes).
     pub private_tmp: bool,
     /// Hosts the sandbox may reach through Airlock's egress proxy; empty: no network at all.
@@ -103,6 +106,7 @@ impl Default for SandboxProfile {
         Self {
             read: SYSTEM_READ_PATHS.iter().map(PathBuf::from).collect(),
             write: Vec::new(),
+            unix_sockets: Vec::new(),
             private_tmp: true,
             egress: Vec::new(),
             cpu_seconds: Some(DEFAULT_CPU_SECONDS),
@@ -286,6 +290,7 @@ pub(crate) struct RawSandboxProfile {
     pub(crate) read: Option<Vec<SpStr>>,
     pub(crate) system_paths: Option<bool>,
     pub(crate) write: Option<Vec<SpStr>>,
+    pub(crate) unix_sockets: Option<Vec<SpStr>>,
     pub(crate) private_tmp: Option<bool>,
     pub(crate) network: Option<SpStr>,
     pub(crate) egress: Option<Vec<SpStr>>,
@@ -352,6 +357,7 @@ fn profile(raw: &RawSandboxProfile, base: &Path, p: &mut Report<'_>) -> SandboxP
     };
     read.extend(paths(&raw.read, "read", p).unwrap_or_default());
     let write = paths(&raw.write, "write", p).unwrap_or(d.write);
+    let unix_sockets = paths(&raw.unix_sockets, "unix_sockets", p).unwrap_or_default();
     if let Some(n) = &raw.network {
         if n.get_ref() != "none" {
             p(
@@ -431,6 +437,7 @@ fn profile(raw: &RawSandboxProfile, base: &Path, p: &mut Report<'_>) -> SandboxP
     SandboxProfile {
         read,
         write,
+        unix_sockets,
         private_tmp: raw.private_tmp.unwrap_or(d.private_tmp),
         egress,
         cpu_seconds,

@@ -43,6 +43,7 @@ fn a_profile_overrides_only_the_keys_it_sets() {
 read = ["/opt/tool", "data"]
 system_paths = false
 write = ["/var/tmp/x"]
+unix_sockets = ["/run/pg.sock", "app.sock"]
 private_tmp = false
 network = "none"
 egress = ["api.example.com", "*.github.com:*", "127.0.0.1:8080"]
@@ -67,6 +68,10 @@ sandbox = "tight"
                 PathBuf::from("/etc/airlock/data")
             ],
             write: vec![PathBuf::from("/var/tmp/x")],
+            unix_sockets: vec![
+                PathBuf::from("/run/pg.sock"),
+                PathBuf::from("/etc/airlock/app.sock")
+            ],
             private_tmp: false,
             egress: vec![
                 EgressRule::parse("api.example.com").unwrap(),
@@ -162,7 +167,7 @@ fn bad_values_point_at_the_value() {
     assert_eq!(
         error("[sandbox.profiles.x]\nshell = true\n"),
         "airlock.toml:4:1: unknown field `shell`, expected one of `read`, `system_paths`, \
-         `write`, `private_tmp`, `network`, `egress`, `cpu_seconds`, `cpu_percent`, \
+         `write`, `unix_sockets`, `private_tmp`, `network`, `egress`, `cpu_seconds`, `cpu_percent`, \
          `memory_mb`, `max_processes`, `wall_clock_secs`, `env`, `off`"
     );
 }

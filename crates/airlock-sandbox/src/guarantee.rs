@@ -72,6 +72,15 @@ pub(crate) fn decide(kernel: &Kernel, profile: &Profile) -> Result<Enforcement, 
                 .into(),
         });
     }
+    // Named Unix sockets let the process make AF_UNIX sockets: the filesystem view alone then
+    // keeps the host's other socket files out of reach, so it must be there.
+    if !profile.unix_sockets.is_empty() && !namespaces {
+        return Err(SandboxError::Unsupported {
+            layer: Layer::Namespaces,
+            reason: "`unix_sockets` needs the namespaces layer: with Unix sockets allowed, the                      sandbox's filesystem view is what hides the host's other socket files"
+                .into(),
+        });
+    }
     let with = |pairs: &[(bool, Layer)]| -> Vec<Layer> {
         pairs
             .iter()
@@ -107,7 +116,10 @@ pub(crate) fn decide(kernel: &Kernel, profile: &Profile) -> Result<Enforcement, 
             (network && landlock && abi >= ABI_TCP, Layer::Landlock),
         ]),
         // seccomp refuses the socket; the mount namespace hides the socket files.
-        unix_sockets: with(&[(seccomp, Layer::Seccomp), (namespaces, Layer::Namespaces)]),
+        unix_sockets: with(&[
+            (seccomp && profile.unix_sockets.is_empty(), Layer::Seccomp),
+            (namespaces, Layer::Namespaces),
+        ]),
         scope: with(&[
             (namespaces, Layer::Namespaces),
             (landlock && abi >= ABI_SCOPE, Layer::Landlock),

@@ -142,3 +142,14 @@ fn the_probe_lines_name_the_layer_in_force() {
         "network namespace (no route out) + Landlock ABI 7 TCP rules"
     );
 }
+
+#[test]
+fn named_unix_sockets_leave_the_filesystem_view_alone_to_hide_the_others() {
+    let mut p = without(&[]);
+    p.unix_sockets = vec!["/run/app.sock".into()];
+    let e = decide(&kernel(7), &p).unwrap();
+    assert_eq!(e.unix_sockets, [Layer::Namespaces]);
+    let mut p = without(&[Layer::Namespaces]);
+    p.unix_sockets = vec!["/run/app.sock".into()];
+    assert!(decide(&kernel(7), &p).is_err());
+}

@@ -194,6 +194,7 @@ pub fn apply(profile: &Profile, cmd: &mut Command) -> Result<SandboxGuard, Sandb
             .iter()
             .map(PathBuf::as_path)
             .chain(write.iter().copied())
+            .chain(profile.unix_sockets.iter().map(PathBuf::as_path))
             .collect();
         Some(view::prepare(&granted)?)
     } else {
@@ -212,7 +213,10 @@ pub fn apply(profile: &Profile, cmd: &mut Command) -> Result<SandboxGuard, Sandb
             source: Box::new(e),
         })?;
     let seccomp = if profile.wants(Layer::Seccomp) {
-        syscalls::programs(enforcement.seccomp_truncate)?
+        syscalls::programs(
+            enforcement.seccomp_truncate,
+            !profile.unix_sockets.is_empty(),
+        )?
     } else {
         Vec::new()
     };

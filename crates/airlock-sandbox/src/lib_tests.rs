@@ -81,10 +81,10 @@ fn limits_leave_room_for_the_two_helpers() {
 
 #[test]
 fn the_seccomp_programs_compile() {
-    let programs = syscalls::programs(false).unwrap();
+    let programs = syscalls::programs(false, false).unwrap();
     assert!(programs.len() >= 2);
     // In Landlock's place on kernels before ABI 3: more rules, same number of programs.
-    let with_truncate = syscalls::programs(true).unwrap();
+    let with_truncate = syscalls::programs(true, false).unwrap();
     assert_eq!(with_truncate.len(), programs.len());
     assert!(with_truncate[0].len() > programs[0].len());
     assert!(seccomp_denied().contains(&"ptrace"));
@@ -219,6 +219,46 @@ fn paths_on_the_command_line_are_passed_as_their_real_paths() {
     );
 }
 
+#[test]
+fn a_named_unix_socket_is_reachable_and_its_neighbours_are_not() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let named = dir.path().join("named.sock");
+    let other = dir.path().join("other.sock");
+    let mut listeners = Vec::new();
+    for path in [&named, &other] {
+        listeners.push(std::os::unix::net::UnixListener::bind(path).unwrap());
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let code = format!(
+        r#"
+import socket
+for path in ({named:?}, {other:?}):
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect(path); print("reached")
+    except OSError as e:
+        print("refused", e.errno)
+"#,
+        named = named.display().to_string(),
+        other = other.display().to_string(),
+    );
+    let profile = Profile {
+        unix_sockets: vec![named.clone()],
+        ..Profile::default()
+    };
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.arg("-c")
+        .arg(code)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = run_output(&profile, cmd);
+    // ENOENT: beneath /tmp the view shows the named socket only.
+    assert_eq!(out, "reached\nrefused 2\n");
+    drop(listeners);
+}
+
 fn run_output(profile: &Profile, mut cmd: Command) -> String {
     let mut guard = apply(profile, &mut cmd).unwrap();
     let child = cmd.spawn().map_err(|e| guard.explain(e)).unwrap();
@@ -251,7 +291,7 @@ print(open(f).read())
         f = f.display().to_string()
     );
     // Only the filter (as on a kernel before Landlock ABI 3, where it stands in).
-    let programs = syscalls::programs(true).unwrap();
+    let programs = syscalls::programs(true, false).unwrap();
     let mut cmd = Command::new("/usr/bin/python3");
     cmd.arg("-c").arg(code).stdout(Stdio::piped());
     // SAFETY: the BPF programs were built above; the child only loads them (syscalls).

@@ -150,7 +150,7 @@ fn try_unshare(name: &str, flags: libc::c_int) -> Check {
 }
 
 fn seccomp_check(refuse_truncate: bool) -> Check {
-    let programs = match crate::syscalls::programs(refuse_truncate) {
+    let programs = match crate::syscalls::programs(refuse_truncate, false) {
         Ok(p) => p,
         Err(e) => return result("seccomp", Err(e.to_string()), ""),
     };

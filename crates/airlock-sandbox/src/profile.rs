@@ -76,6 +76,11 @@ pub struct Profile {
     pub read: Vec<PathBuf>,
     /// Paths readable and writable beneath; they must exist.
     pub write: Vec<PathBuf>,
+    /// Unix socket files the process may connect to. Empty (the default): seccomp refuses every
+    /// `socket(AF_UNIX)`. Named: `AF_UNIX` sockets may be made, and the filesystem view is what
+    /// keeps the host's other socket files out of sight (they are hidden beneath `/tmp`, `/run`,
+    /// `/dev/shm` and homes; one elsewhere stays reachable, as the docs say).
+    pub unix_sockets: Vec<PathBuf>,
     /// Give the process a fresh writable directory of its own as `HOME` and `TMPDIR`.
     pub private_tmp: bool,
     /// The network the process gets.
@@ -157,6 +162,7 @@ impl Profile {
             name: name.to_owned(),
             read: p.read.clone(),
             write: p.write.clone(),
+            unix_sockets: p.unix_sockets.clone(),
             private_tmp: p.private_tmp,
             network: Network::None,
             egress: p.egress.clone(),

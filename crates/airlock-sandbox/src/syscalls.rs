@@ -94,7 +94,14 @@ pub fn denied_names() -> Vec<&'static str> {
 /// (ABI < 3), `truncate(2)` by path, an `open` that truncates without asking for write
 /// access (Landlock checks the access asked for; the kernel truncates anyway), and
 /// `openat2` (its flags are in memory a filter cannot read; `ENOSYS` makes callers fall back).
-pub(crate) fn programs(refuse_truncate: bool) -> Result<Vec<BpfProgram>, SandboxError> {
+///
+/// `allow_unix`: the profile names Unix sockets the process may use (`unix_sockets`), so
+/// `socket(AF_UNIX)` is allowed; the filesystem view then shows only those of the host's socket
+/// files beneath the hidden directories.
+pub(crate) fn programs(
+    refuse_truncate: bool,
+    allow_unix: bool,
+) -> Result<Vec<BpfProgram>, SandboxError> {
     let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(|e| prepare_err("arch", e))?;
     let eperm = SeccompAction::Errno(libc::EPERM as u32);
 
@@ -103,9 +110,12 @@ pub(crate) fn programs(refuse_truncate: bool) -> Result<Vec<BpfProgram>, Sandbox
         // An empty rule list matches the syscall whatever its arguments.
         rules.insert(*nr, Vec::new());
     }
+    let unix = [libc::AF_UNIX as u64];
+    let families = SOCKET_FAMILIES
+        .iter()
+        .chain(if allow_unix { &unix[..] } else { &[] });
     let family_not_allowed = SeccompRule::new(
-        SOCKET_FAMILIES
-            .iter()
+        families
             .map(|f| cond(0, SeccompCmpOp::Ne, *f))
             .collect::<Result<_, _>>()?,
     )
