@@ -460,34 +460,13 @@ fn typed_records_hash_as_their_legacy_text() {
         fill_fields(&mut row, 1, r, &mut bufs, 0).unwrap();
         chain_hash(GENESIS.as_bytes(), &row[..HASHED])
     };
-    let kinds = [
-        (RecordKind::Call, "call"),
-        (RecordKind::Result, "result"),
-        (RecordKind::ConfigLoad, "config_load"),
-        (RecordKind::ConfigReload, "config_reload"),
-        (RecordKind::ConfigReloadFailed, "config_reload_failed"),
-        (RecordKind::Approval, "approval"),
-        (RecordKind::Kill, "kill"),
-        (RecordKind::Resume, "resume"),
-        (RecordKind::Breaker, "breaker"),
-        (RecordKind::Egress, "egress"),
-        (RecordKind::UpstreamExit, "upstream_exit"),
-        (RecordKind::Flow, "flow"),
-        (RecordKind::Exec, "exec"),
-        (RecordKind::SandboxBreach, "sandbox_breach"),
-        (RecordKind::Notification, "notification"),
-        (RecordKind::ServerRequest, "server_request"),
-    ];
+    // The legacy texts, written out once, in the vocab tests.
+    let kinds = crate::vocab::tests::KINDS;
     assert_eq!(kinds.len(), RecordKind::ALL.len());
-    for (kind, text) in kinds {
+    for &(kind, text) in kinds {
         assert_eq!(hash(&NewRecord::at(kind, 5)), legacy(text, None, None));
     }
-    for (decision, text) in [
-        (Decision::Allow, "allow"),
-        (Decision::Deny, "deny"),
-        (Decision::Hold, "hold"),
-        (Decision::Approve, "approve"),
-    ] {
+    for &(decision, text) in crate::vocab::tests::DECISIONS {
         let r = NewRecord::at(RecordKind::Call, 5).decision(decision);
         assert_eq!(hash(&r), legacy("call", Some(text), None));
     }

@@ -326,4 +326,4 @@ impl<'de> Deserialize<'de> for Reason {
 
 #[cfg(test)]
 #[path = "vocab_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -4,7 +4,8 @@ use super::*;
 
 /// Each value and the text trails hold for it, written out here (not taken from `as_str`):
 /// the text is a file format.
-const KINDS: &[(RecordKind, &str)] = &[
+/// Every kind with the text earlier builds wrote (also the store's hash test's table).
+pub(crate) const KINDS: &[(RecordKind, &str)] = &[
     (RecordKind::Call, "call"),
     (RecordKind::Result, "result"),
     (RecordKind::ConfigLoad, "config_load"),
@@ -23,7 +24,7 @@ const KINDS: &[(RecordKind, &str)] = &[
     (RecordKind::ServerRequest, "server_request"),
 ];
 
-const DECISIONS: &[(Decision, &str)] = &[
+pub(crate) const DECISIONS: &[(Decision, &str)] = &[
     (Decision::Allow, "allow"),
     (Decision::Deny, "deny"),
     (Decision::Hold, "hold"),

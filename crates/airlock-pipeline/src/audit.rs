@@ -99,15 +99,12 @@ impl Audit {
     }
 
     /// Commits records that must be durable now (an approved call about to move), returning
-    /// the first one's ticket.
-    pub fn commit_now(&self, batch: Vec<Submission>) -> Result<Option<Ticket>, String> {
-        match self.writer.submit(batch) {
-            Ok(tickets) => Ok(tickets.first().copied()),
-            Err(e) => {
-                tracing::error!(error = %e, "audit write failed");
-                Err(e.to_string())
-            }
-        }
+    /// their tickets.
+    pub fn commit_now(&self, batch: Vec<Submission>) -> Result<Vec<Ticket>, String> {
+        self.writer.submit(batch).map_err(|e| {
+            tracing::error!(error = %e, "audit write failed");
+            e.to_string()
+        })
     }
 
     /// Queues a record for a later commit (off the call path).

@@ -300,7 +300,6 @@ impl Pipeline {
             return Output::default();
         };
         let mut records = Records::default();
-        records.push(approval_record(&consumed, "used", None));
         let step = self.judge(
             &mut set.counters,
             &held.frame,
@@ -311,6 +310,8 @@ impl Pipeline {
             Some(&consumed),
             &mut records,
         );
+        // The approval is used whatever the stages said; the decision record comes first.
+        records.push(approval_record(&consumed, "used", None));
         // The decision record points at the `hold` record.
         let batch: Vec<Submission> = records
             .0
@@ -320,11 +321,10 @@ impl Pipeline {
                 refers_to: held.call,
             })
             .collect();
-        let decision = batch.len().saturating_sub(1);
         match step {
             Step::Forward { record, .. } => {
-                let ticket = match self.audit.commit_now(reorder(batch, decision, record)) {
-                    Ok(t) => t,
+                let ticket = match self.audit.commit_now(batch) {
+                    Ok(tickets) => record.and_then(|i| tickets.get(i).copied()),
                     Err(e) => {
                         lock(&self.calls).end(Side::Agent, id);
                         let message = format!(
@@ -337,9 +337,13 @@ impl Pipeline {
                     }
                 };
                 let mut calls = lock(&self.calls);
-                if self.kills.is_stopped() {
+                if let Some(kill) = self.kills.stopped() {
+                    // A kill landed while the call was judged: it ends here, answered.
                     calls.end(Side::Agent, id);
-                    return Output::default();
+                    return Output {
+                        agent: error_line(Some(id), codes::KILLED, &crate::kill::refusal(&kill)),
+                        ..Output::default()
+                    };
                 }
                 if let Some(call) = calls.get_mut(Side::Agent, id) {
                     call.phase = Phase::Upstream;
@@ -462,15 +466,6 @@ impl Pipeline {
             ..Output::default()
         }
     }
-}
-
-/// The batch of an approved call, decision first (its ticket is the one returned).
-fn reorder(mut batch: Vec<Submission>, _last: usize, record: Option<usize>) -> Vec<Submission> {
-    if let Some(i) = record.filter(|i| *i < batch.len()) {
-        let decision = batch.remove(i);
-        batch.insert(0, decision);
-    }
-    batch
 }
 
 /// Withdraws a held call's request (the agent cancelled it or went away). Queued on the store

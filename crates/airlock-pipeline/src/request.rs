@@ -121,7 +121,20 @@ impl Pipeline {
                     }
                 }
                 Step::Forward { frame, id, record } => {
-                    let Some(frame) = frame else { continue };
+                    let Some(frame) = frame else {
+                        // The judging stages' Forward is completed by their caller; one that is
+                        // not would leave its call waiting: end and refuse it (fail closed).
+                        if let Some(id) = &id {
+                            lock(&self.calls).end(Side::Agent, id);
+                            out.agent.extend(error_line(
+                                Some(id),
+                                codes::DENIED,
+                                "Airlock refused the call: it reached the forward stage without \
+                                 its frame",
+                            ));
+                        }
+                        continue;
+                    };
                     let t = record.and_then(ticket);
                     if let Some(id) = &id {
                         let mut calls = lock(&self.calls);
@@ -131,16 +144,14 @@ impl Pipeline {
                             out.agent.extend(refused(Some(id)));
                             continue;
                         }
-                        if self.kills.is_stopped() {
+                        if let Some(kill) = self.kills.stopped() {
                             // A kill landed while the batch was judged: nothing more goes up.
                             calls.end(Side::Agent, id);
-                            if let Some(kill) = self.kills.stopped() {
-                                out.agent.extend(error_line(
-                                    Some(id),
-                                    codes::KILLED,
-                                    &crate::kill::refusal(&kill),
-                                ));
-                            }
+                            out.agent.extend(error_line(
+                                Some(id),
+                                codes::KILLED,
+                                &crate::kill::refusal(&kill),
+                            ));
                             continue;
                         }
                         if let Some(call) = calls.get_mut(Side::Agent, id) {
