@@ -175,6 +175,11 @@ pub struct Server {
     /// [`crate::OFF_BASE_ENV`]; every other one is cleared. (A sandboxed server gets its
     /// profile's `env`.)
     pub env: Vec<String>,
+    /// A remote Streamable HTTP server (`http://` or `https://`), reached by `airlock serve`;
+    /// never together with `command`.
+    pub url: Option<String>,
+    /// How long one call to this server may take; `None`: `[gateway] call_timeout`.
+    pub timeout: Option<Duration>,
 }
 
 // === impl Config ===

@@ -109,4 +109,8 @@ pub(crate) struct RawServer {
     pub(crate) sandbox: Option<SpStr>,
     /// With `sandbox = "off"`: variables passed through beyond the basics.
     pub(crate) env: Option<Vec<SpStr>>,
+    /// A remote Streamable HTTP server instead of a command.
+    pub(crate) url: Option<SpStr>,
+    /// How long one call to this server may take (default: `[gateway] call_timeout_secs`).
+    pub(crate) timeout_secs: Option<Spanned<u64>>,
 }

@@ -74,6 +74,18 @@ pub(crate) fn build(raw: RawConfig, origin: Origin<'_>) -> Result<Config, Config
         description: t.description.clone(),
     });
     let sandbox = crate::sandbox::sandbox(&raw.sandbox, base, &mut |s, m| p.at(s, m));
+    for name in raw.servers.keys() {
+        if name.get_ref().contains("__") {
+            p.at(
+                name.span(),
+                format!(
+                    "server name \"{}\" contains `__`, which `airlock serve` uses between a \
+                     server and a tool name (`<server>__<tool>`)",
+                    name.get_ref().escape_debug()
+                ),
+            );
+        }
+    }
     let servers = named(&raw.servers, "server", &mut p, |s: &RawServer, p| {
         let mut built = server(s, p);
         built.sandbox =
@@ -320,12 +332,51 @@ fn server(raw: &RawServer, p: &mut Problems) -> Server {
         unique(tools, "tools", p);
         tools.iter().map(|t| t.get_ref().clone()).collect()
     });
+    let url = raw.url.as_ref().and_then(|u| {
+        if raw.command.is_some() {
+            p.at(
+                u.span(),
+                "a server has either `command` (Airlock starts it) or `url` (a remote \
+                 Streamable HTTP server), not both"
+                    .into(),
+            );
+        }
+        match url::Url::parse(u.get_ref()) {
+            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some() => {
+                Some(u.get_ref().clone())
+            }
+            _ => {
+                p.at(
+                    u.span(),
+                    format!(
+                        "url \"{}\" is not an http:// or https:// URL with a host",
+                        u.get_ref().escape_debug()
+                    ),
+                );
+                None
+            }
+        }
+    });
+    let timeout = raw.timeout_secs.as_ref().and_then(|t| {
+        let secs = *t.get_ref();
+        if secs == 0 || secs > MAX_CALL_TIMEOUT_SECS {
+            p.at(
+                t.span(),
+                format!("timeout_secs must be 1 to {MAX_CALL_TIMEOUT_SECS} seconds"),
+            );
+            None
+        } else {
+            Some(Duration::from_secs(secs))
+        }
+    });
     Server {
         command,
         description: raw.description.clone(),
         tools,
         sandbox: Default::default(),
         env: Vec::new(),
+        url,
+        timeout,
     }
 }
 

@@ -149,6 +149,8 @@ fn full_config_builds_the_whole_model() {
                     tools: Some(vec!["forum_post".into(), "acl_set".into()]),
                     sandbox: Default::default(),
                     env: Vec::new(),
+                    url: None,
+                    timeout: None,
                 },
             ),
             ("github".into(), Server::default()),
