@@ -20,7 +20,10 @@ pub use airlock_pipeline::codes;
 pub use airlock_pipeline::{Identity, Options as GatewayOptions, PolicyHandle, Rules};
 pub use gateway::Control;
 pub use stdio::AgentIo;
-pub use upstream::{egress_record, SpawnError, Upstream, UpstreamSandbox, SANDBOX_BREACH};
+pub use upstream::{
+    egress_record, SpawnError, Upstream, UpstreamParts, UpstreamProcess, UpstreamSandbox,
+    SANDBOX_BREACH,
+};
 
 /// Why the gateway stopped.
 #[derive(Clone, Debug, PartialEq, Eq)]

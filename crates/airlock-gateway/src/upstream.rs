@@ -358,3 +358,53 @@ pub(crate) fn signal_group(pid: Option<u32>, signal: Signal) {
     // The group may already be gone; there is nothing more to do then.
     let _ = killpg(Pid::from_raw(pid), signal);
 }
+
+/// A started upstream taken apart for a transport that drives its pipes itself (the HTTP
+/// gateway's stdio upstreams): the three pipes and the process.
+pub struct UpstreamParts {
+    pub stdin: ChildStdin,
+    pub stdout: ChildStdout,
+    pub stderr: ChildStderr,
+    pub process: UpstreamProcess,
+}
+
+/// The upstream process (and its sandbox, ended with it).
+pub struct UpstreamProcess {
+    child: UpstreamChild,
+    pid: Option<u32>,
+}
+
+impl Upstream {
+    /// The pipes and the process, for a transport of its own.
+    pub fn into_parts(self) -> UpstreamParts {
+        UpstreamParts {
+            stdin: self.stdin,
+            stdout: self.stdout,
+            stderr: self.stderr,
+            process: UpstreamProcess {
+                child: self.child,
+                pid: self.pid,
+            },
+        }
+    }
+}
+
+impl UpstreamProcess {
+    /// Waits for the process to exit; the text says how it ended.
+    pub async fn wait(&mut self) -> String {
+        match self.child.wait().await {
+            Ok(exit) => exit.to_string(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// Ends the process group now (a kill, or the session's end after its grace).
+    pub fn kill(&self) {
+        signal_group(self.pid, Signal::SIGKILL);
+    }
+
+    /// SIGTERM, up to `grace` to exit, then SIGKILL; the whole group goes.
+    pub async fn shut_down(mut self, grace: Duration) {
+        let _ = shut_down(&mut self.child, self.pid, grace).await;
+    }
+}

@@ -152,6 +152,11 @@ impl Pipeline {
         lock(&self.calls).len()
     }
 
+    /// How many calls wait for a human.
+    pub fn held_count(&self) -> usize {
+        lock(&self.calls).held_ids().len()
+    }
+
     /// Wakes every process watching the store (other gateways, `airlock serve`).
     pub fn announce(&self) {
         if let Some(db) = &self.db {

@@ -1,0 +1,459 @@
+//! `airlock-http`: the Streamable HTTP gateway `airlock serve` runs at `/mcp`.
+//!
+//! Many agents, each with its own token, reach remote MCP servers (and servers Airlock starts
+//! over stdio) through one gateway. Each agent session has one link per upstream, and each link
+//! drives the same call pipeline as `airlock run` ([`airlock_pipeline`]): policy, approvals,
+//! kills, breakers, flow labels and the audit trail are not re-implemented here. This crate is
+//! the transport: HTTP in (`endpoint`), sessions and routing (`session`), links (`link`), the
+//! upstream client (`upstream_http`), the aggregated endpoint (`aggregate`), event streams
+//! (`sse`) and the tasks that keep every link current (`background`).
+
+mod aggregate;
+mod background;
+mod endpoint;
+mod link;
+mod session;
+pub mod sse;
+mod upstream_http;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use airlock_audit::{AuditWriter, Durability};
+use airlock_config::Config;
+use airlock_control::Kill;
+use airlock_gateway::{Identity, PolicyHandle, Upstream, UpstreamSandbox};
+use airlock_pipeline::{ControlParts, Counters, Options, Pipeline, PipelineParts, Stores};
+use airlock_protocol::Id;
+use serde_json::Value;
+
+pub use aggregate::{split_name, SEPARATOR};
+pub use endpoint::routes;
+
+use crate::link::{Conn, Link, StdioConn};
+use crate::session::Session;
+use crate::upstream_http::HttpUpstream;
+
+/// Who is calling: the agent a token names, and for whom and on what it acts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub agent: String,
+    pub on_behalf_of: String,
+    pub task: String,
+}
+
+/// Checks agent credentials. Implementations hold digests, never tokens.
+pub trait Authenticate: Send + Sync + 'static {
+    /// The agent a bearer token belongs to; the error is a sentence that names no secret.
+    fn authenticate(&self, bearer: &str) -> Result<Principal, String>;
+    /// Whether the agent may still act (false once revoked).
+    fn still_valid(&self, principal: &Principal) -> bool;
+    /// Re-reads revocations and new agents (called when the store announces a change).
+    fn reload(&self) {}
+}
+
+/// Upstream credentials Airlock injects: header values per server and human, env for stdio.
+pub trait Credentials: Send + Sync + 'static {
+    /// Headers for requests to `server` made for `principal`.
+    fn headers(
+        &self,
+        server: &str,
+        principal: &Principal,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Vec<(String, String)>, String>> + Send + '_>,
+    >;
+    /// Environment variables for a stdio server Airlock starts.
+    fn env(&self, server: &str) -> Vec<(String, String)>;
+}
+
+/// No brokered credentials.
+pub struct NoCredentials;
+
+impl Credentials for NoCredentials {
+    fn headers(
+        &self,
+        _server: &str,
+        _principal: &Principal,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Vec<(String, String)>, String>> + Send + '_>,
+    > {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+    fn env(&self, _server: &str) -> Vec<(String, String)> {
+        Vec::new()
+    }
+}
+
+/// What the gateway is built from.
+pub struct GatewayParts {
+    pub config: Arc<Config>,
+    pub policy: PolicyHandle,
+    pub audit: Arc<AuditWriter>,
+    pub durability: Durability,
+    pub auth: Arc<dyn Authenticate>,
+    pub credentials: Arc<dyn Credentials>,
+    /// The names the gateway answers to (`Host`), lowercase `host:port`.
+    pub hosts: Vec<String>,
+    /// The browser origins allowed to call `/mcp` (none by default: agents are no browsers).
+    pub origins: Vec<String>,
+}
+
+/// Limits of the HTTP gateway.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Most open sessions; a new one beyond it gets 503.
+    pub max_sessions: usize,
+    /// A session unused this long ends.
+    pub idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_sessions: 10_000,
+            idle_timeout: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+/// What links share: the breaker counter stores (one per thread that counts at a time).
+pub(crate) struct Shared {
+    counters: Mutex<Vec<Counters>>,
+    db: PathBuf,
+    durability: Durability,
+}
+
+impl Shared {
+    pub(crate) fn take_counters(&self) -> Counters {
+        lock(&self.counters)
+            .pop()
+            .unwrap_or_else(|| Counters::new(&self.db, self.durability))
+    }
+
+    pub(crate) fn return_counters(&self, c: Counters) {
+        let mut pool = lock(&self.counters);
+        if pool.len() < 8 {
+            pool.push(c);
+        }
+    }
+}
+
+/// The gateway: sessions, their links, and what they share.
+pub struct McpGateway {
+    parts: GatewayParts,
+    limits: Limits,
+    stores: Stores,
+    shared: Arc<Shared>,
+    client: reqwest::Client,
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    /// The kills in force, as last read: a new link starts with them.
+    kills: Mutex<Arc<Vec<Kill>>>,
+    /// Where each resource URI listed on an aggregated session lives: (session, uri) → server.
+    resources: Mutex<HashMap<(String, String), String>>,
+    draining: AtomicBool,
+    /// Woken when held calls may have news (a store notification).
+    pub(crate) held_changed: tokio::sync::Notify,
+    pub(crate) metrics: background::Metrics,
+}
+
+/// One message of a POST body, one line, checked to be JSON.
+pub(crate) struct Message {
+    pub(crate) raw: Vec<u8>,
+    pub(crate) value: Value,
+    pub(crate) id: Option<Id>,
+    pub(crate) method: Option<String>,
+}
+
+impl Message {
+    pub(crate) fn progress_token(&self) -> Option<&Value> {
+        self.value.pointer("/params/_meta/progressToken")
+    }
+}
+
+impl McpGateway {
+    /// Opens the stores and starts the gateway's background tasks (on the current runtime).
+    pub fn start(parts: GatewayParts, limits: Limits) -> Result<Arc<McpGateway>, String> {
+        let db = parts.config.audit.path.clone();
+        let stores = Stores::start(&db, parts.durability)?;
+        let client = reqwest::Client::builder()
+            .connect_timeout(upstream_http::CONNECT_TIMEOUT)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let gw = Arc::new(McpGateway {
+            shared: Arc::new(Shared {
+                counters: Mutex::new(Vec::new()),
+                db,
+                durability: parts.durability,
+            }),
+            parts,
+            limits,
+            stores,
+            client,
+            sessions: Mutex::new(HashMap::new()),
+            kills: Mutex::new(Arc::new(Vec::new())),
+            resources: Mutex::new(HashMap::new()),
+            draining: AtomicBool::new(false),
+            held_changed: tokio::sync::Notify::new(),
+            metrics: background::Metrics::default(),
+        });
+        background::spawn(&gw)?;
+        Ok(gw)
+    }
+
+    /// The upstreams `/mcp` aggregates: servers with a `url` or a `command`.
+    pub(crate) fn upstream_names(&self) -> Vec<String> {
+        self.parts
+            .config
+            .servers
+            .iter()
+            .filter(|(_, s)| s.url.is_some() || s.command.is_some())
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    pub(crate) fn is_upstream(&self, server: &str) -> bool {
+        self.parts
+            .config
+            .servers
+            .get(server)
+            .is_some_and(|s| s.url.is_some() || s.command.is_some())
+    }
+
+    pub(crate) fn session(&self, id: &str) -> Option<Arc<Session>> {
+        lock(&self.sessions).get(id).cloned()
+    }
+
+    pub(crate) fn sessions(&self) -> Vec<Arc<Session>> {
+        lock(&self.sessions).values().cloned().collect()
+    }
+
+    /// A new session, unless the gateway is full or draining.
+    pub(crate) fn new_session(
+        &self,
+        principal: Principal,
+        scope: session::Scope,
+    ) -> Option<Arc<Session>> {
+        if self.draining.load(Ordering::SeqCst) {
+            return None;
+        }
+        let mut sessions = lock(&self.sessions);
+        if sessions.len() >= self.limits.max_sessions {
+            return None;
+        }
+        let s = Arc::new(Session::new(new_session_id(), principal, scope));
+        sessions.insert(s.id.clone(), s.clone());
+        Some(s)
+    }
+
+    /// Ends a session: every link closes, its upstream sessions end.
+    pub(crate) async fn end_session(&self, session: &Arc<Session>, why: &str) {
+        lock(&self.sessions).remove(&session.id);
+        lock(&self.resources).retain(|(s, _), _| *s != session.id);
+        for link in session.end() {
+            link.close(why).await;
+        }
+    }
+
+    pub(crate) fn note_resource(&self, session: &Session, uri: &str, server: &str) {
+        let mut map = lock(&self.resources);
+        // Bounded: a server listing millions of resources cannot grow the map without end.
+        if map.len() < 100_000 {
+            map.insert((session.id.clone(), uri.to_string()), server.to_string());
+        }
+    }
+
+    pub(crate) fn resource_owner(&self, session: &Session, uri: &str) -> Option<String> {
+        lock(&self.resources)
+            .get(&(session.id.clone(), uri.to_string()))
+            .cloned()
+    }
+
+    /// The link of `session` to `server`, opened now if it has none.
+    pub(crate) async fn open_link(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        server: &str,
+    ) -> Result<Arc<Link>, String> {
+        if let Some(link) = session.link(server) {
+            return Ok(link);
+        }
+        let config = &self.parts.config;
+        let Some(settings) = config.servers.get(server) else {
+            return Err(format!("no server \"{server}\" in the config"));
+        };
+        let identity = Identity {
+            agent: session.principal.agent.clone(),
+            on_behalf_of: session.principal.on_behalf_of.clone(),
+            task: session.principal.task.clone(),
+            session: session.id.clone(),
+            server: server.to_string(),
+        };
+        let (agent, sid) = (identity.agent.clone(), identity.session.clone());
+        let labels = self
+            .stores
+            .run(move |s| s.labels.labels(&agent, &sid))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot read the information-flow labels: {e}"))?;
+        let pipeline = Arc::new(Pipeline::new(PipelineParts {
+            options: Options {
+                identity: identity.clone(),
+                max_frame_bytes: config.gateway.max_frame_bytes,
+                call_timeout: settings.timeout.unwrap_or(config.gateway.call_timeout),
+            },
+            policy: self.parts.policy.clone(),
+            audit: self.parts.audit.clone(),
+            control: Some(ControlParts {
+                db: config.audit.path.clone(),
+                stores: self.stores.clone(),
+                labels,
+            }),
+        }));
+        let kills = lock(&self.kills).as_ref().clone();
+        // A session of a stopped agent starts stopped: every call is refused.
+        let _ = pipeline.set_kills(kills);
+        let max = config.gateway.max_frame_bytes;
+        let (conn, stdio) = if let Some(url) = &settings.url {
+            let url = reqwest::Url::parse(url).map_err(|e| format!("bad url for {server}: {e}"))?;
+            let mut headers = reqwest::header::HeaderMap::new();
+            for (name, value) in self
+                .parts
+                .credentials
+                .headers(server, &session.principal)
+                .await?
+            {
+                let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| format!("bad header name for {server}"))?;
+                let mut value = reqwest::header::HeaderValue::from_str(&value)
+                    .map_err(|_| format!("bad header value for {server}"))?;
+                value.set_sensitive(true);
+                headers.insert(name, value);
+            }
+            (
+                Conn::Http(HttpUpstream::new(self.client.clone(), url, headers, max)),
+                None,
+            )
+        } else if let Some(command) = &settings.command {
+            let sandbox = self.sandbox_for(server, &identity)?;
+            let command = command.clone();
+            let upstream = tokio::task::spawn_blocking(move || Upstream::spawn(&command, sandbox))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("cannot start {server}: {e}"))?;
+            let parts = upstream.into_parts();
+            (
+                Conn::Stdio(StdioConn {
+                    stdin: tokio::sync::Mutex::new(Some(parts.stdin)),
+                    process: Mutex::new(Some(parts.process)),
+                }),
+                Some((parts.stdout, parts.stderr)),
+            )
+        } else {
+            return Err(format!("server \"{server}\" has neither url nor command"));
+        };
+        let link = Link::new(
+            server.to_string(),
+            pipeline.clone(),
+            conn,
+            session,
+            self.shared.clone(),
+        );
+        let Some(link) = session.add_link(link.clone()) else {
+            link.close("the session ended").await;
+            return Err("the session ended".into());
+        };
+        if let Some((stdout, stderr)) = stdio {
+            link.add_task(tokio::spawn(link::read_stdio(Arc::downgrade(&link), stdout, max)));
+            link.add_task(tokio::spawn(link::log_stderr(server.to_string(), stderr)));
+        }
+        link.add_task(tokio::spawn(background::flush_queued(pipeline)));
+        Ok(link)
+    }
+
+    fn sandbox_for(&self, server: &str, identity: &Identity) -> Result<UpstreamSandbox, String> {
+        let config = &self.parts.config;
+        let off = config
+            .servers
+            .get(server)
+            .is_some_and(|s| s.sandbox == airlock_config::ServerSandbox::Off);
+        match config.sandbox_for_server(server) {
+            Some((name, settings)) => Ok(UpstreamSandbox::Profile {
+                profile: Box::new(airlock_sandbox::Profile::from_config(name, settings)),
+                audit: self.parts.audit.clone(),
+                identity: identity.clone(),
+            }),
+            None if off => Ok(UpstreamSandbox::Off {
+                env: config
+                    .servers
+                    .get(server)
+                    .map(|s| s.env.clone())
+                    .unwrap_or_default(),
+            }),
+            None => Err(format!("no sandbox profile for server `{server}`")),
+        }
+    }
+
+    /// Stops taking new sessions and ends the open ones once their calls are answered (or
+    /// `grace` has passed).
+    pub async fn drain(&self, grace: Duration) {
+        self.draining.store(true, Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let busy = self
+                .sessions()
+                .iter()
+                .flat_map(|s| s.links())
+                .any(|l| l.pipeline.calls_known() > 0);
+            if !busy || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for s in self.sessions() {
+            self.end_session(&s, "the gateway is shutting down").await;
+        }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+}
+
+/// Locks `m`; a poisoned lock's data is plain and still usable.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(crate) fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// 128 random bits, hex: unguessable, and visible ASCII as the spec asks.
+fn new_session_id() -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No randomness: a clock-and-counter id is still unique, though guessable; the
+        // session is bound to the agent's token anyway.
+        let n = airlock_audit::now_unix_ns();
+        bytes[..8].copy_from_slice(&n.to_le_bytes());
+    }
+    hex::encode(bytes)
+}
+
+/// A JSON text on one line: raw line breaks in JSON are whitespace (strings cannot hold
+/// them), so they become spaces, and frames stay one line for the pipeline and stdio.
+pub(crate) fn one_line(mut frame: Vec<u8>) -> Vec<u8> {
+    for b in frame.iter_mut() {
+        if *b == b'\n' || *b == b'\r' {
+            *b = b' ';
+        }
+    }
+    frame
+}

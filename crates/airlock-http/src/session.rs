@@ -1,0 +1,251 @@
+//! One agent's MCP session over HTTP, and where each message for the agent goes.
+//!
+//! A session belongs to the agent whose token opened it: a request carrying its id with
+//! another agent's token is answered 404, exactly as an unknown id is. It holds one link per
+//! upstream it has used (each with its own pipeline), and the routes of messages for the agent:
+//! - a response goes to the POST that carried its request (by id);
+//! - a progress notification goes where its request's answer goes (by progress token);
+//! - anything else the upstream sends while answering a POST goes on that POST's stream, and
+//!   the rest on the session's GET stream, if one is open.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use airlock_protocol::{parse_outline, FrameKind, Id, Limits};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::link::Link;
+use crate::{lock, now_secs, Principal};
+
+/// How many messages may wait for a slow reader of one stream before the sender waits.
+pub(crate) const STREAM_BUFFER: usize = 64;
+
+/// Which upstreams a session reaches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// `/mcp/<server>`: one upstream, names unchanged.
+    One(String),
+    /// `/mcp`: every upstream, names namespaced `<server>__<name>`.
+    All,
+}
+
+/// A message for the agent.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    pub(crate) bytes: Vec<u8>,
+    /// The request this message answers, if it is a response.
+    pub(crate) answers: Option<Id>,
+    /// The upstream it came from (empty: Airlock itself).
+    pub(crate) from: String,
+}
+
+/// Where the messages of one POST (or the GET stream) go.
+pub(crate) type Outbox = mpsc::Sender<Delivery>;
+
+/// A request of the agent that waits for its answer.
+struct Waiter {
+    outbox: Outbox,
+    progress: Option<ProgressKey>,
+}
+
+/// A progress token as its JSON text (tokens are strings or integers).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct ProgressKey(String);
+
+impl ProgressKey {
+    fn of(token: &Value) -> Option<ProgressKey> {
+        match token {
+            Value::String(_) | Value::Number(_) => Some(ProgressKey(token.to_string())),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Routes {
+    /// Requests waiting for an answer: (upstream, id) → where it goes.
+    waiting: HashMap<(String, Id), Waiter>,
+    progress: HashMap<ProgressKey, Outbox>,
+    /// The session's GET stream.
+    listen: Option<Outbox>,
+}
+
+/// One agent session.
+pub(crate) struct Session {
+    pub(crate) id: String,
+    pub(crate) principal: Principal,
+    pub(crate) scope: Scope,
+    /// The protocol version agreed with the agent.
+    pub(crate) version: Mutex<Option<String>>,
+    /// The agent's `initialize` params: upstreams reached later are initialized with them.
+    pub(crate) init_params: Mutex<Option<Value>>,
+    links: Mutex<HashMap<String, Arc<Link>>>,
+    routes: Mutex<Routes>,
+    last_active: AtomicU64,
+    ended: AtomicBool,
+    /// Woken when the session ends, so open streams close.
+    pub(crate) end_signal: tokio::sync::Notify,
+}
+
+impl Session {
+    pub(crate) fn new(id: String, principal: Principal, scope: Scope) -> Session {
+        Session {
+            id,
+            principal,
+            scope,
+            version: Mutex::new(None),
+            init_params: Mutex::new(None),
+            links: Mutex::new(HashMap::new()),
+            routes: Mutex::new(Routes::default()),
+            last_active: AtomicU64::new(now_secs()),
+            ended: AtomicBool::new(false),
+            end_signal: tokio::sync::Notify::new(),
+        }
+    }
+
+    pub(crate) fn touch(&self) {
+        self.last_active.store(now_secs(), Ordering::Relaxed);
+    }
+
+    pub(crate) fn idle_secs(&self) -> u64 {
+        now_secs().saturating_sub(self.last_active.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn is_ended(&self) -> bool {
+        self.ended.load(Ordering::SeqCst)
+    }
+
+    /// Marks the session ended and hands back its links (for the caller to close).
+    pub(crate) fn end(&self) -> Vec<Arc<Link>> {
+        self.ended.store(true, Ordering::SeqCst);
+        let links: Vec<Arc<Link>> = lock(&self.links).drain().map(|(_, l)| l).collect();
+        *lock(&self.routes) = Routes::default();
+        self.end_signal.notify_waiters();
+        links
+    }
+
+    pub(crate) fn link(&self, server: &str) -> Option<Arc<Link>> {
+        lock(&self.links).get(server).cloned()
+    }
+
+    pub(crate) fn links(&self) -> Vec<Arc<Link>> {
+        lock(&self.links).values().cloned().collect()
+    }
+
+    /// Adds a link unless the session ended or one exists; returns the link in force.
+    pub(crate) fn add_link(&self, link: Arc<Link>) -> Option<Arc<Link>> {
+        if self.is_ended() {
+            return None;
+        }
+        Some(
+            lock(&self.links)
+                .entry(link.server().to_string())
+                .or_insert(link)
+                .clone(),
+        )
+    }
+
+    /// Sends the answer to `id` (asked of `server`) and the messages about it to `outbox`.
+    pub(crate) fn expect(&self, server: &str, id: Id, progress: Option<&Value>, outbox: Outbox) {
+        let progress = progress.and_then(ProgressKey::of);
+        let mut routes = lock(&self.routes);
+        if let Some(p) = &progress {
+            routes.progress.insert(p.clone(), outbox.clone());
+        }
+        routes
+            .waiting
+            .insert((server.to_string(), id), Waiter { outbox, progress });
+    }
+
+    /// Forgets a request nobody will answer through this session any more.
+    pub(crate) fn forget(&self, server: &str, id: &Id) {
+        let mut routes = lock(&self.routes);
+        if let Some(w) = routes.waiting.remove(&(server.to_string(), id.clone())) {
+            if let Some(p) = w.progress {
+                routes.progress.remove(&p);
+            }
+        }
+    }
+
+    /// Opens (or replaces) the session's GET stream.
+    pub(crate) fn listen(&self, outbox: Outbox) {
+        lock(&self.routes).listen = Some(outbox);
+    }
+
+    /// Where the answer to the request `id` of `server` goes, if anyone waits for it.
+    pub(crate) fn outbox_of(&self, server: &str, id: &Id) -> Option<Outbox> {
+        lock(&self.routes)
+            .waiting
+            .get(&(server.to_string(), id.clone()))
+            .map(|w| w.outbox.clone())
+    }
+
+    /// Delivers what the pipeline of `server` wrote for the agent: whole frames, each ending
+    /// in `\n`. `origin`: the request whose upstream stream carried them.
+    pub(crate) async fn deliver(&self, server: &str, bytes: &[u8], origin: Option<&Id>) {
+        for line in bytes.split_inclusive(|b| *b == b'\n') {
+            let frame = line.strip_suffix(b"\n").unwrap_or(line);
+            if frame.is_empty() {
+                continue;
+            }
+            let (outbox, answers) = self.route(server, frame, origin);
+            let Some(outbox) = outbox else {
+                tracing::debug!(session = %self.id, server, "a message for the agent had no open stream; dropped");
+                continue;
+            };
+            let bytes = match self.scope {
+                Scope::All => crate::aggregate::outgoing(server, frame),
+                Scope::One(_) => frame.to_vec(),
+            };
+            // A reader that went away is no error: legacy MCP says a dropped stream is not a
+            // cancellation, and the call's result is on the audit trail either way.
+            let _ = outbox
+                .send(Delivery {
+                    bytes,
+                    answers,
+                    from: server.to_string(),
+                })
+                .await;
+        }
+    }
+
+    fn route(&self, server: &str, frame: &[u8], origin: Option<&Id>) -> (Option<Outbox>, Option<Id>) {
+        let limits = Limits {
+            max_frame_bytes: usize::MAX,
+        };
+        let kind = parse_outline(frame, &limits).map(|o| o.kind().clone());
+        let mut routes = lock(&self.routes);
+        match kind {
+            Ok(FrameKind::Response { id }) | Ok(FrameKind::ErrorResponse { id: Some(id) }) => {
+                let waiter = routes.waiting.remove(&(server.to_string(), id.clone()));
+                match waiter {
+                    Some(w) => {
+                        if let Some(p) = w.progress {
+                            routes.progress.remove(&p);
+                        }
+                        (Some(w.outbox), Some(id))
+                    }
+                    None => (None, None),
+                }
+            }
+            Ok(FrameKind::Notification { method }) if method == "notifications/progress" => {
+                let token = serde_json::from_slice::<Value>(frame)
+                    .ok()
+                    .and_then(|v| v.pointer("/params/progressToken").and_then(ProgressKey::of));
+                let by_token = token.and_then(|t| routes.progress.get(&t).cloned());
+                (by_token.or_else(|| routes.listen.clone()), None)
+            }
+            _ => {
+                let by_origin = origin.and_then(|id| {
+                    routes
+                        .waiting
+                        .get(&(server.to_string(), id.clone()))
+                        .map(|w| w.outbox.clone())
+                });
+                (by_origin.or_else(|| routes.listen.clone()), None)
+            }
+        }
+    }
+}
