@@ -38,6 +38,7 @@
 mod control;
 mod error;
 mod flow;
+mod identity;
 mod model;
 mod raw;
 mod sandbox;
@@ -54,6 +55,7 @@ pub use control::{
 };
 pub use error::ConfigError;
 pub use flow::{FlowConfig, LabelRule, LabelScope};
+pub use identity::{IdentityConfig, JwtConfig, DEFAULT_AGENT_CLAIM};
 pub use model::{
     Agent, AuditConfig, Config, Durability, GatewayConfig, Human, PolicyConfig, Server, Task,
     DEFAULT_AUDIT_PATH, DEFAULT_CALL_TIMEOUT_SECS, DEFAULT_MAX_FRAME_BYTES, MAX_CALL_TIMEOUT_SECS,
@@ -70,6 +72,8 @@ pub use serve::{
     check_listen, ServeConfig, WebhookConfig, DEFAULT_SERVE_LISTEN, DEFAULT_SESSION_MINUTES,
     DEFAULT_WEBHOOK_TIMEOUT_SECS, MAX_SESSION_MINUTES,
 };
+
+pub use validate::is_valid_name;
 
 use error::Source;
 

@@ -51,6 +51,8 @@ pub struct Config {
     pub serve: crate::serve::ServeConfig,
     /// `[flow]`: information-flow labels.
     pub flow: crate::flow::FlowConfig,
+    /// `[identity]`: the credentials agents present.
+    pub identity: crate::identity::IdentityConfig,
 }
 
 /// `[gateway]`: limits of the stdio gateway.
@@ -158,6 +160,8 @@ pub struct Agent {
     pub server: Option<String>,
     /// Group ids (Cedar parents).
     pub groups: Vec<String>,
+    /// SHA-256 (lowercase hex) of the agent's bearer token; `None`: it presents none.
+    pub token_sha256: Option<String>,
 }
 
 /// `[servers.<id>]`: an upstream MCP server.

@@ -39,6 +39,8 @@ pub(crate) struct RawConfig {
     pub(crate) serve: crate::serve::RawServe,
     #[serde(default)]
     pub(crate) flow: crate::flow::RawFlow,
+    #[serde(default)]
+    pub(crate) identity: crate::identity::RawIdentity,
 }
 
 /// `[gateway]`
@@ -96,6 +98,8 @@ pub(crate) struct RawAgent {
     pub(crate) server: Option<SpStr>,
     #[serde(default)]
     pub(crate) groups: Vec<SpStr>,
+    /// SHA-256 (hex) of the agent's bearer token.
+    pub(crate) token_sha256: Option<SpStr>,
 }
 
 /// `[servers.<name>]`

@@ -102,6 +102,8 @@ pub(crate) fn build(raw: RawConfig, origin: Origin<'_>) -> Result<Config, Config
         });
     let serve = crate::serve::serve(&raw.serve, &mut |s, m| p.at(s, m));
     let flow = crate::flow::flow(&raw.flow, &raw.servers, &mut |s, m| p.at(s, m));
+    let identity = crate::identity::identity(&raw.identity, base, &mut |s, m| p.at(s, m));
+    crate::identity::unique_credentials(&raw.agents, &raw.humans, &mut |s, m| p.at(s, m));
 
     if let Some((offset, message)) = p.first {
         return Err(origin.source.error_at(offset, message));
@@ -125,6 +127,7 @@ pub(crate) fn build(raw: RawConfig, origin: Origin<'_>) -> Result<Config, Config
         sandbox,
         serve,
         flow,
+        identity,
     })
 }
 
@@ -290,6 +293,7 @@ fn agent(
         task: raw.task.get_ref().clone(),
         server: raw.server.as_ref().map(|s| s.get_ref().clone()),
         groups: groups(&raw.groups, p),
+        token_sha256: crate::identity::agent_token_sha256(raw, &mut |s, m| p.at(s, m)),
     }
 }
 
@@ -421,8 +425,10 @@ fn reference<R>(
     }
 }
 
-/// Ids become Cedar entity ids and `server/tool` uids: no '/', quotes or spaces.
-pub(crate) fn is_valid_name(name: &str) -> bool {
+/// Whether `name` is a valid id for a human, task, agent, server or group: 1 to 64 of
+/// `A-Z a-z 0-9 _ . -`, starting with a letter or digit. Ids become Cedar entity ids and
+/// `server/tool` uids: no '/', quotes or spaces.
+pub fn is_valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     let head_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
     head_ok

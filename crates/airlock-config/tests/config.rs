@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use airlock_config::{
     load, parse, Agent, AuditConfig, Config, ConfigError, Durability, GatewayConfig, Human,
-    PolicyConfig, Server, Task,
+    IdentityConfig, JwtConfig, PolicyConfig, Server, Task,
 };
 use sha2::{Digest, Sha256};
 
@@ -67,6 +67,7 @@ groups = ["bots"]
 [agents.deployer]
 on_behalf_of = "bob"
 task = "deploy"
+token_sha256 = "C892F40DB4A28BF32432A0ED53DAAB3B62E9DC400401E54C509039CC6A94631A"
 
 [servers.corp]
 command = ["airlock", "demo-server"]
@@ -74,6 +75,14 @@ description = "The demo company"
 tools = ["forum_post", "acl_set"]
 
 [servers.github]
+
+[identity]
+require_token = true
+
+[identity.jwt]
+issuer = "https://idp.example.com"
+audience = "airlock"
+jwks_file = "keys/jwks.json"
 "#;
 
 #[test]
@@ -128,6 +137,7 @@ fn full_config_builds_the_whole_model() {
                     task: "support-triage".into(),
                     server: Some("corp".into()),
                     groups: vec!["bots".into()],
+                    token_sha256: None,
                 },
             ),
             (
@@ -137,6 +147,9 @@ fn full_config_builds_the_whole_model() {
                     task: "deploy".into(),
                     server: None,
                     groups: vec![],
+                    token_sha256: Some(
+                        "c892f40db4a28bf32432a0ed53daab3b62e9dc400401e54c509039cc6a94631a".into(),
+                    ),
                 },
             ),
         ]),
@@ -159,6 +172,15 @@ fn full_config_builds_the_whole_model() {
         sandbox: Default::default(),
         serve: Default::default(),
         flow: Default::default(),
+        identity: IdentityConfig {
+            require_token: true,
+            jwt: Some(JwtConfig {
+                issuer: "https://idp.example.com".into(),
+                audience: "airlock".into(),
+                jwks_file: "/etc/airlock/keys/jwks.json".into(),
+                agent_claim: "sub".into(),
+            }),
+        },
     };
     assert_eq!(config, expected);
     assert_eq!(config.digest.len(), 64);
@@ -241,7 +263,7 @@ fn unknown_key_points_at_the_key() {
     assert_eq!(
         error_after_minimal("[agents.x]\non_behalf_of = \"h\"\ntask = \"t\"\n  colour = \"red\"\n"),
         "/etc/airlock/airlock.toml:6:3: unknown field `colour`, expected one of `on_behalf_of`, `task`, \
-         `server`, `groups`"
+         `server`, `groups`, `token_sha256`"
     );
 }
 
@@ -251,7 +273,7 @@ fn unknown_section_points_at_the_header() {
         error_after_minimal("[approvalz]\n"),
         "/etc/airlock/airlock.toml:3:2: unknown field `approvalz`, expected one of `gateway`, \
          `policy`, `audit`, `humans`, `tasks`, `agents`, `servers`, `breakers`, `sandbox`, \
-         `serve`, `flow`"
+         `serve`, `flow`, `identity`"
     );
 }
 
