@@ -13,6 +13,12 @@ Environment:
                           the binary has it, else <repo>/target/debug/airlock-demo-server); skipped if none.
     AIRLOCK_TEST_TIMEOUT  seconds per MCP request (default 30).
 
+Streamable HTTP (the gateway's `airlock serve` side, test_http.py): `airlock_serve(config)` starts the
+binary and reads its `listening on http://…` line; `everything_http` is server-everything's
+`streamableHttp` transport on a free port; `echo_http(era)` and `token_endpoint(…)` start the servers in
+tests/fixtures (each prints `… listening on http://127.0.0.1:PORT…` and keeps a JSON-lines log);
+modern_client.py has the SDK client helpers for both protocol eras.
+
 Each process's stderr goes to a file in the test's tmp_path; a failing test shows them all.
 """
 
