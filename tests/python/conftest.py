@@ -13,6 +13,12 @@ Environment:
                           the binary has it, else <repo>/target/debug/airlock-demo-server); skipped if none.
     AIRLOCK_TEST_TIMEOUT  seconds per MCP request (default 30).
 
+Streamable HTTP (the gateway's `airlock serve` side, test_http.py): `airlock_serve(config)` starts the
+binary and reads its `listening on http://…` line; `everything_http` is server-everything's
+`streamableHttp` transport on a free port; `echo_http(era)` and `token_endpoint(…)` start the servers in
+tests/fixtures (each prints `… listening on http://127.0.0.1:PORT…` and keeps a JSON-lines log);
+modern_client.py has the SDK client helpers for both protocol eras.
+
 Each process's stderr goes to a file in the test's tmp_path; a failing test shows them all.
 """
 
@@ -23,11 +29,16 @@ import dataclasses
 import hashlib
 import json
 import os
+import queue
+import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -411,3 +422,237 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
             if text.strip():
                 report.sections.append((f"stderr of {log.stem}", text[-8_000:]))
     return report
+
+
+# === Streamable HTTP peers: the test servers in tests/fixtures, server-everything, `airlock serve` ===
+
+FIXTURES = REPO / "tests" / "fixtures"
+_LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:(\d+)\S*)")
+
+
+@dataclasses.dataclass
+class Listening:
+    """A process serving HTTP on 127.0.0.1, started by `listening_process`."""
+
+    proc: subprocess.Popen[str]
+    url: str  # the URL the process printed (an MCP endpoint for the MCP servers)
+    port: int
+    stderr_path: Path
+    log_path: Path | None = None  # the JSON-lines request log, for the fixtures that keep one
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> list[dict[str, Any]]:
+        """The process's JSON-lines log so far (echo_http: HTTP requests; token_endpoint: exchanges)."""
+        if self.log_path is None or not self.log_path.exists():
+            return []
+        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def listening_process(
+    cmd: Sequence[str | Path],
+    *,
+    what: str,
+    stderr_path: Path,
+    log_path: Path | None = None,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = TIMEOUT,
+):
+    """Start `cmd`, wait for its `… listening on http://127.0.0.1:PORT…` line on stdout, stop it after.
+
+    The line must come first on stdout (what `airlock serve` and the tests/fixtures servers print);
+    the rest of stdout is drained in the background. A process that exits or stays silent fails the
+    test with the end of its stderr.
+    """
+    stderr = open(stderr_path, "a")
+    proc = subprocess.Popen(
+        [str(c) for c in cmd],
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, **_child_env(), **(env or {})},
+    )
+    try:
+        assert proc.stdout is not None
+        lines: queue.Queue[str] = queue.Queue()
+
+        def pump() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                lines.put(line)
+            lines.put("")
+
+        threading.Thread(target=pump, daemon=True).start()
+        try:
+            first = lines.get(timeout=timeout)
+        except queue.Empty:
+            first = ""
+        match = _LISTENING.search(first)
+        if match is None:
+            _stop(proc)
+            stderr.flush()
+            tail = stderr_path.read_text(errors="replace")[-4_000:]
+            pytest.fail(
+                f"{what} did not start (`{shlex.join(map(str, cmd))}` printed {first!r}, "
+                f"exit status {proc.poll()}); its stderr:\n{tail}",
+                pytrace=False,
+            )
+        yield Listening(proc, match.group(1), int(match.group(2)), stderr_path, log_path)
+    finally:
+        _stop(proc)
+        stderr.close()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def everything_http_process(stderr_path: Path, *, timeout: float = TIMEOUT):
+    """server-everything's Streamable HTTP transport (`node dist/index.js streamableHttp`).
+
+    It takes its port from `PORT` (default 3001), serves `/mcp` (POST, GET for the SSE stream,
+    DELETE), keeps one session per `Mcp-Session-Id` with an in-memory event store (resumable:
+    priming events with ids, `Last-Event-ID` on GET), and says `… listening on port N` on stderr
+    when ready. It binds every interface (express's default), so the port is picked here and the
+    start retried if another process took it meanwhile.
+    """
+    node = shutil.which("node")
+    if node is None or not EVERYTHING_JS.is_file():
+        pytest.fail(
+            f"server-everything not installed ({EVERYTHING_JS}, node={node}): run scripts/setup-test-env.sh",
+            pytrace=False,
+        )
+    for attempt in range(3):
+        port = _free_port()
+        start = stderr_path.stat().st_size if stderr_path.exists() else 0
+        out = open(stderr_path.with_suffix(".stdout"), "a")
+        err = open(stderr_path, "a")
+        proc = subprocess.Popen(
+            [node, str(EVERYTHING_JS), "streamableHttp"],
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "PORT": str(port)},
+        )
+        ready = False
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and proc.poll() is None:
+            if f"listening on port {port}" in stderr_path.read_text(errors="replace")[start:]:
+                ready = True
+                break
+            time.sleep(0.05)
+        try:
+            if ready:
+                yield f"http://127.0.0.1:{port}/mcp"
+                return
+            if proc.poll() is None or attempt == 2:
+                pytest.fail(
+                    f"server-everything (streamableHttp, PORT={port}) did not start; its stderr:\n"
+                    f"{stderr_path.read_text(errors='replace')[-4_000:]}",
+                    pytrace=False,
+                )
+        finally:
+            _stop(proc)  # type: ignore[arg-type]  (a Popen[bytes] stops the same way)
+            out.close()
+            err.close()
+
+
+@pytest.fixture
+def everything_http(tmp_path: Path) -> Iterator[str]:
+    """server-everything over Streamable HTTP on a free port: yields its MCP endpoint URL."""
+    with everything_http_process(tmp_path / "everything-http.stderr") as url:
+        yield url
+
+
+@pytest.fixture
+def echo_http(tmp_path: Path) -> Iterator[Callable[..., Listening]]:
+    """`echo_http(era="legacy"|"modern"|"both", json_response=False)` → a running tests/fixtures/echo_http.py.
+
+    Its `.url` is the MCP endpoint; `.log()` lists the HTTP requests it received.
+    """
+    with contextlib.ExitStack() as stack:
+        counter = iter(range(1_000))
+
+        def start(era: str = "legacy", *, json_response: bool = False) -> Listening:
+            n = next(counter)
+            log = tmp_path / f"echo-http-{n}.log"
+            cmd = [sys.executable, FIXTURES / "echo_http.py", "--port", "0", "--era", era, "--log", log]
+            if json_response:
+                cmd.append("--json-response")
+            return stack.enter_context(
+                listening_process(cmd, what="echo_http.py", stderr_path=tmp_path / f"echo-http-{n}.stderr", log_path=log)
+            )
+
+        yield start
+
+
+@pytest.fixture
+def token_endpoint(tmp_path: Path) -> Iterator[Callable[..., Listening]]:
+    """`token_endpoint(key=…, client_id=…, client_secret=…, **opts)` → a running tests/fixtures/token_endpoint.py.
+
+    Its `.url` is the token endpoint (`…/token`); `.log()` lists the exchanges, granted or refused.
+    Options: audience, issuer, expires_in.
+    """
+    with contextlib.ExitStack() as stack:
+        counter = iter(range(1_000))
+
+        def start(*, key: str, client_id: str, client_secret: str, **opts: Any) -> Listening:
+            n = next(counter)
+            log = tmp_path / f"token-endpoint-{n}.log"
+            cmd: list[str | Path] = [
+                sys.executable, FIXTURES / "token_endpoint.py", "--port", "0", "--key", key,
+                "--client-id", client_id, "--client-secret", client_secret, "--log", log,
+            ]
+            for name, value in opts.items():
+                cmd += [f"--{name.replace('_', '-')}", str(value)]
+            return stack.enter_context(
+                listening_process(
+                    cmd, what="token_endpoint.py", stderr_path=tmp_path / f"token-endpoint-{n}.stderr", log_path=log
+                )
+            )
+
+        yield start
+
+
+@pytest.fixture
+def airlock_serve(airlock_bin: Path, tmp_path: Path) -> Iterator[Callable[..., Listening]]:
+    """`airlock_serve(config_path)` → a running `airlock serve --config FILE --listen 127.0.0.1:0`.
+
+    Its `.base` is `http://127.0.0.1:PORT`; the MCP endpoints are `.base + "/mcp"` and
+    `.base + "/mcp/<server>"`.
+    """
+    with contextlib.ExitStack() as stack:
+        counter = iter(range(1_000))
+
+        def start(config: Path, *, env: dict[str, str] | None = None) -> Listening:
+            n = next(counter)
+            return stack.enter_context(
+                listening_process(
+                    [airlock_bin, "serve", "--config", config, "--listen", "127.0.0.1:0"],
+                    what="airlock serve",
+                    stderr_path=tmp_path / f"airlock-serve-{n}.stderr",
+                    env=env,
+                    cwd=config.parent,
+                )
+            )
+
+        yield start
