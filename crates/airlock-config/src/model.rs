@@ -51,6 +51,8 @@ pub struct Config {
     pub serve: crate::serve::ServeConfig,
     /// `[flow]`: information-flow labels.
     pub flow: crate::flow::FlowConfig,
+    /// `[secrets]`: where `${secret:NAME}` values come from.
+    pub secrets: crate::credentials::SecretsConfig,
 }
 
 /// `[gateway]`: limits of the stdio gateway.
@@ -175,6 +177,8 @@ pub struct Server {
     /// [`crate::OFF_BASE_ENV`]; every other one is cleared. (A sandboxed server gets its
     /// profile's `env`.)
     pub env: Vec<String>,
+    /// `[servers.<id>.credentials]`: what Airlock adds to its requests for the server.
+    pub credentials: crate::credentials::Credentials,
 }
 
 // === impl Config ===
@@ -200,6 +204,11 @@ impl Config {
     /// `sandbox = "off"`, profiles that turn layers off.
     pub fn sandbox_warnings(&self) -> Vec<String> {
         crate::sandbox::warnings(self)
+    }
+
+    /// Credentials `airlock check` reports as warnings: values written in the config file.
+    pub fn credential_warnings(&self) -> Vec<String> {
+        crate::credentials::warnings(self)
     }
 
     /// The agent with this id.

@@ -39,6 +39,7 @@ pub(crate) struct RawConfig {
     pub(crate) serve: crate::serve::RawServe,
     #[serde(default)]
     pub(crate) flow: crate::flow::RawFlow,
+    pub(crate) secrets: Option<crate::credentials::RawSecrets>,
 }
 
 /// `[gateway]`
@@ -109,4 +110,5 @@ pub(crate) struct RawServer {
     pub(crate) sandbox: Option<SpStr>,
     /// With `sandbox = "off"`: variables passed through beyond the basics.
     pub(crate) env: Option<Vec<SpStr>>,
+    pub(crate) credentials: Option<crate::credentials::RawCredentials>,
 }

@@ -74,13 +74,22 @@ pub(crate) fn build(raw: RawConfig, origin: Origin<'_>) -> Result<Config, Config
         description: t.description.clone(),
     });
     let sandbox = crate::sandbox::sandbox(&raw.sandbox, base, &mut |s, m| p.at(s, m));
+    let (secrets, secret_values) =
+        crate::credentials::secrets(raw.secrets.as_ref(), base, &mut |s, m| p.at(s, m));
     let servers = named(&raw.servers, "server", &mut p, |s: &RawServer, p| {
         let mut built = server(s, p);
         built.sandbox =
             crate::sandbox::server_sandbox(s, &raw.sandbox.profiles, &mut |sp, m| p.at(sp, m));
         built.env = crate::sandbox::server_env(s, &built.sandbox, &mut |sp, m| p.at(sp, m));
+        built.credentials = crate::credentials::credentials(
+            s.credentials.as_ref(),
+            &secret_values,
+            &mut |sp, m| p.at(sp, m),
+        );
         built
     });
+    // Checked; the model keeps no secret value.
+    drop(secret_values);
     let agents = named(&raw.agents, "agent", &mut p, |a: &RawAgent, p| {
         agent(a, &raw.humans, &raw.tasks, &raw.servers, p)
     });
@@ -113,6 +122,7 @@ pub(crate) fn build(raw: RawConfig, origin: Origin<'_>) -> Result<Config, Config
         sandbox,
         serve,
         flow,
+        secrets,
     })
 }
 
@@ -326,6 +336,7 @@ fn server(raw: &RawServer, p: &mut Problems) -> Server {
         tools,
         sandbox: Default::default(),
         env: Vec::new(),
+        credentials: Default::default(),
     }
 }
 

@@ -149,6 +149,7 @@ fn full_config_builds_the_whole_model() {
                     tools: Some(vec!["forum_post".into(), "acl_set".into()]),
                     sandbox: Default::default(),
                     env: Vec::new(),
+                    credentials: Default::default(),
                 },
             ),
             ("github".into(), Server::default()),
@@ -157,6 +158,7 @@ fn full_config_builds_the_whole_model() {
         sandbox: Default::default(),
         serve: Default::default(),
         flow: Default::default(),
+        secrets: Default::default(),
     };
     assert_eq!(config, expected);
     assert_eq!(config.digest.len(), 64);
@@ -249,7 +251,7 @@ fn unknown_section_points_at_the_header() {
         error_after_minimal("[approvalz]\n"),
         "/etc/airlock/airlock.toml:3:2: unknown field `approvalz`, expected one of `gateway`, \
          `policy`, `audit`, `humans`, `tasks`, `agents`, `servers`, `breakers`, `sandbox`, \
-         `serve`, `flow`"
+         `serve`, `flow`, `secrets`"
     );
 }
 
