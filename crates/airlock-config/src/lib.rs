@@ -36,6 +36,7 @@
 //! ```
 
 mod control;
+mod credentials;
 mod error;
 mod flow;
 mod identity;
@@ -52,6 +53,10 @@ use sha2::{Digest, Sha256};
 pub use control::{
     ArgValue, BreakerClass, BreakersConfig, ItemsSource, LoopDefaults, ToolPattern,
     BREAKER_DEFAULTS_KEY, MAX_BREAKER_COUNT, MAX_BREAKER_WINDOW_SECS,
+};
+pub use credentials::{
+    is_header_name, is_header_value, read_secrets, Credentials, OAuthConfig, Part, SecretValues,
+    SecretsConfig, Template, TemplateError, MIN_SECRET_BYTES, MIN_SIGNING_KEY_BYTES,
 };
 pub use error::ConfigError;
 pub use flow::{FlowConfig, LabelRule, LabelScope};

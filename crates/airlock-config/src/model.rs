@@ -53,6 +53,8 @@ pub struct Config {
     pub flow: crate::flow::FlowConfig,
     /// `[identity]`: the credentials agents present.
     pub identity: crate::identity::IdentityConfig,
+    /// `[secrets]`: where `${secret:NAME}` values come from.
+    pub secrets: crate::credentials::SecretsConfig,
 }
 
 /// `[gateway]`: limits of the stdio gateway.
@@ -184,6 +186,8 @@ pub struct Server {
     pub url: Option<String>,
     /// How long one call to this server may take; `None`: `[gateway] call_timeout`.
     pub timeout: Option<Duration>,
+    /// `[servers.<id>.credentials]`: what Airlock adds to its requests for the server.
+    pub credentials: crate::credentials::Credentials,
 }
 
 // === impl Config ===
@@ -209,6 +213,11 @@ impl Config {
     /// `sandbox = "off"`, profiles that turn layers off.
     pub fn sandbox_warnings(&self) -> Vec<String> {
         crate::sandbox::warnings(self)
+    }
+
+    /// Credentials `airlock check` reports as warnings: values written in the config file.
+    pub fn credential_warnings(&self) -> Vec<String> {
+        crate::credentials::warnings(self)
     }
 
     /// The agent with this id.

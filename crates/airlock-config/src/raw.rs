@@ -41,6 +41,7 @@ pub(crate) struct RawConfig {
     pub(crate) flow: crate::flow::RawFlow,
     #[serde(default)]
     pub(crate) identity: crate::identity::RawIdentity,
+    pub(crate) secrets: Option<crate::credentials::RawSecrets>,
 }
 
 /// `[gateway]`
@@ -117,4 +118,5 @@ pub(crate) struct RawServer {
     pub(crate) url: Option<SpStr>,
     /// How long one call to this server may take (default: `[gateway] call_timeout_secs`).
     pub(crate) timeout_secs: Option<Spanned<u64>>,
+    pub(crate) credentials: Option<crate::credentials::RawCredentials>,
 }

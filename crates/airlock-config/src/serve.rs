@@ -231,7 +231,12 @@ fn webhook(raw: &RawWebhook, p: &mut Report<'_>) -> Option<WebhookConfig> {
 }
 
 /// An absolute `http(s)://` URL; `public_url` loses its trailing `/` and may not carry a query.
-fn http_url(v: &SpStr, what: &str, query_ok: bool, p: &mut Report<'_>) -> Option<String> {
+pub(crate) fn http_url(
+    v: &SpStr,
+    what: &str,
+    query_ok: bool,
+    p: &mut Report<'_>,
+) -> Option<String> {
     let text = v.get_ref();
     let parsed = match url::Url::parse(text) {
         Ok(u) => u,

@@ -86,13 +86,22 @@ pub(crate) fn build(raw: RawConfig, origin: Origin<'_>) -> Result<Config, Config
             );
         }
     }
+    let (secrets, secret_values) =
+        crate::credentials::secrets(raw.secrets.as_ref(), base, &mut |s, m| p.at(s, m));
     let servers = named(&raw.servers, "server", &mut p, |s: &RawServer, p| {
         let mut built = server(s, p);
         built.sandbox =
             crate::sandbox::server_sandbox(s, &raw.sandbox.profiles, &mut |sp, m| p.at(sp, m));
         built.env = crate::sandbox::server_env(s, &built.sandbox, &mut |sp, m| p.at(sp, m));
+        built.credentials = crate::credentials::credentials(
+            s.credentials.as_ref(),
+            &secret_values,
+            &mut |sp, m| p.at(sp, m),
+        );
         built
     });
+    // Checked; the model keeps no secret value.
+    drop(secret_values);
     let agents = named(&raw.agents, "agent", &mut p, |a: &RawAgent, p| {
         agent(a, &raw.humans, &raw.tasks, &raw.servers, p)
     });
@@ -128,6 +137,7 @@ pub(crate) fn build(raw: RawConfig, origin: Origin<'_>) -> Result<Config, Config
         serve,
         flow,
         identity,
+        secrets,
     })
 }
 
@@ -381,6 +391,7 @@ fn server(raw: &RawServer, p: &mut Problems) -> Server {
         env: Vec::new(),
         url,
         timeout,
+        credentials: Default::default(),
     }
 }
 

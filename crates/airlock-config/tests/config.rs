@@ -164,6 +164,7 @@ fn full_config_builds_the_whole_model() {
                     env: Vec::new(),
                     url: None,
                     timeout: None,
+                    credentials: Default::default(),
                 },
             ),
             ("github".into(), Server::default()),
@@ -181,6 +182,7 @@ fn full_config_builds_the_whole_model() {
                 agent_claim: "sub".into(),
             }),
         },
+        secrets: Default::default(),
     };
     assert_eq!(config, expected);
     assert_eq!(config.digest.len(), 64);
@@ -273,7 +275,7 @@ fn unknown_section_points_at_the_header() {
         error_after_minimal("[approvalz]\n"),
         "/etc/airlock/airlock.toml:3:2: unknown field `approvalz`, expected one of `gateway`, \
          `policy`, `audit`, `humans`, `tasks`, `agents`, `servers`, `breakers`, `sandbox`, \
-         `serve`, `flow`, `identity`"
+         `serve`, `flow`, `identity`, `secrets`"
     );
 }
 
