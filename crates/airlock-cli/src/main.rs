@@ -10,6 +10,7 @@ mod check;
 mod control_cmd;
 mod demo;
 mod load;
+mod mcp_mount;
 mod memory;
 mod run;
 mod sandbox_cmd;

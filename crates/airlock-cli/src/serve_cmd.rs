@@ -44,13 +44,19 @@ pub(crate) fn serve(args: ServeArgs) -> Result<u8, Failure> {
         }
     };
     let config = Arc::new(config);
+    let gateway_policy = crate::load::load(&args.config)?.policy;
+    let mount = crate::mcp_mount::mount(config.clone(), gateway_policy).map_err(Failure::usage)?;
     let options = airlock_server::Options {
         config: config.clone(),
         policy: Arc::new(loaded.policy),
         listen,
         webhook_secret,
+        mount: Some(mount),
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // Two workers: a pipeline step that waits on the audit store blocks its worker
+    // (`block_in_place`), and the other keeps serving meanwhile.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

@@ -63,6 +63,7 @@ fn app(dir: &std::path::Path) -> Arc<AppState> {
         policy: Arc::new(policy),
         listen: "127.0.0.1:7700".parse().unwrap(),
         webhook_secret: None,
+        mount: None,
     };
     Arc::new(AppState::new(options, "127.0.0.1:7700".parse().unwrap()).unwrap())
 }

@@ -10,6 +10,9 @@ use axum::response::{IntoResponse, Response};
 /// Why the control plane could not start or keep serving.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// The mounted routes (the MCP gateway) could not start.
+    #[error("cannot start the MCP gateway: {0}")]
+    Mount(String),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {

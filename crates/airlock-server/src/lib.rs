@@ -40,7 +40,7 @@ use std::sync::Arc;
 use axum::Router;
 
 pub use error::ServerError;
-pub use state::{AppState, Options};
+pub use state::{AppState, Mount, Mounted, Options};
 
 /// The largest request body accepted (a login, a comment, a kill): 64 KiB.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -80,7 +80,13 @@ pub async fn serve(
         addr: options.listen,
         source,
     })?;
+    let mut options = options;
+    let mount = options.mount.take();
     let state = Arc::new(AppState::new(options, bound)?);
+    let mounted = match mount {
+        Some(m) => Some(m(state.hosts.iter().cloned().collect()).map_err(ServerError::Mount)?),
+        None => None,
+    };
     events::spawn_listener(state.clone())?;
     let follower = match state.webhook.clone() {
         Some(hook) => Some((hook.timeout, webhook::spawn(state.clone(), hook)?)),
@@ -89,13 +95,26 @@ pub async fn serve(
     on_bound(bound);
     tracing::info!(%bound, base_url = %state.base_url, "airlock serve is listening");
     let stopper = state.clone();
+    let (extra, drain) = match mounted {
+        Some(m) => (Some(m.router), Some(m.on_shutdown)),
+        None => (None, None),
+    };
     let shutdown = async move {
         shutdown.await;
+        // In-flight MCP calls are answered (or time out) before the listener closes.
+        if let Some(drain) = drain {
+            drain.await;
+        }
         // Event streams never end on their own; end them so the graceful shutdown can finish.
         stopper.stop();
     };
     // The peer's address is kept with each request: failed logins are throttled by source.
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let mut app = router(state);
+    if let Some(extra) = extra {
+        // Merged after the page's layers: the mounted routes keep their own guards.
+        app = app.merge(extra);
+    }
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -25,6 +25,19 @@ pub struct Options {
     /// The webhook's HMAC secret, read from the environment variable the config names;
     /// `Some` iff `[serve.webhook]` is configured.
     pub webhook_secret: Option<Vec<u8>>,
+    /// More routes served beside the control plane (the MCP gateway), built once the server
+    /// knows its names. They do their own checks: the page's guards and body limit are not
+    /// theirs.
+    pub mount: Option<Mount>,
+}
+
+/// Builds extra routes from the names (`Host` values) the server answers to.
+pub type Mount = Box<dyn FnOnce(Vec<String>) -> Result<Mounted, String> + Send>;
+
+/// Routes, and what to do before the server stops (drain what they have in flight).
+pub struct Mounted {
+    pub router: axum::Router,
+    pub on_shutdown: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
 }
 
 /// The webhook's settings, resolved.

@@ -1,0 +1,114 @@
+//! The MCP gateway `airlock serve` mounts at `/mcp`: glue between the config, the identity
+//! snapshot, the credentials and [`airlock_http::McpGateway`].
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use airlock_audit::{AuditWriter, Durability, NewRecord, RecordKind, Submission};
+use airlock_config::Config;
+use airlock_gateway::PolicyHandle;
+use airlock_http::{Authenticate, GatewayParts, McpGateway, Principal};
+use airlock_identity::Authenticator;
+use serde_json::json;
+
+/// How long in-flight calls get to finish when the server stops.
+const DRAIN_GRACE: Duration = Duration::from_secs(10);
+
+/// The identity snapshot, replaced on every store notification (a revocation reaches every
+/// open session within the notification's delay, a second at most).
+struct Agents {
+    current: RwLock<Arc<Authenticator>>,
+}
+
+impl Agents {
+    fn now(&self) -> Arc<Authenticator> {
+        match self.current.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+}
+
+impl Authenticate for Agents {
+    fn authenticate(&self, bearer: &str) -> Result<Principal, String> {
+        let who = self.now().authenticate(bearer).map_err(|e| e.to_string())?;
+        Ok(Principal {
+            agent: who.agent,
+            on_behalf_of: who.on_behalf_of,
+            task: who.task,
+        })
+    }
+
+    fn still_valid(&self, principal: &Principal) -> bool {
+        self.now().is_active(&principal.agent)
+    }
+
+    fn reload(&self) {
+        match self.now().reload() {
+            Ok(next) => match self.current.write() {
+                Ok(mut g) => *g = Arc::new(next),
+                Err(p) => *p.into_inner() = Arc::new(next),
+            },
+            // Fail closed would end every session on a transient read error; the old
+            // snapshot stays, and the next notification or second tries again.
+            Err(e) => tracing::error!(error = %e, "cannot re-read the agent registry"),
+        }
+    }
+}
+
+/// The mount for `airlock_server::Options`: the gateway starts once the server knows its names.
+pub(crate) fn mount(
+    config: Arc<Config>,
+    policy: airlock_policy::PolicyEngine,
+) -> Result<airlock_server::Mount, anyhow::Error> {
+    let agents = Authenticator::new(&config)
+        .map_err(|e| anyhow::anyhow!("cannot read the agents' credentials: {e}"))?;
+    for skipped in agents.skipped() {
+        tracing::warn!("{skipped}");
+    }
+    let durability = match config.audit.durability {
+        airlock_config::Durability::Process => Durability::Process,
+        airlock_config::Durability::PowerLoss => Durability::PowerLoss,
+    };
+    let audit = AuditWriter::start(&config.audit.path, durability).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open the audit store {}: {e}",
+            config.audit.path.display()
+        )
+    })?;
+    let mut record = NewRecord::now(RecordKind::ConfigLoad);
+    record.policy_digest = Some(policy.digest().to_string());
+    record.detail = Some(json!({
+        "config": config.path.display().to_string(),
+        "config_digest": config.digest,
+        "policies": policy.policies().len(),
+        "gateway": "http",
+    }));
+    audit
+        .submit(vec![Submission::from(record)])
+        .map_err(|e| anyhow::anyhow!("cannot write to the audit store: {e}"))?;
+    let rules = PolicyHandle::new(crate::run::rules(&config, policy));
+    let auth: Arc<dyn Authenticate> = Arc::new(Agents {
+        current: RwLock::new(Arc::new(agents)),
+    });
+    Ok(Box::new(move |hosts: Vec<String>| {
+        let gw = McpGateway::start(
+            GatewayParts {
+                config,
+                policy: rules,
+                audit: Arc::new(audit),
+                durability,
+                auth,
+                credentials: Arc::new(airlock_http::NoCredentials),
+                hosts,
+                origins: Vec::new(),
+            },
+            airlock_http::Limits::default(),
+        )?;
+        let drain = gw.clone();
+        Ok(airlock_server::Mounted {
+            router: airlock_http::routes(gw),
+            on_shutdown: Box::pin(async move { drain.drain(DRAIN_GRACE).await }),
+        })
+    }))
+}
