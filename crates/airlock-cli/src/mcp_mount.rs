@@ -91,7 +91,7 @@ pub(crate) fn mount(
     let auth: Arc<dyn Authenticate> = Arc::new(Agents {
         current: RwLock::new(Arc::new(agents)),
     });
-    Ok(Box::new(move |hosts: Vec<String>| {
+    Ok(Box::new(move |hosts: Vec<String>, origins: Vec<String>| {
         let gw = McpGateway::start(
             GatewayParts {
                 config,
@@ -101,7 +101,7 @@ pub(crate) fn mount(
                 auth,
                 credentials: Arc::new(airlock_http::NoCredentials),
                 hosts,
-                origins: Vec::new(),
+                origins,
             },
             airlock_http::Limits::default(),
         )?;

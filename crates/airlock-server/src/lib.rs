@@ -84,7 +84,13 @@ pub async fn serve(
     let mount = options.mount.take();
     let state = Arc::new(AppState::new(options, bound)?);
     let mounted = match mount {
-        Some(m) => Some(m(state.hosts.iter().cloned().collect()).map_err(ServerError::Mount)?),
+        Some(m) => Some(
+            m(
+                state.hosts.iter().cloned().collect(),
+                state.origins.iter().cloned().collect(),
+            )
+            .map_err(ServerError::Mount)?,
+        ),
         None => None,
     };
     events::spawn_listener(state.clone())?;

@@ -31,8 +31,9 @@ pub struct Options {
     pub mount: Option<Mount>,
 }
 
-/// Builds extra routes from the names (`Host` values) the server answers to.
-pub type Mount = Box<dyn FnOnce(Vec<String>) -> Result<Mounted, String> + Send>;
+/// Builds extra routes from the names (`Host` values) the server answers to and its own
+/// origins (the page's).
+pub type Mount = Box<dyn FnOnce(Vec<String>, Vec<String>) -> Result<Mounted, String> + Send>;
 
 /// Routes, and what to do before the server stops (drain what they have in flight).
 pub struct Mounted {
