@@ -25,6 +25,8 @@ use axum::Router;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use crate::era::{self, Era};
+use crate::link::Link;
 use crate::session::{Delivery, Scope, Session, STREAM_BUFFER};
 use crate::upstream_http::SESSION_HEADER;
 use crate::{lock, McpGateway, Message, Principal};
@@ -190,6 +192,12 @@ async fn handle_post(gw: Arc<McpGateway>, scope: Scope, headers: HeaderMap, body
         Ok(m) => m,
         Err(r) => return r,
     };
+    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let header_version = header("mcp-protocol-version");
+    if era::is_modern(header_version.as_deref(), &messages) {
+        let checked = era::check(&header, &messages);
+        return handle_modern(gw, principal, scope, checked, messages).await;
+    }
     let init = messages.iter().any(|m| m.method.as_deref() == Some("initialize"));
     let session = if init {
         if messages.len() != 1 || messages[0].id.is_none() {
@@ -232,6 +240,11 @@ async fn handle_post(gw: Arc<McpGateway>, scope: Scope, headers: HeaderMap, body
                     return plain(StatusCode::BAD_GATEWAY, "the upstream server cannot be reached");
                 }
             };
+            let messages = if link.era == Era::Modern {
+                bridge_to_modern(&session, &link, messages, &outbox, &mut pending).await
+            } else {
+                messages
+            };
             for m in &messages {
                 if let (Some(id), Some(_)) = (&m.id, &m.method) {
                     session.expect(server, id.clone(), m.progress_token(), outbox.clone());
@@ -255,52 +268,104 @@ async fn handle_post(gw: Arc<McpGateway>, scope: Scope, headers: HeaderMap, body
         add_session_header(&mut r, session_header.as_deref());
         return r;
     }
-    answer(session, inbox, pending, session_header).await
+    let answering = Answering {
+        session_header,
+        rename: None,
+        cancel: None,
+    };
+    answer(session, inbox, pending, answering).await
+}
+
+/// How a POST is answered beyond its messages.
+struct Answering {
+    /// The new session's id (the answer to `initialize`).
+    session_header: Option<String>,
+    /// Airlock's id for the request, and the agent's (a modern agent's request is renamed).
+    rename: Option<(Id, Value)>,
+    /// A modern agent: a stream it closes cancels what it still waits for, on this link.
+    cancel: Option<Arc<Link>>,
+}
+
+/// What a POST still waits for; if the agent goes away first (a modern agent's cancel), the
+/// link is told.
+struct Waiting {
+    pending: HashSet<Id>,
+    cancel: Option<Arc<Link>>,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        let Some(link) = self.cancel.take() else { return };
+        if self.pending.is_empty() {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+        let ids: Vec<Id> = self.pending.drain().collect();
+        rt.spawn(async move {
+            for id in ids {
+                link.cancel(id, "the agent closed the stream").await;
+            }
+        });
+    }
 }
 
 /// Waits for the first message: a lone answer goes back as JSON, anything else as a stream.
 async fn answer(
     session: Arc<Session>,
     mut inbox: mpsc::Receiver<Delivery>,
-    mut pending: HashSet<Id>,
-    session_header: Option<String>,
+    pending: HashSet<Id>,
+    how: Answering,
 ) -> Response {
+    let mut waiting = Waiting {
+        pending,
+        cancel: how.cancel,
+    };
+    let rename = how.rename;
     let first = tokio::select! {
         d = inbox.recv() => d,
         _ = session.end_signal.notified() => None,
     };
-    let Some(first) = first else {
+    let Some(mut first) = first else {
+        waiting.cancel = None;
         return plain(StatusCode::NOT_FOUND, "the session ended");
     };
+    renamed(&mut first, rename.as_ref());
     if let Some(id) = &first.answers {
-        pending.remove(id);
-        if pending.is_empty() {
+        waiting.pending.remove(id);
+        if waiting.pending.is_empty() {
             let mut r = (
                 [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
                 first.bytes,
             )
                 .into_response();
-            add_session_header(&mut r, session_header.as_deref());
+            add_session_header(&mut r, how.session_header.as_deref());
             return r;
         }
     }
-    let state = (Some(first), inbox, pending, session);
-    let stream = futures_util::stream::unfold(state, |(first, mut inbox, mut pending, session)| async move {
-        let next = match first {
-            Some(d) => Some(d),
-            None if pending.is_empty() => return None,
-            None => tokio::select! {
-                d = inbox.recv() => d,
-                _ = session.end_signal.notified() => None,
-            },
-        };
-        let d = next?;
-        if let Some(id) = &d.answers {
-            pending.remove(id);
-        }
-        let event = crate::sse::encode_event(None, &d.bytes);
-        Some((Ok::<_, std::convert::Infallible>(Bytes::from(event)), (None, inbox, pending, session)))
-    });
+    let state = (Some(first), inbox, waiting, session, rename);
+    let stream = futures_util::stream::unfold(
+        state,
+        |(first, mut inbox, mut waiting, session, rename)| async move {
+            let next = match first {
+                Some(d) => Some(d),
+                None if waiting.pending.is_empty() => return None,
+                None => tokio::select! {
+                    d = inbox.recv() => d,
+                    _ = session.end_signal.notified() => None,
+                },
+            };
+            let mut d = next?;
+            renamed(&mut d, rename.as_ref());
+            if let Some(id) = &d.answers {
+                waiting.pending.remove(id);
+            }
+            let event = crate::sse::encode_event(None, &d.bytes);
+            Some((
+                Ok::<_, std::convert::Infallible>(Bytes::from(event)),
+                (None, inbox, waiting, session, rename),
+            ))
+        },
+    );
     let mut r = (
         [
             (header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream")),
@@ -311,8 +376,146 @@ async fn answer(
         .into_response();
     r.headers_mut()
         .insert("x-accel-buffering", HeaderValue::from_static("no"));
-    add_session_header(&mut r, session_header.as_deref());
+    add_session_header(&mut r, how.session_header.as_deref());
     r
+}
+
+/// Gives a response the agent's own id back (and keeps the answered id Airlock's, for the
+/// bookkeeping of what is still pending).
+fn renamed(d: &mut Delivery, rename: Option<&(Id, Value)>) {
+    let Some((ours, theirs)) = rename else { return };
+    if d.answers.as_ref() != Some(ours) {
+        return;
+    }
+    if let Ok(mut v) = serde_json::from_slice::<Value>(&d.bytes) {
+        v["id"] = theirs.clone();
+        if let Ok(bytes) = serde_json::to_vec(&v) {
+            d.bytes = bytes;
+        }
+    }
+}
+
+// === 2026-07-28 ===
+
+/// A modern agent's POST: checked against its headers, then judged and sent on like any other,
+/// with the bridge to a legacy upstream where needed.
+async fn handle_modern(
+    gw: Arc<McpGateway>,
+    principal: Principal,
+    scope: Scope,
+    checked: Result<(), era::Refusal>,
+    mut messages: Vec<Message>,
+) -> Response {
+    if let Err(r) = checked {
+        let id = messages.first().and_then(|m| m.id.clone());
+        return rpc_error_for(StatusCode::BAD_REQUEST, id.as_ref(), r.code, &r.message, r.data);
+    }
+    let Scope::One(server) = scope else {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            INVALID_REQUEST,
+            "2026-07-28 agents use /mcp/<server>: the aggregated /mcp speaks the session-based versions",
+        );
+    };
+    let m = messages.remove(0);
+    let Some(session) = gw.modern_session(principal, &server) else {
+        return plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the gateway takes no new sessions now (full, or shutting down)",
+        );
+    };
+    session.touch();
+    let link = match gw.open_link(&session, &server).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(server = %server, error = %e, "cannot reach an upstream");
+            return plain(StatusCode::BAD_GATEWAY, "the upstream server cannot be reached");
+        }
+    };
+    if link.era == Era::Legacy {
+        if let Err(e) = link.handshake(era::initialize_params(&m)).await {
+            tracing::warn!(server = %server, error = %e, "cannot initialize a legacy upstream");
+            return plain(StatusCode::BAD_GATEWAY, "the upstream server cannot be reached");
+        }
+        if let (Some(id), Some("server/discover")) = (&m.id, m.method.as_deref()) {
+            let declared = lock(&link.declared).clone();
+            let body = serde_json::to_vec(&serde_json::json!({
+                "jsonrpc": "2.0", "id": id.to_json(),
+                "result": era::discover_result(declared.as_ref()),
+            }))
+            .unwrap_or_default();
+            return ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+        }
+    }
+    gw.metrics.calls(usize::from(m.id.is_some()));
+    let Some(theirs) = m.id.clone() else {
+        link.from_agent(vec![Line::Frame(m.raw)]).await;
+        return StatusCode::ACCEPTED.into_response();
+    };
+    // Several processes of one agent share this session; their ids may collide, so the
+    // request travels under an id of Airlock's and the answer gets the agent's back.
+    let ours = Id::Str(format!("airlock-{}", gw.next_request()));
+    let mut v = m.value.clone();
+    v["id"] = ours.to_json();
+    let frame = crate::one_line(serde_json::to_vec(&v).unwrap_or_default());
+    let (outbox, inbox) = mpsc::channel(STREAM_BUFFER);
+    session.expect(&server, ours.clone(), m.progress_token(), outbox);
+    link.from_agent(vec![Line::Frame(frame)]).await;
+    let answering = Answering {
+        session_header: None,
+        rename: Some((ours.clone(), theirs.to_json())),
+        cancel: Some(link),
+    };
+    answer(session, inbox, HashSet::from([ours]), answering).await
+}
+
+/// A legacy agent in front of a modern upstream: `initialize`, `initialized` and `ping` are
+/// Airlock's to answer; every other request gets the `_meta` the upstream requires.
+async fn bridge_to_modern(
+    session: &Arc<Session>,
+    link: &Arc<Link>,
+    messages: Vec<Message>,
+    outbox: &crate::session::Outbox,
+    pending: &mut HashSet<Id>,
+) -> Vec<Message> {
+    let mut forward = Vec::new();
+    for m in messages {
+        let local = match (&m.id, m.method.as_deref()) {
+            (Some(id), Some("initialize")) => {
+                *lock(&session.init_params) = m.value.get("params").cloned();
+                let asked = m.value.pointer("/params/protocolVersion").and_then(Value::as_str);
+                let declared = lock(&link.declared).clone();
+                Some((id.clone(), era::initialize_result(asked, declared.as_ref())))
+            }
+            (Some(id), Some("ping")) => Some((id.clone(), serde_json::json!({}))),
+            (None, Some("notifications/initialized")) => continue,
+            (None, Some("notifications/cancelled")) => {
+                if let Some(id) = m.value.pointer("/params/requestId").and_then(Id::from_json) {
+                    link.cancel(id, "the agent cancelled the request").await;
+                }
+                continue;
+            }
+            _ => None,
+        };
+        if let Some((id, result)) = local {
+            pending.insert(id.clone());
+            let bytes = serde_json::to_vec(&serde_json::json!({"jsonrpc": "2.0", "id": id.to_json(), "result": result}))
+                .unwrap_or_default();
+            let _ = outbox
+                .send(Delivery { bytes, answers: Some(id), from: String::new() })
+                .await;
+            continue;
+        }
+        if m.id.is_some() {
+            let init = lock(&session.init_params).clone();
+            let value = era::add_meta(&m.value, init.as_ref());
+            let raw = crate::one_line(serde_json::to_vec(&value).unwrap_or_default());
+            forward.push(Message { raw, value, id: m.id, method: m.method });
+        } else {
+            forward.push(m);
+        }
+    }
+    forward
 }
 
 /// The messages of a body: one JSON object, or a batch of them (2025-03-26).
@@ -453,6 +656,10 @@ fn too_large(max: usize) -> Response {
 }
 
 fn rpc_error(status: StatusCode, code: i32, message: &str) -> Response {
-    let body = airlock_protocol::error_response(None, code, message, None);
+    rpc_error_for(status, None, code, message, None)
+}
+
+fn rpc_error_for(status: StatusCode, id: Option<&Id>, code: i32, message: &str, data: Option<Value>) -> Response {
+    let body = airlock_protocol::error_response(id, code, message, data);
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }

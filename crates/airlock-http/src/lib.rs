@@ -11,6 +11,7 @@
 mod aggregate;
 mod background;
 mod endpoint;
+mod era;
 mod link;
 mod session;
 pub mod sse;
@@ -154,6 +155,9 @@ pub struct McpGateway {
     /// Where each resource URI listed on an aggregated session lives: (session, uri) → server.
     resources: Mutex<HashMap<(String, String), String>>,
     draining: AtomicBool,
+    requests: std::sync::atomic::AtomicU64,
+    /// The era each remote upstream speaks, once asked.
+    eras: Mutex<HashMap<String, (era::Era, Option<Value>)>>,
     /// Woken when held calls may have news (a store notification).
     pub(crate) held_changed: tokio::sync::Notify,
     pub(crate) metrics: background::Metrics,
@@ -198,6 +202,8 @@ impl McpGateway {
             kills: Mutex::new(Arc::new(Vec::new())),
             resources: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
+            requests: std::sync::atomic::AtomicU64::new(1),
+            eras: Mutex::new(HashMap::new()),
             held_changed: tokio::sync::Notify::new(),
             metrics: background::Metrics::default(),
         });
@@ -245,9 +251,62 @@ impl McpGateway {
         if sessions.len() >= self.limits.max_sessions {
             return None;
         }
-        let s = Arc::new(Session::new(new_session_id(), principal, scope));
+        let s = Arc::new(Session::new(new_session_id(), principal, scope, false));
         sessions.insert(s.id.clone(), s.clone());
         Some(s)
+    }
+
+    /// The session Airlock keeps for a 2026-07-28 agent on `server` (the agent has none): one
+    /// per agent and upstream, so a legacy upstream is initialized once, not per request.
+    pub(crate) fn modern_session(&self, principal: Principal, server: &str) -> Option<Arc<Session>> {
+        if self.draining.load(Ordering::SeqCst) {
+            return None;
+        }
+        let key = format!("2026:{}:{server}", principal.agent);
+        let mut sessions = lock(&self.sessions);
+        if let Some(s) = sessions.get(&key) {
+            if s.principal == principal && !s.is_ended() {
+                return Some(s.clone());
+            }
+        }
+        if sessions.len() >= self.limits.max_sessions {
+            return None;
+        }
+        let scope = session::Scope::One(server.to_string());
+        let s = Arc::new(Session::new(key.clone(), principal, scope, true));
+        sessions.insert(key, s.clone());
+        Some(s)
+    }
+
+    /// Which era `server` speaks, and what it declared: asked once with `server/discover`.
+    async fn era_of(&self, server: &str, http: &HttpUpstream) -> (era::Era, Option<Value>) {
+        if let Some(known) = lock(&self.eras).get(server) {
+            return known.clone();
+        }
+        let probe = era::discover_request();
+        let headers = era::headers_for(&probe);
+        let answer = match http.post(probe, &headers).await {
+            Ok(upstream_http::Reply::One(body)) => Some(body),
+            Ok(upstream_http::Reply::Stream(mut s)) => match s.next().await {
+                Ok(Some(events)) => events.into_iter().find(|e| e.is_message() && !e.data.is_empty()).map(|e| e.data),
+                _ => None,
+            },
+            _ => None,
+        };
+        let result = answer
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .and_then(|v| v.get("result").cloned())
+            .filter(|r| {
+                r.get("supportedVersions")
+                    .and_then(Value::as_array)
+                    .is_some_and(|v| v.iter().any(|x| x == era::MODERN))
+            });
+        let known = match result {
+            Some(r) => (era::Era::Modern, Some(r)),
+            None => (era::Era::Legacy, None),
+        };
+        lock(&self.eras).insert(server.to_string(), known.clone());
+        known
     }
 
     /// Ends a session: every link closes, its upstream sessions end.
@@ -318,6 +377,8 @@ impl McpGateway {
         // A session of a stopped agent starts stopped: every call is refused.
         let _ = pipeline.set_kills(kills);
         let max = config.gateway.max_frame_bytes;
+        let mut era = era::Era::Legacy;
+        let mut declared = None;
         let (conn, stdio) = if let Some(url) = &settings.url {
             let url = reqwest::Url::parse(url).map_err(|e| format!("bad url for {server}: {e}"))?;
             let mut headers = reqwest::header::HeaderMap::new();
@@ -334,10 +395,12 @@ impl McpGateway {
                 value.set_sensitive(true);
                 headers.insert(name, value);
             }
-            (
-                Conn::Http(HttpUpstream::new(self.client.clone(), url, headers, max)),
-                None,
-            )
+            let http = HttpUpstream::new(self.client.clone(), url, headers, max);
+            (era, declared) = self.era_of(server, &http).await;
+            if era == era::Era::Modern {
+                http.set_version(era::MODERN);
+            }
+            (Conn::Http(http), None)
         } else if let Some(command) = &settings.command {
             let sandbox = self.sandbox_for(server, &identity)?;
             let command = command.clone();
@@ -360,6 +423,8 @@ impl McpGateway {
             server.to_string(),
             pipeline.clone(),
             conn,
+            era,
+            declared,
             session,
             self.shared.clone(),
         );
@@ -417,6 +482,11 @@ impl McpGateway {
         for s in self.sessions() {
             self.end_session(&s, "the gateway is shutting down").await;
         }
+    }
+
+    /// A fresh number for an id of Airlock's own.
+    pub(crate) fn next_request(&self) -> u64 {
+        self.requests.fetch_add(1, Ordering::Relaxed)
     }
 
     pub fn is_draining(&self) -> bool {

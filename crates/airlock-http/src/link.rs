@@ -17,6 +17,7 @@ use airlock_pipeline::{Counters, Line, Output, Pipeline};
 use airlock_protocol::{parse_outline, FrameKind, Id, Limits};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 
+use crate::era::Era;
 use crate::session::Session;
 use crate::upstream_http::{HttpUpstream, Reply, UpstreamError};
 use crate::Shared;
@@ -49,6 +50,15 @@ pub(crate) struct Link {
     closed: AtomicBool,
     /// The upstream's GET stream is open.
     listening: AtomicBool,
+    /// The era the upstream speaks.
+    pub(crate) era: Era,
+    /// What the upstream declared: its `server/discover` result (modern) or its `initialize`
+    /// result (legacy, once Airlock initialized it for a modern agent).
+    pub(crate) declared: std::sync::Mutex<Option<serde_json::Value>>,
+    /// Airlock has initialized a legacy upstream for a modern agent.
+    handshaken: tokio::sync::OnceCell<()>,
+    /// POSTs in flight to a modern upstream, by request id: closing one cancels it.
+    posts: std::sync::Mutex<std::collections::HashMap<Id, tokio::task::AbortHandle>>,
     /// The link's own tasks (stdio readers, the audit flush), ended with it.
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -58,6 +68,8 @@ impl Link {
         server: String,
         pipeline: Arc<Pipeline>,
         conn: Conn,
+        era: Era,
+        declared: Option<serde_json::Value>,
         session: &Arc<Session>,
         shared: Arc<Shared>,
     ) -> Arc<Link> {
@@ -69,6 +81,10 @@ impl Link {
             shared,
             closed: AtomicBool::new(false),
             listening: AtomicBool::new(false),
+            era,
+            declared: std::sync::Mutex::new(declared),
+            handshaken: tokio::sync::OnceCell::new(),
+            posts: std::sync::Mutex::new(std::collections::HashMap::new()),
             tasks: std::sync::Mutex::new(Vec::new()),
         })
     }
@@ -137,7 +153,11 @@ impl Link {
                         continue;
                     }
                     let link = self.clone();
-                    tokio::spawn(link.post(frame));
+                    let request = request_of(&frame).0;
+                    let task = tokio::spawn(link.post(frame));
+                    if let (Era::Modern, Some(id)) = (self.era, request) {
+                        crate::lock(&self.posts).insert(id, task.abort_handle());
+                    }
                 }
             }
         }
@@ -150,7 +170,11 @@ impl Link {
                 return;
             };
             let (request, is_init) = request_of(&frame);
-            let reply = http.post(frame).await;
+            let extra = match self.era {
+                Era::Modern => crate::era::headers_for(&frame),
+                Era::Legacy => Vec::new(),
+            };
+            let reply = http.post(frame, &extra).await;
             let mut answered = false;
             let result: Result<(), UpstreamError> = async {
                 match reply? {
@@ -201,6 +225,9 @@ impl Link {
                 )),
                 Ok(()) => None,
             };
+            if let Some(id) = &request {
+                crate::lock(&self.posts).remove(id);
+            }
             if let (Some(e), Some(id)) = (failure, request) {
                 if !answered {
                     tracing::warn!(server = %self.server, error = %e, "an upstream request failed");
@@ -288,6 +315,59 @@ impl Link {
             }
             link.listening.store(false, Ordering::SeqCst);
         }));
+    }
+
+    /// Initializes a legacy upstream for a modern agent, once: `initialize` with the agent's
+    /// capabilities and `notifications/initialized`, through the pipeline like any message.
+    pub(crate) async fn handshake(self: &Arc<Self>, params: serde_json::Value) -> Result<(), String> {
+        self.handshaken
+            .get_or_try_init(|| async {
+                let Some(session) = self.session.upgrade() else {
+                    return Err("the session ended".to_string());
+                };
+                let id = Id::Str("airlock-initialize".into());
+                let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+                session.expect(&self.server, id.clone(), None, tx);
+                let init = serde_json::json!({"jsonrpc": "2.0", "id": id.to_json(), "method": "initialize", "params": params});
+                self.from_agent(vec![Line::Frame(serde_json::to_vec(&init).unwrap_or_default())]).await;
+                let answer = tokio::time::timeout(self.pipeline.options().call_timeout, async {
+                    while let Some(d) = rx.recv().await {
+                        if d.answers.is_some() {
+                            return Some(d.bytes);
+                        }
+                    }
+                    None
+                })
+                .await
+                .ok()
+                .flatten();
+                session.forget(&self.server, &id);
+                let result = answer
+                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                    .and_then(|v| v.get("result").cloned())
+                    .ok_or_else(|| "the upstream server did not accept initialize".to_string())?;
+                *crate::lock(&self.declared) = Some(result);
+                let done = br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#.to_vec();
+                self.from_agent(vec![Line::Frame(done)]).await;
+                Ok(())
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// The agent gave up on `id` (a modern agent closed its stream): the pipeline forwards
+    /// `notifications/cancelled` (a legacy upstream's cancel) and a modern upstream's POST is
+    /// closed (its cancel).
+    pub(crate) async fn cancel(self: &Arc<Self>, id: Id, why: &str) {
+        if let Some(session) = self.session.upgrade() {
+            session.forget(&self.server, &id);
+        }
+        let frame = serde_json::json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+            "params": {"requestId": id.to_json(), "reason": why}});
+        if let Some(post) = crate::lock(&self.posts).remove(&id) {
+            post.abort();
+        }
+        self.from_agent(vec![Line::Frame(serde_json::to_vec(&frame).unwrap_or_default())]).await;
     }
 
     /// Kills the upstream process now (a kill switch), if Airlock started one.

@@ -50,6 +50,13 @@ struct Waiter {
     progress: Option<ProgressKey>,
 }
 
+fn is_request(frame: &[u8]) -> bool {
+    matches!(
+        parse_outline(frame, &Limits { max_frame_bytes: usize::MAX }).map(|o| o.kind().clone()),
+        Ok(FrameKind::Request { .. })
+    )
+}
+
 /// A progress token as its JSON text (tokens are strings or integers).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct ProgressKey(String);
@@ -77,6 +84,9 @@ pub(crate) struct Session {
     pub(crate) id: String,
     pub(crate) principal: Principal,
     pub(crate) scope: Scope,
+    /// A 2026-07-28 agent: no session of its own (this one is Airlock's, per agent and
+    /// upstream), results carry `resultType`, and no request can be sent to it.
+    pub(crate) modern: bool,
     /// The protocol version agreed with the agent.
     pub(crate) version: Mutex<Option<String>>,
     /// The agent's `initialize` params: upstreams reached later are initialized with them.
@@ -90,11 +100,12 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub(crate) fn new(id: String, principal: Principal, scope: Scope) -> Session {
+    pub(crate) fn new(id: String, principal: Principal, scope: Scope, modern: bool) -> Session {
         Session {
             id,
             principal,
             scope,
+            modern,
             version: Mutex::new(None),
             init_params: Mutex::new(None),
             links: Mutex::new(HashMap::new()),
@@ -190,14 +201,20 @@ impl Session {
             if frame.is_empty() {
                 continue;
             }
+            if self.modern && is_request(frame) {
+                // A 2026-07-28 agent takes no requests: the upstream gets a refusal at once.
+                self.refuse_server_request(server, frame).await;
+                continue;
+            }
             let (outbox, answers) = self.route(server, frame, origin);
             let Some(outbox) = outbox else {
                 tracing::debug!(session = %self.id, server, "a message for the agent had no open stream; dropped");
                 continue;
             };
-            let bytes = match self.scope {
-                Scope::All => crate::aggregate::outgoing(server, frame),
-                Scope::One(_) => frame.to_vec(),
+            let bytes = match (&self.scope, self.modern) {
+                (_, true) => crate::era::to_modern(frame),
+                (Scope::All, false) => crate::aggregate::outgoing(server, frame),
+                (Scope::One(_), false) => frame.to_vec(),
             };
             // A reader that went away is no error: legacy MCP says a dropped stream is not a
             // cancellation, and the call's result is on the audit trail either way.
@@ -209,6 +226,21 @@ impl Session {
                 })
                 .await;
         }
+    }
+
+    async fn refuse_server_request(&self, server: &str, frame: &[u8]) {
+        let Some(link) = self.link(server) else { return };
+        let id = serde_json::from_slice::<Value>(frame)
+            .ok()
+            .and_then(|v| v.get("id").and_then(Id::from_json));
+        let Some(id) = id else { return };
+        let answer = airlock_protocol::error_response(
+            Some(&id),
+            airlock_protocol::METHOD_NOT_FOUND,
+            "the agent speaks MCP 2026-07-28, which takes no requests from a server",
+            None,
+        );
+        Box::pin(link.from_agent(vec![airlock_pipeline::Line::Frame(answer)])).await;
     }
 
     fn route(&self, server: &str, frame: &[u8], origin: Option<&Id>) -> (Option<Outbox>, Option<Id>) {

@@ -136,10 +136,19 @@ impl HttpUpstream {
         req
     }
 
-    /// POSTs one message.
-    pub(crate) async fn post(&self, frame: Vec<u8>) -> Result<Reply, UpstreamError> {
-        let response = self
-            .request(reqwest::Method::POST)
+    /// POSTs one message, with `extra` headers (a modern upstream's `Mcp-*`).
+    pub(crate) async fn post(
+        &self,
+        frame: Vec<u8>,
+        extra: &[(&'static str, String)],
+    ) -> Result<Reply, UpstreamError> {
+        let mut req = self.request(reqwest::Method::POST);
+        for (name, value) in extra {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                req = req.header(HeaderName::from_static(name), v);
+            }
+        }
+        let response = req
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, "application/json, text/event-stream")
             .body(frame)
