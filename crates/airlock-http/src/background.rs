@@ -4,7 +4,7 @@
 //! for the next commit. One task of each for the whole gateway, not one per session: an idle
 //! session costs memory, never a timer.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,31 +20,6 @@ const EXPIRE_EVERY: Duration = Duration::from_millis(250);
 const IDLE_CHECK: Duration = Duration::from_secs(10);
 /// How long a queued record may wait for a decision commit to ride along with.
 const RESULT_FLUSH_DELAY: Duration = Duration::from_millis(20);
-
-/// Counters for `/metrics`.
-#[derive(Default)]
-pub(crate) struct Metrics {
-    pub(crate) calls: AtomicU64,
-    pub(crate) refused_host: AtomicU64,
-    pub(crate) refused_origin: AtomicU64,
-    pub(crate) refused_auth: AtomicU64,
-    pub(crate) kills_applied: AtomicU64,
-}
-
-impl Metrics {
-    pub(crate) fn calls(&self, n: usize) {
-        self.calls.fetch_add(n as u64, Ordering::Relaxed);
-    }
-
-    pub(crate) fn refused(&self, why: &str) {
-        let c = match why {
-            "host" => &self.refused_host,
-            "origin" => &self.refused_origin,
-            _ => &self.refused_auth,
-        };
-        c.fetch_add(1, Ordering::Relaxed);
-    }
-}
 
 /// Starts the gateway's tasks.
 pub(crate) fn spawn(gw: &Arc<McpGateway>) -> Result<(), String> {
@@ -87,6 +62,7 @@ async fn watch_store(gw: Arc<McpGateway>, mut listener: Listener) {
         let kills = match read {
             Some((s, Ok(kills))) => {
                 store = Some(s);
+                gw.metrics.store_ok.store(true, Ordering::Relaxed);
                 kills
             }
             other => {
@@ -94,6 +70,7 @@ async fn watch_store(gw: Arc<McpGateway>, mut listener: Listener) {
                     store = Some(s);
                 }
                 // Fail closed: without the kill state no call may pass.
+                gw.metrics.store_ok.store(false, Ordering::Relaxed);
                 tracing::error!("cannot read the kill state; every session is stopped");
                 vec![airlock_pipeline::kill::emergency_kill("the kill state cannot be read")]
             }
@@ -123,7 +100,7 @@ async fn watch_store(gw: Arc<McpGateway>, mut listener: Listener) {
 
 /// Answers what the kill ends, kills the upstream process, ends the held calls' requests.
 async fn finish_kill(gw: &McpGateway, link: &Arc<Link>, kill: Kill, effect: KillEffect) {
-    gw.metrics.kills_applied.fetch_add(1, Ordering::Relaxed);
+    gw.metrics.kill_applied();
     let held = effect.held;
     link.dispatch(effect.output, None).await;
     link.kill_process();

@@ -32,7 +32,7 @@ use crate::upstream_http::SESSION_HEADER;
 use crate::{lock, McpGateway, Message, Principal};
 
 /// `/mcp` and `/mcp/{server}` over the gateway.
-pub fn routes(gw: Arc<McpGateway>) -> Router {
+pub(crate) fn routes(gw: Arc<McpGateway>) -> Router {
     Router::new()
         .route("/mcp", post(post_all).get(get_all).delete(delete_all))
         .route(
@@ -156,6 +156,7 @@ fn find_session(
 // === POST ===
 
 async fn handle_post(gw: Arc<McpGateway>, scope: Scope, headers: HeaderMap, body: Body) -> Response {
+    let since = std::time::Instant::now();
     let principal = match admit(&gw, &headers) {
         Ok(p) => p,
         Err(r) => return r,
@@ -196,7 +197,7 @@ async fn handle_post(gw: Arc<McpGateway>, scope: Scope, headers: HeaderMap, body
     let header_version = header("mcp-protocol-version");
     if era::is_modern(header_version.as_deref(), &messages) {
         let checked = era::check(&header, &messages);
-        return handle_modern(gw, principal, scope, checked, messages).await;
+        return handle_modern(gw, principal, scope, checked, messages, since).await;
     }
     let init = messages.iter().any(|m| m.method.as_deref() == Some("initialize"));
     let session = if init {
@@ -269,6 +270,8 @@ async fn handle_post(gw: Arc<McpGateway>, scope: Scope, headers: HeaderMap, body
         return r;
     }
     let answering = Answering {
+        gw: gw.clone(),
+        since,
         session_header,
         rename: None,
         cancel: None,
@@ -278,6 +281,9 @@ async fn handle_post(gw: Arc<McpGateway>, scope: Scope, headers: HeaderMap, body
 
 /// How a POST is answered beyond its messages.
 struct Answering {
+    gw: Arc<McpGateway>,
+    /// When the POST arrived (for the latency metric).
+    since: std::time::Instant,
     /// The new session's id (the answer to `initialize`).
     session_header: Option<String>,
     /// Airlock's id for the request, and the agent's (a modern agent's request is renamed).
@@ -321,6 +327,7 @@ async fn answer(
         cancel: how.cancel,
     };
     let rename = how.rename;
+    let (gw, since) = (how.gw, how.since);
     let first = tokio::select! {
         d = inbox.recv() => d,
         _ = session.end_signal.notified() => None,
@@ -332,6 +339,7 @@ async fn answer(
     renamed(&mut first, rename.as_ref());
     if let Some(id) = &first.answers {
         waiting.pending.remove(id);
+        gw.metrics.answered(&first.bytes, since);
         if waiting.pending.is_empty() {
             let mut r = (
                 [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
@@ -342,10 +350,11 @@ async fn answer(
             return r;
         }
     }
-    let state = (Some(first), inbox, waiting, session, rename);
+    let state = (Some(first), inbox, waiting, session, rename, gw);
     let stream = futures_util::stream::unfold(
         state,
-        |(first, mut inbox, mut waiting, session, rename)| async move {
+        move |(first, mut inbox, mut waiting, session, rename, gw)| async move {
+            let is_first = first.is_some();
             let next = match first {
                 Some(d) => Some(d),
                 None if waiting.pending.is_empty() => return None,
@@ -357,12 +366,14 @@ async fn answer(
             let mut d = next?;
             renamed(&mut d, rename.as_ref());
             if let Some(id) = &d.answers {
-                waiting.pending.remove(id);
+                if waiting.pending.remove(id) && !is_first {
+                    gw.metrics.answered(&d.bytes, since);
+                }
             }
             let event = crate::sse::encode_event(None, &d.bytes);
             Some((
                 Ok::<_, std::convert::Infallible>(Bytes::from(event)),
-                (None, inbox, waiting, session, rename),
+                (None, inbox, waiting, session, rename, gw),
             ))
         },
     );
@@ -405,6 +416,7 @@ async fn handle_modern(
     scope: Scope,
     checked: Result<(), era::Refusal>,
     mut messages: Vec<Message>,
+    since: std::time::Instant,
 ) -> Response {
     if let Err(r) = checked {
         let id = messages.first().and_then(|m| m.id.clone());
@@ -462,6 +474,8 @@ async fn handle_modern(
     session.expect(&server, ours.clone(), m.progress_token(), outbox);
     link.from_agent(vec![Line::Frame(frame)]).await;
     let answering = Answering {
+        gw: gw.clone(),
+        since,
         session_header: None,
         rename: Some((ours.clone(), theirs.to_json())),
         cancel: Some(link),

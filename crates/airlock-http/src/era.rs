@@ -243,10 +243,22 @@ pub(crate) fn to_modern(frame: &[u8]) -> Vec<u8> {
     let Some(result) = v.get_mut("result").and_then(Value::as_object_mut) else {
         return frame.to_vec();
     };
-    if result.contains_key("resultType") {
+    let listing = ["tools", "prompts", "resources", "resourceTemplates", "contents"]
+        .iter()
+        .any(|k| result.contains_key(*k));
+    let missing_cache = listing && !result.contains_key("ttlMs");
+    if result.contains_key("resultType") && !missing_cache {
         return frame.to_vec();
     }
-    result.insert("resultType".into(), json!("complete"));
+    if !result.contains_key("resultType") {
+        result.insert("resultType".into(), json!("complete"));
+    }
+    if missing_cache {
+        // Lists and reads carry cache hints in 2026-07-28; a legacy upstream gave none, so
+        // the safe ones: not cached, not shared.
+        result.insert("ttlMs".into(), json!(0));
+        result.entry("cacheScope").or_insert(json!("private"));
+    }
     serde_json::to_vec(&v).unwrap_or_else(|_| frame.to_vec())
 }
 

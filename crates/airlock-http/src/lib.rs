@@ -13,6 +13,7 @@ mod background;
 mod endpoint;
 mod era;
 mod link;
+mod ops;
 mod session;
 pub mod sse;
 mod upstream_http;
@@ -32,7 +33,12 @@ use airlock_protocol::Id;
 use serde_json::Value;
 
 pub use aggregate::{split_name, SEPARATOR};
-pub use endpoint::routes;
+pub use ops::routes as ops_routes;
+
+/// `/mcp`, `/mcp/<server>`, `/healthz`, `/readyz` and `/metrics` over the gateway.
+pub fn routes(gw: Arc<McpGateway>) -> axum::Router {
+    endpoint::routes(gw.clone()).merge(ops::routes(gw))
+}
 
 use crate::link::{Conn, Link, StdioConn};
 use crate::session::Session;
@@ -160,7 +166,7 @@ pub struct McpGateway {
     eras: Mutex<HashMap<String, (era::Era, Option<Value>)>>,
     /// Woken when held calls may have news (a store notification).
     pub(crate) held_changed: tokio::sync::Notify,
-    pub(crate) metrics: background::Metrics,
+    pub(crate) metrics: ops::Metrics,
 }
 
 /// One message of a POST body, one line, checked to be JSON.
@@ -205,7 +211,7 @@ impl McpGateway {
             requests: std::sync::atomic::AtomicU64::new(1),
             eras: Mutex::new(HashMap::new()),
             held_changed: tokio::sync::Notify::new(),
-            metrics: background::Metrics::default(),
+            metrics: ops::Metrics::default(),
         });
         background::spawn(&gw)?;
         Ok(gw)

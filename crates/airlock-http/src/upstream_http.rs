@@ -142,12 +142,14 @@ impl HttpUpstream {
         frame: Vec<u8>,
         extra: &[(&'static str, String)],
     ) -> Result<Reply, UpstreamError> {
-        let mut req = self.request(reqwest::Method::POST);
+        let mut headers = HeaderMap::new();
         for (name, value) in extra {
             if let Ok(v) = HeaderValue::from_str(value) {
-                req = req.header(HeaderName::from_static(name), v);
+                headers.insert(HeaderName::from_static(name), v);
             }
         }
+        // Replaces what `request` set (the version): one value per header.
+        let req = self.request(reqwest::Method::POST).headers(headers);
         let response = req
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, "application/json, text/event-stream")
