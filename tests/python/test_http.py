@@ -108,6 +108,18 @@ class Gateway:
     served: Listening
     config: Path
     tokens: dict[str, str]  # agent → bearer token
+    humans: dict[str, str] = dataclasses.field(default_factory=dict)  # human → control-plane token
+
+    async def api(self, method: str, path: str, payload: Any = None, *, as_human: str = "bob") -> tuple[int, Any]:
+        """The control plane's HTTP API (kills, approvals), as a human."""
+        async with httpx2.AsyncClient(timeout=TIMEOUT) as c:
+            r = await c.request(
+                method,
+                f"{self.served.base}{path}",
+                json=payload,
+                headers={"Authorization": f"Bearer {as_human}:{self.humans[as_human]}"},
+            )
+            return r.status_code, (r.json() if r.content else None)
 
     def endpoint(self, server: str | None = None) -> str:
         return f"{self.served.base}/mcp" + (f"/{server}" if server else "")
@@ -197,6 +209,12 @@ def gateway(tmp_path: Path, airlock_serve: Callable[..., Listening]) -> Callable
             token, digest = token_and_digest()
             tokens[agent] = token
             agents += f"[agents.{agent}]\non_behalf_of = \"{human}\"\ntask = \"t1\"\ntoken_sha256 = \"{digest}\"\n\n"
+        humans: dict[str, str] = {}
+        human_sections = ""
+        for human in ("alice", "bob"):
+            token, digest = token_and_digest()
+            humans[human] = token
+            human_sections += f"[humans.{human}]\ntoken_sha256 = \"{digest}\"\n"
         secrets_file = tmp_path / "secrets.toml"
         secrets_file.write_text(f"x_token = {_toml_str(SECRET)}\n")
         secrets_file.chmod(0o600)
@@ -217,9 +235,7 @@ path = {_toml_str(tmp_path / "airlock-audit.db")}
 [secrets]
 file = {_toml_str(secrets_file)}
 
-[humans.alice]
-[humans.bob]
-
+{human_sections}
 [tasks.t1]
 description = "test task"
 
@@ -228,7 +244,7 @@ enabled = false
 
 {upstreams}"""
         )
-        return Gateway(airlock_serve(config), config, tokens)
+        return Gateway(airlock_serve(config), config, tokens, humans)
 
     return start
 
@@ -670,3 +686,123 @@ async def test_modern_headers_must_match_the_body(gateway, echo_http):
     assert r.status_code == 200, r.text
     assert messages(r)[-1]["result"]["content"][0]["text"] == "fine"
     assert called_tools(upstream) == ["say"]
+
+
+# === the control plane reaches HTTP sessions: kills, approvals; ops endpoints ===
+
+KILLED = -31007
+HOLD_POLICY = POLICY + """
+@id("publish-needs-sign-off")
+@approval("echoing `publish` needs a sign-off")
+forbid(principal, action == Action::"call_tool", resource == Tool::"echo/echo")
+when { context.args has message && context.args.message like "publish*" }
+unless { context.approval.granted };
+"""
+
+
+async def test_a_kill_stops_open_http_sessions_at_once(gateway, echo_http):
+    upstream = echo_http()
+    gw = gateway({"echo": url_server(upstream.url)})
+    with anyio.fail_after(TIMEOUT * 2):
+        async with gw.connect("echo") as c:
+            assert text(await c.call_tool("echo", {"message": "before"})) == "before"
+            outcome: dict[str, Any] = {}
+
+            async def long_call() -> None:
+                try:
+                    await c.call_tool("slow", {"steps": 400, "delay_ms": 50, "label": "k1"})
+                    outcome["result"] = "completed"
+                except MCPError as e:
+                    outcome["error"] = e
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(long_call)
+                await anyio.sleep(0.5)
+                status, body = await gw.api("POST", "/api/v1/kill", {"scope": "agent", "target": "bot", "reason": "runaway"})
+                assert status == 200, body
+                # The store's notification wakes the gateway; the in-flight call ends without
+                # waiting for the upstream (bounded generously: no timing assertion).
+                with anyio.fail_after(TIMEOUT):
+                    while not outcome:
+                        await anyio.sleep(0.02)
+            assert isinstance(outcome.get("error"), MCPError) and outcome["error"].code == KILLED, outcome
+            with pytest.raises(MCPError) as err:
+                await c.call_tool("echo", {"message": "after"})
+            assert err.value.code == KILLED
+    # Another agent is not stopped by bot's kill.
+    async with gw.connect("echo", agent="other") as c:
+        assert text(await c.call_tool("say", {"text": "still here"})) == "still here"
+
+
+async def test_a_held_http_call_completes_once_a_human_approves(gateway, echo_http):
+    upstream = echo_http()
+    gw = gateway({"echo": url_server(upstream.url)}, policy=HOLD_POLICY)
+    with anyio.fail_after(TIMEOUT * 2):
+        async with gw.connect("echo") as c:
+            result: dict[str, Any] = {}
+
+            async def call() -> None:
+                result["r"] = await c.call_tool("echo", {"message": "publish it"})
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call)
+                held = None
+                while held is None:
+                    status, body = await gw.api("GET", "/api/v1/approvals?state=pending")
+                    assert status == 200, body
+                    held = next(iter(body["approvals"]), None)
+                    await anyio.sleep(0.05)
+                assert (held["agent"], held["on_behalf_of"], held["target"]) == ("bot", "alice", "echo")
+                assert "r" not in result and called_tools(upstream) == []
+                # Bob approves: not the human the agent acts for.
+                status, done = await gw.api("POST", f"/api/v1/approvals/{held['id']}/approve", {"digest": held["digest"]})
+                assert status == 200, done
+            assert text(result["r"]) == "publish it"
+    assert called_tools(upstream) == ["echo"]
+
+
+async def test_one_unreachable_upstream_leaves_the_others_working(gateway, echo_http):
+    upstream = echo_http()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/mcp"  # nothing listens once closed
+    gw = gateway({"gone": url_server(dead), "echo": url_server(upstream.url)})
+    with anyio.fail_after(TIMEOUT * 2):
+        async with gw.connect() as c:
+            names = {t.name for t in (await c.list_tools()).tools}
+            assert names == {f"echo__{n}" for n in ECHO_TOOLS}
+            assert text(await c.call_tool("echo__echo", {"message": "alive"})) == "alive"
+            with pytest.raises(MCPError):
+                await c.call_tool("gone__anything", {})
+        r = await gw.raw("POST", "gone", body=INITIALIZE, headers=JSON_HEADERS)
+        assert messages(r)[-1]["error"]["code"] == -31003, (r.status_code, r.text)
+        assert "cannot be reached" in messages(r)[-1]["error"]["message"]
+
+
+async def test_health_readiness_and_metrics(gateway, echo_http):
+    upstream = echo_http()
+    gw = gateway({"echo": url_server(upstream.url)})
+    async with httpx2.AsyncClient(timeout=TIMEOUT) as h:
+        assert (await h.get(f"{gw.served.base}/healthz")).status_code == 200
+        assert (await h.get(f"{gw.served.base}/readyz")).status_code == 200
+    async with gw.connect("echo") as c:
+        assert text(await c.call_tool("echo", {"message": "m"})) == "m"
+    async with gw.connect("echo", agent="other") as c:
+        with pytest.raises(MCPError) as err:
+            await c.call_tool("echo", {"message": "not yours"})
+        assert_denied(err)
+    await gw.raw("POST", "echo", body=INITIALIZE, headers=JSON_HEADERS, agent=None)
+    async with httpx2.AsyncClient(timeout=TIMEOUT) as h:
+        r = await h.get(f"{gw.served.base}/metrics")
+    assert r.status_code == 200
+    metrics = {}
+    for line in r.text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            metrics[name] = float(value)
+    assert metrics["airlock_mcp_requests_total"] >= 3  # initialize, tools/list, two calls
+    assert metrics['airlock_mcp_answers_total{outcome="ok"}'] >= 2
+    assert metrics['airlock_mcp_answers_total{outcome="denied"}'] >= 1
+    assert metrics['airlock_http_refused_total{reason="unauthenticated"}'] >= 1
+    assert metrics["airlock_mcp_request_duration_seconds_count"] >= 3
+    assert "airlock_approvals_pending" in metrics and "airlock_kills_active" in metrics
