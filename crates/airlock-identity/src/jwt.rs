@@ -269,4 +269,4 @@ fn refusal(e: jsonwebtoken::errors::Error) -> IdentityError {
 
 #[cfg(test)]
 #[path = "jwt_tests.rs"]
-mod tests;
+pub(crate) mod tests;
