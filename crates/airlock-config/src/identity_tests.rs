@@ -107,8 +107,8 @@ fn one_token_belongs_to_one_principal() {
     let two_agents = format!("{}{}", agent("a", DIGEST), agent("b", DIGEST));
     let e = parse(&two_agents).unwrap_err();
     assert!(
-        e.ends_with("token_sha256 of [agents.b] is also [agents.a]'s: each agent and human needs \
-             a token of its own"),
+        e.ends_with("token_sha256 of [agents.b] is also [agents.a]'s: each agent needs a token of \
+             its own"),
         "{e}"
     );
     let text = format!(
@@ -117,4 +117,10 @@ fn one_token_belongs_to_one_principal() {
     );
     let e = crate::parse(&text, Path::new("a.toml")).unwrap_err().to_string();
     assert!(e.contains("[agents.bot] is also [humans.alice]'s"), "{e}");
+    // Humans may share one (they name themselves with --as).
+    let text = format!(
+        "[policy]\nfiles = [\"p\"]\n[humans.a]\ntoken_sha256 = \"{DIGEST}\"\n[humans.b]\n\
+         token_sha256 = \"{DIGEST}\"\n"
+    );
+    crate::parse(&text, Path::new("a.toml")).unwrap();
 }
