@@ -20,7 +20,9 @@ fn auth(extra: &str) -> (tempfile::TempDir, Authenticator) {
 #[test]
 fn an_agent_with_a_credential_must_present_exactly_its_own() {
     let (_dir, auth) = auth("");
-    let who = check_credential(&auth, "ci", Some(CI_TOKEN)).unwrap().unwrap();
+    let who = check_credential(&auth, "ci", Some(CI_TOKEN))
+        .unwrap()
+        .unwrap();
     assert_eq!(who.agent, "ci");
     for missing in [None, Some("")] {
         let e = check_credential(&auth, "ci", missing).unwrap_err();

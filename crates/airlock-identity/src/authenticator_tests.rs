@@ -86,16 +86,18 @@ fn a_config_token_authenticates_its_agent_and_nothing_else_does() {
             method: AuthMethod::Token,
         }
     );
-    for wrong in ["alt_config_token_of_cj", "alt_config_token_of_ci ", "ci", "x.y.z"] {
+    for wrong in [
+        "alt_config_token_of_cj",
+        "alt_config_token_of_ci ",
+        "ci",
+        "x.y.z",
+    ] {
         assert!(
             matches!(auth.authenticate(wrong), Err(IdentityError::UnknownToken)),
             "{wrong:?}"
         );
     }
-    assert!(matches!(
-        auth.authenticate(""),
-        Err(IdentityError::Missing)
-    ));
+    assert!(matches!(auth.authenticate(""), Err(IdentityError::Missing)));
     let huge = "a".repeat(MAX_BEARER_BYTES + 1);
     assert!(matches!(
         auth.authenticate(&huge),
@@ -123,7 +125,11 @@ fn a_registered_agent_authenticates_until_revoked() {
     let auth = Authenticator::new(&env.config("")).unwrap();
     let who = auth.authenticate(&token).unwrap();
     assert_eq!(
-        (who.agent.as_str(), who.on_behalf_of.as_str(), who.task.as_str()),
+        (
+            who.agent.as_str(),
+            who.on_behalf_of.as_str(),
+            who.task.as_str()
+        ),
         ("bot", "alice", "triage")
     );
     assert_eq!(who.groups, ["writers"]);
@@ -198,7 +204,12 @@ fn a_jwt_names_a_declared_or_registered_agent_whose_record_decides() {
         who.method,
         AuthMethod::Jwt { ref subject, expires_at } if subject == "bot" && expires_at > SystemTime::now()
     ));
-    assert_eq!(auth.authenticate(&key.sign(&claims("ci"))).unwrap().on_behalf_of, "bob");
+    assert_eq!(
+        auth.authenticate(&key.sign(&claims("ci")))
+            .unwrap()
+            .on_behalf_of,
+        "bob"
+    );
     assert!(matches!(
         auth.authenticate(&key.sign(&claims("ghost"))),
         Err(IdentityError::UnknownAgent { agent }) if agent == "ghost"
@@ -222,9 +233,8 @@ fn a_jwt_names_a_declared_or_registered_agent_whose_record_decides() {
 fn a_bad_jwks_file_is_a_load_error_not_a_refusal() {
     let env = Env::new();
     std::fs::write(env.dir.path().join("jwks.json"), "{\"keys\": []}").unwrap();
-    let config = env.config(
-        "[identity.jwt]\nissuer = \"i\"\naudience = \"a\"\njwks_file = \"jwks.json\"\n",
-    );
+    let config =
+        env.config("[identity.jwt]\nissuer = \"i\"\naudience = \"a\"\njwks_file = \"jwks.json\"\n");
     let e = Authenticator::new(&config).unwrap_err();
     assert!(!e.is_refusal());
     assert!(e.to_string().contains("jwks.json"), "{e}");

@@ -29,10 +29,9 @@ impl TestKey {
     /// A fresh P-256 key: PKCS#8 around a SEC1 key of a random scalar (top bit cleared, so
     /// below the group order).
     pub(crate) fn p256(kid: &str) -> TestKey {
-        let mut der = hex::decode(
-            "3041020100301306072a8648ce3d020106082a8648ce3d030107042730250201010420",
-        )
-        .unwrap();
+        let mut der =
+            hex::decode("3041020100301306072a8648ce3d020106082a8648ce3d030107042730250201010420")
+                .unwrap();
         let mut scalar = random::<32>();
         scalar[0] &= 0x7f;
         scalar[31] |= 1;
@@ -153,7 +152,10 @@ fn time_claims_are_checked_with_a_small_leeway() {
         c[key] = json!(value);
         v.verify(&k.sign(&c))
     };
-    assert!(matches!(with("exp", now() - 120), Err(IdentityError::Expired)));
+    assert!(matches!(
+        with("exp", now() - 120),
+        Err(IdentityError::Expired)
+    ));
     with("exp", now() - 5).unwrap();
     assert!(matches!(
         with("nbf", now() + 120),
@@ -190,7 +192,10 @@ fn issuer_and_audience_must_be_the_configured_ones() {
         let mut c = claims("bot");
         c.as_object_mut().unwrap().remove(claim);
         assert!(
-            matches!(v.verify(&k.sign(&c)), Err(IdentityError::MissingClaim { .. })),
+            matches!(
+                v.verify(&k.sign(&c)),
+                Err(IdentityError::MissingClaim { .. })
+            ),
             "{claim}"
         );
     }
@@ -247,7 +252,10 @@ fn alg_none_and_garbage_are_malformed() {
     let k = TestKey::ed25519("k");
     let v = verifier(&[&k]);
     for alg in ["none", "None", "NONE"] {
-        let token = unsigned(&json!({"alg": alg, "kid": "k", "typ": "JWT"}), &claims("bot"));
+        let token = unsigned(
+            &json!({"alg": alg, "kid": "k", "typ": "JWT"}),
+            &claims("bot"),
+        );
         assert!(
             matches!(v.verify(&token), Err(IdentityError::MalformedJwt { .. })),
             "{alg}"
@@ -272,7 +280,10 @@ fn the_agent_claim_can_be_another_claim() {
     let mut c = claims("user-123");
     c["agent"] = json!("bot");
     let got = v.verify(&k.sign(&c)).unwrap();
-    assert_eq!((got.agent.as_str(), got.subject.as_str()), ("bot", "user-123"));
+    assert_eq!(
+        (got.agent.as_str(), got.subject.as_str()),
+        ("bot", "user-123")
+    );
     assert!(matches!(
         v.verify(&k.sign(&claims("bot"))),
         Err(IdentityError::MissingClaim { claim }) if claim == "agent"
@@ -283,9 +294,12 @@ fn the_agent_claim_can_be_another_claim() {
 fn a_jwks_with_keys_airlock_refuses_does_not_load() {
     let ec = TestKey::p256("ec");
     let load = |keys: Value| {
-        JwtVerifier::from_jwks(&config("/k/jwks.json".into()), &json!({ "keys": keys }).to_string())
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        JwtVerifier::from_jwks(
+            &config("/k/jwks.json".into()),
+            &json!({ "keys": keys }).to_string(),
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
     };
     let with = |edit: &dyn Fn(&mut Value)| {
         let mut jwk = ec.jwk.clone();
@@ -298,12 +312,21 @@ fn a_jwks_with_keys_airlock_refuses_does_not_load() {
             load(json!([{"kty": "oct", "k": "c2VjcmV0", "kid": "h", "alg": "HS256"}])),
         ),
         ("hs alg", with(&|j| j["alg"] = json!("HS256"))),
-        ("no kid", with(&|j| {
-            j.as_object_mut().unwrap().remove("kid");
-        })),
-        ("alg of another key type", with(&|j| j["alg"] = json!("RS256"))),
+        (
+            "no kid",
+            with(&|j| {
+                j.as_object_mut().unwrap().remove("kid");
+            }),
+        ),
+        (
+            "alg of another key type",
+            with(&|j| j["alg"] = json!("RS256")),
+        ),
         ("unknown alg", with(&|j| j["alg"] = json!("XX999"))),
-        ("duplicate kid", load(json!([ec.jwk.clone(), ec.jwk.clone()]))),
+        (
+            "duplicate kid",
+            load(json!([ec.jwk.clone(), ec.jwk.clone()])),
+        ),
     ];
     for (what, got) in cases {
         let e = got.expect_err(what);

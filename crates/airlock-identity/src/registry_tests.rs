@@ -21,7 +21,11 @@ fn open() -> (tempfile::TempDir, Registry) {
 #[test]
 fn add_revoke_and_add_again_with_a_new_token() {
     let (_dir, mut r) = open();
-    let groups = ["writers".to_owned(), "bots".to_owned(), "writers".to_owned()];
+    let groups = [
+        "writers".to_owned(),
+        "bots".to_owned(),
+        "writers".to_owned(),
+    ];
     let (row, first) = r.add(&new("bot", &groups)).unwrap();
     assert_eq!(row.name, "bot");
     assert_eq!(row.groups, ["bots", "writers"], "sorted, once each");
@@ -29,7 +33,10 @@ fn add_revoke_and_add_again_with_a_new_token() {
     assert!(row.is_live());
 
     let again = r.add(&new("bot", &[])).unwrap_err();
-    assert!(matches!(again, IdentityError::AlreadyRegistered { .. }), "{again}");
+    assert!(
+        matches!(again, IdentityError::AlreadyRegistered { .. }),
+        "{again}"
+    );
 
     let revoked = r.revoke("bot", Some("bob")).unwrap();
     assert_eq!(revoked.id, row.id);
@@ -84,9 +91,27 @@ fn only_the_digest_is_stored() {
 fn names_follow_the_config_rules() {
     let (_dir, mut r) = open();
     for (what, agent) in [
-        ("agent", NewAgent { name: "a b", ..new("x", &[]) }),
-        ("human", NewAgent { on_behalf_of: "", ..new("x", &[]) }),
-        ("task", NewAgent { task: "t/1", ..new("x", &[]) }),
+        (
+            "agent",
+            NewAgent {
+                name: "a b",
+                ..new("x", &[])
+            },
+        ),
+        (
+            "human",
+            NewAgent {
+                on_behalf_of: "",
+                ..new("x", &[])
+            },
+        ),
+        (
+            "task",
+            NewAgent {
+                task: "t/1",
+                ..new("x", &[])
+            },
+        ),
     ] {
         let e = r.add(&agent).unwrap_err();
         assert!(

@@ -15,8 +15,8 @@ use crate::load::{self, Loaded};
 use crate::reads::Reads;
 use crate::slice::{Buckets, DecisionMemo, Slice, SliceCache};
 use crate::{
-    Action, AgentEntity, CallRequest, Decision, EntityModel, KnownTargets, PolicyError, PolicyInfo, PolicyRef,
-    PolicySources, NO_PERMIT, SHIPPED_SCHEMA, UNKNOWN_AGENT,
+    Action, AgentEntity, CallRequest, Decision, EntityModel, KnownTargets, PolicyError, PolicyInfo,
+    PolicyRef, PolicySources, NO_PERMIT, SHIPPED_SCHEMA, UNKNOWN_AGENT,
 };
 
 /// The file name the shipped schema is reported under.

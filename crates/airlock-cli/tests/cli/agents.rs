@@ -41,7 +41,10 @@ fn text(out: &Output) -> String {
 
 /// `airlock agents add NAME --on-behalf-of alice --task t1`; returns the token.
 fn add(env: &Env, name: &str) -> String {
-    let out = agents(env, &["add", name, "--on-behalf-of", "alice", "--task", "t1"]);
+    let out = agents(
+        env,
+        &["add", name, "--on-behalf-of", "alice", "--task", "t1"],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
@@ -85,11 +88,26 @@ fn listed(env: &Env) -> Vec<Value> {
 #[test]
 fn agents_are_added_listed_and_revoked_with_the_token_shown_once() {
     let env = Env::new(&policy());
-    let out = agents(&env, &["add", "reg", "--on-behalf-of", "alice", "--task", "t1", "--group", "g1"]);
+    let out = agents(
+        &env,
+        &[
+            "add",
+            "reg",
+            "--on-behalf-of",
+            "alice",
+            "--task",
+            "t1",
+            "--group",
+            "g1",
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let token = String::from_utf8(out.stdout.clone()).unwrap();
     assert_eq!(token.lines().count(), 1, "{}", text(&out));
-    assert!(token.starts_with("alk_") && token.trim().len() == 68, "{token}");
+    assert!(
+        token.starts_with("alk_") && token.trim().len() == 68,
+        "{token}"
+    );
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("will not be shown again"),
         "{}",
@@ -98,11 +116,26 @@ fn agents_are_added_listed_and_revoked_with_the_token_shown_once() {
 
     // Refusals: a live name, a configured one, an unknown human or task, a bad name.
     for (args, needle) in [
-        (vec!["add", "reg", "--on-behalf-of", "alice", "--task", "t1"], "already registered"),
-        (vec!["add", "bot", "--on-behalf-of", "alice", "--task", "t1"], "[agents.bot]"),
-        (vec!["add", "x", "--on-behalf-of", "mallory", "--task", "t1"], "unknown human"),
-        (vec!["add", "x", "--on-behalf-of", "alice", "--task", "t9"], "unknown task"),
-        (vec!["add", "a b", "--on-behalf-of", "alice", "--task", "t1"], "invalid agent name"),
+        (
+            vec!["add", "reg", "--on-behalf-of", "alice", "--task", "t1"],
+            "already registered",
+        ),
+        (
+            vec!["add", "bot", "--on-behalf-of", "alice", "--task", "t1"],
+            "[agents.bot]",
+        ),
+        (
+            vec!["add", "x", "--on-behalf-of", "mallory", "--task", "t1"],
+            "unknown human",
+        ),
+        (
+            vec!["add", "x", "--on-behalf-of", "alice", "--task", "t9"],
+            "unknown task",
+        ),
+        (
+            vec!["add", "a b", "--on-behalf-of", "alice", "--task", "t1"],
+            "invalid agent name",
+        ),
         (vec!["revoke", "ghost"], "not registered"),
         (vec!["revoke", "bot"], "declared in [agents.bot]"),
     ] {
@@ -121,7 +154,11 @@ fn agents_are_added_listed_and_revoked_with_the_token_shown_once() {
     assert_eq!(rows[0]["groups"], json!(["g1"]));
     assert_eq!(rows[0]["live"], true);
     let table = agents(&env, &["list"]);
-    assert!(String::from_utf8_lossy(&table.stdout).contains("reg"), "{}", text(&table));
+    assert!(
+        String::from_utf8_lossy(&table.stdout).contains("reg"),
+        "{}",
+        text(&table)
+    );
     assert!(
         !String::from_utf8_lossy(&table.stdout).contains(token.trim()),
         "the token is never listed"
@@ -154,8 +191,14 @@ fn run_refuses_a_missing_or_wrong_agent_token_and_starts_nothing() {
     let other = add(&env, "reg");
     for (token, needle) in [
         (None, "must present its credential: set AIRLOCK_AGENT_TOKEN"),
-        (Some("alt_wrong"), "AIRLOCK_AGENT_TOKEN does not authenticate agent `bot`"),
-        (Some(other.as_str()), "the credential of agent `reg`, not of `bot`"),
+        (
+            Some("alt_wrong"),
+            "AIRLOCK_AGENT_TOKEN does not authenticate agent `bot`",
+        ),
+        (
+            Some(other.as_str()),
+            "the credential of agent `reg`, not of `bot`",
+        ),
     ] {
         let out = spawn_as(&env, "bot", token).wait_with_output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{}", text(&out));
@@ -196,7 +239,10 @@ fn a_registered_agent_acts_under_policy_until_revoked() {
     let reply = s.tool(1, "echo", json!({"m": 1}));
     assert!(reply.get("result").is_some(), "{reply}");
     // Policy names it like any agent: what it does not permit is refused.
-    assert_eq!(error_code(&s.tool(2, "write", json!({"channel": "internal"}))), -31001);
+    assert_eq!(
+        error_code(&s.tool(2, "write", json!({"channel": "internal"}))),
+        -31001
+    );
     let call = env.call_record("echo");
     assert_eq!(call["agent"], "reg");
     assert_eq!(call["on_behalf_of"], "alice");
