@@ -106,6 +106,8 @@ named! {
         Notification => "notification",
         /// A request of the server's (sampling, elicitation, roots) and the agent's answer.
         ServerRequest => "server_request",
+        /// An agent registered (`airlock agents add`) or its registration revoked.
+        Agent => "agent",
     }
 }
 

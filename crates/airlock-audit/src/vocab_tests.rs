@@ -22,6 +22,7 @@ pub(crate) const KINDS: &[(RecordKind, &str)] = &[
     (RecordKind::SandboxBreach, "sandbox_breach"),
     (RecordKind::Notification, "notification"),
     (RecordKind::ServerRequest, "server_request"),
+    (RecordKind::Agent, "agent"),
 ];
 
 pub(crate) const DECISIONS: &[(Decision, &str)] = &[

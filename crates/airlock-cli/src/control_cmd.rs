@@ -88,8 +88,14 @@ pub(crate) fn kill(args: KillArgs) -> Result<u8, Failure> {
     let config = airlock_config::load(&args.config).map_err(Failure::usage)?;
     let human = authenticate(&config, &args.human, std::env::var(TOKEN_ENV).ok())?;
     let target = target(&args.target)?;
-    for warning in airlock_control::check_target(&config, &target).map_err(Failure::usage)? {
-        eprintln!("airlock: warning: {warning}");
+    // A registered agent is as real as a declared one; the check knows only the config's.
+    let registered = matches!(&target, KillTarget::Agent(a)
+        if airlock_identity::list_registered(&config.audit.path)
+            .is_ok_and(|rows| rows.iter().any(|r| &r.name == a && r.is_live())));
+    if !registered {
+        for warning in airlock_control::check_target(&config, &target).map_err(Failure::usage)? {
+            eprintln!("airlock: warning: {warning}");
+        }
     }
     let reason = args.reason.unwrap_or_else(|| format!("killed by {human}"));
     let db = &config.audit.path;

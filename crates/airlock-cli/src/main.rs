@@ -4,6 +4,7 @@
 //! Exit codes: 0 success; 1 a failed check (a broken audit chain, a failed demo step);
 //! 2 bad usage, config, policy or schema; 3 the upstream server exited under `airlock run`.
 
+mod agents_cmd;
 mod approvals_cmd;
 mod audit_cmd;
 mod check;
@@ -60,6 +61,11 @@ enum Command {
     Approvals {
         #[command(subcommand)]
         command: approvals_cmd::ApprovalsCommand,
+    },
+    /// Agents registered in the audit database, each with a token of its own.
+    Agents {
+        #[command(subcommand)]
+        command: agents_cmd::AgentsCommand,
     },
     /// Human credentials (`airlock token new`).
     Token {
@@ -122,6 +128,7 @@ fn main() -> ExitCode {
         Command::Resume(args) => control_cmd::resume(args),
         Command::Status(args) => control_cmd::status(args),
         Command::Token { command } => control_cmd::token(command),
+        Command::Agents { command } => agents_cmd::agents(command),
         Command::Approvals { command } => approvals_cmd::approvals(command),
         Command::Exec(args) => sandbox_cmd::exec(args),
         Command::Serve(args) => serve_cmd::serve(args),

@@ -1498,3 +1498,8 @@ mod reload;
 
 #[path = "cli/ends.rs"]
 mod ends;
+
+// === agent identity: registered agents and the credential `airlock run` requires ===
+
+#[path = "cli/agents.rs"]
+mod agents;

@@ -118,28 +118,33 @@ pub(crate) fn agent_token_sha256(raw: &RawAgent, p: &mut Report<'_>) -> Option<S
     Some(text.to_ascii_lowercase())
 }
 
-/// One secret is one principal's: a digest shared by two agents, or by an agent and a human,
-/// would let one act as the other.
+/// An agent is known by its token alone, so one token is one agent's: a digest shared by two
+/// agents would make them one, and an agent holding a human's token could act as that human.
+/// (Humans name themselves with `--as`; the config does not ask their tokens to differ.)
 pub(crate) fn unique_credentials(
     agents: &BTreeMap<SpStr, RawAgent>,
     humans: &BTreeMap<SpStr, RawHuman>,
     p: &mut Report<'_>,
 ) {
-    let mut seen: BTreeMap<String, String> = BTreeMap::new();
-    let humans = humans
+    let mut seen: BTreeMap<String, String> = humans
         .iter()
-        .filter_map(|(n, h)| Some((format!("[humans.{}]", n.get_ref()), h.token_sha256.as_ref()?)));
-    let agents = agents
-        .iter()
-        .filter_map(|(n, a)| Some((format!("[agents.{}]", n.get_ref()), a.token_sha256.as_ref()?)));
-    for (owner, digest) in humans.chain(agents) {
+        .filter_map(|(n, h)| {
+            let d = h.token_sha256.as_ref()?.get_ref().to_ascii_lowercase();
+            Some((d, format!("[humans.{}]", n.get_ref())))
+        })
+        .collect();
+    for (name, a) in agents {
+        let Some(digest) = &a.token_sha256 else {
+            continue;
+        };
+        let owner = format!("[agents.{}]", name.get_ref());
         let key = digest.get_ref().to_ascii_lowercase();
         if let Some(first) = seen.get(&key) {
             p(
                 digest.span(),
                 format!(
-                    "token_sha256 of {owner} is also {first}'s: each agent and human needs a \
-                     token of its own"
+                    "token_sha256 of {owner} is also {first}'s: each agent needs a token of its \
+                     own"
                 ),
             );
         } else {

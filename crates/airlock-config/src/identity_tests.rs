@@ -13,7 +13,9 @@ fn parse(extra: &str) -> Result<crate::Config, String> {
 }
 
 fn agent(name: &str, digest: &str) -> String {
-    format!("[agents.{name}]\non_behalf_of = \"alice\"\ntask = \"t\"\ntoken_sha256 = \"{digest}\"\n")
+    format!(
+        "[agents.{name}]\non_behalf_of = \"alice\"\ntask = \"t\"\ntoken_sha256 = \"{digest}\"\n"
+    )
 }
 
 #[test]
@@ -43,10 +45,8 @@ fn a_full_section_is_read_with_paths_resolved() {
             }),
         }
     );
-    let c = parse(
-        "[identity.jwt]\nissuer = \"i\"\naudience = \"a\"\njwks_file = \"/k.json\"\n",
-    )
-    .unwrap();
+    let c = parse("[identity.jwt]\nissuer = \"i\"\naudience = \"a\"\njwks_file = \"/k.json\"\n")
+        .unwrap();
     let jwt = c.identity.jwt.unwrap();
     assert_eq!(jwt.agent_claim, DEFAULT_AGENT_CLAIM);
     assert_eq!(jwt.jwks_file, Path::new("/k.json"));
@@ -107,14 +107,24 @@ fn one_token_belongs_to_one_principal() {
     let two_agents = format!("{}{}", agent("a", DIGEST), agent("b", DIGEST));
     let e = parse(&two_agents).unwrap_err();
     assert!(
-        e.ends_with("token_sha256 of [agents.b] is also [agents.a]'s: each agent and human needs \
-             a token of its own"),
+        e.ends_with(
+            "token_sha256 of [agents.b] is also [agents.a]'s: each agent needs a token of \
+             its own"
+        ),
         "{e}"
     );
     let text = format!(
         "[policy]\nfiles = [\"p\"]\n[humans.alice]\ntoken_sha256 = \"{DIGEST}\"\n[tasks.t]\n{}",
         agent("bot", &DIGEST.to_ascii_uppercase())
     );
-    let e = crate::parse(&text, Path::new("a.toml")).unwrap_err().to_string();
+    let e = crate::parse(&text, Path::new("a.toml"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("[agents.bot] is also [humans.alice]'s"), "{e}");
+    // Humans may share one (they name themselves with --as).
+    let text = format!(
+        "[policy]\nfiles = [\"p\"]\n[humans.a]\ntoken_sha256 = \"{DIGEST}\"\n[humans.b]\n\
+         token_sha256 = \"{DIGEST}\"\n"
+    );
+    crate::parse(&text, Path::new("a.toml")).unwrap();
 }

@@ -174,8 +174,10 @@ impl Authenticator {
         for row in rows {
             let a = row.agent;
             let Some(d) = parse_digest(&row.token_sha256) else {
-                self.skipped
-                    .push(format!("registered agent {:?}: its token digest is unreadable", a.name));
+                self.skipped.push(format!(
+                    "registered agent {:?}: its token digest is unreadable",
+                    a.name
+                ));
                 continue;
             };
             if !a.is_live() {

@@ -16,7 +16,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use airlock_config::JwtConfig;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::jwk::{
+    AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse,
+};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
 use crate::error::IdentityError;
@@ -72,8 +74,12 @@ impl JwtVerifier {
     /// Builds from the JWKS `text` (errors name `config.jwks_file`).
     pub(crate) fn from_jwks(config: &JwtConfig, text: &str) -> Result<JwtVerifier, IdentityError> {
         let path = config.jwks_file.as_path();
-        let set: JwkSet = serde_json::from_str(text)
-            .map_err(|e| jwks_error(path, format!("not a JWKS (a JSON {{\"keys\": [...]}}): {e}")))?;
+        let set: JwkSet = serde_json::from_str(text).map_err(|e| {
+            jwks_error(
+                path,
+                format!("not a JWKS (a JSON {{\"keys\": [...]}}): {e}"),
+            )
+        })?;
         let mut keys = HashMap::new();
         for (i, jwk) in set.keys.iter().enumerate() {
             let Some((kid, key)) = key(jwk, i, path)? else {
@@ -269,4 +275,4 @@ fn refusal(e: jsonwebtoken::errors::Error) -> IdentityError {
 
 #[cfg(test)]
 #[path = "jwt_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -34,7 +34,12 @@ impl AgentToken {
 
     /// Its `token_sha256` (lowercase hex), the form that is stored.
     pub fn digest_hex(&self) -> String {
-        hex::encode(digest(&self.0))
+        AgentToken::digest_of(&self.0)
+    }
+
+    /// The `token_sha256` (lowercase hex) of any token, e.g. for an `[agents.*]` line.
+    pub fn digest_of(token: &str) -> String {
+        hex::encode(digest(token))
     }
 }
 

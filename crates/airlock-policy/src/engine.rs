@@ -15,8 +15,8 @@ use crate::load::{self, Loaded};
 use crate::reads::Reads;
 use crate::slice::{Buckets, DecisionMemo, Slice, SliceCache};
 use crate::{
-    Action, CallRequest, Decision, EntityModel, KnownTargets, PolicyError, PolicyInfo, PolicyRef,
-    PolicySources, NO_PERMIT, SHIPPED_SCHEMA, UNKNOWN_AGENT,
+    Action, AgentEntity, CallRequest, Decision, EntityModel, KnownTargets, PolicyError, PolicyInfo,
+    PolicyRef, PolicySources, NO_PERMIT, SHIPPED_SCHEMA, UNKNOWN_AGENT,
 };
 
 /// The file name the shipped schema is reported under.
@@ -109,6 +109,33 @@ impl PolicyEngine {
             validation_warnings,
             authorizer: Authorizer::new(),
             schema: parsed.schema,
+        })
+    }
+
+    /// This engine with `extra` agents among its entities (agents registered with
+    /// `airlock agents add`): the same policies, deciding for them exactly as for the agents
+    /// of the model. Each must act for a human and on a task the model has, and may not reuse
+    /// an agent's name. The policy digest is unchanged (it covers the policy files).
+    pub fn with_agents(&self, extra: &[AgentEntity]) -> Result<PolicyEngine, PolicyError> {
+        let model = crate::entities::with_agents(&self.model, extra)?;
+        let base = base_entities(&self.types, &model, &self.schema)?;
+        Ok(PolicyEngine {
+            types: self.types.clone(),
+            schema: self.schema.clone(),
+            context_shapes: self.context_shapes.clone(),
+            base,
+            agents: model.agents.iter().map(|a| a.id.clone()).collect(),
+            model,
+            buckets: Buckets::new(self.loaded.iter().map(|l| &l.policy)),
+            visible_policies: self.visible_policies.clone(),
+            policy_reads: self.policy_reads.clone(),
+            by_id: self.by_id.clone(),
+            loaded: self.loaded.clone(),
+            // Slices hold the entities: none of the old ones may answer for the new model.
+            cache: SliceCache::default(),
+            digest: self.digest.clone(),
+            validation_warnings: self.validation_warnings.clone(),
+            authorizer: Authorizer::new(),
         })
     }
 

@@ -682,3 +682,55 @@ fn a_slice_reading_the_context_is_judged_per_call() {
     }
     assert!(slice.memo.get("bot").is_none());
 }
+
+#[test]
+fn a_registered_agent_is_decided_for_exactly_like_a_declared_one() {
+    let registered = AgentEntity {
+        id: "reg".into(),
+        on_behalf_of: "alice".into(),
+        task: "triage".into(),
+        groups: vec!["writers".into()],
+    };
+    let e = engine(&[
+        r#"@id("reg-reads") permit(principal == Agent::"reg", action, resource == Tool::"corp/read");"#,
+        r#"@id("writers") permit(principal in AgentGroup::"writers", action, resource == Tool::"corp/post");"#,
+        r#"@id("alices") permit(principal, action, resource == Tool::"corp/ask") when { principal.on_behalf_of == Human::"alice" };"#,
+    ]);
+    // Before: unknown, so refused.
+    assert_eq!(
+        e.decide(&call("reg", "read", None)),
+        Decision::Deny {
+            reasons: vec![],
+            errors: vec![UNKNOWN_AGENT.to_owned()]
+        }
+    );
+    let with = e.with_agents(std::slice::from_ref(&registered)).unwrap();
+    assert_eq!(ids(&with.decide(&call("reg", "read", None))), ["reg-reads"]);
+    assert_eq!(ids(&with.decide(&call("reg", "post", None))), ["writers"]);
+    assert_eq!(ids(&with.decide(&call("reg", "ask", None))), ["alices"]);
+    assert!(!with.decide(&call("reg", "other", None)).is_allow());
+    assert!(with.visible("reg", Action::CallTool, "corp", "read"));
+    // The declared agents decide as before; the original engine is untouched.
+    assert_eq!(ids(&with.decide(&call("bot", "post", None))), ["writers"]);
+    assert!(!e.decide(&call("reg", "read", None)).is_allow());
+    assert_eq!(with.digest(), e.digest());
+}
+
+#[test]
+fn a_registered_agent_needs_a_declared_human_and_task_and_a_name_of_its_own() {
+    let e = engine(&[PERMIT_ALL]);
+    let agent = |id: &str, human: &str, task: &str| AgentEntity {
+        id: id.into(),
+        on_behalf_of: human.into(),
+        task: task.into(),
+        groups: vec![],
+    };
+    let err = |a: AgentEntity| e.with_agents(&[a]).unwrap_err().to_string();
+    assert_eq!(
+        err(agent("reg", "mallory", "triage")),
+        "<entity model>: agent \"reg\" acts for human \"mallory\", which is not declared \
+         ([humans.mallory])"
+    );
+    assert!(err(agent("reg", "alice", "nope")).contains("task \"nope\", which is not declared"));
+    assert!(err(agent("bot", "alice", "triage")).contains("\"bot\" is already declared"));
+}

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use cedar_policy::{Entities, Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression};
 
-use crate::{Action, EntityModel, PolicyError};
+use crate::{Action, AgentEntity, EntityModel, PolicyError};
 
 /// Where entity-model problems are reported (the model has no file of its own).
 pub(crate) const MODEL_FILE: &str = "<entity model>";
@@ -218,6 +218,47 @@ pub(crate) fn base_entities(
             ),
         )
     })
+}
+
+/// `model` with `extra` agents, each acting for a human and on a task the model has (declared,
+/// or named by one of its agents) and with a name no agent of the model has.
+pub(crate) fn with_agents(
+    model: &EntityModel,
+    extra: &[AgentEntity],
+) -> Result<EntityModel, PolicyError> {
+    let humans: BTreeSet<&str> = model
+        .humans
+        .iter()
+        .map(|h| h.id.as_str())
+        .chain(model.agents.iter().map(|a| a.on_behalf_of.as_str()))
+        .collect();
+    let tasks: BTreeSet<&str> = model
+        .tasks
+        .iter()
+        .map(String::as_str)
+        .chain(model.agents.iter().map(|a| a.task.as_str()))
+        .collect();
+    let mut out = model.clone();
+    for a in extra {
+        let refuse = |m: String| Err(PolicyError::whole(MODEL_FILE, m));
+        if !humans.contains(a.on_behalf_of.as_str()) {
+            return refuse(format!(
+                "agent {:?} acts for human {:?}, which is not declared ([humans.{}])",
+                a.id, a.on_behalf_of, a.on_behalf_of
+            ));
+        }
+        if !tasks.contains(a.task.as_str()) {
+            return refuse(format!(
+                "agent {:?} has task {:?}, which is not declared ([tasks.{}])",
+                a.id, a.task, a.task
+            ));
+        }
+        if out.agents.iter().any(|x| x.id == a.id) {
+            return refuse(format!("agent {:?} is already declared", a.id));
+        }
+        out.agents.push(a.clone());
+    }
+    Ok(out)
 }
 
 /// Server names may not contain `/`: `Tool::"a/b/c"` must name exactly one
