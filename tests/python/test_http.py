@@ -806,3 +806,32 @@ async def test_health_readiness_and_metrics(gateway, echo_http):
     assert metrics['airlock_http_refused_total{reason="unauthenticated"}'] >= 1
     assert metrics["airlock_mcp_request_duration_seconds_count"] >= 3
     assert "airlock_approvals_pending" in metrics and "airlock_kills_active" in metrics
+
+
+async def test_a_registered_agent_acts_until_revoked_then_every_session_ends(airlock, gateway, echo_http):
+    upstream = echo_http()
+    policy = POLICY + '\npermit(principal == Agent::"temp", action == Action::"call_tool", resource == Tool::"echo/echo");\n'
+    gw = gateway({"echo": url_server(upstream.url)}, policy=policy)
+    out = airlock.cli("agents", "add", "temp", "--on-behalf-of", "alice", "--task", "t1", "--config", gw.config)
+    assert out.returncode == 0, out.stderr
+    token = out.stdout.strip().splitlines()[-1]
+    gw.tokens["temp"] = token
+    with anyio.fail_after(TIMEOUT * 2):
+        async with gw.connect("echo", agent="temp") as c:
+            # Added while the gateway runs: known to identity and to policy at once.
+            assert text(await c.call_tool("echo", {"message": "registered"})) == "registered"
+            out = airlock.cli("agents", "revoke", "temp", "--config", gw.config)
+            assert out.returncode == 0, out.stderr
+            revoked_at = time.monotonic()
+            while True:
+                try:
+                    await c.call_tool("echo", {"message": "still?"})
+                except MCPError:
+                    break
+                await anyio.sleep(0.05)
+            print(f"revocation reached the open session in {time.monotonic() - revoked_at:.3f} s")
+    r = await gw.raw("POST", "echo", body=INITIALIZE, headers=JSON_HEADERS, agent="temp")
+    assert r.status_code == 401
+    # Recorded as the registered agent, for the human it named; nothing after the revocation.
+    calls = [r for r in gw.audit(airlock, "temp") if r["kind"] == "call"]
+    assert calls and all(r["decision"] == "allow" and r["on_behalf_of"] == "alice" for r in calls)

@@ -171,3 +171,8 @@ pub(crate) fn init_logging(default: &str) {
         .with_target(true)
         .try_init();
 }
+
+/// Locks `m`; a poisoned lock's data is plain and still usable.
+pub(crate) fn lock_std<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

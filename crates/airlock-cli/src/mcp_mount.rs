@@ -15,9 +15,16 @@ use serde_json::json;
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
 
 /// The identity snapshot, replaced on every store notification (a revocation reaches every
-/// open session within the notification's delay, a second at most).
+/// open session within the notification's delay, a second at most). Registered agents are
+/// Cedar entities too: when the set changes, the rules are rebuilt with them.
 struct Agents {
     current: RwLock<Arc<Authenticator>>,
+    config: Arc<Config>,
+    /// The config's policies and entities, without registered agents.
+    base: Arc<airlock_policy::PolicyEngine>,
+    rules: PolicyHandle,
+    /// The registered agents the rules in force were built with.
+    in_rules: std::sync::Mutex<Vec<airlock_policy::AgentEntity>>,
 }
 
 impl Agents {
@@ -45,13 +52,43 @@ impl Authenticate for Agents {
 
     fn reload(&self) {
         match self.now().reload() {
-            Ok(next) => match self.current.write() {
-                Ok(mut g) => *g = Arc::new(next),
-                Err(p) => *p.into_inner() = Arc::new(next),
-            },
+            Ok(next) => {
+                self.refresh_rules(&next);
+                match self.current.write() {
+                    Ok(mut g) => *g = Arc::new(next),
+                    Err(p) => *p.into_inner() = Arc::new(next),
+                }
+            }
             // Fail closed would end every session on a transient read error; the old
             // snapshot stays, and the next notification or second tries again.
             Err(e) => tracing::error!(error = %e, "cannot re-read the agent registry"),
+        }
+    }
+}
+
+impl Agents {
+    /// Puts rules in force whose entities include exactly the live registered agents.
+    fn refresh_rules(&self, auth: &Authenticator) {
+        let mut live: Vec<airlock_policy::AgentEntity> = auth
+            .registered()
+            .map(|(name, r)| airlock_policy::AgentEntity {
+                id: name.to_string(),
+                on_behalf_of: r.on_behalf_of.clone(),
+                task: r.task.clone(),
+                groups: r.groups.clone(),
+            })
+            .collect();
+        live.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut in_rules = crate::lock_std(&self.in_rules);
+        if *in_rules == live {
+            return;
+        }
+        match self.base.with_agents(&live) {
+            Ok(engine) => {
+                self.rules.replace(crate::run::rules(&self.config, engine));
+                *in_rules = live;
+            }
+            Err(e) => tracing::error!(error = %e, "the registered agents do not fit the policies; the rules in force stay"),
         }
     }
 }
@@ -87,10 +124,19 @@ pub(crate) fn mount(
     audit
         .submit(vec![Submission::from(record)])
         .map_err(|e| anyhow::anyhow!("cannot write to the audit store: {e}"))?;
-    let rules = PolicyHandle::new(crate::run::rules(&config, policy));
-    let auth: Arc<dyn Authenticate> = Arc::new(Agents {
+    let base = Arc::new(policy);
+    let base_rules = airlock_policy::PolicyEngine::with_agents(&base, &[])
+        .map_err(|e| anyhow::anyhow!("cannot build the policy set: {e}"))?;
+    let rules = PolicyHandle::new(crate::run::rules(&config, base_rules));
+    let registry = Agents {
         current: RwLock::new(Arc::new(agents)),
-    });
+        config: config.clone(),
+        base,
+        rules: rules.clone(),
+        in_rules: std::sync::Mutex::new(Vec::new()),
+    };
+    registry.refresh_rules(&registry.now());
+    let auth: Arc<dyn Authenticate> = Arc::new(registry);
     Ok(Box::new(move |hosts: Vec<String>, origins: Vec<String>| {
         let gw = McpGateway::start(
             GatewayParts {
