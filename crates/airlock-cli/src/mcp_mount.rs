@@ -88,7 +88,9 @@ impl Agents {
                 self.rules.replace(crate::run::rules(&self.config, engine));
                 *in_rules = live;
             }
-            Err(e) => tracing::error!(error = %e, "the registered agents do not fit the policies; the rules in force stay"),
+            Err(e) => {
+                tracing::error!(error = %e, "the registered agents do not fit the policies; the rules in force stay")
+            }
         }
     }
 }

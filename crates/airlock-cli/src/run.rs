@@ -272,7 +272,10 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
 
 /// What a gateway judges with, from a loaded config: the policies, `allow_methods`, the
 /// breakers and the flow rules, replaced together on a reload.
-pub(crate) fn rules(config: &airlock_config::Config, engine: airlock_policy::PolicyEngine) -> Rules {
+pub(crate) fn rules(
+    config: &airlock_config::Config,
+    engine: airlock_policy::PolicyEngine,
+) -> Rules {
     Rules {
         engine: Arc::new(engine),
         allow_methods: config.gateway.allow_methods.clone(),

@@ -356,7 +356,9 @@ fn server(raw: &RawServer, p: &mut Problems) -> Server {
             );
         }
         match url::Url::parse(u.get_ref()) {
-            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some() => {
+            Ok(parsed)
+                if matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some() =>
+            {
                 Some(u.get_ref().clone())
             }
             _ => {

@@ -25,11 +25,13 @@ use crate::{McpGateway, Message};
 pub const SEPARATOR: &str = "__";
 
 /// The protocol versions Airlock speaks with an agent on `/mcp`, newest first.
-pub(crate) const LEGACY_VERSIONS: [&str; 4] = ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
+pub(crate) const LEGACY_VERSIONS: [&str; 4] =
+    ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
 
 /// Splits `<server>__<name>`.
 pub fn split_name(name: &str) -> Option<(&str, &str)> {
-    name.split_once(SEPARATOR).filter(|(s, n)| !s.is_empty() && !n.is_empty())
+    name.split_once(SEPARATOR)
+        .filter(|(s, n)| !s.is_empty() && !n.is_empty())
 }
 
 /// A message for the agent from `server`, as the aggregated session shows it.
@@ -102,34 +104,54 @@ async fn request(
         "tools/call" | "prompts/get" => {
             let name = m.value.pointer("/params/name").and_then(Value::as_str);
             let Some((server, name)) = name.and_then(split_name) else {
-                return Some(error(id, INVALID_PARAMS, "unknown name: on /mcp every tool and prompt is named <server>__<name>"));
+                return Some(error(
+                    id,
+                    INVALID_PARAMS,
+                    "unknown name: on /mcp every tool and prompt is named <server>__<name>",
+                ));
             };
             let Some(link) = session.link(server) else {
-                return Some(error(id, INVALID_PARAMS, &format!("unknown server \"{server}\" in this session")));
+                return Some(error(
+                    id,
+                    INVALID_PARAMS,
+                    &format!("unknown server \"{server}\" in this session"),
+                ));
             };
             let mut v = m.value.clone();
             v["params"]["name"] = Value::String(name.to_string());
             let frame = crate::one_line(serde_json::to_vec(&v).unwrap_or_default());
             session.expect(server, id.clone(), m.progress_token(), outbox);
-            link.from_agent(vec![airlock_pipeline::Line::Frame(frame)]).await;
+            link.from_agent(vec![airlock_pipeline::Line::Frame(frame)])
+                .await;
             None
         }
         "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
-            let uri = m.value.pointer("/params/uri").and_then(Value::as_str).unwrap_or("");
+            let uri = m
+                .value
+                .pointer("/params/uri")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             let Some(server) = gw.resource_owner(session, uri) else {
-                return Some(error(id, INVALID_PARAMS, "unknown resource: list resources on /mcp first, or use /mcp/<server>"));
+                return Some(error(
+                    id,
+                    INVALID_PARAMS,
+                    "unknown resource: list resources on /mcp first, or use /mcp/<server>",
+                ));
             };
             let Some(link) = session.link(&server) else {
                 return Some(error(id, INVALID_PARAMS, "unknown resource"));
             };
             session.expect(&server, id.clone(), m.progress_token(), outbox);
-            link.from_agent(vec![airlock_pipeline::Line::Frame(m.raw.clone())]).await;
+            link.from_agent(vec![airlock_pipeline::Line::Frame(m.raw.clone())])
+                .await;
             None
         }
         _ => Some(error(
             id,
             METHOD_NOT_FOUND,
-            &format!("{method} is not available on /mcp (the aggregated endpoint); use /mcp/<server>"),
+            &format!(
+                "{method} is not available on /mcp (the aggregated endpoint); use /mcp/<server>"
+            ),
         )),
     }
 }
@@ -154,13 +176,18 @@ async fn initialize(gw: &Arc<McpGateway>, session: &Arc<Session>, m: &Message, i
     for server in &servers {
         match gw.open_link(session, server).await {
             Ok(link) => links.push(link),
-            Err(e) => tracing::warn!(server = %server, error = %e, "an upstream could not be reached; it is left out of this session"),
+            Err(e) => {
+                tracing::warn!(server = %server, error = %e, "an upstream could not be reached; it is left out of this session")
+            }
         }
     }
     let answers = fan_out(session, &links, m, id).await;
     let mut caps = Map::new();
     for (_, answer) in &answers {
-        if let Some(c) = answer.pointer("/result/capabilities").and_then(Value::as_object) {
+        if let Some(c) = answer
+            .pointer("/result/capabilities")
+            .and_then(Value::as_object)
+        {
             for key in ["tools", "prompts", "resources", "logging", "completions"] {
                 if c.contains_key(key) {
                     caps.insert(key.to_string(), json!({}));
@@ -196,7 +223,10 @@ async fn list(
     let answers = fan_out(session, &links, m, id).await;
     let mut items = Vec::new();
     for (server, answer) in answers {
-        let Some(list) = answer.pointer(&format!("/result/{member}")).and_then(Value::as_array) else {
+        let Some(list) = answer
+            .pointer(&format!("/result/{member}"))
+            .and_then(Value::as_array)
+        else {
             continue;
         };
         for item in list {
@@ -231,7 +261,10 @@ async fn fan_out(
     drop(tx);
     let sends = links.iter().map(|link| {
         let frame = m.raw.clone();
-        async move { link.from_agent(vec![airlock_pipeline::Line::Frame(frame)]).await }
+        async move {
+            link.from_agent(vec![airlock_pipeline::Line::Frame(frame)])
+                .await
+        }
     });
     futures_util::future::join_all(sends).await;
     let mut answers = Vec::new();
@@ -245,7 +278,9 @@ async fn fan_out(
             continue;
         }
         left -= 1;
-        let Ok(v) = serde_json::from_slice::<Value>(&d.bytes) else { continue };
+        let Ok(v) = serde_json::from_slice::<Value>(&d.bytes) else {
+            continue;
+        };
         if v.get("result").is_some() {
             answers.push((d.from, v));
         }
@@ -261,7 +296,8 @@ const FAN_OUT_TIMEOUT: Duration = Duration::from_secs(30);
 
 async fn broadcast(session: &Arc<Session>, m: &Message) {
     for link in session.links() {
-        link.from_agent(vec![airlock_pipeline::Line::Frame(m.raw.clone())]).await;
+        link.from_agent(vec![airlock_pipeline::Line::Frame(m.raw.clone())])
+            .await;
     }
 }
 
@@ -272,7 +308,8 @@ async fn notification(_gw: &Arc<McpGateway>, session: &Arc<Session>, m: &Message
         };
         for link in session.links() {
             if session.outbox_of(link.server(), &request).is_some() {
-                link.from_agent(vec![airlock_pipeline::Line::Frame(m.raw.clone())]).await;
+                link.from_agent(vec![airlock_pipeline::Line::Frame(m.raw.clone())])
+                    .await;
             }
         }
         return;
@@ -283,13 +320,20 @@ async fn notification(_gw: &Arc<McpGateway>, session: &Arc<Session>, m: &Message
 /// The agent's answer to a request an upstream sent: back to that upstream, original id.
 async fn answer_to_server(session: &Arc<Session>, m: &Message, id: &Id) {
     let Id::Str(tagged) = id else { return };
-    let Some((server, original)) = tagged.split_once('/') else { return };
-    let Ok(original) = serde_json::from_str::<Value>(original) else { return };
-    let Some(link) = session.link(server) else { return };
+    let Some((server, original)) = tagged.split_once('/') else {
+        return;
+    };
+    let Ok(original) = serde_json::from_str::<Value>(original) else {
+        return;
+    };
+    let Some(link) = session.link(server) else {
+        return;
+    };
     let mut v = m.value.clone();
     v["id"] = original;
     let frame = crate::one_line(serde_json::to_vec(&v).unwrap_or_default());
-    link.from_agent(vec![airlock_pipeline::Line::Frame(frame)]).await;
+    link.from_agent(vec![airlock_pipeline::Line::Frame(frame)])
+        .await;
 }
 
 fn result(id: &Id, result: Value) -> Vec<u8> {
@@ -316,7 +360,10 @@ mod tests {
 
     #[test]
     fn server_requests_are_tagged_with_their_server() {
-        let out = outgoing("corp", br#"{"jsonrpc":"2.0","id":7,"method":"sampling/createMessage"}"#);
+        let out = outgoing(
+            "corp",
+            br#"{"jsonrpc":"2.0","id":7,"method":"sampling/createMessage"}"#,
+        );
         let v: Value = serde_json::from_slice(&out).unwrap_or_default();
         assert_eq!(v["id"], "corp/7");
         let resp = br#"{"jsonrpc":"2.0","id":7,"result":{}}"#;

@@ -72,7 +72,9 @@ async fn watch_store(gw: Arc<McpGateway>, mut listener: Listener) {
                 // Fail closed: without the kill state no call may pass.
                 gw.metrics.store_ok.store(false, Ordering::Relaxed);
                 tracing::error!("cannot read the kill state; every session is stopped");
-                vec![airlock_pipeline::kill::emergency_kill("the kill state cannot be read")]
+                vec![airlock_pipeline::kill::emergency_kill(
+                    "the kill state cannot be read",
+                )]
             }
         };
         *crate::lock(&gw.kills) = Arc::new(kills.clone());
@@ -89,7 +91,8 @@ async fn watch_store(gw: Arc<McpGateway>, mut listener: Listener) {
         for s in gw.sessions() {
             if !gw.parts.auth.still_valid(&s.principal) {
                 tracing::info!(agent = %s.principal.agent, session = %s.id, "the agent's credential was revoked; its session ends");
-                gw.end_session(&s, "the agent's credential was revoked").await;
+                gw.end_session(&s, "the agent's credential was revoked")
+                    .await;
             }
         }
         let _ = tokio::time::timeout(KILL_REREAD, listener.recv()).await;

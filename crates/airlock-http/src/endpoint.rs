@@ -11,11 +11,15 @@
 //! the first message for it, and with an event stream otherwise (progress, requests from the
 //! server, several answers).
 
+// A refusal is the HTTP answer itself; it is built once per refused request, so its size is
+// no cost worth an allocation.
+#![allow(clippy::result_large_err)]
+
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use airlock_pipeline::Line;
-use airlock_protocol::{Id, PARSE_ERROR, INVALID_REQUEST};
+use airlock_protocol::{Id, INVALID_REQUEST, PARSE_ERROR};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -92,7 +96,7 @@ fn admit(gw: &McpGateway, headers: &HeaderMap) -> Result<Principal, Response> {
         .and_then(|h| h.to_str().ok())
         .map(str::to_ascii_lowercase);
     match host {
-        Some(h) if gw.parts.hosts.iter().any(|k| *k == h) => {}
+        Some(h) if gw.parts.hosts.contains(&h) => {}
         _ => {
             gw.metrics.refused("host");
             return Err(plain(
@@ -122,7 +126,9 @@ fn admit(gw: &McpGateway, headers: &HeaderMap) -> Result<Principal, Response> {
         });
     let Some(bearer) = bearer.filter(|t| !t.is_empty()) else {
         gw.metrics.refused("unauthenticated");
-        return Err(unauthorized("an agent token is required: Authorization: Bearer <token>"));
+        return Err(unauthorized(
+            "an agent token is required: Authorization: Bearer <token>",
+        ));
     };
     gw.parts.auth.authenticate(bearer).map_err(|why| {
         gw.metrics.refused("unauthenticated");
@@ -155,7 +161,12 @@ fn find_session(
 
 // === POST ===
 
-async fn handle_post(gw: Arc<McpGateway>, scope: Scope, headers: HeaderMap, body: Body) -> Response {
+async fn handle_post(
+    gw: Arc<McpGateway>,
+    scope: Scope,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let since = std::time::Instant::now();
     let principal = match admit(&gw, &headers) {
         Ok(p) => p,
@@ -193,16 +204,27 @@ async fn handle_post(gw: Arc<McpGateway>, scope: Scope, headers: HeaderMap, body
         Ok(m) => m,
         Err(r) => return r,
     };
-    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let header = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
     let header_version = header("mcp-protocol-version");
     if era::is_modern(header_version.as_deref(), &messages) {
         let checked = era::check(&header, &messages);
         return handle_modern(gw, principal, scope, checked, messages, since).await;
     }
-    let init = messages.iter().any(|m| m.method.as_deref() == Some("initialize"));
+    let init = messages
+        .iter()
+        .any(|m| m.method.as_deref() == Some("initialize"));
     let session = if init {
         if messages.len() != 1 || messages[0].id.is_none() {
-            return rpc_error(StatusCode::BAD_REQUEST, INVALID_REQUEST, "initialize must be sent alone, as a request");
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                INVALID_REQUEST,
+                "initialize must be sent alone, as a request",
+            );
         }
         match gw.new_session(principal, scope.clone()) {
             Some(s) => s,
@@ -236,9 +258,13 @@ async fn handle_post(gw: Arc<McpGateway>, scope: Scope, headers: HeaderMap, body
                 Err(e) => {
                     tracing::warn!(server = %server, error = %e, "cannot reach an upstream");
                     if init {
-                        gw.end_session(&session, "the upstream could not be reached").await;
+                        gw.end_session(&session, "the upstream could not be reached")
+                            .await;
                     }
-                    return plain(StatusCode::BAD_GATEWAY, "the upstream server cannot be reached");
+                    return plain(
+                        StatusCode::BAD_GATEWAY,
+                        "the upstream server cannot be reached",
+                    );
                 }
             };
             let messages = if link.era == Era::Modern {
@@ -257,7 +283,10 @@ async fn handle_post(gw: Arc<McpGateway>, scope: Scope, headers: HeaderMap, body
             link.from_agent(lines).await;
         }
         Scope::All => {
-            let n = messages.iter().filter(|m| m.id.is_some() && m.method.is_some()).count();
+            let n = messages
+                .iter()
+                .filter(|m| m.id.is_some() && m.method.is_some())
+                .count();
             gw.metrics.calls(n);
             crate::aggregate::handle(&gw, &session, messages, outbox.clone(), &mut pending).await;
         }
@@ -301,11 +330,15 @@ struct Waiting {
 
 impl Drop for Waiting {
     fn drop(&mut self) {
-        let Some(link) = self.cancel.take() else { return };
+        let Some(link) = self.cancel.take() else {
+            return;
+        };
         if self.pending.is_empty() {
             return;
         }
-        let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         let ids: Vec<Id> = self.pending.drain().collect();
         rt.spawn(async move {
             for id in ids {
@@ -342,7 +375,10 @@ async fn answer(
         gw.metrics.answered(&first.bytes, since);
         if waiting.pending.is_empty() {
             let mut r = (
-                [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
                 first.bytes,
             )
                 .into_response();
@@ -379,7 +415,10 @@ async fn answer(
     );
     let mut r = (
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream")),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            ),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
         ],
         Body::from_stream(stream),
@@ -420,7 +459,13 @@ async fn handle_modern(
 ) -> Response {
     if let Err(r) = checked {
         let id = messages.first().and_then(|m| m.id.clone());
-        return rpc_error_for(StatusCode::BAD_REQUEST, id.as_ref(), r.code, &r.message, r.data);
+        return rpc_error_for(
+            StatusCode::BAD_REQUEST,
+            id.as_ref(),
+            r.code,
+            &r.message,
+            r.data,
+        );
     }
     let Scope::One(server) = scope else {
         return rpc_error(
@@ -441,13 +486,19 @@ async fn handle_modern(
         Ok(l) => l,
         Err(e) => {
             tracing::warn!(server = %server, error = %e, "cannot reach an upstream");
-            return plain(StatusCode::BAD_GATEWAY, "the upstream server cannot be reached");
+            return plain(
+                StatusCode::BAD_GATEWAY,
+                "the upstream server cannot be reached",
+            );
         }
     };
     if link.era == Era::Legacy {
         if let Err(e) = link.handshake(era::initialize_params(&m)).await {
             tracing::warn!(server = %server, error = %e, "cannot initialize a legacy upstream");
-            return plain(StatusCode::BAD_GATEWAY, "the upstream server cannot be reached");
+            return plain(
+                StatusCode::BAD_GATEWAY,
+                "the upstream server cannot be reached",
+            );
         }
         if let (Some(id), Some("server/discover")) = (&m.id, m.method.as_deref()) {
             let declared = lock(&link.declared).clone();
@@ -497,7 +548,10 @@ async fn bridge_to_modern(
         let local = match (&m.id, m.method.as_deref()) {
             (Some(id), Some("initialize")) => {
                 *lock(&session.init_params) = m.value.get("params").cloned();
-                let asked = m.value.pointer("/params/protocolVersion").and_then(Value::as_str);
+                let asked = m
+                    .value
+                    .pointer("/params/protocolVersion")
+                    .and_then(Value::as_str);
                 let declared = lock(&link.declared).clone();
                 Some((id.clone(), era::initialize_result(asked, declared.as_ref())))
             }
@@ -513,10 +567,16 @@ async fn bridge_to_modern(
         };
         if let Some((id, result)) = local {
             pending.insert(id.clone());
-            let bytes = serde_json::to_vec(&serde_json::json!({"jsonrpc": "2.0", "id": id.to_json(), "result": result}))
-                .unwrap_or_default();
+            let bytes = serde_json::to_vec(
+                &serde_json::json!({"jsonrpc": "2.0", "id": id.to_json(), "result": result}),
+            )
+            .unwrap_or_default();
             let _ = outbox
-                .send(Delivery { bytes, answers: Some(id), from: String::new() })
+                .send(Delivery {
+                    bytes,
+                    answers: Some(id),
+                    from: String::new(),
+                })
                 .await;
             continue;
         }
@@ -524,7 +584,12 @@ async fn bridge_to_modern(
             let init = lock(&session.init_params).clone();
             let value = era::add_meta(&m.value, init.as_ref());
             let raw = crate::one_line(serde_json::to_vec(&value).unwrap_or_default());
-            forward.push(Message { raw, value, id: m.id, method: m.method });
+            forward.push(Message {
+                raw,
+                value,
+                id: m.id,
+                method: m.method,
+            });
         } else {
             forward.push(m);
         }
@@ -535,14 +600,21 @@ async fn bridge_to_modern(
 /// The messages of a body: one JSON object, or a batch of them (2025-03-26).
 fn parse_body(body: &Bytes) -> Result<Vec<Message>, Response> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
-        rpc_error(StatusCode::BAD_REQUEST, PARSE_ERROR, &format!("the body is not JSON: {e}"))
+        rpc_error(
+            StatusCode::BAD_REQUEST,
+            PARSE_ERROR,
+            &format!("the body is not JSON: {e}"),
+        )
     })?;
     let raws: Vec<Vec<u8>> = match &value {
         Value::Object(_) => vec![body.to_vec()],
         Value::Array(items) if !items.is_empty() => {
             let parts: Vec<Box<serde_json::value::RawValue>> = serde_json::from_slice(body)
                 .map_err(|e| rpc_error(StatusCode::BAD_REQUEST, PARSE_ERROR, &e.to_string()))?;
-            parts.into_iter().map(|r| r.get().as_bytes().to_vec()).collect()
+            parts
+                .into_iter()
+                .map(|r| r.get().as_bytes().to_vec())
+                .collect()
         }
         _ => {
             return Err(rpc_error(
@@ -559,7 +631,10 @@ fn parse_body(body: &Bytes) -> Result<Vec<Message>, Response> {
     let mut out = Vec::with_capacity(raws.len());
     for (raw, value) in raws.into_iter().zip(values) {
         let id = value.get("id").and_then(Id::from_json);
-        let method = value.get("method").and_then(Value::as_str).map(str::to_string);
+        let method = value
+            .get("method")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         out.push(Message {
             raw: crate::one_line(raw),
             value,
@@ -578,7 +653,10 @@ async fn handle_get(gw: Arc<McpGateway>, scope: Scope, headers: HeaderMap) -> Re
         Err(r) => return r,
     };
     if !accepts(&headers, "text/event-stream") {
-        return plain(StatusCode::NOT_ACCEPTABLE, "a GET stream needs Accept: text/event-stream");
+        return plain(
+            StatusCode::NOT_ACCEPTABLE,
+            "a GET stream needs Accept: text/event-stream",
+        );
     }
     let session = match find_session(&gw, &headers, &principal, &scope) {
         Ok(s) => s,
@@ -594,17 +672,24 @@ async fn handle_get(gw: Arc<McpGateway>, scope: Scope, headers: HeaderMap) -> Re
     for link in session.links() {
         link.listen_upstream(last_event.clone());
     }
-    let stream = futures_util::stream::unfold((inbox, session), |(mut inbox, session)| async move {
-        let d = tokio::select! {
-            d = inbox.recv() => d,
-            _ = session.end_signal.notified() => None,
-        }?;
-        let event = crate::sse::encode_event(None, &d.bytes);
-        Some((Ok::<_, std::convert::Infallible>(Bytes::from(event)), (inbox, session)))
-    });
+    let stream =
+        futures_util::stream::unfold((inbox, session), |(mut inbox, session)| async move {
+            let d = tokio::select! {
+                d = inbox.recv() => d,
+                _ = session.end_signal.notified() => None,
+            }?;
+            let event = crate::sse::encode_event(None, &d.bytes);
+            Some((
+                Ok::<_, std::convert::Infallible>(Bytes::from(event)),
+                (inbox, session),
+            ))
+        });
     let mut r = (
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream")),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            ),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
         ],
         Body::from_stream(stream),
@@ -626,7 +711,8 @@ async fn handle_delete(gw: Arc<McpGateway>, scope: Scope, headers: HeaderMap) ->
         Ok(s) => s,
         Err(r) => return r,
     };
-    gw.end_session(&session, "the agent ended the session").await;
+    gw.end_session(&session, "the agent ended the session")
+        .await;
     StatusCode::NO_CONTENT.into_response()
 }
 
@@ -636,8 +722,15 @@ fn accepts(headers: &HeaderMap, kind: &str) -> bool {
     headers.get_all(header::ACCEPT).iter().any(|v| {
         v.to_str().is_ok_and(|v| {
             v.split(',').any(|part| {
-                let t = part.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-                t == kind || t == "*/*" || (t.ends_with("/*") && kind.starts_with(&t[..t.len() - 1]))
+                let t = part
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
+                t == kind
+                    || t == "*/*"
+                    || (t.ends_with("/*") && kind.starts_with(&t[..t.len() - 1]))
             })
         })
     })
@@ -650,7 +743,12 @@ fn add_session_header(r: &mut Response, id: Option<&str>) {
 }
 
 fn plain(status: StatusCode, message: &str) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{message}\n")).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{message}\n"),
+    )
+        .into_response()
 }
 
 fn unauthorized(message: &str) -> Response {
@@ -673,7 +771,13 @@ fn rpc_error(status: StatusCode, code: i32, message: &str) -> Response {
     rpc_error_for(status, None, code, message, None)
 }
 
-fn rpc_error_for(status: StatusCode, id: Option<&Id>, code: i32, message: &str, data: Option<Value>) -> Response {
+fn rpc_error_for(
+    status: StatusCode,
+    id: Option<&Id>,
+    code: i32,
+    message: &str,
+    data: Option<Value>,
+) -> Response {
     let body = airlock_protocol::error_response(id, code, message, data);
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }

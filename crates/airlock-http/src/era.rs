@@ -57,9 +57,12 @@ fn refuse(code: i32, message: impl Into<String>) -> Refusal {
 /// Whether a POST speaks the modern era: its body's `_meta` names a version, or its
 /// `MCP-Protocol-Version` header names one no legacy client sends.
 pub(crate) fn is_modern(header_version: Option<&str>, messages: &[Message]) -> bool {
-    let in_body = messages
-        .iter()
-        .any(|m| m.value.pointer("/params/_meta").and_then(|meta| meta.get(META_VERSION)).is_some());
+    let in_body = messages.iter().any(|m| {
+        m.value
+            .pointer("/params/_meta")
+            .and_then(|meta| meta.get(META_VERSION))
+            .is_some()
+    });
     let in_header = header_version.is_some_and(|v| !crate::aggregate::LEGACY_VERSIONS.contains(&v));
     in_body || in_header
 }
@@ -71,13 +74,21 @@ pub(crate) fn check(
     messages: &[Message],
 ) -> Result<(), Refusal> {
     let [m] = messages else {
-        return Err(refuse(-32600, "a 2026-07-28 POST carries exactly one message"));
+        return Err(refuse(
+            -32600,
+            "a 2026-07-28 POST carries exactly one message",
+        ));
     };
     let Some(method) = m.method.as_deref() else {
-        return Err(refuse(-32600, "a 2026-07-28 POST carries a request or a notification"));
+        return Err(refuse(
+            -32600,
+            "a 2026-07-28 POST carries a request or a notification",
+        ));
     };
     let meta = m.value.pointer("/params/_meta");
-    let version = meta.and_then(|x| x.get(META_VERSION)).and_then(Value::as_str);
+    let version = meta
+        .and_then(|x| x.get(META_VERSION))
+        .and_then(Value::as_str);
     let Some(version) = version else {
         return Err(refuse(
             INVALID_PARAMS,
@@ -97,12 +108,19 @@ pub(crate) fn check(
             format!("params._meta[\"{META_CAPS}\"] is required"),
         ));
     }
-    let same = |name: &str, want: &str| header(name).map(|h| decode_header(&h)).as_deref() == Some(want);
+    let same =
+        |name: &str, want: &str| header(name).map(|h| decode_header(&h)).as_deref() == Some(want);
     if !same("mcp-protocol-version", version) {
-        return Err(refuse(HEADER_MISMATCH, "MCP-Protocol-Version does not match the body"));
+        return Err(refuse(
+            HEADER_MISMATCH,
+            "MCP-Protocol-Version does not match the body",
+        ));
     }
     if !same("mcp-method", method) {
-        return Err(refuse(HEADER_MISMATCH, "Mcp-Method does not match the body"));
+        return Err(refuse(
+            HEADER_MISMATCH,
+            "Mcp-Method does not match the body",
+        ));
     }
     let named = match method {
         "tools/call" | "prompts/get" => m.value.pointer("/params/name").and_then(Value::as_str),
@@ -119,7 +137,10 @@ pub(crate) fn check(
 
 /// A header value as text: `=?base64?…?=` decoded.
 fn decode_header(v: &str) -> String {
-    if let Some(inner) = v.strip_prefix("=?base64?").and_then(|r| r.strip_suffix("?=")) {
+    if let Some(inner) = v
+        .strip_prefix("=?base64?")
+        .and_then(|r| r.strip_suffix("?="))
+    {
         if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(inner) {
             if let Ok(text) = String::from_utf8(bytes) {
                 return text;
@@ -154,7 +175,10 @@ fn header_safe(v: &str) -> String {
     if v.bytes().all(|b| (0x21..0x7f).contains(&b) || b == b' ') && !v.starts_with("=?") {
         v.to_string()
     } else {
-        format!("=?base64?{}?=", base64::engine::general_purpose::STANDARD.encode(v))
+        format!(
+            "=?base64?{}?=",
+            base64::engine::general_purpose::STANDARD.encode(v)
+        )
     }
 }
 
@@ -228,7 +252,8 @@ pub(crate) fn initialize_result(asked: Option<&str>, discovered: Option<&Value>)
         .and_then(|d| d.pointer("/_meta/io.modelcontextprotocol~1serverInfo"))
         .cloned()
         .unwrap_or_else(|| json!({ "name": "airlock", "version": env!("CARGO_PKG_VERSION") }));
-    let mut result = json!({ "protocolVersion": version, "capabilities": caps, "serverInfo": info });
+    let mut result =
+        json!({ "protocolVersion": version, "capabilities": caps, "serverInfo": info });
     if let Some(text) = discovered.and_then(|d| d.get("instructions")) {
         result["instructions"] = text.clone();
     }
@@ -243,9 +268,15 @@ pub(crate) fn to_modern(frame: &[u8]) -> Vec<u8> {
     let Some(result) = v.get_mut("result").and_then(Value::as_object_mut) else {
         return frame.to_vec();
     };
-    let listing = ["tools", "prompts", "resources", "resourceTemplates", "contents"]
-        .iter()
-        .any(|k| result.contains_key(*k));
+    let listing = [
+        "tools",
+        "prompts",
+        "resources",
+        "resourceTemplates",
+        "contents",
+    ]
+    .iter()
+    .any(|k| result.contains_key(*k));
     let missing_cache = listing && !result.contains_key("ttlMs");
     if result.contains_key("resultType") && !missing_cache {
         return frame.to_vec();

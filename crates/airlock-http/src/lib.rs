@@ -62,16 +62,15 @@ pub trait Authenticate: Send + Sync + 'static {
     fn reload(&self) {}
 }
 
+/// The headers for one upstream request, once known (an OAuth exchange may be needed first).
+pub type HeadersFuture<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Vec<(String, String)>, String>> + Send + 'a>,
+>;
+
 /// Upstream credentials Airlock injects: header values per server and human, env for stdio.
 pub trait Credentials: Send + Sync + 'static {
     /// Headers for requests to `server` made for `principal`.
-    fn headers(
-        &self,
-        server: &str,
-        principal: &Principal,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Vec<(String, String)>, String>> + Send + '_>,
-    >;
+    fn headers<'a>(&'a self, server: &'a str, principal: &'a Principal) -> HeadersFuture<'a>;
     /// Environment variables for a stdio server Airlock starts.
     fn env(&self, server: &str) -> Vec<(String, String)>;
 }
@@ -80,13 +79,7 @@ pub trait Credentials: Send + Sync + 'static {
 pub struct NoCredentials;
 
 impl Credentials for NoCredentials {
-    fn headers(
-        &self,
-        _server: &str,
-        _principal: &Principal,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Vec<(String, String)>, String>> + Send + '_>,
-    > {
+    fn headers<'a>(&'a self, _server: &'a str, _principal: &'a Principal) -> HeadersFuture<'a> {
         Box::pin(async { Ok(Vec::new()) })
     }
     fn env(&self, _server: &str) -> Vec<(String, String)> {
@@ -264,7 +257,11 @@ impl McpGateway {
 
     /// The session Airlock keeps for a 2026-07-28 agent on `server` (the agent has none): one
     /// per agent and upstream, so a legacy upstream is initialized once, not per request.
-    pub(crate) fn modern_session(&self, principal: Principal, server: &str) -> Option<Arc<Session>> {
+    pub(crate) fn modern_session(
+        &self,
+        principal: Principal,
+        server: &str,
+    ) -> Option<Arc<Session>> {
         if self.draining.load(Ordering::SeqCst) {
             return None;
         }
@@ -294,7 +291,10 @@ impl McpGateway {
         let answer = match http.post(probe, &headers).await {
             Ok(upstream_http::Reply::One(body)) => Some(body),
             Ok(upstream_http::Reply::Stream(mut s)) => match s.next().await {
-                Ok(Some(events)) => events.into_iter().find(|e| e.is_message() && !e.data.is_empty()).map(|e| e.data),
+                Ok(Some(events)) => events
+                    .into_iter()
+                    .find(|e| e.is_message() && !e.data.is_empty())
+                    .map(|e| e.data),
                 _ => None,
             },
             _ => None,
@@ -406,7 +406,7 @@ impl McpGateway {
             if era == era::Era::Modern {
                 http.set_version(era::MODERN);
             }
-            (Conn::Http(http), None)
+            (Conn::Http(Box::new(http)), None)
         } else if let Some(command) = &settings.command {
             let sandbox = self.sandbox_for(server, &identity)?;
             let command = command.clone();
@@ -416,10 +416,10 @@ impl McpGateway {
                 .map_err(|e| format!("cannot start {server}: {e}"))?;
             let parts = upstream.into_parts();
             (
-                Conn::Stdio(StdioConn {
+                Conn::Stdio(Box::new(StdioConn {
                     stdin: tokio::sync::Mutex::new(Some(parts.stdin)),
                     process: Mutex::new(Some(parts.process)),
-                }),
+                })),
                 Some((parts.stdout, parts.stderr)),
             )
         } else {
@@ -439,7 +439,11 @@ impl McpGateway {
             return Err("the session ended".into());
         };
         if let Some((stdout, stderr)) = stdio {
-            link.add_task(tokio::spawn(link::read_stdio(Arc::downgrade(&link), stdout, max)));
+            link.add_task(tokio::spawn(link::read_stdio(
+                Arc::downgrade(&link),
+                stdout,
+                max,
+            )));
             link.add_task(tokio::spawn(link::log_stderr(server.to_string(), stderr)));
         }
         link.add_task(tokio::spawn(background::flush_queued(pipeline)));

@@ -31,8 +31,8 @@ type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// How a link reaches its upstream.
 pub(crate) enum Conn {
-    Http(HttpUpstream),
-    Stdio(StdioConn),
+    Http(Box<HttpUpstream>),
+    Stdio(Box<StdioConn>),
 }
 
 /// A process Airlock started for this session.
@@ -137,7 +137,9 @@ impl Link {
                     let mut stdin = stdio.stdin.lock().await;
                     match stdin.as_mut() {
                         Some(w) => w.write_all(&bytes).await.and(w.flush().await),
-                        None => Err(std::io::Error::other("the upstream server's input is closed")),
+                        None => Err(std::io::Error::other(
+                            "the upstream server's input is closed",
+                        )),
                     }
                 };
                 if let Err(e) = written {
@@ -241,11 +243,22 @@ impl Link {
     /// Whether `msg` answers `request`; the answer to `initialize` fixes the version.
     fn note_answer(&self, msg: &[u8], request: Option<&Id>, is_init: bool) -> bool {
         let Some(request) = request else { return false };
-        let kind = parse_outline(msg, &Limits { max_frame_bytes: usize::MAX }).map(|o| o.kind().clone());
+        let kind = parse_outline(
+            msg,
+            &Limits {
+                max_frame_bytes: usize::MAX,
+            },
+        )
+        .map(|o| o.kind().clone());
         let answers = matches!(&kind, Ok(FrameKind::Response { id }) | Ok(FrameKind::ErrorResponse { id: Some(id) }) if id == request);
         if answers && is_init {
-            if let (Conn::Http(http), Ok(v)) = (&self.conn, serde_json::from_slice::<serde_json::Value>(msg)) {
-                if let Some(version) = v.pointer("/result/protocolVersion").and_then(|v| v.as_str()) {
+            if let (Conn::Http(http), Ok(v)) =
+                (&self.conn, serde_json::from_slice::<serde_json::Value>(msg))
+            {
+                if let Some(version) = v
+                    .pointer("/result/protocolVersion")
+                    .and_then(|v| v.as_str())
+                {
                     http.set_version(version);
                 }
             }
@@ -319,7 +332,10 @@ impl Link {
 
     /// Initializes a legacy upstream for a modern agent, once: `initialize` with the agent's
     /// capabilities and `notifications/initialized`, through the pipeline like any message.
-    pub(crate) async fn handshake(self: &Arc<Self>, params: serde_json::Value) -> Result<(), String> {
+    pub(crate) async fn handshake(
+        self: &Arc<Self>,
+        params: serde_json::Value,
+    ) -> Result<(), String> {
         self.handshaken
             .get_or_try_init(|| async {
                 let Some(session) = self.session.upgrade() else {
@@ -367,7 +383,10 @@ impl Link {
         if let Some(post) = crate::lock(&self.posts).remove(&id) {
             post.abort();
         }
-        self.from_agent(vec![Line::Frame(serde_json::to_vec(&frame).unwrap_or_default())]).await;
+        self.from_agent(vec![Line::Frame(
+            serde_json::to_vec(&frame).unwrap_or_default(),
+        )])
+        .await;
     }
 
     /// Kills the upstream process now (a kill switch), if Airlock started one.
@@ -381,11 +400,7 @@ impl Link {
 }
 
 /// Reads a stdio upstream's output: each line through the link, until the process closes it.
-pub(crate) async fn read_stdio(
-    link: Weak<Link>,
-    stdout: tokio::process::ChildStdout,
-    max: usize,
-) {
+pub(crate) async fn read_stdio(link: Weak<Link>, stdout: tokio::process::ChildStdout, max: usize) {
     let mut reader = BufReader::new(stdout);
     loop {
         let line = match read_line(&mut reader, max).await {
@@ -461,7 +476,14 @@ async fn read_line<R: AsyncBufRead + Unpin>(
 
 /// The id of a request frame, and whether it is `initialize`.
 fn request_of(frame: &[u8]) -> (Option<Id>, bool) {
-    match parse_outline(frame, &Limits { max_frame_bytes: usize::MAX }).map(|o| o.kind().clone()) {
+    match parse_outline(
+        frame,
+        &Limits {
+            max_frame_bytes: usize::MAX,
+        },
+    )
+    .map(|o| o.kind().clone())
+    {
         Ok(FrameKind::Request { id, method }) => (Some(id), method == "initialize"),
         _ => (None, false),
     }

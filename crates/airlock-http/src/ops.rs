@@ -166,7 +166,10 @@ pub fn routes(gw: Arc<McpGateway>) -> Router {
 
 async fn ready(State(gw): State<Arc<McpGateway>>) -> Response {
     if gw.is_draining() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "draining: the gateway is shutting down\n")
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining: the gateway is shutting down\n",
+        )
             .into_response();
     }
     if !gw.metrics.store_ok.load(Ordering::Relaxed) {
@@ -200,7 +203,11 @@ async fn metrics(State(gw): State<Arc<McpGateway>>) -> Response {
     }
     let mut text = String::new();
     if prometheus_client::encoding::text::encode(&mut text, &m.registry).is_err() {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode the metrics\n").into_response();
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot encode the metrics\n",
+        )
+            .into_response();
     }
     (
         [(
@@ -219,9 +226,18 @@ mod tests {
     #[test]
     fn outcomes_come_from_airlocks_codes() {
         assert_eq!(outcome(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#), "ok");
-        assert_eq!(outcome(br#"{"jsonrpc":"2.0","id":1,"error":{"code":-31001,"message":"x"}}"#), "denied");
-        assert_eq!(outcome(br#"{"jsonrpc":"2.0","id":1,"error":{"code":-31007,"message":"x"}}"#), "killed");
-        assert_eq!(outcome(br#"{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"x"}}"#), "error");
+        assert_eq!(
+            outcome(br#"{"jsonrpc":"2.0","id":1,"error":{"code":-31001,"message":"x"}}"#),
+            "denied"
+        );
+        assert_eq!(
+            outcome(br#"{"jsonrpc":"2.0","id":1,"error":{"code":-31007,"message":"x"}}"#),
+            "killed"
+        );
+        assert_eq!(
+            outcome(br#"{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"x"}}"#),
+            "error"
+        );
     }
 
     #[test]
@@ -233,7 +249,13 @@ mod tests {
         let mut text = String::new();
         assert!(prometheus_client::encoding::text::encode(&mut text, &m.registry).is_ok());
         assert!(text.contains("airlock_mcp_requests_total 2"), "{text}");
-        assert!(text.contains("airlock_http_refused_total{reason=\"origin\"} 1"), "{text}");
-        assert!(text.contains("airlock_mcp_answers_total{outcome=\"ok\"} 1"), "{text}");
+        assert!(
+            text.contains("airlock_http_refused_total{reason=\"origin\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("airlock_mcp_answers_total{outcome=\"ok\"} 1"),
+            "{text}"
+        );
     }
 }

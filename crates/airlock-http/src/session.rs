@@ -52,7 +52,13 @@ struct Waiter {
 
 fn is_request(frame: &[u8]) -> bool {
     matches!(
-        parse_outline(frame, &Limits { max_frame_bytes: usize::MAX }).map(|o| o.kind().clone()),
+        parse_outline(
+            frame,
+            &Limits {
+                max_frame_bytes: usize::MAX
+            }
+        )
+        .map(|o| o.kind().clone()),
         Ok(FrameKind::Request { .. })
     )
 }
@@ -229,7 +235,9 @@ impl Session {
     }
 
     async fn refuse_server_request(&self, server: &str, frame: &[u8]) {
-        let Some(link) = self.link(server) else { return };
+        let Some(link) = self.link(server) else {
+            return;
+        };
         let id = serde_json::from_slice::<Value>(frame)
             .ok()
             .and_then(|v| v.get("id").and_then(Id::from_json));
@@ -243,7 +251,12 @@ impl Session {
         Box::pin(link.from_agent(vec![airlock_pipeline::Line::Frame(answer)])).await;
     }
 
-    fn route(&self, server: &str, frame: &[u8], origin: Option<&Id>) -> (Option<Outbox>, Option<Id>) {
+    fn route(
+        &self,
+        server: &str,
+        frame: &[u8],
+        origin: Option<&Id>,
+    ) -> (Option<Outbox>, Option<Id>) {
         let limits = Limits {
             max_frame_bytes: usize::MAX,
         };

@@ -13,8 +13,9 @@ fn parse_all(chunks: &[&[u8]]) -> Result<Vec<SseEvent>, SseError> {
 
 #[test]
 fn events_split_on_blank_lines_with_every_line_ending() {
-    let events = parse_all(&[b"id: 1\ndata: {\"a\":1}\n\nevent: message\r\ndata: x\r\n\r\ndata: y\r\r"])
-        .unwrap_or_default();
+    let events =
+        parse_all(&[b"id: 1\ndata: {\"a\":1}\n\nevent: message\r\ndata: x\r\n\r\ndata: y\r\r"])
+            .unwrap_or_default();
     assert_eq!(
         events,
         vec![
@@ -39,8 +40,8 @@ fn events_split_on_blank_lines_with_every_line_ending() {
 
 #[test]
 fn data_lines_join_comments_and_unknown_fields_are_skipped() {
-    let events = parse_all(&[b": keep-alive\ndata: a\nretry: 10\nfoo: bar\ndata:b\n\n"])
-        .unwrap_or_default();
+    let events =
+        parse_all(&[b": keep-alive\ndata: a\nretry: 10\nfoo: bar\ndata:b\n\n"]).unwrap_or_default();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].data, b"a\nb");
 }
@@ -80,7 +81,10 @@ fn encoded_events_parse_back() {
     let events = parse_all(&[&encoded]).unwrap_or_default();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].id.as_deref(), Some("s-3"));
-    assert_eq!(events[0].data, b"{\n  \"jsonrpc\": \"2.0\",\n  \"id\": 1\n}");
+    assert_eq!(
+        events[0].data,
+        b"{\n  \"jsonrpc\": \"2.0\",\n  \"id\": 1\n}"
+    );
     assert!(events[0].is_message());
 }
 

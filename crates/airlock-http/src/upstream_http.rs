@@ -243,7 +243,10 @@ impl HttpUpstream {
 }
 
 /// Reads a body of at most `max` bytes.
-async fn read_limited(mut response: reqwest::Response, max: usize) -> Result<Vec<u8>, UpstreamError> {
+async fn read_limited(
+    mut response: reqwest::Response,
+    max: usize,
+) -> Result<Vec<u8>, UpstreamError> {
     if response.content_length().is_some_and(|n| n > max as u64) {
         return Err(UpstreamError::TooLong(max));
     }
