@@ -13,7 +13,7 @@ use crate::args::{args_record, Shape};
 use crate::entities::{base_entities, check_server_name, Kind, Types};
 use crate::load::{self, Loaded};
 use crate::reads::Reads;
-use crate::slice::{Buckets, DecisionMemo, Slice, SliceCache};
+use crate::slice::{Buckets, DecisionMemo, Slice, SliceCache, VisibleMemo};
 use crate::{
     Action, AgentEntity, CallRequest, Decision, EntityModel, KnownTargets, PolicyError, PolicyInfo,
     PolicyRef, PolicySources, NO_PERMIT, SHIPPED_SCHEMA, UNKNOWN_AGENT,
@@ -148,12 +148,58 @@ impl PolicyEngine {
     }
 
     /// Could `agent` ever be allowed `action` on this target, whatever the
-    /// arguments? Conservative: true when some permit's scope matches and no
-    /// unconditional forbid does (see [`visibility_policy`]).
+    /// arguments? Answered by partial evaluation of the slice `decide` uses,
+    /// with the entities known and `context` unknown: hidden only when the
+    /// answer is Deny for every context (no permit can hold, or a forbid holds
+    /// whatever the context); a residual (it depends on the arguments, the
+    /// session or an approval) or an Allow keeps it visible. Memoized per
+    /// agent in the target's slice.
     pub fn visible(&self, agent: &str, action: Action, server: &str, name: &str) -> bool {
         let Ok(slice) = self.slice_for(agent, action, server, name) else {
             return false;
         };
+        if let Some(visible) = slice.visible_memo.get(agent) {
+            return visible;
+        }
+        let visible = match self.could_allow(&slice, agent, action) {
+            Some(answer) => answer,
+            // A policy errored with the context unknown. `decide` denies a call on which a
+            // policy errors, but here we cannot tell whether a real context would avoid the
+            // error (e.g. a condition that reads the arguments first), so there is no precise
+            // answer. Falling back to the scope-only over-approximation errs towards *showing*
+            // the tool, which is the safe direction for a listing: a listing grants nothing,
+            // every call is still judged in full by `decide` (where an error is a deny), while
+            // hiding a tool some call could be allowed would break a legitimate agent.
+            None => self.visible_by_scope(&slice, agent, action),
+        };
+        slice.visible_memo.put(agent, visible);
+        visible
+    }
+
+    /// Partial evaluation with `context` unknown: `Some(false)` when every call is denied
+    /// whatever its context, `Some(true)` when some call might be allowed (a residual, or
+    /// Allow), `None` when a policy errored.
+    fn could_allow(&self, slice: &Slice, agent: &str, action: Action) -> Option<bool> {
+        // No `.context(..)`: the context stays unknown. No schema either: `decide` checks the
+        // request against it only when it cannot type the context itself, and an ill-typed
+        // call is denied there anyway.
+        let request = Request::builder()
+            .principal(self.types.uid(Kind::Agent, agent))
+            .action(self.types.action(action))
+            .resource(slice.resource.clone())
+            .build();
+        let response =
+            self.authorizer
+                .is_authorized_partial(&request, &slice.policies, &slice.entities);
+        if response.definitely_errored().next().is_some() {
+            return None;
+        }
+        Some(response.decision() != Some(CedarDecision::Deny))
+    }
+
+    /// The conservative check: true when some permit's scope matches and no
+    /// unconditional forbid does (see [`visibility_policy`]).
+    fn visible_by_scope(&self, slice: &Slice, agent: &str, action: Action) -> bool {
         let principal = self.types.uid(Kind::Agent, agent);
         let Ok(request) = Request::new(
             principal,
@@ -262,6 +308,7 @@ impl PolicyEngine {
             resource,
             reads,
             memo: DecisionMemo::default(),
+            visible_memo: VisibleMemo::default(),
         })
     }
 
@@ -471,6 +518,19 @@ impl PolicyEngine {
         }
     }
 
+    /// The scope-only check on its own (`visible`'s fallback), for comparing with `visible`.
+    #[cfg(test)]
+    pub(crate) fn visible_by_scope_only(
+        &self,
+        agent: &str,
+        action: Action,
+        server: &str,
+        name: &str,
+    ) -> bool {
+        self.slice_for(agent, action, server, name)
+            .is_ok_and(|slice| self.visible_by_scope(&slice, agent, action))
+    }
+
     #[cfg(test)]
     pub(crate) fn cached_slices(&self) -> usize {
         self.cache.len()
@@ -514,7 +574,7 @@ fn effect_str(effect: Effect) -> &'static str {
     }
 }
 
-/// The policy's version for `visible`: a permit with its `when`/`unless`
+/// The policy's version for `visible`'s fallback: a permit with its `when`/`unless`
 /// conditions removed (it might apply, whatever the arguments), a forbid only
 /// if it has no conditions (it always applies when its scope matches).
 /// Evaluated with an empty context, "Allow" then means "some call could be

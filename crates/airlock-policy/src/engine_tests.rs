@@ -734,3 +734,163 @@ fn a_registered_agent_needs_a_declared_human_and_task_and_a_name_of_its_own() {
     assert!(err(agent("reg", "alice", "nope")).contains("task \"nope\", which is not declared"));
     assert!(err(agent("bot", "alice", "triage")).contains("\"bot\" is already declared"));
 }
+
+/// `visible` with the context unknown, and what the scope-only check (the fallback) says.
+fn vis_and_scope(e: &PolicyEngine, agent: &str, server: &str, name: &str) -> (bool, bool) {
+    let slice = e.slice_for(agent, Action::CallTool, server, name).unwrap();
+    (
+        e.visible(agent, Action::CallTool, server, name),
+        e.visible_by_scope(&slice, agent, Action::CallTool),
+    )
+}
+
+#[test]
+fn a_permit_whose_condition_names_other_tools_hides_this_one() {
+    let e = engine(&[
+        r#"permit(principal == Agent::"bot", action == Action::"call_tool", resource)
+           when { [Tool::"everything/echo", Tool::"local/get-sum"].contains(resource) };"#,
+    ]);
+    assert_eq!(vis_and_scope(&e, "bot", "everything", "echo"), (true, true));
+    // The scope matches, so the scope-only check listed it; no call can be allowed.
+    assert_eq!(
+        vis_and_scope(&e, "bot", "everything", "get-env"),
+        (false, true)
+    );
+    assert!(!e
+        .decide(&CallRequest {
+            server: "everything",
+            ..call("bot", "get-env", None)
+        })
+        .is_allow());
+    assert!(!e.visible("intern", Action::CallTool, "everything", "echo"));
+    assert!(!e.visible("bot", Action::GetPrompt, "everything", "echo"));
+}
+
+#[test]
+fn a_permit_on_the_arguments_keeps_its_tool_visible() {
+    let e = engine(&[
+        r#"permit(principal, action == Action::"call_tool", resource == Tool::"corp/forum_post")
+           when { context.args has channel && context.args.channel == "general" };"#,
+        r#"permit(principal, action == Action::"call_tool", resource)
+           when { resource == Tool::"corp/forum_read" && context.session.id == "s1" };"#,
+    ]);
+    assert!(e.visible("intern", Action::CallTool, "corp", "forum_post"));
+    assert!(e.visible("intern", Action::CallTool, "corp", "forum_read"));
+    // The second permit's `resource ==` is known: false for every other tool.
+    assert!(!e.visible("intern", Action::CallTool, "corp", "acl_set"));
+}
+
+#[test]
+fn a_forbid_that_holds_whatever_the_context_hides() {
+    let e = engine(&[
+        PERMIT_ALL,
+        r#"forbid(principal == Agent::"intern", action, resource == Tool::"corp/acl_set");"#,
+        // Conditioned, but only on entities: known at list time.
+        r#"forbid(principal, action, resource) when { principal.on_behalf_of == Human::"bob" && resource in Server::"everything" };"#,
+        // Conditioned on the arguments: some call may pass.
+        r#"forbid(principal, action, resource == Tool::"corp/repo_delete") when { context.args has recursive && context.args.recursive };"#,
+    ]);
+    assert!(!e.visible("intern", Action::CallTool, "corp", "acl_set"));
+    assert!(e.visible("bot", Action::CallTool, "corp", "acl_set"));
+    assert_eq!(
+        vis_and_scope(&e, "intern", "everything", "echo"),
+        (false, true)
+    );
+    assert!(e.visible("bot", Action::CallTool, "everything", "echo"));
+    assert!(e.visible("intern", Action::CallTool, "corp", "repo_delete"));
+}
+
+#[test]
+fn an_approval_forbid_keeps_its_tool_visible() {
+    let always = r#"@id("always-ask") @approval("every ACL change needs a human")
+forbid(principal, action == Action::"call_tool", resource == Tool::"corp/acl_set")
+unless { context.approval.granted };"#;
+    let e = engine(&[PERMIT_ALL, PUBLIC_POST_APPROVAL, always]);
+    assert!(e.visible("bot", Action::CallTool, "corp", "forum_post"));
+    // Every call is held: still callable once a human approves.
+    assert!(matches!(
+        e.decide(&call("bot", "acl_set", None)),
+        Decision::NeedsApproval { .. }
+    ));
+    assert!(e.visible("bot", Action::CallTool, "corp", "acl_set"));
+}
+
+#[test]
+fn group_membership_comes_from_the_entities() {
+    let e = engine(&[
+        r#"permit(principal in AgentGroup::"writers", action == Action::"call_tool", resource)
+           when { [Tool::"corp/forum_post"].contains(resource) };"#,
+        r#"permit(principal, action == Action::"call_tool", resource == Tool::"corp/forum_read")
+           when { principal.on_behalf_of in Group::"eng" };"#,
+    ]);
+    // bot is a writer, on behalf of alice (eng); intern is neither.
+    assert!(e.visible("bot", Action::CallTool, "corp", "forum_post"));
+    assert!(!e.visible("intern", Action::CallTool, "corp", "forum_post"));
+    assert!(e.visible("bot", Action::CallTool, "corp", "forum_read"));
+    assert_eq!(
+        vis_and_scope(&e, "intern", "corp", "forum_read"),
+        (false, true)
+    );
+    assert!(!e.visible("bot", Action::CallTool, "corp", "acl_set"));
+}
+
+#[test]
+fn a_server_condition_shows_only_that_servers_tools() {
+    for policy in [
+        r#"permit(principal, action == Action::"call_tool", resource in Server::"everything");"#,
+        r#"permit(principal, action == Action::"call_tool", resource) when { resource in Server::"everything" };"#,
+    ] {
+        let e = engine(&[policy]);
+        assert!(
+            e.visible("bot", Action::CallTool, "everything", "echo"),
+            "{policy}"
+        );
+        assert!(
+            e.visible("intern", Action::CallTool, "everything", "get-env"),
+            "{policy}"
+        );
+        assert!(
+            !e.visible("bot", Action::CallTool, "corp", "forum_read"),
+            "{policy}"
+        );
+        assert!(
+            !e.visible("bot", Action::CallTool, "other", "echo"),
+            "{policy}"
+        );
+    }
+}
+
+#[test]
+fn an_error_with_the_context_unknown_falls_back_to_the_scope_check() {
+    // Overflows whatever the call: `decide` denies every call (an error is a deny), and partial
+    // evaluation errors too, so `visible` answers as the scope-only check does.
+    let e = engine(&[
+        r#"permit(principal, action, resource == Tool::"corp/forum_read") when { 4611686018427387904 * 4 > 0 };"#,
+        r#"permit(principal, action, resource == Tool::"corp/acl_set");"#,
+        r#"forbid(principal == Agent::"intern", action, resource == Tool::"corp/acl_set") when { 4611686018427387904 * 4 > 0 };"#,
+    ]);
+    let slice = e
+        .slice_for("bot", Action::CallTool, "corp", "forum_read")
+        .unwrap();
+    assert_eq!(e.could_allow(&slice, "bot", Action::CallTool), None);
+    assert!(!e.decide(&call("bot", "forum_read", None)).is_allow());
+    assert_eq!(vis_and_scope(&e, "bot", "corp", "forum_read"), (true, true));
+    assert!(!e.decide(&call("intern", "acl_set", None)).is_allow());
+    assert_eq!(vis_and_scope(&e, "intern", "corp", "acl_set"), (true, true));
+    // Without the error the answer is precise.
+    assert!(!e.visible("bot", Action::CallTool, "corp", "repo_delete"));
+}
+
+#[test]
+fn visibility_is_memoized_per_agent_in_the_slice() {
+    let e = engine(&[r#"permit(principal == Agent::"bot", action, resource);"#]);
+    assert!(e.visible("bot", Action::CallTool, "corp", "forum_read"));
+    assert!(!e.visible("intern", Action::CallTool, "corp", "forum_read"));
+    let slice = e
+        .slice_for("bot", Action::CallTool, "corp", "forum_read")
+        .unwrap();
+    assert_eq!(slice.visible_memo.get("bot"), Some(true));
+    assert_eq!(slice.visible_memo.get("intern"), Some(false));
+    assert!(e.visible("bot", Action::CallTool, "corp", "forum_read"));
+    assert!(!e.visible("intern", Action::CallTool, "corp", "forum_read"));
+}

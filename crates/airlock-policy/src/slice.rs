@@ -72,7 +72,7 @@ impl Buckets {
 pub(crate) struct Slice {
     /// The policies that can apply, for `decide`.
     pub(crate) policies: PolicySet,
-    /// Their visibility versions (see `engine::visibility_policy`).
+    /// Their visibility versions (see `engine::visibility_policy`), for `visible`'s fallback.
     pub(crate) visible: PolicySet,
     /// The model's entities plus the target and its server.
     pub(crate) entities: Entities,
@@ -82,6 +82,8 @@ pub(crate) struct Slice {
     /// Decisions of a slice whose policies read nothing from `context`: they depend on the
     /// agent alone (entities and policies are fixed), so each is made once.
     pub(crate) memo: DecisionMemo,
+    /// `visible`'s answers: they too depend on the agent alone (context is unknown there).
+    pub(crate) visible_memo: VisibleMemo,
 }
 
 /// agent → decision, for context-free slices. Bounded by the configured agents: an unknown
@@ -99,6 +101,26 @@ impl DecisionMemo {
         let mut map = self.0.write().unwrap_or_else(PoisonError::into_inner);
         if map.len() < MAX_MEMO_AGENTS {
             map.insert(agent.to_owned(), decision.clone());
+        }
+    }
+}
+
+/// agent → visible. Bounded like [`DecisionMemo`] (configured agents, with a backstop); with
+/// the slice cache's bound this keeps at most one entry per cached (action, server, name) and
+/// agent.
+#[derive(Debug, Default)]
+pub(crate) struct VisibleMemo(RwLock<HashMap<String, bool>>);
+
+impl VisibleMemo {
+    pub(crate) fn get(&self, agent: &str) -> Option<bool> {
+        let map = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        map.get(agent).copied()
+    }
+
+    pub(crate) fn put(&self, agent: &str, visible: bool) {
+        let mut map = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if map.len() < MAX_MEMO_AGENTS {
+            map.insert(agent.to_owned(), visible);
         }
     }
 }
