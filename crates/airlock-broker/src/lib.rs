@@ -86,7 +86,17 @@ impl Broker {
     /// value that cannot be made (a missing variable, a secrets file that changed), naming
     /// the server, the value and the placeholder.
     pub fn from_config(config: &Config, env: &dyn EnvSource) -> Result<Broker, BrokerError> {
-        Broker::build(config, env, Default::default())
+        Broker::build(config, env, None, Default::default())
+    }
+
+    /// [`Broker::from_config`] for one server only (`airlock run`): the other servers'
+    /// secrets are not read at all. An unknown server gets a broker with no credentials.
+    pub fn for_server(
+        config: &Config,
+        server: &str,
+        env: &dyn EnvSource,
+    ) -> Result<Broker, BrokerError> {
+        Broker::build(config, env, Some(server), Default::default())
     }
 
     /// [`Broker::from_config`] with token exchange settings other than the defaults.
@@ -96,17 +106,18 @@ impl Broker {
         env: &dyn EnvSource,
         settings: TokenSettings,
     ) -> Result<Broker, BrokerError> {
-        Broker::build(config, env, settings)
+        Broker::build(config, env, None, settings)
     }
 
     fn build(
         config: &Config,
         env: &dyn EnvSource,
+        only: Option<&str>,
         settings: Settings,
     ) -> Result<Broker, BrokerError> {
         #[cfg(not(feature = "oauth"))]
         let () = settings;
-        let resolved = resolve::resolve(config, env)?;
+        let resolved = resolve::resolve(config, env, only)?;
         let redactor = Arc::new(Redactor::new(resolved.named));
         let oauth: BTreeMap<String, OAuthClient> = resolved
             .servers
@@ -119,10 +130,10 @@ impl Broker {
         } else {
             Some(TokenBroker::new(oauth, redactor.clone(), settings)?)
         };
+        // Without the feature, such a server's requests fail (`headers_for`); its env and
+        // the redaction of its secrets still work.
         #[cfg(not(feature = "oauth"))]
-        if let Some(server) = oauth.into_keys().next() {
-            return Err(BrokerError::OAuthUnavailable { server });
-        }
+        drop(oauth);
         Ok(Broker {
             servers: resolved.servers,
             redactor,
@@ -170,7 +181,12 @@ impl Broker {
             ));
         }
         #[cfg(not(feature = "oauth"))]
-        let _ = (human, agent);
+        if s.oauth.is_some() {
+            let _ = (human, agent);
+            return Err(BrokerError::OAuthUnavailable {
+                server: server.to_owned(),
+            });
+        }
         Ok(headers)
     }
 

@@ -88,8 +88,18 @@ pub(crate) struct Resolved {
 
 /// Resolves the credentials of every server in `config`. Reads the secrets file (checked
 /// again: it may have changed since the config was loaded) only when a server uses it.
-pub(crate) fn resolve(config: &Config, env: &dyn EnvSource) -> Result<Resolved, BrokerError> {
-    let uses_file = config.servers.values().any(|s| {
+pub(crate) fn resolve(
+    config: &Config,
+    env: &dyn EnvSource,
+    only: Option<&str>,
+) -> Result<Resolved, BrokerError> {
+    let servers = || {
+        config
+            .servers
+            .iter()
+            .filter(move |(name, _)| only.is_none_or(|o| o == name.as_str()))
+    };
+    let uses_file = servers().any(|(_, s)| {
         let c = &s.credentials;
         c.headers
             .iter()
@@ -107,7 +117,7 @@ pub(crate) fn resolve(config: &Config, env: &dyn EnvSource) -> Result<Resolved, 
         _ => None,
     };
     let mut out = Resolved::default();
-    for (server, s) in &config.servers {
+    for (server, s) in servers() {
         let mut r = Resolver {
             server,
             file: file.as_ref(),

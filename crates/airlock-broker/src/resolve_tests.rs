@@ -36,7 +36,7 @@ const FORUM: &str = "[servers.forum.credentials]\n\
 #[test]
 fn templates_resolve_from_the_file_and_the_environment() {
     let (_dir, config) = config_with(SECRETS, FORUM);
-    let resolved = resolve(&config, &env(&[("FORUM_KEY", "env-key-12345")])).unwrap();
+    let resolved = resolve(&config, &env(&[("FORUM_KEY", "env-key-12345")]), None).unwrap();
     let forum = &resolved.servers["forum"].credentials;
     let headers: Vec<(&str, &str)> = forum
         .headers
@@ -78,12 +78,12 @@ fn templates_resolve_from_the_file_and_the_environment() {
 #[test]
 fn a_missing_or_short_environment_value_is_refused() {
     let (_dir, config) = config_with(SECRETS, FORUM);
-    let e = resolve(&config, &env(&[])).unwrap_err().to_string();
+    let e = resolve(&config, &env(&[]), None).unwrap_err().to_string();
     assert_eq!(
         e,
         "server \"forum\": header X-Api-Key: ${env:FORUM_KEY} is not set in Airlock's environment"
     );
-    let e = resolve(&config, &env(&[("FORUM_KEY", "short")]))
+    let e = resolve(&config, &env(&[("FORUM_KEY", "short")]), None)
         .unwrap_err()
         .to_string();
     assert!(
@@ -91,9 +91,13 @@ fn a_missing_or_short_environment_value_is_refused() {
         "{e}"
     );
     assert!(!e.contains("short\""), "{e}");
-    let e = resolve(&config, &env(&[("FORUM_KEY", "a-long-value\r\nX: y")]))
-        .unwrap_err()
-        .to_string();
+    let e = resolve(
+        &config,
+        &env(&[("FORUM_KEY", "a-long-value\r\nX: y")]),
+        None,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("characters a header may not carry"), "{e}");
 }
 
@@ -102,12 +106,12 @@ fn a_secrets_file_changed_since_loading_is_checked_again() {
     let (dir, config) = config_with(SECRETS, FORUM);
     let path = dir.path().join("secrets.toml");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let e = resolve(&config, &env(&[("FORUM_KEY", "env-key-12345")])).unwrap_err();
+    let e = resolve(&config, &env(&[("FORUM_KEY", "env-key-12345")]), None).unwrap_err();
     assert!(matches!(e, BrokerError::Secrets(_)), "{e}");
     assert!(e.to_string().contains("chmod 600"), "{e}");
     std::fs::write(&path, "forum_token = \"tok-0123456789\"\n").unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let e = resolve(&config, &env(&[("FORUM_KEY", "env-key-12345")]))
+    let e = resolve(&config, &env(&[("FORUM_KEY", "env-key-12345")]), None)
         .unwrap_err()
         .to_string();
     assert!(
@@ -123,7 +127,7 @@ fn literal_values_are_redacted_whole_and_by_last_word() {
         "[servers.f.credentials]\nheaders = { Authorization = \"Bearer sk-literal-9876\", \
          Accept-Language = \"en\" }\n",
     );
-    let resolved = resolve(&config, &env(&[])).unwrap();
+    let resolved = resolve(&config, &env(&[]), None).unwrap();
     let named: Vec<(&str, &str)> = resolved
         .named
         .iter()
@@ -166,4 +170,15 @@ fn the_broker_hands_out_env_and_headers_and_redacts_them() {
     );
     assert!(!format!("{broker:?}").contains("key-abcdefghij"));
     assert_eq!(broker.revoke_human("alice"), 0);
+}
+
+#[test]
+fn a_broker_for_one_server_reads_only_its_secrets() {
+    let (dir, config) = config_with(SECRETS, FORUM);
+    // Another server's missing variable and a secrets file gone are no concern of `plain`.
+    std::fs::remove_file(dir.path().join("secrets.toml")).unwrap();
+    let broker = Broker::for_server(&config, "plain", &env(&[])).unwrap();
+    assert!(broker.redactor().is_empty());
+    assert!(broker.env_for("plain").is_empty());
+    assert!(Broker::for_server(&config, "forum", &env(&[])).is_err());
 }

@@ -135,7 +135,10 @@ fn the_redact_stage_cuts_upstream_credentials_out_of_every_server_frame() {
         assert!(!text.contains(token), "{text}");
         frames(&out.agent);
     }
-    assert_eq!(frames(&relayed.agent)[0]["result"]["text"], "key [REDACTED:forum_token]");
+    assert_eq!(
+        frames(&relayed.agent)[0]["result"]["text"],
+        "key [REDACTED:forum_token]"
+    );
     let records = format!("{:?}", k.records());
     assert!(!records.contains(token));
 }
