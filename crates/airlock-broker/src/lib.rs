@@ -59,8 +59,10 @@ use resolve::ResolvedServer;
 
 #[cfg(feature = "oauth")]
 type Settings = TokenSettings;
+/// Without the token exchange there is nothing to set.
 #[cfg(not(feature = "oauth"))]
-type Settings = ();
+#[derive(Default)]
+struct Settings;
 
 /// Every server's credentials, resolved, with the redactor and the token exchange.
 pub struct Broker {
@@ -116,7 +118,7 @@ impl Broker {
         settings: Settings,
     ) -> Result<Broker, BrokerError> {
         #[cfg(not(feature = "oauth"))]
-        let () = settings;
+        let Settings = settings;
         let resolved = resolve::resolve(config, env, only)?;
         let redactor = Arc::new(Redactor::new(resolved.named));
         let oauth: BTreeMap<String, OAuthClient> = resolved
