@@ -59,6 +59,9 @@ pub(crate) fn check(path: &Path) -> Result<u8, Failure> {
     for w in config.sandbox_warnings() {
         println!("warning: {w}");
     }
+    for w in config.credential_warnings() {
+        println!("warning: {w}");
+    }
     println!(
         "audit: {} (anchor {})",
         config.audit.path.display(),

@@ -105,6 +105,9 @@ pub(crate) fn mount(
     for skipped in agents.skipped() {
         tracing::warn!("{skipped}");
     }
+    // Every upstream's credentials are resolved now: a missing one refuses to start.
+    let broker = airlock_broker::Broker::from_config(&config, &airlock_broker::ProcessEnv)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config.path.display()))?;
     let durability = match config.audit.durability {
         airlock_config::Durability::Process => Durability::Process,
         airlock_config::Durability::PowerLoss => Durability::PowerLoss,
@@ -147,7 +150,7 @@ pub(crate) fn mount(
                 audit: Arc::new(audit),
                 durability,
                 auth,
-                credentials: Arc::new(airlock_http::NoCredentials),
+                broker: Arc::new(broker),
                 hosts,
                 origins,
             },

@@ -98,6 +98,10 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
             .map_err(|e| Failure::usage(anyhow::anyhow!("{}: {e}", config.path.display())))?
             .to_string(),
     };
+    // The server's credentials, resolved before anything starts: a missing one is a refusal
+    // to start, not a failed call. Its values are also what every answer is redacted of.
+    let broker = airlock_broker::Broker::for_server(&config, &server, &airlock_broker::ProcessEnv)
+        .map_err(|e| Failure::usage(anyhow::anyhow!("{}: {e}", config.path.display())))?;
     let session = args.session.clone().unwrap_or_else(default_session);
     let identity = Identity {
         agent: args.agent.clone(),
@@ -148,7 +152,9 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
         identity,
         max_frame_bytes: config.gateway.max_frame_bytes,
         call_timeout: config.gateway.call_timeout,
+        redactor: (!broker.redactor().is_empty()).then(|| broker.redactor().clone()),
     };
+    let credentials = broker.env_for(&options.identity.server);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -219,14 +225,16 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
         // Start-up is over: its freed heap goes back (see `memory`), before the spawn, whose
         // sandbox helpers would otherwise keep a copy of it.
         crate::memory::trim_heap();
-        let upstream = Upstream::spawn(&args.command, sandbox).map_err(|e| match e {
-            // Fail closed: a layer that cannot be enforced means no server (exit 125).
-            airlock_gateway::SpawnError::Sandbox(_) => Failure {
-                code: crate::sandbox_cmd::EXIT_SANDBOX,
-                error: anyhow::Error::new(e),
+        let upstream = Upstream::spawn_with_env(&args.command, sandbox, &credentials).map_err(
+            |e| match e {
+                // Fail closed: a layer that cannot be enforced means no server (exit 125).
+                airlock_gateway::SpawnError::Sandbox(_) => Failure {
+                    code: crate::sandbox_cmd::EXIT_SANDBOX,
+                    error: anyhow::Error::new(e),
+                },
+                airlock_gateway::SpawnError::Io(_) => Failure::usage(anyhow::anyhow!(e)),
             },
-            airlock_gateway::SpawnError::Io(_) => Failure::usage(anyhow::anyhow!(e)),
-        })?;
+        )?;
         let agent_io = AgentIo::stdio().map_err(Failure::failed)?;
         let anchor = tokio::spawn(keep_anchor(audit_path.clone(), anchor_path.clone()));
         let reloader = tokio::spawn(reload_on_sighup(reload.clone()));

@@ -163,8 +163,9 @@ pub(crate) async fn run(
         move || upstream_to_agent(&t, upstream_lines)
     })?;
     let stderr_lines = LineReader::new(upstream_log.into_reader(handle), 64 * 1024);
+    let redactor = pipeline.options().redactor.clone();
     spawn_loop("airlock-upstream-log", move || {
-        log_stderr(stderr_lines);
+        log_stderr(stderr_lines, redactor.as_deref());
         Ok(())
     })?;
     let flusher = tokio::spawn(flush_queued(pipeline.clone()));
@@ -445,12 +446,18 @@ async fn finish_kill(t: &Arc<Transport>, kill: airlock_control::Kill, effect: Ki
     .await;
 }
 
-/// The upstream's stderr is its log: it goes to Airlock's log, never to the agent.
-fn log_stderr<R: Read>(mut lines: LineReader<R>) {
+/// The upstream's stderr is its log: it goes to Airlock's log (its credentials redacted),
+/// never to the agent.
+fn log_stderr<R: Read>(mut lines: LineReader<R>, redactor: Option<&airlock_broker::Redactor>) {
     while let Ok(Some(line)) = lines.next_line() {
         match line {
             Line::Frame(bytes) => {
-                tracing::info!(target: "upstream", "{}", String::from_utf8_lossy(&bytes));
+                let text = String::from_utf8_lossy(&bytes);
+                let text = match redactor {
+                    Some(r) => r.redact_str(&text),
+                    None => std::borrow::Cow::Borrowed(&*text),
+                };
+                tracing::info!(target: "upstream", "{text}");
             }
             Line::TooLong(len) => tracing::info!(target: "upstream", "[{len} bytes of stderr]"),
         }

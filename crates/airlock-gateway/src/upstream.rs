@@ -12,7 +12,8 @@
 //! (`sandbox_breach`).
 //!
 //! An unsandboxed server gets a minimal environment plus what its `env` lists, never
-//! Airlock's own credentials.
+//! Airlock's own credentials. Either way, the upstream credentials its config gives it
+//! (`[servers.<id>.credentials] env`, resolved by `airlock-broker`) are added last.
 
 use std::fmt;
 use std::io;
@@ -22,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_audit::{AuditWriter, NewRecord, RecordKind, Submission};
+use airlock_broker::Secret;
 use airlock_sandbox::{Breach, EgressEvent, EgressLog, EgressPhase, Profile, SandboxGuard};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -107,6 +109,16 @@ impl Upstream {
     /// Every layer the profile asks for is enforced or the server does not start; the error
     /// names the layer.
     pub fn spawn(command: &[String], sandbox: UpstreamSandbox) -> Result<Upstream, SpawnError> {
+        Upstream::spawn_with_env(command, sandbox, &[])
+    }
+
+    /// [`Upstream::spawn`], with `credentials` added to the server's environment (after the
+    /// sandbox or `sandbox = "off"` cleared it down to what they allow).
+    pub fn spawn_with_env(
+        command: &[String],
+        sandbox: UpstreamSandbox,
+        credentials: &[(String, Secret)],
+    ) -> Result<Upstream, SpawnError> {
         let (program, args) = command.split_first().ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidInput, "no upstream command given")
         })?;
@@ -148,6 +160,7 @@ impl Upstream {
                 (cmd, Some(sandboxed))
             }
         };
+        credential_env(&mut cmd, credentials);
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -209,6 +222,23 @@ fn off_env(cmd: &mut std::process::Command, listed: &[String]) {
         if let Some(value) = std::env::var_os(name) {
             cmd.env(name, value);
         }
+    }
+}
+
+/// The server's upstream credentials, on top of the environment it was left with.
+fn credential_env(cmd: &mut std::process::Command, credentials: &[(String, Secret)]) {
+    for (name, value) in credentials {
+        // The config refuses these; this is the last line.
+        let airlock_own = name
+            .to_ascii_uppercase()
+            .starts_with(airlock_config::AIRLOCK_ENV_PREFIX);
+        if airlock_own || name.is_empty() || name.contains(['=', '\0']) {
+            continue;
+        }
+        if value.expose().contains('\0') {
+            continue;
+        }
+        cmd.env(name, value.expose());
     }
 }
 

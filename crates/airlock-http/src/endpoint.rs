@@ -196,9 +196,9 @@ async fn handle_post(
     if declared.is_some_and(|n| n > max as u64) {
         return too_large(max);
     }
-    let body = match axum::body::to_bytes(body, max).await {
-        Ok(b) => b,
-        Err(_) => return too_large(max),
+    let body = match read_body(body, max).await {
+        Some(b) => b,
+        None => return too_large(max),
     };
     let messages = match parse_body(&body) {
         Ok(m) => m,
@@ -595,6 +595,33 @@ async fn bridge_to_modern(
         }
     }
     forward
+}
+
+/// The body, if it fits in `max` bytes. A longer one is read on (and dropped) for a bounded
+/// while, so a client still sending hears the 413 instead of a reset connection.
+async fn read_body(body: Body, max: usize) -> Option<Bytes> {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut buf = bytes::BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.ok()?;
+        if buf.len() + chunk.len() > max {
+            let drain_limit = max.saturating_mul(4);
+            let mut drained = buf.len() + chunk.len();
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+                while let Some(Ok(c)) = stream.next().await {
+                    drained += c.len();
+                    if drained > drain_limit {
+                        break;
+                    }
+                }
+            })
+            .await;
+            return None;
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Some(buf.freeze())
 }
 
 /// The messages of a body: one JSON object, or a batch of them (2025-03-26).

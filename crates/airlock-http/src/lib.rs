@@ -62,31 +62,6 @@ pub trait Authenticate: Send + Sync + 'static {
     fn reload(&self) {}
 }
 
-/// The headers for one upstream request, once known (an OAuth exchange may be needed first).
-pub type HeadersFuture<'a> = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<Vec<(String, String)>, String>> + Send + 'a>,
->;
-
-/// Upstream credentials Airlock injects: header values per server and human, env for stdio.
-pub trait Credentials: Send + Sync + 'static {
-    /// Headers for requests to `server` made for `principal`.
-    fn headers<'a>(&'a self, server: &'a str, principal: &'a Principal) -> HeadersFuture<'a>;
-    /// Environment variables for a stdio server Airlock starts.
-    fn env(&self, server: &str) -> Vec<(String, String)>;
-}
-
-/// No brokered credentials.
-pub struct NoCredentials;
-
-impl Credentials for NoCredentials {
-    fn headers<'a>(&'a self, _server: &'a str, _principal: &'a Principal) -> HeadersFuture<'a> {
-        Box::pin(async { Ok(Vec::new()) })
-    }
-    fn env(&self, _server: &str) -> Vec<(String, String)> {
-        Vec::new()
-    }
-}
-
 /// What the gateway is built from.
 pub struct GatewayParts {
     pub config: Arc<Config>,
@@ -94,7 +69,9 @@ pub struct GatewayParts {
     pub audit: Arc<AuditWriter>,
     pub durability: Durability,
     pub auth: Arc<dyn Authenticate>,
-    pub credentials: Arc<dyn Credentials>,
+    /// Upstream credentials: injected into requests (headers, a stdio server's environment)
+    /// and redacted from everything the agent receives.
+    pub broker: Arc<airlock_broker::Broker>,
     /// The names the gateway answers to (`Host`), lowercase `host:port`.
     pub hosts: Vec<String>,
     /// The browser origins allowed to call `/mcp` (none by default: agents are no browsers).
@@ -181,6 +158,8 @@ impl McpGateway {
     pub fn start(parts: GatewayParts, limits: Limits) -> Result<Arc<McpGateway>, String> {
         let db = parts.config.audit.path.clone();
         let stores = Stores::start(&db, parts.durability)?;
+        // reqwest is built without a TLS provider of its own: rustls on ring, as ureq uses.
+        airlock_broker::install_crypto_provider();
         let client = reqwest::Client::builder()
             .connect_timeout(upstream_http::CONNECT_TIMEOUT)
             .pool_idle_timeout(Duration::from_secs(60))
@@ -318,6 +297,10 @@ impl McpGateway {
     /// Ends a session: every link closes, its upstream sessions end.
     pub(crate) async fn end_session(&self, session: &Arc<Session>, why: &str) {
         lock(&self.sessions).remove(&session.id);
+        if !self.parts.auth.still_valid(&session.principal) {
+            // A revoked agent's exchanged upstream tokens go with it.
+            self.parts.broker.revoke_agent(&session.principal.agent);
+        }
         lock(&self.resources).retain(|(s, _), _| *s != session.id);
         for link in session.end() {
             link.close(why).await;
@@ -370,6 +353,8 @@ impl McpGateway {
                 identity: identity.clone(),
                 max_frame_bytes: config.gateway.max_frame_bytes,
                 call_timeout: settings.timeout.unwrap_or(config.gateway.call_timeout),
+                // Always set: tokens obtained by an exchange join it while the link runs.
+                redactor: Some(self.parts.broker.redactor().clone()),
             },
             policy: self.parts.policy.clone(),
             audit: self.parts.audit.clone(),
@@ -387,21 +372,13 @@ impl McpGateway {
         let mut declared = None;
         let (conn, stdio) = if let Some(url) = &settings.url {
             let url = reqwest::Url::parse(url).map_err(|e| format!("bad url for {server}: {e}"))?;
-            let mut headers = reqwest::header::HeaderMap::new();
-            for (name, value) in self
-                .parts
-                .credentials
-                .headers(server, &session.principal)
-                .await?
-            {
-                let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
-                    .map_err(|_| format!("bad header name for {server}"))?;
-                let mut value = reqwest::header::HeaderValue::from_str(&value)
-                    .map_err(|_| format!("bad header value for {server}"))?;
-                value.set_sensitive(true);
-                headers.insert(name, value);
-            }
-            let http = HttpUpstream::new(self.client.clone(), url, headers, max);
+            let credentials = upstream_http::Credentials {
+                broker: self.parts.broker.clone(),
+                server: server.to_string(),
+                human: session.principal.on_behalf_of.clone(),
+                agent: session.principal.agent.clone(),
+            };
+            let http = HttpUpstream::new(self.client.clone(), url, credentials, max);
             (era, declared) = self.era_of(server, &http).await;
             if era == era::Era::Modern {
                 http.set_version(era::MODERN);
@@ -410,10 +387,13 @@ impl McpGateway {
         } else if let Some(command) = &settings.command {
             let sandbox = self.sandbox_for(server, &identity)?;
             let command = command.clone();
-            let upstream = tokio::task::spawn_blocking(move || Upstream::spawn(&command, sandbox))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("cannot start {server}: {e}"))?;
+            let env = self.parts.broker.env_for(server);
+            let upstream = tokio::task::spawn_blocking(move || {
+                Upstream::spawn_with_env(&command, sandbox, &env)
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot start {server}: {e}"))?;
             let parts = upstream.into_parts();
             (
                 Conn::Stdio(Box::new(StdioConn {
@@ -444,7 +424,12 @@ impl McpGateway {
                 stdout,
                 max,
             )));
-            link.add_task(tokio::spawn(link::log_stderr(server.to_string(), stderr)));
+            let redactor = self.parts.broker.redactor().clone();
+            link.add_task(tokio::spawn(link::log_stderr(
+                server.to_string(),
+                stderr,
+                redactor,
+            )));
         }
         link.add_task(tokio::spawn(background::flush_queued(pipeline)));
         Ok(link)

@@ -425,11 +425,17 @@ pub(crate) async fn read_stdio(link: Weak<Link>, stdout: tokio::process::ChildSt
 }
 
 /// The server's stderr is its log: it goes to Airlock's log, never to the agent.
-pub(crate) async fn log_stderr(server: String, stderr: tokio::process::ChildStderr) {
+pub(crate) async fn log_stderr(
+    server: String,
+    stderr: tokio::process::ChildStderr,
+    redactor: Arc<airlock_broker::Redactor>,
+) {
     let mut reader = BufReader::new(stderr);
     while let Ok(Some(line)) = read_line(&mut reader, 64 * 1024).await {
         if let Line::Frame(bytes) = line {
-            tracing::info!(target: "upstream", server = %server, "{}", String::from_utf8_lossy(&bytes));
+            // A server may log the credentials it was given: never in Airlock's log.
+            let text = String::from_utf8_lossy(&bytes);
+            tracing::info!(target: "upstream", server = %server, "{}", redactor.redact_str(&text));
         }
     }
 }

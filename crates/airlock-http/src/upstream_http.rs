@@ -6,8 +6,10 @@
 //! protocol version go on every later request, with the brokered credentials. Nothing the
 //! agent sent in its own HTTP headers reaches the upstream: the agent's token stays here.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use airlock_broker::Broker;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
 use reqwest::StatusCode;
@@ -33,6 +35,8 @@ pub(crate) enum UpstreamError {
     TooLong(usize),
     #[error("the upstream server answered with content type \"{0}\", not JSON or an event stream")]
     ContentType(String),
+    #[error("the upstream credentials are not available: {0}")]
+    Credentials(String),
 }
 
 impl UpstreamError {
@@ -85,12 +89,20 @@ impl EventStream {
     }
 }
 
+/// Whose credentials go on a request: the broker's, for this server, human and agent.
+pub(crate) struct Credentials {
+    pub(crate) broker: Arc<Broker>,
+    pub(crate) server: String,
+    pub(crate) human: String,
+    pub(crate) agent: String,
+}
+
 /// One upstream session over HTTP.
 pub(crate) struct HttpUpstream {
     client: reqwest::Client,
     url: reqwest::Url,
-    /// Brokered credentials and fixed headers, on every request.
-    headers: HeaderMap,
+    /// Brokered credentials, asked for on every request (an exchanged token is refreshed).
+    credentials: Credentials,
     max_message: usize,
     /// The upstream's `Mcp-Session-Id`, once its `initialize` answer set one.
     session: Mutex<Option<HeaderValue>>,
@@ -102,13 +114,13 @@ impl HttpUpstream {
     pub(crate) fn new(
         client: reqwest::Client,
         url: reqwest::Url,
-        headers: HeaderMap,
+        credentials: Credentials,
         max_message: usize,
     ) -> Self {
         HttpUpstream {
             client,
             url,
-            headers,
+            credentials,
             max_message,
             session: Mutex::new(None),
             version: Mutex::new(None),
@@ -122,18 +134,42 @@ impl HttpUpstream {
         }
     }
 
-    fn request(&self, method: reqwest::Method) -> reqwest::RequestBuilder {
+    /// The brokered headers, marked sensitive (never printed by the HTTP stack).
+    async fn credential_headers(&self) -> Result<HeaderMap, UpstreamError> {
+        let c = &self.credentials;
+        let pairs = c
+            .broker
+            .headers_for(&c.server, &c.human, &c.agent)
+            .await
+            .map_err(|e| UpstreamError::Credentials(e.to_string()))?;
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| UpstreamError::Credentials("a header name is not valid".into()))?;
+            let mut value = HeaderValue::from_str(value.expose()).map_err(|_| {
+                UpstreamError::Credentials(format!("the value of {name} is not a valid header"))
+            })?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+        Ok(headers)
+    }
+
+    async fn request(
+        &self,
+        method: reqwest::Method,
+    ) -> Result<reqwest::RequestBuilder, UpstreamError> {
         let mut req = self
             .client
             .request(method, self.url.clone())
-            .headers(self.headers.clone());
+            .headers(self.credential_headers().await?);
         if let Some(s) = crate::lock(&self.session).clone() {
             req = req.header(HeaderName::from_static(SESSION_HEADER), s);
         }
         if let Some(v) = crate::lock(&self.version).clone() {
             req = req.header(HeaderName::from_static(VERSION_HEADER), v);
         }
-        req
+        Ok(req)
     }
 
     /// POSTs one message, with `extra` headers (a modern upstream's `Mcp-*`).
@@ -149,7 +185,7 @@ impl HttpUpstream {
             }
         }
         // Replaces what `request` set (the version): one value per header.
-        let req = self.request(reqwest::Method::POST).headers(headers);
+        let req = self.request(reqwest::Method::POST).await?.headers(headers);
         let response = req
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, "application/json, text/event-stream")
@@ -173,6 +209,7 @@ impl HttpUpstream {
     ) -> Result<Option<Box<EventStream>>, UpstreamError> {
         let mut req = self
             .request(reqwest::Method::GET)
+            .await?
             .header(ACCEPT, "text/event-stream");
         if let Some(id) = last_event.and_then(|i| HeaderValue::from_str(i).ok()) {
             req = req.header(HeaderName::from_static(LAST_EVENT_HEADER), id);
@@ -195,8 +232,10 @@ impl HttpUpstream {
         if crate::lock(&self.session).is_none() {
             return;
         }
-        let sent = self.request(reqwest::Method::DELETE).send();
-        let _ = tokio::time::timeout(Duration::from_secs(2), sent).await;
+        let Ok(req) = self.request(reqwest::Method::DELETE).await else {
+            return;
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), req.send()).await;
     }
 
     async fn read_reply(&self, response: reqwest::Response) -> Result<Reply, UpstreamError> {

@@ -16,9 +16,9 @@
 //! An answer from the server ([`Pipeline::upstream_line`], `response.rs`):
 //!
 //! ```text
-//! match ─▶ count ─▶ labels ─▶ caps ─▶ filter ─▶ deliver
-//! the call  result   flow       a crossed  lists   to the agent,
-//! it ends   items    labels     cap pauses          result record
+//! redact ─▶ match ─▶ count ─▶ labels ─▶ caps ─▶    filter ─▶ deliver
+//! upstream  the call result   flow      a crossed  lists     to the agent,
+//! secrets   it ends  items    labels    cap pauses           result record
 //! ```
 //!
 //! A held call that a human approves re-enters the same request stages with the approval
@@ -71,6 +71,9 @@ pub struct Options {
     pub identity: Identity,
     pub max_frame_bytes: usize,
     pub call_timeout: Duration,
+    /// The upstream credentials to cut out of every frame from the server (`None`: it has
+    /// none).
+    pub redactor: Option<Arc<airlock_broker::Redactor>>,
 }
 
 /// One framed message from a transport.

@@ -116,6 +116,33 @@ fn the_breaker_stage_pauses_the_agent_at_its_budget() {
     );
 }
 
+#[test]
+fn the_redact_stage_cuts_upstream_credentials_out_of_every_server_frame() {
+    let token = "tok-0123456789";
+    let mut k = Kit::redacting(airlock_broker::Redactor::new(vec![(
+        "forum_token".into(),
+        airlock_broker::Secret::new(token),
+    )]));
+    // A relayed answer, an answer whose content labels the session, a notification.
+    k.agent(&[call(1, "echo", json!({})), call(2, "secret", json!({}))]);
+    let relayed = k.upstream(ok(1, json!({"text": format!("key {token}")})));
+    let labelled = k.upstream(ok(2, json!({"content": [{"text": token}]})));
+    let note = k.upstream(json!({"jsonrpc": "2.0", "method": "notifications/message",
+                                 "params": {"data": format!("Bearer {token}")}}));
+    for out in [&relayed, &labelled, &note] {
+        let text = String::from_utf8(out.agent.clone()).unwrap();
+        assert!(text.contains("[REDACTED:forum_token]"), "{text}");
+        assert!(!text.contains(token), "{text}");
+        frames(&out.agent);
+    }
+    assert_eq!(
+        frames(&relayed.agent)[0]["result"]["text"],
+        "key [REDACTED:forum_token]"
+    );
+    let records = format!("{:?}", k.records());
+    assert!(!records.contains(token));
+}
+
 // === hold: one path for approved calls ===
 
 fn public_post(id: i64) -> serde_json::Value {

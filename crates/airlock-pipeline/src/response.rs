@@ -1,5 +1,7 @@
-//! The response path: match → count → labels → caps → filter → deliver.
+//! The response path: redact → match → count → labels → caps → filter → deliver.
 //!
+//! - redact: the upstream credentials Airlock holds are cut out of the frame first, so
+//!   nothing after (labels, filters, the audit trail, the agent) ever sees one.
 //! - match: the answer is paired with the call it ends, which must be forwarded upstream and
 //!   waiting; an answer to a call Airlock already answered (timed out, cancelled) ends it
 //!   quietly, and an answer to no known call is dropped.
@@ -50,6 +52,7 @@ impl Pipeline {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Output::default();
         }
+        let bytes = self.redact(bytes);
         // Most answers are only relayed: read their kind, id and outcome, checked as strictly
         // as a full parse; the content is read only where a list, a label or a cap needs it.
         let outline = match parse_outline(&bytes, &self.limits) {
@@ -110,6 +113,14 @@ impl Pipeline {
                 agent: with_newline(outline.raw()),
                 ..Output::default()
             },
+        }
+    }
+
+    /// The redact stage: the frame without the upstream credentials it may echo.
+    fn redact(&self, bytes: Vec<u8>) -> Vec<u8> {
+        match &self.opts.redactor {
+            Some(r) => r.redact_frame(&bytes).unwrap_or(bytes),
+            None => bytes,
         }
     }
 

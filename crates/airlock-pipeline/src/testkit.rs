@@ -89,6 +89,19 @@ impl Kit {
     }
 
     pub(crate) fn with(policy: &str, call_timeout: Duration) -> Kit {
+        Kit::build(policy, call_timeout, None)
+    }
+
+    /// A kit whose pipeline redacts the secrets `redactor` knows.
+    pub(crate) fn redacting(redactor: airlock_broker::Redactor) -> Kit {
+        Kit::build(POLICY, Duration::from_secs(30), Some(Arc::new(redactor)))
+    }
+
+    fn build(
+        policy: &str,
+        call_timeout: Duration,
+        redactor: Option<Arc<airlock_broker::Redactor>>,
+    ) -> Kit {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("audit.db");
         let config = airlock_config::parse(CONFIG, &dir.path().join("airlock.toml")).unwrap();
@@ -111,6 +124,7 @@ impl Kit {
                 },
                 max_frame_bytes: 1 << 20,
                 call_timeout,
+                redactor,
             },
             policy: PolicyHandle::new(Rules {
                 engine: Arc::new(engine),

@@ -135,3 +135,52 @@ fn an_unsandboxed_upstream_gets_no_airlock_credentials() {
     assert_eq!(seen.get("LANG").map(String::as_str), Some("C.UTF-8"));
     assert!(seen.contains_key("PATH"), "{names:?}");
 }
+
+#[test]
+fn the_upstream_gets_its_credentials_and_the_agent_never_sees_them() {
+    for sandboxed in [true, false] {
+        let mut env = Env::with_config(
+            POLICY,
+            "",
+            "[secrets]\nfile = \"secrets.toml\"\n\
+             [servers.rec.credentials]\n\
+             env = { REC_API_KEY = \"${secret:rec_key}\", REC_OTHER = \"x-${env:REC_FROM_ENV}\" }\n",
+        );
+        if !sandboxed {
+            env = env.unsandboxed();
+        }
+        let secrets = env.dir.path().join("secrets.toml");
+        std::fs::write(&secrets, "rec_key = \"rec-key-0123456789\"\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
+        env.recorder_env = vec![("REC_FROM_ENV", "from-env-123456")];
+        let mut s = env.start();
+        // The recorder echoes its arguments: whatever carries a credential comes back redacted.
+        let reply = s.tool(
+            1,
+            "echo",
+            json!({"text": "rec-key-0123456789 from-env-123456"}),
+        );
+        let text = reply.to_string();
+        assert!(!text.contains("rec-key-0123456789"), "{text}");
+        assert!(!text.contains("from-env-123456"), "{text}");
+        assert!(
+            text.contains("[REDACTED:rec_key] [REDACTED:env:REC_FROM_ENV]"),
+            "{text}"
+        );
+        assert!(s.finish().success());
+        let text = std::fs::read_to_string(env.dir.path().join("out/recorder.log.env")).unwrap();
+        let seen: HashMap<String, String> = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            seen.get("REC_API_KEY").map(String::as_str),
+            Some("rec-key-0123456789"),
+            "sandboxed: {sandboxed}"
+        );
+        assert_eq!(
+            seen.get("REC_OTHER").map(String::as_str),
+            Some("x-from-env-123456")
+        );
+        // The variable a credential was read from is not passed on itself.
+        assert!(!seen.contains_key("REC_FROM_ENV"));
+    }
+}
