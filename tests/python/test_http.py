@@ -202,7 +202,7 @@ def gateway(tmp_path: Path, airlock_serve: Callable[..., Listening]) -> Callable
     the secret `x_token` = SECRET in a mode-600 secrets file; `[gateway] max_frame_bytes` = MAX_FRAME.
     """
 
-    def start(servers: dict[str, str], *, policy: str = POLICY) -> Gateway:
+    def start(servers: dict[str, str], *, policy: str = POLICY, secrets_extra: dict[str, str] | None = None) -> Gateway:
         tokens: dict[str, str] = {}
         agents = ""
         for agent, human in (("bot", "alice"), ("other", "bob")):
@@ -216,7 +216,8 @@ def gateway(tmp_path: Path, airlock_serve: Callable[..., Listening]) -> Callable
             humans[human] = token
             human_sections += f"[humans.{human}]\ntoken_sha256 = \"{digest}\"\n"
         secrets_file = tmp_path / "secrets.toml"
-        secrets_file.write_text(f"x_token = {_toml_str(SECRET)}\n")
+        extra = "".join(f"{k} = {_toml_str(v)}\n" for k, v in (secrets_extra or {}).items())
+        secrets_file.write_text(f"x_token = {_toml_str(SECRET)}\n{extra}")
         secrets_file.chmod(0o600)
         (tmp_path / "airlock.cedar").write_text(policy)
         upstreams = "".join(f"[servers.{name}]\n{body.replace('servers.NAME.', f'servers.{name}.')}\n" for name, body in servers.items())
@@ -835,3 +836,39 @@ async def test_a_registered_agent_acts_until_revoked_then_every_session_ends(air
     # Recorded as the registered agent, for the human it named; nothing after the revocation.
     calls = [r for r in gw.audit(airlock, "temp") if r["kind"] == "call"]
     assert calls and all(r["decision"] == "allow" and r["on_behalf_of"] == "alice" for r in calls)
+
+
+async def test_upstream_sees_each_human_through_a_token_exchange(gateway, echo_http, token_endpoint):
+    key, client_secret = secrets.token_hex(32), secrets.token_hex(16)
+    tokens = token_endpoint(key=key, client_id="airlock", client_secret=client_secret, expires_in=3600)
+    upstream = echo_http()
+    server = url_server(upstream.url) + (
+        "\n[servers.NAME.credentials.oauth]\n"
+        f"token_url = {_toml_str(tokens.url)}\n"
+        'client_id = "airlock"\n'
+        'client_secret = "${secret:client_secret}"\n'
+        'subject_signing_key = "${secret:subject_key}"\n'
+    )
+    policy = POLICY + '\npermit(principal == Agent::"other", action == Action::"call_tool", resource == Tool::"echo/echo");\n'
+    gw = gateway({"echo": server}, policy=policy, secrets_extra={"client_secret": client_secret, "subject_key": key})
+    with anyio.fail_after(TIMEOUT * 2):
+        for agent in ("bot", "other"):
+            async with gw.connect("echo", agent=agent) as c:
+                for n in range(2):
+                    assert text(await c.call_tool("echo", {"message": f"{agent}-{n}"})) == f"{agent}-{n}"
+                seen = dump(await c.call_tool("echo_headers", {})) if agent == "bot" else None
+            if seen is not None:
+                # The exchanged token reached the upstream; the agent got it redacted.
+                assert "at-alice-" not in json.dumps(seen), seen
+    exchanges = [e for e in tokens.log() if e["ok"]]
+    # One exchange per (human, agent), cached for the later calls; the subject is the human,
+    # the actor the agent (RFC 8693 act claim).
+    assert sorted((e["sub"], e["claims"]["act"]["sub"]) for e in exchanges) == [("alice", "bot"), ("bob", "other")]
+    auth = {}
+    for r in upstream.log():
+        body = json.loads(r["body"]) if r["body"] else {}
+        if isinstance(body, dict) and body.get("method") == "tools/call":
+            auth.setdefault(body["params"]["arguments"].get("message", "headers"), r["headers"].get("authorization"))
+    assert auth["bot-0"] == auth["bot-1"] and auth["bot-0"].startswith("Bearer at-alice-")
+    assert auth["other-0"].startswith("Bearer at-bob-")
+    assert gw.tokens["bot"] not in gw.stderr() and "at-alice-" not in gw.stderr()

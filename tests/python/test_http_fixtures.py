@@ -296,24 +296,27 @@ def exchange_form(subject_token: str, **extra: str) -> dict[str, str]:
     }
 
 
-def mint(sub: str, *, key: str = KEY, ttl: int = 300, **claims: Any) -> str:
+def mint(sub: str, *, key: str = KEY, ttl: int = 300, aud: str | None = None, **claims: Any) -> str:
     now = int(time.time())
-    return jwt.encode({"sub": sub, "iat": now, "exp": now + ttl, **claims}, key, algorithm="HS256")
+    body = {"sub": sub, "iat": now, "exp": now + ttl, **claims}
+    if aud is not None:
+        body["aud"] = aud
+    return jwt.encode(body, key, algorithm="HS256")
 
 
 async def test_token_endpoint_exchanges_and_logs(token_endpoint):
     te = token_endpoint(key=KEY, client_id="airlock", client_secret="s3cret", expires_in=120)
     auth = {"Authorization": basic("airlock", "s3cret")}
     async with httpx2.AsyncClient(timeout=TIMEOUT) as h:
-        first = await h.post(te.url, data=exchange_form(mint("alice", act={"sub": "bot"}), resource="http://up/mcp"), headers=auth)
-        second = await h.post(te.url, data=exchange_form(mint("alice")), headers=auth)
-        bob = await h.post(te.url, data=exchange_form(mint("bob")), headers=auth)
+        first = await h.post(te.url, data=exchange_form(mint("alice", aud=te.url, act={"sub": "bot"}), resource="http://up/mcp"), headers=auth)
+        second = await h.post(te.url, data=exchange_form(mint("alice", aud=te.url)), headers=auth)
+        bob = await h.post(te.url, data=exchange_form(mint("bob", aud=te.url)), headers=auth)
         refused = {
-            "wrong secret": await h.post(te.url, data=exchange_form(mint("alice")), headers={"Authorization": basic("airlock", "no")}),
-            "no client auth": await h.post(te.url, data=exchange_form(mint("alice"))),
-            "forged token": await h.post(te.url, data=exchange_form(mint("alice", key="another-key-0123456789abcdef0123")), headers=auth),
-            "expired token": await h.post(te.url, data=exchange_form(mint("alice", ttl=-60)), headers=auth),
-            "wrong grant": await h.post(te.url, data={**exchange_form(mint("alice")), "grant_type": "client_credentials"}, headers=auth),
+            "wrong secret": await h.post(te.url, data=exchange_form(mint("alice", aud=te.url)), headers={"Authorization": basic("airlock", "no")}),
+            "no client auth": await h.post(te.url, data=exchange_form(mint("alice", aud=te.url))),
+            "forged token": await h.post(te.url, data=exchange_form(mint("alice", aud=te.url, key="another-key-0123456789abcdef0123")), headers=auth),
+            "expired token": await h.post(te.url, data=exchange_form(mint("alice", aud=te.url, ttl=-60)), headers=auth),
+            "wrong grant": await h.post(te.url, data={**exchange_form(mint("alice", aud=te.url)), "grant_type": "client_credentials"}, headers=auth),
         }
     assert first.status_code == 200, first.text
     assert first.json() == {
