@@ -872,3 +872,33 @@ async def test_upstream_sees_each_human_through_a_token_exchange(gateway, echo_h
     assert auth["bot-0"] == auth["bot-1"] and auth["bot-0"].startswith("Bearer at-alice-")
     assert auth["other-0"].startswith("Bearer at-bob-")
     assert gw.tokens["bot"] not in gw.stderr() and "at-alice-" not in gw.stderr()
+
+
+async def test_sigterm_drains_in_flight_calls_then_exits(gateway, echo_http):
+    upstream = echo_http()
+    gw = gateway({"echo": url_server(upstream.url)})
+    with anyio.fail_after(TIMEOUT * 2):
+        async with gw.connect("echo") as c:
+            first = anyio.Event()
+            result: dict[str, Any] = {}
+
+            async def on_progress(_p: float, _t: float | None, _m: str | None) -> None:
+                first.set()
+
+            async def call() -> None:
+                result["r"] = await c.call_tool(
+                    "slow", {"steps": 10, "delay_ms": 100, "label": "drain"}, progress_callback=on_progress
+                )
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call)
+                await first.wait()
+                gw.served.proc.terminate()
+                await anyio.sleep(0.2)
+                # Draining: no new sessions, and not ready.
+                r = await gw.raw("POST", "echo", body=INITIALIZE, headers=JSON_HEADERS)
+                assert r.status_code == 503, (r.status_code, r.text)
+            # The call in flight was answered in full before the gateway went away.
+            assert not result["r"].is_error
+        code = await anyio.to_thread.run_sync(lambda: gw.served.proc.wait(timeout=TIMEOUT))
+    assert code == 0, gw.stderr()

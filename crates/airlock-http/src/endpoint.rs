@@ -139,7 +139,7 @@ fn admit(gw: &McpGateway, headers: &HeaderMap) -> Result<Principal, Response> {
 
 /// The open session the request names, if it belongs to this agent and endpoint.
 fn find_session(
-    gw: &McpGateway,
+    gw: &Arc<McpGateway>,
     headers: &HeaderMap,
     principal: &Principal,
     scope: &Scope,
@@ -151,7 +151,17 @@ fn find_session(
         ));
     };
     match gw.session(id) {
-        Some(s) if s.principal == *principal && s.scope == *scope && !s.is_ended() => Ok(s),
+        Some(s) if s.principal == *principal && s.scope == *scope && !s.is_ended() => {
+            if s.links().iter().any(|l| l.lost.load(std::sync::atomic::Ordering::SeqCst)) {
+                let gw = gw.clone();
+                tokio::spawn(async move { gw.end_session(&s, "the upstream ended its session").await });
+                return Err(plain(
+                    StatusCode::NOT_FOUND,
+                    "the upstream server ended this session: initialize again",
+                ));
+            }
+            Ok(s)
+        }
         _ => Err(plain(
             StatusCode::NOT_FOUND,
             "no such session (it ended, or never existed): initialize again",

@@ -50,6 +50,9 @@ pub(crate) struct Link {
     closed: AtomicBool,
     /// The upstream's GET stream is open.
     listening: AtomicBool,
+    /// The upstream ended its session (404): the agent's session ends too, so it initializes
+    /// again rather than talk to an upstream that no longer knows it.
+    pub(crate) lost: AtomicBool,
     /// The era the upstream speaks.
     pub(crate) era: Era,
     /// What the upstream declared: its `server/discover` result (modern) or its `initialize`
@@ -81,6 +84,7 @@ impl Link {
             shared,
             closed: AtomicBool::new(false),
             listening: AtomicBool::new(false),
+            lost: AtomicBool::new(false),
             era,
             declared: std::sync::Mutex::new(declared),
             handshaken: tokio::sync::OnceCell::new(),
@@ -221,6 +225,10 @@ impl Link {
             }
             .await;
             let failure = match result {
+                Err(UpstreamError::SessionGone) => {
+                    self.lost.store(true, Ordering::SeqCst);
+                    Some(UpstreamError::SessionGone)
+                }
                 Err(e) => Some(e),
                 Ok(()) if request.is_some() && !answered => Some(UpstreamError::Unreachable(
                     "the upstream server ended its answer without a response".into(),
