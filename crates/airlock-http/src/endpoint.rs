@@ -152,9 +152,14 @@ fn find_session(
     };
     match gw.session(id) {
         Some(s) if s.principal == *principal && s.scope == *scope && !s.is_ended() => {
-            if s.links().iter().any(|l| l.lost.load(std::sync::atomic::Ordering::SeqCst)) {
+            if s.links()
+                .iter()
+                .any(|l| l.lost.load(std::sync::atomic::Ordering::SeqCst))
+            {
                 let gw = gw.clone();
-                tokio::spawn(async move { gw.end_session(&s, "the upstream ended its session").await });
+                tokio::spawn(
+                    async move { gw.end_session(&s, "the upstream ended its session").await },
+                );
                 return Err(plain(
                     StatusCode::NOT_FOUND,
                     "the upstream server ended this session: initialize again",
