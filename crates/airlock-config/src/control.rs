@@ -237,16 +237,26 @@ pub(crate) struct RawLoopDefaults {
 /// Where complaints go: a byte span and a message (validate.rs's `Problems::at`).
 pub(crate) type Report<'a> = dyn FnMut(Range<usize>, String) + 'a;
 
-/// `token_sha256`: 64 hex digits, stored lowercase.
+/// A human's `token_sha256`: 64 hex digits, stored lowercase.
 pub(crate) fn token_sha256(raw: Option<&SpStr>, report: &mut Report<'_>) -> Option<String> {
+    digest_of(raw, "human", report)
+}
+
+/// `token_sha256` of a human or an agent (`whose`): 64 hex digits, stored lowercase.
+pub(crate) fn digest_of(
+    raw: Option<&SpStr>,
+    whose: &str,
+    report: &mut Report<'_>,
+) -> Option<String> {
     let v = raw?;
     let text = v.get_ref();
     if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         report(
             v.span(),
-            "token_sha256 must be 64 hexadecimal characters: the SHA-256 of the human's token \
-             (`airlock token new` prints a token and its line)"
-                .into(),
+            format!(
+                "token_sha256 must be 64 hexadecimal characters: the SHA-256 of the {whose}'s \
+                 token (`airlock token new` prints a token and its line)"
+            ),
         );
     }
     Some(text.to_ascii_lowercase())

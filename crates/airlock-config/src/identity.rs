@@ -105,17 +105,7 @@ fn jwt(raw: &RawJwt, base: &Path, p: &mut Report<'_>) -> JwtConfig {
 
 /// `[agents.<id>] token_sha256`: 64 hex digits, stored lowercase.
 pub(crate) fn agent_token_sha256(raw: &RawAgent, p: &mut Report<'_>) -> Option<String> {
-    let v = raw.token_sha256.as_ref()?;
-    let text = v.get_ref();
-    if !is_sha256_hex(text) {
-        p(
-            v.span(),
-            "token_sha256 must be 64 hexadecimal characters: the SHA-256 of the agent's token \
-             (`airlock token new` prints a token and its line)"
-                .into(),
-        );
-    }
-    Some(text.to_ascii_lowercase())
+    crate::control::digest_of(raw.token_sha256.as_ref(), "agent", p)
 }
 
 /// An agent is known by its token alone, so one token is one agent's: a digest shared by two
@@ -151,10 +141,6 @@ pub(crate) fn unique_credentials(
             seen.insert(key, owner);
         }
     }
-}
-
-fn is_sha256_hex(text: &str) -> bool {
-    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 #[cfg(test)]

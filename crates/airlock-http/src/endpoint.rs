@@ -428,19 +428,7 @@ async fn answer(
             ))
         },
     );
-    let mut r = (
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/event-stream"),
-            ),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-        ],
-        Body::from_stream(stream),
-    )
-        .into_response();
-    r.headers_mut()
-        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    let mut r = event_stream(Body::from_stream(stream));
     add_session_header(&mut r, how.session_header.as_deref());
     r
 }
@@ -726,20 +714,7 @@ async fn handle_get(gw: Arc<McpGateway>, scope: Scope, headers: HeaderMap) -> Re
                 (inbox, session),
             ))
         });
-    let mut r = (
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/event-stream"),
-            ),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-        ],
-        Body::from_stream(stream),
-    )
-        .into_response();
-    r.headers_mut()
-        .insert("x-accel-buffering", HeaderValue::from_static("no"));
-    r
+    event_stream(Body::from_stream(stream))
 }
 
 // === DELETE: the agent ends its session ===
@@ -776,6 +751,24 @@ fn accepts(headers: &HeaderMap, kind: &str) -> bool {
             })
         })
     })
+}
+
+/// An event-stream answer; proxies are asked not to buffer it.
+fn event_stream(body: Body) -> Response {
+    let mut r = (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        body,
+    )
+        .into_response();
+    r.headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    r
 }
 
 fn add_session_header(r: &mut Response, id: Option<&str>) {
