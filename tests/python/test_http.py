@@ -202,7 +202,13 @@ def gateway(tmp_path: Path, airlock_serve: Callable[..., Listening]) -> Callable
     the secret `x_token` = SECRET in a mode-600 secrets file; `[gateway] max_frame_bytes` = MAX_FRAME.
     """
 
-    def start(servers: dict[str, str], *, policy: str = POLICY, secrets_extra: dict[str, str] | None = None) -> Gateway:
+    def start(
+        servers: dict[str, str],
+        *,
+        policy: str = POLICY,
+        secrets_extra: dict[str, str] | None = None,
+        extra_config: str = "",
+    ) -> Gateway:
         tokens: dict[str, str] = {}
         agents = ""
         for agent, human in (("bot", "alice"), ("other", "bob")):
@@ -243,7 +249,8 @@ description = "test task"
 {agents}[breakers.defaults]
 enabled = false
 
-{upstreams}"""
+{upstreams}
+{extra_config}"""
         )
         return Gateway(airlock_serve(config), config, tokens, humans)
 
@@ -902,3 +909,48 @@ async def test_sigterm_drains_in_flight_calls_then_exits(gateway, echo_http):
             assert not result["r"].is_error
         code = await anyio.to_thread.run_sync(lambda: gw.served.proc.wait(timeout=TIMEOUT))
     assert code == 0, gw.stderr()
+
+
+async def test_an_agent_may_present_a_jwt_from_the_configured_issuer(gateway, echo_http, tmp_path):
+    import jwt as pyjwt
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    jwk = json.loads(pyjwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [{**jwk, "kid": "k1", "alg": "ES256", "use": "sig"}]}))
+    upstream = echo_http()
+    extra = f"""[identity.jwt]
+issuer = "https://idp.test"
+audience = "airlock"
+jwks_file = {_toml_str(jwks)}
+"""
+    gw = gateway({"echo": url_server(upstream.url)}, extra_config=extra)
+
+    def mint(**claims: Any) -> str:
+        now = int(time.time())
+        body = {"iss": "https://idp.test", "aud": "airlock", "sub": "bot", "iat": now, "exp": now + 300, **claims}
+        return pyjwt.encode(body, key, algorithm="ES256", headers={"kid": "k1"})
+
+    gw.tokens["jwt-bot"] = mint()
+    with anyio.fail_after(TIMEOUT):
+        async with gw.connect("echo", agent="jwt-bot") as c:
+            assert text(await c.call_tool("echo", {"message": "signed"})) == "signed"
+    # Expired, wrong audience, another issuer's key: 401, nothing upstream.
+    other_key = ec.generate_private_key(ec.SECP256R1())
+    now = int(time.time())
+    refused = {
+        "expired": mint(exp=now - 120, iat=now - 600),
+        "audience": mint(aud="someone-else"),
+        "forged": pyjwt.encode(
+            {"iss": "https://idp.test", "aud": "airlock", "sub": "bot", "exp": now + 300}, other_key,
+            algorithm="ES256", headers={"kid": "k1"},
+        ),
+        "unknown agent": mint(sub="nobody"),
+    }
+    before = len(upstream.log())
+    for why, token in refused.items():
+        gw.tokens["x"] = token
+        r = await gw.raw("POST", "echo", body=INITIALIZE, headers=JSON_HEADERS, agent="x")
+        assert r.status_code == 401, (why, r.status_code, r.text)
+    assert len(upstream.log()) == before
