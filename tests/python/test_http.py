@@ -824,6 +824,11 @@ async def test_a_registered_agent_acts_until_revoked_then_every_session_ends(air
     assert out.returncode == 0, out.stderr
     token = out.stdout.strip().splitlines()[-1]
     gw.tokens["temp"] = token
+    # The control plane knows a registered agent too: it can be stopped and resumed.
+    status, body = await gw.api("POST", "/api/v1/kill", {"scope": "agent", "target": "temp", "reason": "check"})
+    assert status == 200, body
+    status, body = await gw.api("POST", "/api/v1/resume", {"scope": "agent", "target": "temp"})
+    assert status == 200, body
     with anyio.fail_after(TIMEOUT * 2):
         async with gw.connect("echo", agent="temp") as c:
             # Added while the gateway runs: known to identity and to policy at once.

@@ -90,8 +90,7 @@ pub(crate) fn kill(args: KillArgs) -> Result<u8, Failure> {
     let target = target(&args.target)?;
     // A registered agent is as real as a declared one; the check knows only the config's.
     let registered = matches!(&target, KillTarget::Agent(a)
-        if airlock_identity::list_registered(&config.audit.path)
-            .is_ok_and(|rows| rows.iter().any(|r| &r.name == a && r.is_live())));
+        if airlock_identity::is_registered(&config.audit.path, a));
     if !registered {
         for warning in airlock_control::check_target(&config, &target).map_err(Failure::usage)? {
             eprintln!("airlock: warning: {warning}");

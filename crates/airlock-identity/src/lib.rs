@@ -52,5 +52,5 @@ pub use authenticator::{
 };
 pub use error::{AuthError, IdentityError};
 pub use jwt::LEEWAY_SECS;
-pub use registry::{list_registered, NewAgent, RegisteredAgent, Registry};
+pub use registry::{is_registered, list_registered, NewAgent, RegisteredAgent, Registry};
 pub use token::{digest, AgentToken, TOKEN_PREFIX};

@@ -209,6 +209,12 @@ pub fn list_registered(db: &Path) -> Result<Vec<RegisteredAgent>, IdentityError>
     }
 }
 
+/// Whether `name` is a live registered agent in `db` (false when it cannot be read: the caller
+/// then checks it against the config, which refuses an unknown name).
+pub fn is_registered(db: &Path, name: &str) -> bool {
+    list_registered(db).is_ok_and(|rows| rows.iter().any(|r| r.name == name && r.is_live()))
+}
+
 /// A registration's row with its digest, for the authenticator's snapshot.
 pub(crate) struct Credential {
     pub(crate) agent: RegisteredAgent,

@@ -75,8 +75,14 @@ pub(crate) async fn kill(
     let state = state.clone();
     blocking(move || {
         let config = &state.config;
-        for warning in airlock_control::check_target(config, &target).map_err(unknown)? {
-            tracing::warn!("{warning}");
+        // A registered agent (`airlock agents add`) is as real as a declared one; the check
+        // knows only the config's.
+        let registered = matches!(&target, KillTarget::Agent(a)
+            if airlock_identity::is_registered(&config.audit.path, a));
+        if !registered {
+            for warning in airlock_control::check_target(config, &target).map_err(unknown)? {
+                tracing::warn!("{warning}");
+            }
         }
         let mut store = lock(&state.control);
         let done =
