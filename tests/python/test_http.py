@@ -959,3 +959,49 @@ jwks_file = {_toml_str(jwks)}
         r = await gw.raw("POST", "echo", body=INITIALIZE, headers=JSON_HEADERS, agent="x")
         assert r.status_code == 401, (why, r.status_code, r.text)
     assert len(upstream.log()) == before
+
+
+async def read_events(response: httpx2.Response, want: Callable[[list[tuple[str | None, dict[str, Any]]]], bool]) -> list[tuple[str | None, dict[str, Any]]]:
+    """SSE events `(id, message)` from a streaming response, until `want(events)` holds."""
+    events: list[tuple[str | None, dict[str, Any]]] = []
+    buf = ""
+    async for chunk in response.aiter_text():
+        buf += chunk.replace("\r\n", "\n")
+        while "\n\n" in buf:
+            raw, buf = buf.split("\n\n", 1)
+            lines = raw.split("\n")
+            data = "\n".join(line[5:].lstrip(" ") for line in lines if line.startswith("data:"))
+            ids = [line[3:].strip() for line in lines if line.startswith("id:")]
+            if data.strip():
+                events.append((ids[-1] if ids else None, json.loads(data)))
+                if want(events):
+                    return events
+    return events
+
+
+async def test_a_broken_stream_is_resumed_with_last_event_id(gateway, echo_http):
+    upstream = echo_http()
+    gw = gateway({"echo": url_server(upstream.url)})
+    sid = await gw.initialize("echo")
+    h = {**session_headers(sid), "Authorization": f"Bearer {gw.tokens['bot']}"}
+    call = {"jsonrpc": "2.0", "id": 11, "method": "tools/call", "params": {
+        "name": "slow", "arguments": {"steps": 8, "delay_ms": 150, "label": "resume"}, "_meta": {"progressToken": "p11"}}}
+    with anyio.fail_after(TIMEOUT * 2):
+        # The agent reads two progress events, then its connection breaks.
+        async with httpx2.AsyncClient(timeout=TIMEOUT) as c:
+            async with c.stream("POST", gw.endpoint("echo"), json=call, headers=h) as r:
+                assert r.headers["content-type"].startswith("text/event-stream")
+                seen = await read_events(r, lambda ev: len(ev) >= 2)
+        assert all(m.get("method") == "notifications/progress" for _, m in seen)
+        last = seen[-1][0]
+        assert last, "every event carries an id"
+        # It reconnects with the last id it saw: the rest of that stream follows, answer included.
+        async with httpx2.AsyncClient(timeout=TIMEOUT) as c:
+            async with c.stream("GET", gw.endpoint("echo"), headers={**h, "Last-Event-ID": last}) as r:
+                assert r.status_code == 200
+                rest = await read_events(r, lambda ev: any(m.get("id") == 11 for _, m in ev))
+    progress = [m["params"]["progress"] for _, m in seen + rest if m.get("method") == "notifications/progress"]
+    assert progress == sorted(set(progress)), f"no event twice, none out of order: {progress}"
+    assert progress == list(range(1, 9)), progress
+    answer = [m for _, m in rest if m.get("id") == 11]
+    assert len(answer) == 1 and not answer[0]["result"].get("isError"), answer

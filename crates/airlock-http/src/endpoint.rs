@@ -306,6 +306,7 @@ async fn handle_post(
             crate::aggregate::handle(&gw, &session, messages, outbox.clone(), &mut pending).await;
         }
     }
+    let route = outbox.downgrade();
     drop(outbox);
     let session_header = init.then(|| session.id.clone());
     if pending.is_empty() {
@@ -319,6 +320,7 @@ async fn handle_post(
         session_header,
         rename: None,
         cancel: None,
+        route,
     };
     answer(session, inbox, pending, answering).await
 }
@@ -334,30 +336,59 @@ struct Answering {
     rename: Option<(Id, Value)>,
     /// A modern agent: a stream it closes cancels what it still waits for, on this link.
     cancel: Option<Arc<Link>>,
+    /// The sender the session's routes hold for this POST.
+    route: mpsc::WeakSender<Delivery>,
 }
 
-/// What a POST still waits for; if the agent goes away first (a modern agent's cancel), the
-/// link is told.
+/// What a POST still waits for. If the agent goes away first: a modern agent's requests are
+/// cancelled (closing the stream is its cancel); a legacy agent's go on, and what they send is
+/// kept for the agent to resume the stream (`GET` with `Last-Event-ID`).
 struct Waiting {
     pending: HashSet<Id>,
     cancel: Option<Arc<Link>>,
+    inbox: mpsc::Receiver<Delivery>,
+    /// The sending side the routes hold (weak: the stream ends when nothing can answer).
+    route: mpsc::WeakSender<Delivery>,
+    session: Arc<Session>,
+    /// This stream's number, once it is an event stream.
+    stream: Option<u64>,
 }
 
 impl Drop for Waiting {
     fn drop(&mut self) {
-        let Some(link) = self.cancel.take() else {
-            return;
-        };
         if self.pending.is_empty() {
             return;
         }
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let ids: Vec<Id> = self.pending.drain().collect();
+        if let Some(link) = self.cancel.take() {
+            let ids: Vec<Id> = self.pending.drain().collect();
+            rt.spawn(async move {
+                for id in ids {
+                    link.cancel(id, "the agent closed the stream").await;
+                }
+            });
+            return;
+        }
+        let Some(stream) = self.stream else { return };
+        // What is still on its way to this stream goes to the session's replay instead.
+        let (keep, mut kept) = mpsc::channel(STREAM_BUFFER);
+        if let Some(dead) = self.route.upgrade() {
+            self.session.redirect(&dead, &keep);
+        }
+        drop(keep);
+        let mut left = Vec::new();
+        while let Ok(d) = self.inbox.try_recv() {
+            left.push(d);
+        }
+        let session = self.session.clone();
         rt.spawn(async move {
-            for id in ids {
-                link.cancel(id, "the agent closed the stream").await;
+            for d in left {
+                session.stash(stream, d).await;
+            }
+            while let Some(d) = kept.recv().await {
+                session.stash(stream, d).await;
             }
         });
     }
@@ -366,22 +397,27 @@ impl Drop for Waiting {
 /// Waits for the first message: a lone answer goes back as JSON, anything else as a stream.
 async fn answer(
     session: Arc<Session>,
-    mut inbox: mpsc::Receiver<Delivery>,
+    inbox: mpsc::Receiver<Delivery>,
     pending: HashSet<Id>,
     how: Answering,
 ) -> Response {
     let mut waiting = Waiting {
         pending,
         cancel: how.cancel,
+        inbox,
+        route: how.route,
+        session: session.clone(),
+        stream: None,
     };
     let rename = how.rename;
     let (gw, since) = (how.gw, how.since);
     let first = tokio::select! {
-        d = inbox.recv() => d,
+        d = waiting.inbox.recv() => d,
         _ = session.end_signal.notified() => None,
     };
     let Some(mut first) = first else {
         waiting.cancel = None;
+        waiting.pending.clear();
         return plain(StatusCode::NOT_FOUND, "the session ended");
     };
     renamed(&mut first, rename.as_ref());
@@ -401,17 +437,18 @@ async fn answer(
             return r;
         }
     }
-    let state = (Some(first), inbox, waiting, session, rename, gw);
-    let stream = futures_util::stream::unfold(
-        state,
-        move |(first, mut inbox, mut waiting, session, rename, gw)| async move {
+    let stream_id = session.open_stream();
+    waiting.stream = Some(stream_id);
+    let state = (Some(first), waiting, rename, gw);
+    let stream =
+        futures_util::stream::unfold(state, move |(first, mut waiting, rename, gw)| async move {
             let is_first = first.is_some();
             let next = match first {
                 Some(d) => Some(d),
                 None if waiting.pending.is_empty() => return None,
                 None => tokio::select! {
-                    d = inbox.recv() => d,
-                    _ = session.end_signal.notified() => None,
+                    d = waiting.inbox.recv() => d,
+                    _ = waiting.session.end_signal.notified() => None,
                 },
             };
             let mut d = next?;
@@ -421,13 +458,13 @@ async fn answer(
                     gw.metrics.answered(&d.bytes, since);
                 }
             }
-            let event = crate::sse::encode_event(None, &d.bytes);
+            let id = waiting.session.record(stream_id, &d.bytes);
+            let event = crate::sse::encode_event(Some(&id), &d.bytes);
             Some((
                 Ok::<_, std::convert::Infallible>(Bytes::from(event)),
-                (None, inbox, waiting, session, rename, gw),
+                (None, waiting, rename, gw),
             ))
-        },
-    );
+        });
     let mut r = event_stream(Body::from_stream(stream));
     add_session_header(&mut r, how.session_header.as_deref());
     r
@@ -525,6 +562,7 @@ async fn handle_modern(
     v["id"] = ours.to_json();
     let frame = crate::one_line(serde_json::to_vec(&v).unwrap_or_default());
     let (outbox, inbox) = mpsc::channel(STREAM_BUFFER);
+    let route = outbox.downgrade();
     session.expect(&server, ours.clone(), m.progress_token(), outbox);
     link.from_agent(vec![Line::Frame(frame)]).await;
     let answering = Answering {
@@ -533,6 +571,7 @@ async fn handle_modern(
         session_header: None,
         rename: Some((ours.clone(), theirs.to_json())),
         cancel: Some(link),
+        route,
     };
     answer(session, inbox, HashSet::from([ours]), answering).await
 }
@@ -694,24 +733,46 @@ async fn handle_get(gw: Arc<McpGateway>, scope: Scope, headers: HeaderMap) -> Re
     };
     session.touch();
     let (outbox, inbox) = mpsc::channel(STREAM_BUFFER);
-    session.listen(outbox);
     let last_event = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    for link in session.links() {
-        link.listen_upstream(last_event.clone());
+    // An id of Airlock's: resume that stream from the session's replay. Another: the
+    // upstream numbered it, so the upstream resumes it.
+    let replayed = last_event
+        .as_deref()
+        .and_then(|last| session.resume(last, outbox.clone()));
+    let resumed = replayed.is_some();
+    if !resumed {
+        session.listen(outbox);
+        for link in session.links() {
+            link.listen_upstream(last_event.clone());
+        }
+    } else {
+        drop(outbox);
     }
+    let stream_id = session.open_stream();
+    let backlog: std::collections::VecDeque<(String, Vec<u8>)> =
+        replayed.unwrap_or_default().into();
+    let state = (backlog, inbox, session);
     let stream =
-        futures_util::stream::unfold((inbox, session), |(mut inbox, session)| async move {
-            let d = tokio::select! {
-                d = inbox.recv() => d,
-                _ = session.end_signal.notified() => None,
-            }?;
-            let event = crate::sse::encode_event(None, &d.bytes);
+        futures_util::stream::unfold(state, move |(mut backlog, mut inbox, session)| async move {
+            let event = match backlog.pop_front() {
+                Some((id, data)) => crate::sse::encode_event(Some(&id), &data),
+                None => {
+                    let d = tokio::select! {
+                        d = inbox.recv() => d,
+                        _ = session.end_signal.notified() => None,
+                    }?;
+                    // On a resumed stream the ids go on from the stream resumed, so a second
+                    // break resumes where this one stopped.
+                    let id = session.record(stream_id, &d.bytes);
+                    crate::sse::encode_event(Some(&id), &d.bytes)
+                }
+            };
             Some((
                 Ok::<_, std::convert::Infallible>(Bytes::from(event)),
-                (inbox, session),
+                (backlog, inbox, session),
             ))
         });
     event_stream(Body::from_stream(stream))

@@ -8,7 +8,7 @@
 //! - anything else the upstream sends while answering a POST goes on that POST's stream, and
 //!   the rest on the session's GET stream, if one is open.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -21,6 +21,55 @@ use crate::{lock, now_secs, Principal};
 
 /// How many messages may wait for a slow reader of one stream before the sender waits.
 pub(crate) const STREAM_BUFFER: usize = 64;
+/// Events a session keeps for an agent that reconnects (`Last-Event-ID`): at most this many,
+/// and at most `REPLAY_BYTES` of them.
+const REPLAY_EVENTS: usize = 256;
+const REPLAY_BYTES: usize = 4 * 1024 * 1024;
+
+/// The events a session sent (or could not send) on its streams, for resumption: an agent whose
+/// stream broke reconnects with `GET` and `Last-Event-ID: <stream>-<seq>` and gets what followed
+/// on that stream, then the rest of it as it comes.
+#[derive(Default)]
+struct Replay {
+    events: VecDeque<Stored>,
+    bytes: usize,
+    next_stream: u64,
+    next_seq: u64,
+    /// Streams an agent resumed: what would have gone on them goes here now.
+    resumed: HashMap<u64, Outbox>,
+}
+
+struct Stored {
+    stream: u64,
+    seq: u64,
+    data: Vec<u8>,
+}
+
+impl Replay {
+    fn keep(&mut self, stream: u64, data: &[u8]) -> String {
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        self.bytes += data.len();
+        self.events.push_back(Stored {
+            stream,
+            seq,
+            data: data.to_vec(),
+        });
+        while self.events.len() > REPLAY_EVENTS || self.bytes > REPLAY_BYTES {
+            match self.events.pop_front() {
+                Some(old) => self.bytes -= old.data.len(),
+                None => break,
+            }
+        }
+        format!("{stream}-{seq}")
+    }
+}
+
+/// `<stream>-<seq>`, as Airlock numbers events.
+fn parse_event_id(id: &str) -> Option<(u64, u64)> {
+    let (stream, seq) = id.split_once('-')?;
+    Some((stream.parse().ok()?, seq.parse().ok()?))
+}
 
 /// Which upstreams a session reaches.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,6 +148,7 @@ pub(crate) struct Session {
     pub(crate) init_params: Mutex<Option<Value>>,
     links: Mutex<HashMap<String, Arc<Link>>>,
     routes: Mutex<Routes>,
+    replay: Mutex<Replay>,
     last_active: AtomicU64,
     ended: AtomicBool,
     /// Woken when the session ends, so open streams close.
@@ -116,6 +166,7 @@ impl Session {
             init_params: Mutex::new(None),
             links: Mutex::new(HashMap::new()),
             routes: Mutex::new(Routes::default()),
+            replay: Mutex::new(Replay::default()),
             last_active: AtomicU64::new(now_secs()),
             ended: AtomicBool::new(false),
             end_signal: tokio::sync::Notify::new(),
@@ -182,6 +233,69 @@ impl Session {
         if let Some(w) = routes.waiting.remove(&(server.to_string(), id.clone())) {
             if let Some(p) = w.progress {
                 routes.progress.remove(&p);
+            }
+        }
+    }
+
+    /// A new event stream's number.
+    pub(crate) fn open_stream(&self) -> u64 {
+        let mut r = lock(&self.replay);
+        r.next_stream += 1;
+        r.next_stream
+    }
+
+    /// Keeps an event sent on `stream` for a reconnecting agent; returns its id.
+    pub(crate) fn record(&self, stream: u64, data: &[u8]) -> String {
+        lock(&self.replay).keep(stream, data)
+    }
+
+    /// A message for a stream the agent dropped: to the stream that resumed it, if one has,
+    /// else kept until one does.
+    pub(crate) async fn stash(&self, stream: u64, d: Delivery) {
+        let resumed = lock(&self.replay).resumed.get(&stream).cloned();
+        let d = match resumed {
+            Some(outbox) => match outbox.send(d).await {
+                Ok(()) => return,
+                Err(back) => back.0,
+            },
+            None => d,
+        };
+        lock(&self.replay).keep(stream, &d.bytes);
+    }
+
+    /// Resumes the stream `last_event` was sent on, onto `outbox`: the events after it, in
+    /// order; later ones follow as they come. `None`: not an event id of this session's.
+    pub(crate) fn resume(
+        &self,
+        last_event: &str,
+        outbox: Outbox,
+    ) -> Option<Vec<(String, Vec<u8>)>> {
+        let (stream, after) = parse_event_id(last_event)?;
+        let mut r = lock(&self.replay);
+        if stream == 0 || stream > r.next_stream {
+            return None;
+        }
+        let events = r
+            .events
+            .iter()
+            .filter(|e| e.stream == stream && e.seq > after)
+            .map(|e| (format!("{}-{}", e.stream, e.seq), e.data.clone()))
+            .collect();
+        r.resumed.insert(stream, outbox);
+        Some(events)
+    }
+
+    /// Sends what still goes to `dead` (a stream the agent dropped) to `to` instead.
+    pub(crate) fn redirect(&self, dead: &Outbox, to: &Outbox) {
+        let mut routes = lock(&self.routes);
+        for w in routes.waiting.values_mut() {
+            if w.outbox.same_channel(dead) {
+                w.outbox = to.clone();
+            }
+        }
+        for o in routes.progress.values_mut() {
+            if o.same_channel(dead) {
+                *o = to.clone();
             }
         }
     }
