@@ -1005,3 +1005,16 @@ async def test_a_broken_stream_is_resumed_with_last_event_id(gateway, echo_http)
     assert progress == list(range(1, 9)), progress
     answer = [m for _, m in rest if m.get("id") == 11]
     assert len(answer) == 1 and not answer[0]["result"].get("isError"), answer
+
+
+async def test_an_upstream_holds_no_more_sessions_than_its_max_sessions(gateway, echo_http):
+    upstream = echo_http()
+    gw = gateway({"echo": url_server(upstream.url) + "max_sessions = 1\n"})
+    with anyio.fail_after(TIMEOUT):
+        first = await gw.initialize("echo")
+        r = await gw.raw("POST", "echo", body=INITIALIZE, headers=JSON_HEADERS, agent="other")
+        assert r.status_code == 503 and "max_sessions" in r.text, (r.status_code, r.text)
+        # The first session ends: its place is free again.
+        r = await gw.raw("DELETE", "echo", headers=session_headers(first))
+        assert r.status_code == 204
+        await gw.initialize("echo", agent="other")

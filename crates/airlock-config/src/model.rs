@@ -186,6 +186,9 @@ pub struct Server {
     pub url: Option<String>,
     /// How long one call to this server may take; `None`: `[gateway] call_timeout`.
     pub timeout: Option<Duration>,
+    /// How many agent sessions `airlock serve` holds open to this server at once; `None`: no
+    /// limit of its own (the gateway's session limit still holds).
+    pub max_sessions: Option<usize>,
     /// `[servers.<id>.credentials]`: what Airlock adds to its requests for the server.
     pub credentials: crate::credentials::Credentials,
 }

@@ -118,5 +118,7 @@ pub(crate) struct RawServer {
     pub(crate) url: Option<SpStr>,
     /// How long one call to this server may take (default: `[gateway] call_timeout_secs`).
     pub(crate) timeout_secs: Option<Spanned<u64>>,
+    /// How many agent sessions `airlock serve` holds open to this server at once.
+    pub(crate) max_sessions: Option<Spanned<u64>>,
     pub(crate) credentials: Option<crate::credentials::RawCredentials>,
 }

@@ -385,6 +385,15 @@ fn server(raw: &RawServer, p: &mut Problems) -> Server {
             Some(Duration::from_secs(secs))
         }
     });
+    let max_sessions = raw.max_sessions.as_ref().and_then(|m| {
+        let n = *m.get_ref();
+        if n == 0 || n > 1_000_000 {
+            p.at(m.span(), "max_sessions must be 1 to 1000000".into());
+            None
+        } else {
+            usize::try_from(n).ok()
+        }
+    });
     Server {
         command,
         description: raw.description.clone(),
@@ -393,6 +402,7 @@ fn server(raw: &RawServer, p: &mut Problems) -> Server {
         env: Vec::new(),
         url,
         timeout,
+        max_sessions,
         credentials: Default::default(),
     }
 }

@@ -164,6 +164,7 @@ fn full_config_builds_the_whole_model() {
                     env: Vec::new(),
                     url: None,
                     timeout: None,
+                    max_sessions: None,
                     credentials: Default::default(),
                 },
             ),

@@ -271,15 +271,12 @@ async fn handle_post(
             let link = match gw.open_link(&session, server).await {
                 Ok(l) => l,
                 Err(e) => {
-                    tracing::warn!(server = %server, error = %e, "cannot reach an upstream");
+                    tracing::warn!(server = %server, error = %e, "cannot open a link to an upstream");
                     if init {
                         gw.end_session(&session, "the upstream could not be reached")
                             .await;
                     }
-                    return plain(
-                        StatusCode::BAD_GATEWAY,
-                        "the upstream server cannot be reached",
-                    );
+                    return link_refused(&e);
                 }
             };
             let messages = if link.era == Era::Modern {
@@ -525,11 +522,8 @@ async fn handle_modern(
     let link = match gw.open_link(&session, &server).await {
         Ok(l) => l,
         Err(e) => {
-            tracing::warn!(server = %server, error = %e, "cannot reach an upstream");
-            return plain(
-                StatusCode::BAD_GATEWAY,
-                "the upstream server cannot be reached",
-            );
+            tracing::warn!(server = %server, error = %e, "cannot open a link to an upstream");
+            return link_refused(&e);
         }
     };
     if link.era == Era::Legacy {
@@ -812,6 +806,18 @@ fn accepts(headers: &HeaderMap, kind: &str) -> bool {
             })
         })
     })
+}
+
+/// A link that could not be opened: 503 when the upstream is at its session limit (try
+/// later), 502 when it cannot be reached or started.
+fn link_refused(e: &crate::OpenError) -> Response {
+    match e {
+        crate::OpenError::Full(why) => plain(StatusCode::SERVICE_UNAVAILABLE, why),
+        crate::OpenError::Failed(_) => plain(
+            StatusCode::BAD_GATEWAY,
+            "the upstream server cannot be reached",
+        ),
+    }
 }
 
 /// An event-stream answer; proxies are asked not to buffer it.

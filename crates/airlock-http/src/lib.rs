@@ -132,6 +132,8 @@ pub struct McpGateway {
     resources: Mutex<HashMap<(String, String), String>>,
     draining: AtomicBool,
     requests: std::sync::atomic::AtomicU64,
+    /// Open links per upstream, for `[servers.X] max_sessions`.
+    links_open: Mutex<HashMap<String, usize>>,
     /// The era each remote upstream speaks, once asked.
     eras: Mutex<HashMap<String, (era::Era, Option<Value>)>>,
     /// Woken when held calls may have news (a store notification).
@@ -182,6 +184,7 @@ impl McpGateway {
             draining: AtomicBool::new(false),
             requests: std::sync::atomic::AtomicU64::new(1),
             eras: Mutex::new(HashMap::new()),
+            links_open: Mutex::new(HashMap::new()),
             held_changed: tokio::sync::Notify::new(),
             metrics: ops::Metrics::default(),
         });
@@ -326,14 +329,15 @@ impl McpGateway {
         self: &Arc<Self>,
         session: &Arc<Session>,
         server: &str,
-    ) -> Result<Arc<Link>, String> {
+    ) -> Result<Arc<Link>, OpenError> {
         if let Some(link) = session.link(server) {
             return Ok(link);
         }
         let config = &self.parts.config;
         let Some(settings) = config.servers.get(server) else {
-            return Err(format!("no server \"{server}\" in the config"));
+            return Err(format!("no server \"{server}\" in the config").into());
         };
+        let slot = LinkSlot::take(self, server, settings.max_sessions)?;
         let identity = Identity {
             agent: session.principal.agent.clone(),
             on_behalf_of: session.principal.on_behalf_of.clone(),
@@ -403,20 +407,23 @@ impl McpGateway {
                 Some((parts.stdout, parts.stderr)),
             )
         } else {
-            return Err(format!("server \"{server}\" has neither url nor command"));
+            return Err(format!("server \"{server}\" has neither url nor command").into());
         };
         let link = Link::new(
-            server.to_string(),
-            pipeline.clone(),
-            conn,
-            era,
-            declared,
+            link::LinkParts {
+                server: server.to_string(),
+                pipeline: pipeline.clone(),
+                conn,
+                era,
+                declared,
+                shared: self.shared.clone(),
+                slot,
+            },
             session,
-            self.shared.clone(),
         );
         let Some(link) = session.add_link(link.clone()) else {
             link.close("the session ended").await;
-            return Err("the session ended".into());
+            return Err(OpenError::Failed("the session ended".into()));
         };
         if let Some((stdout, stderr)) = stdio {
             link.add_task(tokio::spawn(link::read_stdio(
@@ -486,6 +493,62 @@ impl McpGateway {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
+    }
+}
+
+/// Why a link could not be opened.
+#[derive(Debug)]
+pub(crate) enum OpenError {
+    /// The upstream has all the sessions its `max_sessions` allows.
+    Full(String),
+    /// It could not be reached or started.
+    Failed(String),
+}
+
+impl From<String> for OpenError {
+    fn from(s: String) -> Self {
+        OpenError::Failed(s)
+    }
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Full(s) | OpenError::Failed(s) => f.write_str(s),
+        }
+    }
+}
+
+/// One of an upstream's `max_sessions` places, given back when its link is dropped.
+pub(crate) struct LinkSlot {
+    gw: std::sync::Weak<McpGateway>,
+    server: String,
+}
+
+impl LinkSlot {
+    fn take(gw: &Arc<McpGateway>, server: &str, max: Option<usize>) -> Result<LinkSlot, OpenError> {
+        let mut open = lock(&gw.links_open);
+        let n = open.entry(server.to_string()).or_insert(0);
+        if max.is_some_and(|max| *n >= max) {
+            return Err(OpenError::Full(format!(
+                "server \"{server}\" has as many sessions as its max_sessions allows"
+            )));
+        }
+        *n += 1;
+        Ok(LinkSlot {
+            gw: Arc::downgrade(gw),
+            server: server.to_string(),
+        })
+    }
+}
+
+impl Drop for LinkSlot {
+    fn drop(&mut self) {
+        if let Some(gw) = self.gw.upgrade() {
+            if let Some(n) = lock(&gw.links_open).get_mut(&self.server) {
+                *n = n.saturating_sub(1);
+            }
+        }
     }
 }
 

@@ -62,20 +62,34 @@ pub(crate) struct Link {
     handshaken: tokio::sync::OnceCell<()>,
     /// POSTs in flight to a modern upstream, by request id: closing one cancels it.
     posts: std::sync::Mutex<std::collections::HashMap<Id, tokio::task::AbortHandle>>,
+    /// Its place among the upstream's `max_sessions`.
+    _slot: crate::LinkSlot,
     /// The link's own tasks (stdio readers, the audit flush), ended with it.
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
+/// What a link is made of.
+pub(crate) struct LinkParts {
+    pub(crate) server: String,
+    pub(crate) pipeline: Arc<Pipeline>,
+    pub(crate) conn: Conn,
+    pub(crate) era: Era,
+    pub(crate) declared: Option<serde_json::Value>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) slot: crate::LinkSlot,
+}
+
 impl Link {
-    pub(crate) fn new(
-        server: String,
-        pipeline: Arc<Pipeline>,
-        conn: Conn,
-        era: Era,
-        declared: Option<serde_json::Value>,
-        session: &Arc<Session>,
-        shared: Arc<Shared>,
-    ) -> Arc<Link> {
+    pub(crate) fn new(parts: LinkParts, session: &Arc<Session>) -> Arc<Link> {
+        let LinkParts {
+            server,
+            pipeline,
+            conn,
+            era,
+            declared,
+            shared,
+            slot,
+        } = parts;
         Arc::new(Link {
             server,
             pipeline,
@@ -89,6 +103,7 @@ impl Link {
             declared: std::sync::Mutex::new(declared),
             handshaken: tokio::sync::OnceCell::new(),
             posts: std::sync::Mutex::new(std::collections::HashMap::new()),
+            _slot: slot,
             tasks: std::sync::Mutex::new(Vec::new()),
         })
     }
