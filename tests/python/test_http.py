@@ -818,7 +818,7 @@ async def test_health_readiness_and_metrics(gateway, echo_http):
 
 async def test_a_registered_agent_acts_until_revoked_then_every_session_ends(airlock, gateway, echo_http):
     upstream = echo_http()
-    policy = POLICY + '\npermit(principal == Agent::"temp", action == Action::"call_tool", resource == Tool::"echo/echo");\n'
+    policy = POLICY + '\npermit(principal == Agent::"temp", action == Action::"call_tool", resource) when { [Tool::"echo/echo", Tool::"echo/slow"].contains(resource) };\n'
     gw = gateway({"echo": url_server(upstream.url)}, policy=policy)
     out = airlock.cli("agents", "add", "temp", "--on-behalf-of", "alice", "--task", "t1", "--config", gw.config)
     assert out.returncode == 0, out.stderr
@@ -833,16 +833,37 @@ async def test_a_registered_agent_acts_until_revoked_then_every_session_ends(air
         async with gw.connect("echo", agent="temp") as c:
             # Added while the gateway runs: known to identity and to policy at once.
             assert text(await c.call_tool("echo", {"message": "registered"})) == "registered"
-            out = airlock.cli("agents", "revoke", "temp", "--config", gw.config)
-            assert out.returncode == 0, out.stderr
-            revoked_at = time.monotonic()
-            while True:
+            in_flight: dict[str, Any] = {}
+            started = anyio.Event()
+
+            async def on_progress(_p: float, _t: float | None, _m: str | None) -> None:
+                started.set()
+
+            async def long_call() -> None:
                 try:
-                    await c.call_tool("echo", {"message": "still?"})
-                except MCPError:
-                    break
-                await anyio.sleep(0.05)
-            print(f"revocation reached the open session in {time.monotonic() - revoked_at:.3f} s")
+                    await c.call_tool("slow", {"steps": 400, "delay_ms": 50, "label": "revoked"}, progress_callback=on_progress)
+                    in_flight["r"] = "completed"
+                except MCPError as e:
+                    in_flight["r"] = e
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(long_call)
+                await started.wait()
+                out = airlock.cli("agents", "revoke", "temp", "--config", gw.config)
+                assert out.returncode == 0, out.stderr
+                revoked_at = time.monotonic()
+                while "r" not in in_flight:
+                    await anyio.sleep(0.01)
+                print(f"revocation ended the call in flight after {time.monotonic() - revoked_at:.3f} s")
+            # The call in flight was answered: stopped, and saying why.
+            assert isinstance(in_flight["r"], MCPError) and in_flight["r"].code == KILLED, in_flight
+            assert "revoked" in in_flight["r"].message
+            with pytest.raises(MCPError):
+                await c.call_tool("echo", {"message": "after"})
+    # The upstream was told to stop the call (legacy: notifications/cancelled).
+    async with gw.connect("echo") as c:
+        calls = await cancelled_labels(c, "revoked")
+    assert calls["cancelled"] == ["revoked"] and calls["completed"] == [], calls
     r = await gw.raw("POST", "echo", body=INITIALIZE, headers=JSON_HEADERS, agent="temp")
     assert r.status_code == 401
     # Recorded as the registered agent, for the human it named; nothing after the revocation.

@@ -91,14 +91,35 @@ async fn watch_store(gw: Arc<McpGateway>, mut listener: Listener) {
         for s in gw.sessions() {
             if !gw.parts.auth.still_valid(&s.principal) {
                 tracing::info!(agent = %s.principal.agent, session = %s.id, "the agent's credential was revoked; its session ends");
-                gw.end_session(&s, "the agent's credential was revoked")
-                    .await;
+                revoke(&gw, &s).await;
             }
         }
         let _ = tokio::time::timeout(KILL_REREAD, listener.recv()).await;
         // A wake-up may also be a human's decision on a held call.
         gw.held_changed.notify_one();
     }
+}
+
+/// Ends a revoked agent's session the way a kill would: its calls in flight are cancelled
+/// upstream and answered, its held calls' requests are denied, then the session ends.
+async fn revoke(gw: &McpGateway, session: &Arc<crate::session::Session>) {
+    let kill = Kill {
+        id: 0,
+        target: airlock_control::KillTarget::Agent(session.principal.agent.clone()),
+        reason: "the agent's credential was revoked".into(),
+        by: "airlock".into(),
+        origin: airlock_control::KillOrigin::Airlock,
+        created_ns: airlock_audit::now_unix_ns(),
+        resumed_ns: None,
+        resumed_by: None,
+    };
+    for link in session.links() {
+        if let Some(effect) = link.pipeline.apply_kill(&kill) {
+            finish_kill(gw, &link, kill.clone(), effect).await;
+        }
+    }
+    gw.end_session(session, "the agent's credential was revoked")
+        .await;
 }
 
 /// Answers what the kill ends, kills the upstream process, ends the held calls' requests.
