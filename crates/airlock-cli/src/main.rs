@@ -164,12 +164,18 @@ fn demo_server(state: PathBuf, reset: bool) -> Result<u8, Failure> {
 pub(crate) fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(true)
-        .try_init();
+        .with_target(true);
+    // `AIRLOCK_LOG_FORMAT=json`: one JSON object per line, fields as keys, for a log pipeline.
+    let _ = if std::env::var("AIRLOCK_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().try_init()
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init()
+    };
 }
 
 /// Locks `m`; a poisoned lock's data is plain and still usable.
