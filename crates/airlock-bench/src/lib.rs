@@ -4,10 +4,13 @@
 //!   little noise as possible to what it measures: one `write` per request, blocking reads on
 //!   the calling thread (no thread hand-off), timestamps taken as soon as a line arrives.
 //! * [`Stats`] — percentiles over a set of round-trip samples.
-//! * [`split_command`] — turn `"CMD ARGS"` into an argv.
+//! * [`split_command`] — turn `"CMD ARGS"` into an argv; [`Flags`] — `--name value` flags.
+//! * [`SseParser`] — the messages of a `text/event-stream` body (the HTTP bench).
+//! * [`read_memory`], [`cpu_time`] — a process's memory and CPU time from `/proc`.
 //!
-//! The binaries are `bare-relay` (the peer Airlock is compared against) and `airlock-bench`
-//! (the `latency` and `rss` subcommands).
+//! The binaries are `bare-relay` (the peer Airlock is compared against), `airlock-bench`
+//! (the `latency` and `rss` subcommands of `airlock run`) and `http-bench` (throughput and
+//! memory of `airlock serve`'s Streamable HTTP gateway).
 
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::Path;
@@ -57,6 +60,201 @@ pub fn split_command(line: &str) -> Result<Vec<String>> {
         bail!("empty command");
     }
     Ok(out)
+}
+
+/// `--name value` pairs, in order; every flag takes exactly one value.
+pub struct Flags {
+    pairs: Vec<(String, String)>,
+    usage: &'static str,
+}
+
+impl Flags {
+    /// Parse `args` (after the subcommand); `usage` goes into every error message.
+    pub fn parse(args: impl Iterator<Item = String>, usage: &'static str) -> Result<Flags> {
+        let mut pairs = Vec::new();
+        let mut args = args;
+        while let Some(a) = args.next() {
+            if a == "-h" || a == "--help" {
+                bail!("{usage}");
+            }
+            let Some(name) = a.strip_prefix("--") else {
+                bail!("unexpected argument {a:?}\n{usage}");
+            };
+            let value = args
+                .next()
+                .ok_or_else(|| anyhow!("--{name} needs a value"))?;
+            pairs.push((name.to_owned(), value));
+        }
+        Ok(Flags { pairs, usage })
+    }
+
+    /// The last value given for `--name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The value of a required flag.
+    pub fn req(&self, name: &str) -> Result<&str> {
+        self.get(name)
+            .ok_or_else(|| anyhow!("--{name} is required\n{}", self.usage))
+    }
+
+    /// A non-negative integer flag.
+    pub fn num(&self, name: &str, default: usize) -> Result<usize> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse()
+                .with_context(|| format!("--{name}: not a number: {v:?}")),
+        }
+    }
+
+    /// A number of seconds (fractions allowed).
+    pub fn secs(&self, name: &str, default: f64) -> Result<Duration> {
+        let s = match self.get(name) {
+            None => default,
+            Some(v) => v
+                .parse::<f64>()
+                .with_context(|| format!("--{name}: not a number of seconds: {v:?}"))?,
+        };
+        Duration::try_from_secs_f64(s).with_context(|| format!("--{name}: bad duration {s}"))
+    }
+
+    /// A comma-separated list of integers (`1,16,64`).
+    pub fn list(&self, name: &str, default: &str) -> Result<Vec<usize>> {
+        self.get(name)
+            .unwrap_or(default)
+            .split(',')
+            .map(|p| {
+                p.trim()
+                    .parse()
+                    .with_context(|| format!("--{name}: not a list of numbers: {p:?}"))
+            })
+            .collect()
+    }
+
+    /// Fails on a flag not in `known`.
+    pub fn check_known(&self, known: &[&str]) -> Result<()> {
+        for (n, _) in &self.pairs {
+            if !known.contains(&n.as_str()) {
+                bail!("unknown flag --{n}\n{}", self.usage);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `data` of the events of a `text/event-stream` body, fed in chunks as they arrive.
+///
+/// Lines end with LF, CRLF or CR; a blank line ends an event; its `data:` lines, joined by
+/// LF, are its data (one JSON-RPC message for MCP). Comments, `event:`, `id:` and `retry:`
+/// lines are skipped; an event without data is not reported.
+#[derive(Default)]
+pub struct SseParser {
+    /// The unfinished line.
+    line: Vec<u8>,
+    /// The data of the unfinished event.
+    data: Vec<u8>,
+    has_data: bool,
+    /// The last byte fed was a CR (a following LF belongs to it).
+    after_cr: bool,
+}
+
+impl SseParser {
+    pub fn new() -> SseParser {
+        SseParser::default()
+    }
+
+    /// Feed a chunk; the data of every event it completes is pushed to `out`.
+    pub fn push(&mut self, chunk: &[u8], out: &mut Vec<Vec<u8>>) {
+        for &b in chunk {
+            if self.after_cr {
+                self.after_cr = false;
+                if b == b'\n' {
+                    continue;
+                }
+            }
+            match b {
+                b'\n' | b'\r' => {
+                    self.after_cr = b == b'\r';
+                    self.end_line(out);
+                }
+                _ => self.line.push(b),
+            }
+        }
+    }
+
+    fn end_line(&mut self, out: &mut Vec<Vec<u8>>) {
+        if self.line.is_empty() {
+            if self.has_data {
+                out.push(std::mem::take(&mut self.data));
+                self.has_data = false;
+            }
+            return;
+        }
+        let line = std::mem::take(&mut self.line);
+        let (field, value) = match line.iter().position(|&c| c == b':') {
+            Some(i) => {
+                let v = &line[i + 1..];
+                (&line[..i], v.strip_prefix(b" ").unwrap_or(v))
+            }
+            None => (&line[..], &[][..]),
+        };
+        if field == b"data" {
+            if self.has_data {
+                self.data.push(b'\n');
+            }
+            self.data.extend_from_slice(value);
+            self.has_data = true;
+        }
+        self.line = line;
+        self.line.clear();
+    }
+}
+
+/// CPU time (user + system, all threads) `pid` has used so far, from `/proc/<pid>/stat`.
+/// Linux reports it in clock ticks of 1/100 s (`USER_HZ` is 100 on every Linux port that
+/// matters here), so differences are good to 10 ms.
+pub fn cpu_time(pid: u32) -> Result<Duration> {
+    let path = format!("/proc/{pid}/stat");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    parse_stat_cpu(&text).with_context(|| format!("{path}: not a Linux stat file"))
+}
+
+/// CPU time the whole machine has spent busy so far (every core: user, nice, system, irq,
+/// softirq, steal), from the `cpu` line of `/proc/stat`, in the same 10 ms ticks.
+pub fn machine_busy() -> Result<Duration> {
+    let text = std::fs::read_to_string("/proc/stat").context("cannot read /proc/stat")?;
+    parse_machine_busy(&text).context("/proc/stat: no cpu line")
+}
+
+fn parse_machine_busy(text: &str) -> Option<Duration> {
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal [guest guest_nice, inside user/nice]
+    let busy = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .map(|&i| f.get(i).copied().unwrap_or(0))
+        .sum::<u64>();
+    Some(Duration::from_millis(busy * 10))
+}
+
+fn parse_stat_cpu(text: &str) -> Option<Duration> {
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    // After the name: state (3), ppid … cmajflt (4–12), utime (14), stime (15).
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
 }
 
 /// One MCP session with a child process over its stdin/stdout.
@@ -507,6 +705,40 @@ mod tests {
         assert!(unexeced_forks(std::process::id()).is_empty());
         let m = read_memory(std::process::id()).unwrap();
         assert!(m.rss_anon_kib > 0 && m.vm_rss_kib >= m.rss_anon_kib);
+    }
+
+    #[test]
+    fn sse_events_across_chunks() {
+        let mut p = SseParser::new();
+        let mut out = Vec::new();
+        let body = b"event: message\r\nid: 1\r\ndata: {\"a\":\r\ndata:1}\r\n\r\n: ping\n\nid: 2\ndata: x\n\n";
+        for chunk in body.chunks(3) {
+            p.push(chunk, &mut out);
+        }
+        assert_eq!(out, vec![b"{\"a\":\n1}".to_vec(), b"x".to_vec()]);
+        let mut out = Vec::new();
+        p.push(b"data: cr\r\rdata: only", &mut out);
+        assert_eq!(out, vec![b"cr".to_vec()]);
+    }
+
+    #[test]
+    fn stat_cpu_fields() {
+        let stat = "1234 (a b) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 70 0 0 20 0 3 0";
+        assert_eq!(parse_stat_cpu(stat), Some(Duration::from_millis(3200)));
+        assert!(cpu_time(std::process::id()).is_ok());
+        let stat = "cpu  100 5 50 9000 20 1 2 3 0 0\ncpu0 1 2 3 4\n";
+        assert_eq!(parse_machine_busy(stat), Some(Duration::from_millis(1610)));
+        assert!(machine_busy().is_ok());
+    }
+
+    #[test]
+    fn flags_and_lists() {
+        let args = ["--sessions", "1, 16,64", "--seconds", "0.5"].map(String::from);
+        let f = Flags::parse(args.into_iter(), "usage").unwrap();
+        assert_eq!(f.list("sessions", "1").unwrap(), vec![1, 16, 64]);
+        assert_eq!(f.secs("seconds", 3.0).unwrap(), Duration::from_millis(500));
+        assert!(f.check_known(&["sessions"]).is_err());
+        assert!(Flags::parse(["--x"].map(String::from).into_iter(), "u").is_err());
     }
 
     #[test]

@@ -17,7 +17,9 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use airlock_bench::{read_memory, split_command, unexeced_forks, Conn, Memory, Spread, Stats};
+use airlock_bench::{
+    read_memory, split_command, unexeced_forks, Conn, Flags, Memory, Spread, Stats,
+};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 
@@ -54,7 +56,7 @@ fn main() -> std::process::ExitCode {
 fn real_main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let sub = args.next().ok_or_else(|| anyhow!("{USAGE}"))?;
-    let flags = Flags::parse(args)?;
+    let flags = Flags::parse(args, USAGE)?;
     match sub.as_str() {
         "latency" => latency(&flags),
         "rss" => rss(&flags),
@@ -63,60 +65,6 @@ fn real_main() -> Result<()> {
             Ok(())
         }
         other => bail!("unknown subcommand {other:?}\n{USAGE}"),
-    }
-}
-
-/// `--name value` pairs, in order; every flag takes exactly one value.
-struct Flags(Vec<(String, String)>);
-
-impl Flags {
-    fn parse(args: impl Iterator<Item = String>) -> Result<Flags> {
-        let mut out = Vec::new();
-        let mut args = args;
-        while let Some(a) = args.next() {
-            if a == "-h" || a == "--help" {
-                bail!("{USAGE}");
-            }
-            let Some(name) = a.strip_prefix("--") else {
-                bail!("unexpected argument {a:?}\n{USAGE}");
-            };
-            let value = args
-                .next()
-                .ok_or_else(|| anyhow!("--{name} needs a value"))?;
-            out.push((name.to_owned(), value));
-        }
-        Ok(Flags(out))
-    }
-
-    fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .rev()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn req(&self, name: &str) -> Result<&str> {
-        self.get(name)
-            .ok_or_else(|| anyhow!("--{name} is required\n{USAGE}"))
-    }
-
-    fn num(&self, name: &str, default: usize) -> Result<usize> {
-        match self.get(name) {
-            None => Ok(default),
-            Some(v) => v
-                .parse()
-                .with_context(|| format!("--{name}: not a number: {v:?}")),
-        }
-    }
-
-    fn check_known(&self, known: &[&str]) -> Result<()> {
-        for (n, _) in &self.0 {
-            if !known.contains(&n.as_str()) {
-                bail!("unknown flag --{n}\n{USAGE}");
-            }
-        }
-        Ok(())
     }
 }
 
