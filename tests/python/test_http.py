@@ -1039,3 +1039,54 @@ async def test_an_upstream_holds_no_more_sessions_than_its_max_sessions(gateway,
         r = await gw.raw("DELETE", "echo", headers=session_headers(first))
         assert r.status_code == 204
         await gw.initialize("echo", agent="other")
+
+
+async def test_stopping_a_human_ends_every_agent_acting_for_them_and_their_tokens(gateway, echo_http, token_endpoint):
+    key, client_secret = secrets.token_hex(32), secrets.token_hex(16)
+    tokens = token_endpoint(key=key, client_id="airlock", client_secret=client_secret, expires_in=3600)
+    upstream = echo_http()
+    server = url_server(upstream.url) + (
+        "\n[servers.NAME.credentials.oauth]\n"
+        f"token_url = {_toml_str(tokens.url)}\n"
+        'client_id = "airlock"\n'
+        'client_secret = "${secret:client_secret}"\n'
+        'subject_signing_key = "${secret:subject_key}"\n'
+    )
+    policy = POLICY + '\npermit(principal == Agent::"other", action == Action::"call_tool", resource == Tool::"echo/echo");\n'
+    gw = gateway({"echo": server}, policy=policy, secrets_extra={"client_secret": client_secret, "subject_key": key})
+    with anyio.fail_after(TIMEOUT * 2):
+        async with gw.connect("echo") as bot, gw.connect("echo", agent="other") as other:
+            assert text(await bot.call_tool("echo", {"message": "a"})) == "a"
+            in_flight: dict[str, Any] = {}
+            started = anyio.Event()
+
+            async def on_progress(_p: float, _t: float | None, _m: str | None) -> None:
+                started.set()
+
+            async def long_call() -> None:
+                try:
+                    await bot.call_tool("slow", {"steps": 400, "delay_ms": 50, "label": "human"}, progress_callback=on_progress)
+                    in_flight["r"] = "completed"
+                except MCPError as e:
+                    in_flight["r"] = e
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(long_call)
+                await started.wait()
+                status, body = await gw.api("POST", "/api/v1/kill", {"scope": "human", "target": "alice", "reason": "left the company"})
+                assert status == 200, body
+                while "r" not in in_flight:
+                    await anyio.sleep(0.01)
+            assert isinstance(in_flight["r"], MCPError) and in_flight["r"].code == KILLED, in_flight
+            assert "on behalf of alice" in in_flight["r"].message
+            # bob's agent is not touched.
+            assert text(await other.call_tool("echo", {"message": "b"})) == "b"
+        # Resumed: alice's agent needs a new token; the cached one was dropped at the kill.
+        status, body = await gw.api("POST", "/api/v1/resume", {"scope": "human", "target": "alice"})
+        assert status == 200, body
+        async with gw.connect("echo") as bot:
+            assert text(await bot.call_tool("echo", {"message": "again"})) == "again"
+    alice = [e for e in tokens.log() if e["ok"] and e["sub"] == "alice"]
+    assert len(alice) == 2, alice
+    bad = await gw.api("POST", "/api/v1/kill", {"scope": "human", "target": "nobody"})
+    assert bad[0] == 404 or bad[0] == 400, bad

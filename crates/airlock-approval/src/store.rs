@@ -417,6 +417,7 @@ impl ApprovalStore {
             KillTarget::All => ("?2 = ''", String::new()),
             KillTarget::Agent(a) => ("agent = ?2", a.clone()),
             KillTarget::Session(s) => ("session = ?2", s.clone()),
+            KillTarget::Human(h) => ("on_behalf_of = ?2", h.clone()),
             KillTarget::Tool { server, tool } => (
                 "server || '/' || target = ?2 AND method = 'tools/call'",
                 format!("{server}/{tool}"),

@@ -15,9 +15,9 @@ use crate::Failure;
 /// Environment variable holding the acting human's token.
 pub(crate) const TOKEN_ENV: &str = "AIRLOCK_TOKEN";
 
-/// Exactly one of `--agent`, `--session`, `--tool`, `--all`.
+/// Exactly one of `--agent`, `--session`, `--human`, `--tool`, `--all`.
 #[derive(Args, Debug)]
-#[command(group(ArgGroup::new("target").required(true).args(["agent", "session", "tool", "all"])))]
+#[command(group(ArgGroup::new("target").required(true).args(["agent", "session", "human", "tool", "all"])))]
 pub(crate) struct TargetArgs {
     /// One agent, in every session.
     #[arg(long, value_name = "ID")]
@@ -25,6 +25,9 @@ pub(crate) struct TargetArgs {
     /// One session (`airlock run --session`).
     #[arg(long, value_name = "ID")]
     session: Option<String>,
+    /// Everything any agent does on behalf of one human (their access revoked).
+    #[arg(long, value_name = "ID")]
+    human: Option<String>,
     /// One tool, for every agent.
     #[arg(long, value_name = "SERVER/TOOL")]
     tool: Option<String>,
@@ -221,14 +224,21 @@ fn read_token(file: Option<&Path>, env_token: Option<String>) -> Result<String, 
 }
 
 fn target(args: &TargetArgs) -> Result<KillTarget, Failure> {
-    let t = match (&args.agent, &args.session, &args.tool, args.all) {
-        (Some(a), None, None, false) => KillTarget::Agent(a.clone()),
-        (None, Some(s), None, false) if !s.is_empty() => KillTarget::Session(s.clone()),
-        (None, None, Some(t), false) => KillTarget::tool(t).map_err(Failure::usage)?,
-        (None, None, None, true) => KillTarget::All,
+    let t = match (
+        &args.agent,
+        &args.session,
+        &args.human,
+        &args.tool,
+        args.all,
+    ) {
+        (Some(a), None, None, None, false) => KillTarget::Agent(a.clone()),
+        (None, Some(s), None, None, false) if !s.is_empty() => KillTarget::Session(s.clone()),
+        (None, None, Some(h), None, false) if !h.is_empty() => KillTarget::Human(h.clone()),
+        (None, None, None, Some(t), false) => KillTarget::tool(t).map_err(Failure::usage)?,
+        (None, None, None, None, true) => KillTarget::All,
         _ => {
             return Err(Failure::usage(anyhow!(
-                "give exactly one of --agent, --session, --tool, --all"
+                "give exactly one of --agent, --session, --human, --tool, --all"
             )))
         }
     };
@@ -380,6 +390,7 @@ mod tests {
         let t = |agent: Option<&str>, tool: Option<&str>, all| TargetArgs {
             agent: agent.map(Into::into),
             session: None,
+            human: None,
             tool: tool.map(Into::into),
             all,
         };

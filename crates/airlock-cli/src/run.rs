@@ -147,6 +147,7 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
     let writer = audit.clone();
 
     let agent_id = identity.agent.clone();
+    let on_behalf_of = identity.on_behalf_of.clone();
     let session_id = identity.session.clone();
     let options = GatewayOptions {
         identity,
@@ -211,6 +212,7 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
             .map_err(|e| Failure::failed(anyhow::anyhow!("cannot read the kill state: {e}")))?;
         if let Some(kill) =
             airlock_control::matching(&kills, &agent_id, Some(&session_id), None, None)
+                .or_else(|| airlock_control::matching_human(&kills, &on_behalf_of))
         {
             return Err(Failure {
                 code: 4,

@@ -96,6 +96,10 @@ pub fn check_target(config: &Config, t: &KillTarget) -> Result<Vec<String>, Cont
             "{path}: unknown agent \"{a}\" (known: {})",
             join(config.agents.keys())
         )),
+        KillTarget::Human(h) if !config.humans.contains_key(h) => unknown(format!(
+            "{path}: unknown human \"{h}\" (known: {})",
+            join(config.humans.keys())
+        )),
         KillTarget::Tool { server, tool } => match config.servers.get(server) {
             None => unknown(format!(
                 "{path}: unknown server \"{server}\" (known: {})",

@@ -65,15 +65,18 @@ pub enum KillTarget {
         /// Tool name.
         tool: String,
     },
+    /// Everything done on behalf of one human, by any agent (their access revoked).
+    Human(String),
     /// Everything.
     All,
 }
 
 impl KillTarget {
-    /// The `scope` column: `agent`, `session`, `tool` or `all`.
+    /// The `scope` column: `agent`, `session`, `tool`, `human` or `all`.
     pub fn scope(&self) -> &'static str {
         match self {
             KillTarget::Agent(_) => "agent",
+            KillTarget::Human(_) => "human",
             KillTarget::Session(_) => "session",
             KillTarget::Tool { .. } => "tool",
             KillTarget::All => "all",
@@ -83,7 +86,7 @@ impl KillTarget {
     /// The `target` column: the id, `server/tool`, or `*` for all.
     pub fn target(&self) -> String {
         match self {
-            KillTarget::Agent(id) | KillTarget::Session(id) => id.clone(),
+            KillTarget::Agent(id) | KillTarget::Session(id) | KillTarget::Human(id) => id.clone(),
             KillTarget::Tool { server, tool } => format!("{server}/{tool}"),
             KillTarget::All => "*".to_owned(),
         }
@@ -94,6 +97,7 @@ impl KillTarget {
         let t = match scope {
             "agent" => KillTarget::Agent(target.to_owned()),
             "session" => KillTarget::Session(target.to_owned()),
+            "human" => KillTarget::Human(target.to_owned()),
             "tool" => KillTarget::tool(target)?,
             "all" => KillTarget::All,
             other => {
@@ -194,12 +198,21 @@ pub fn matching<'a>(
                 KillTarget::All => true,
                 KillTarget::Agent(a) => a == agent,
                 KillTarget::Session(s) => session == Some(s.as_str()),
+                // Matched by [`matching_human`]: this function does not know the human.
+                KillTarget::Human(_) => false,
                 KillTarget::Tool {
                     server: ks,
                     tool: kt,
                 } => server == Some(ks.as_str()) && tool == Some(kt.as_str()),
             }
     })
+}
+
+/// The first kill in force that stops everything done on behalf of `human`.
+pub fn matching_human<'a>(kills: &'a [Kill], human: &str) -> Option<&'a Kill> {
+    kills
+        .iter()
+        .find(|k| k.resumed_ns.is_none() && matches!(&k.target, KillTarget::Human(h) if h == human))
 }
 
 #[cfg(test)]
@@ -222,8 +235,21 @@ mod tests {
     }
 
     #[test]
+    fn a_human_kill_matches_by_the_human_only() {
+        let kills = vec![kill(1, KillTarget::Human("alice".into()))];
+        assert_eq!(matching_human(&kills, "alice").map(|k| k.id), Some(1));
+        assert!(matching_human(&kills, "bob").is_none());
+        // Agent-side matching knows no human: it never takes a human kill for its own.
+        assert!(matching(&kills, "alice", Some("alice"), None, None).is_none());
+        let mut resumed = kills.clone();
+        resumed[0].resumed_ns = Some(5);
+        assert!(matching_human(&resumed, "alice").is_none());
+    }
+
+    #[test]
     fn columns_round_trip() {
         for t in [
+            KillTarget::Human("alice".into()),
             KillTarget::Agent("bot".into()),
             KillTarget::Session("s-1".into()),
             KillTarget::tool("corp/acl_set").unwrap(),

@@ -64,7 +64,7 @@ pub use breakers::{
     count_items, BreakerSet, Level, Matched, Trip, Verdict, LOOP_FANOUT, LOOP_RATE,
 };
 pub use error::ControlError;
-pub use kill::{matching, Kill, KillOrigin, KillTarget};
+pub use kill::{matching, matching_human, Kill, KillOrigin, KillTarget};
 pub use kill_store::{kill_db_path, KillStore};
 pub use notify::{notify_all, socket_dir, Listener};
 pub use records::{kill_record, resume_record, trip_record};

@@ -56,6 +56,7 @@ fn with_subject(r: NewRecord, target: &KillTarget) -> NewRecord {
         KillTarget::Agent(a) => r.agent(a.clone()),
         KillTarget::Session(s) => r.session(s.clone()),
         KillTarget::Tool { server, tool } => r.server(server.clone()).target(tool.clone()),
+        KillTarget::Human(h) => r.on_behalf_of(h.clone()),
         KillTarget::All => r,
     }
 }

@@ -78,6 +78,19 @@ async fn watch_store(gw: Arc<McpGateway>, mut listener: Listener) {
             }
         };
         *crate::lock(&gw.kills) = Arc::new(kills.clone());
+        // A stopped human or agent keeps no upstream token: after a resume, it is exchanged
+        // anew (and the token service may refuse it by then).
+        for k in kills.iter().filter(|k| k.resumed_ns.is_none()) {
+            match &k.target {
+                airlock_control::KillTarget::Human(h) => {
+                    gw.parts.broker.revoke_human(h);
+                }
+                airlock_control::KillTarget::Agent(a) => {
+                    gw.parts.broker.revoke_agent(a);
+                }
+                _ => {}
+            }
+        }
         for link in links(&gw) {
             if let Some(effect) = link.pipeline.set_kills(kills.clone()) {
                 if let Some(kill) = link.pipeline.stopped() {

@@ -85,6 +85,7 @@ pub fn refusal(kill: &Kill) -> String {
         KillTarget::All => "every agent is stopped".to_string(),
         KillTarget::Agent(a) => format!("agent {a} is stopped"),
         KillTarget::Session(s) => format!("session {s} is stopped"),
+        KillTarget::Human(h) => format!("everything done on behalf of {h} is stopped"),
         KillTarget::Tool { server, tool } => format!("tool {server}/{tool} is stopped"),
     };
     format!(
@@ -96,6 +97,7 @@ pub fn refusal(kill: &Kill) -> String {
 /// The kill that stops this whole pipeline (agent, session or everything), if any.
 pub fn gateway_kill<'a>(kills: &'a [Kill], who: &Identity) -> Option<&'a Kill> {
     matching(kills, &who.agent, Some(&who.session), None, None)
+        .or_else(|| airlock_control::matching_human(kills, &who.on_behalf_of))
 }
 
 /// The kill that stops one tool (or the whole pipeline) for this agent, if any.
@@ -107,6 +109,7 @@ pub fn tool_kill<'a>(kills: &'a [Kill], who: &Identity, tool: &str) -> Option<&'
         Some(&who.server),
         Some(tool),
     )
+    .or_else(|| airlock_control::matching_human(kills, &who.on_behalf_of))
 }
 
 /// A kill that no human issued: the kill state could not be read.

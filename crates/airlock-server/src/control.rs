@@ -39,13 +39,14 @@ pub(crate) fn target(scope: &str, target: Option<&str>) -> Result<KillTarget, Re
     match scope {
         "agent" => Ok(KillTarget::Agent(need("agent id")?)),
         "session" => Ok(KillTarget::Session(need("session id")?)),
+        "human" => Ok(KillTarget::Human(need("human id")?)),
         "tool" => {
             KillTarget::tool(&need("SERVER/TOOL")?).map_err(|e| Refusal::bad_request(e.to_string()))
         }
         "all" if target.is_none_or(|t| t.is_empty() || t == "*") => Ok(KillTarget::All),
         "all" => Err(Refusal::bad_request("scope \"all\" takes no target")),
         other => Err(Refusal::bad_request(format!(
-            "unknown scope \"{}\": expected agent, session, tool or all",
+            "unknown scope \"{}\": expected agent, session, human, tool or all",
             other.escape_debug()
         ))),
     }
