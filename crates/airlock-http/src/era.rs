@@ -293,6 +293,42 @@ pub(crate) fn to_modern(frame: &[u8]) -> Vec<u8> {
     serde_json::to_vec(&v).unwrap_or_else(|_| frame.to_vec())
 }
 
+/// A 2026 `input_required` result, as a 2025 agent can read it: an error naming what the
+/// server asked for. `None` for every other message.
+pub(crate) fn input_required_to_error(frame: &[u8]) -> Option<Vec<u8>> {
+    if !frame.windows(14).any(|w| w == b"input_required") {
+        return None;
+    }
+    let v = serde_json::from_slice::<Value>(frame).ok()?;
+    if v.pointer("/result/resultType").and_then(Value::as_str) != Some("input_required") {
+        return None;
+    }
+    let id = v.get("id").and_then(airlock_protocol::Id::from_json);
+    let asked: Vec<String> = v
+        .pointer("/result/inputRequests")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.values()
+                .filter_map(|r| r.get("method").and_then(Value::as_str).map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(airlock_protocol::error_response(
+        id.as_ref(),
+        airlock_pipeline::codes::INPUT_REQUIRED,
+        &format!(
+            "the server asks for input ({}) the 2026-07-28 way, which Airlock does not bridge to \
+             a 2025 session; connect with 2026-07-28",
+            if asked.is_empty() {
+                "unspecified".to_string()
+            } else {
+                asked.join(", ")
+            }
+        ),
+        None,
+    ))
+}
+
 /// The probe that tells a modern upstream from a legacy one.
 pub(crate) fn discover_request() -> Vec<u8> {
     let v = json!({

@@ -136,3 +136,20 @@ fn bridged_answers_carry_what_each_era_needs() {
     assert_eq!(i["protocolVersion"], "2025-06-18");
     assert_eq!(i["serverInfo"]["name"], "s");
 }
+
+#[test]
+fn input_required_becomes_an_error_for_a_legacy_agent() {
+    let frame = br#"{"jsonrpc":"2.0","id":3,"result":{"resultType":"input_required","inputRequests":{"a":{"method":"elicitation/create","params":{}}}}}"#;
+    let out = input_required_to_error(frame).unwrap_or_default();
+    let v: Value = serde_json::from_slice(&out).unwrap_or_default();
+    assert_eq!(v["id"], 3);
+    assert_eq!(v["error"]["code"], -31010);
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("elicitation/create"));
+    assert!(input_required_to_error(
+        br#"{"jsonrpc":"2.0","id":3,"result":{"resultType":"complete"}}"#
+    )
+    .is_none());
+}

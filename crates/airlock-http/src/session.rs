@@ -336,6 +336,13 @@ impl Session {
                 (Scope::All, false) => crate::aggregate::outgoing(server, frame),
                 (Scope::One(_), false) => frame.to_vec(),
             };
+            // A 2026 upstream asking a 2025 agent for input (MRTR) would be an answer the agent
+            // cannot read: it gets an error that says so instead.
+            let bytes = if self.modern {
+                bytes
+            } else {
+                crate::era::input_required_to_error(&bytes).unwrap_or(bytes)
+            };
             // A reader that went away is no error: legacy MCP says a dropped stream is not a
             // cancellation, and the call's result is on the audit trail either way.
             let _ = outbox

@@ -22,3 +22,6 @@ pub const KILLED: i32 = -31007;
 pub const APPROVAL_DENIED: i32 = -31008;
 /// Nobody decided the held call before its approval request expired.
 pub const APPROVAL_EXPIRED: i32 = -31009;
+/// (HTTP gateway) A 2026-07-28 server asked a 2025 agent for input (`input_required`), which is
+/// not bridged.
+pub const INPUT_REQUIRED: i32 = -31010;
