@@ -62,6 +62,8 @@ fn main() -> std::process::ExitCode {
 }
 
 fn real_main() -> Result<()> {
+    // reqwest is built without a TLS provider (the workspace's choice): ring's, as the gateway.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut args = std::env::args().skip(1);
     let sub = args.next().ok_or_else(|| anyhow!("{USAGE}"))?;
     let flags = Flags::parse(args, USAGE)?;
