@@ -785,6 +785,8 @@ async def test_one_unreachable_upstream_leaves_the_others_working(gateway, echo_
         r = await gw.raw("POST", "gone", body=INITIALIZE, headers=JSON_HEADERS)
         assert messages(r)[-1]["error"]["code"] == -31003, (r.status_code, r.text)
         assert "cannot be reached" in messages(r)[-1]["error"]["message"]
+        # A failed initialize opens no session.
+        assert "mcp-session-id" not in r.headers
 
 
 async def test_health_readiness_and_metrics(gateway, echo_http):
@@ -816,6 +818,35 @@ async def test_health_readiness_and_metrics(gateway, echo_http):
     assert "airlock_approvals_pending" in metrics and "airlock_kills_active" in metrics
 
 
+async def interrupt_a_long_call(client: Any, label: str, interrupt: Callable[[], Any]) -> tuple[Any, float]:
+    """Starts echo_http's `slow` (400 steps), runs `interrupt()` once it is under way, and waits for
+    the call's end: its outcome (`"completed"` or the MCPError) and how long it took to come after
+    the interruption."""
+    outcome: dict[str, Any] = {}
+    started = anyio.Event()
+
+    async def on_progress(_p: float, _t: float | None, _m: str | None) -> None:
+        started.set()
+
+    async def long_call() -> None:
+        try:
+            await client.call_tool("slow", {"steps": 400, "delay_ms": 50, "label": label}, progress_callback=on_progress)
+            outcome["r"] = "completed"
+        except MCPError as e:
+            outcome["r"] = e
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(long_call)
+        await started.wait()
+        result = interrupt()
+        if hasattr(result, "__await__"):
+            await result
+        at = time.monotonic()
+        while "r" not in outcome:
+            await anyio.sleep(0.01)
+    return outcome["r"], time.monotonic() - at
+
+
 async def test_a_registered_agent_acts_until_revoked_then_every_session_ends(airlock, gateway, echo_http):
     upstream = echo_http()
     policy = POLICY + '\npermit(principal == Agent::"temp", action == Action::"call_tool", resource) when { [Tool::"echo/echo", Tool::"echo/slow"].contains(resource) };\n'
@@ -833,28 +864,13 @@ async def test_a_registered_agent_acts_until_revoked_then_every_session_ends(air
         async with gw.connect("echo", agent="temp") as c:
             # Added while the gateway runs: known to identity and to policy at once.
             assert text(await c.call_tool("echo", {"message": "registered"})) == "registered"
-            in_flight: dict[str, Any] = {}
-            started = anyio.Event()
-
-            async def on_progress(_p: float, _t: float | None, _m: str | None) -> None:
-                started.set()
-
-            async def long_call() -> None:
-                try:
-                    await c.call_tool("slow", {"steps": 400, "delay_ms": 50, "label": "revoked"}, progress_callback=on_progress)
-                    in_flight["r"] = "completed"
-                except MCPError as e:
-                    in_flight["r"] = e
-
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(long_call)
-                await started.wait()
+            def revoke() -> None:
                 out = airlock.cli("agents", "revoke", "temp", "--config", gw.config)
                 assert out.returncode == 0, out.stderr
-                revoked_at = time.monotonic()
-                while "r" not in in_flight:
-                    await anyio.sleep(0.01)
-                print(f"revocation ended the call in flight after {time.monotonic() - revoked_at:.3f} s")
+
+            ended, after = await interrupt_a_long_call(c, "revoked", revoke)
+            print(f"revocation ended the call in flight after {after:.3f} s")
+            in_flight = {"r": ended}
             # The call in flight was answered: stopped, and saying why.
             assert isinstance(in_flight["r"], MCPError) and in_flight["r"].code == KILLED, in_flight
             assert "revoked" in in_flight["r"].message
@@ -1057,26 +1073,12 @@ async def test_stopping_a_human_ends_every_agent_acting_for_them_and_their_token
     with anyio.fail_after(TIMEOUT * 2):
         async with gw.connect("echo") as bot, gw.connect("echo", agent="other") as other:
             assert text(await bot.call_tool("echo", {"message": "a"})) == "a"
-            in_flight: dict[str, Any] = {}
-            started = anyio.Event()
-
-            async def on_progress(_p: float, _t: float | None, _m: str | None) -> None:
-                started.set()
-
-            async def long_call() -> None:
-                try:
-                    await bot.call_tool("slow", {"steps": 400, "delay_ms": 50, "label": "human"}, progress_callback=on_progress)
-                    in_flight["r"] = "completed"
-                except MCPError as e:
-                    in_flight["r"] = e
-
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(long_call)
-                await started.wait()
+            async def stop_alice() -> None:
                 status, body = await gw.api("POST", "/api/v1/kill", {"scope": "human", "target": "alice", "reason": "left the company"})
                 assert status == 200, body
-                while "r" not in in_flight:
-                    await anyio.sleep(0.01)
+
+            ended, _ = await interrupt_a_long_call(bot, "human", stop_alice)
+            in_flight = {"r": ended}
             assert isinstance(in_flight["r"], MCPError) and in_flight["r"].code == KILLED, in_flight
             assert "on behalf of alice" in in_flight["r"].message
             # bob's agent is not touched.

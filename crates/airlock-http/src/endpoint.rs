@@ -422,6 +422,12 @@ async fn answer(
         waiting.pending.remove(id);
         gw.metrics.answered(&first.bytes, since);
         if waiting.pending.is_empty() {
+            // An `initialize` that failed (the upstream cannot be reached, or refused) opens no
+            // session: the agent gets the error and no session id to hold on to.
+            let failed_init = how.session_header.is_some() && is_error(&first.bytes);
+            if failed_init {
+                gw.end_session(&session, "initialize failed").await;
+            }
             let mut r = (
                 [(
                     header::CONTENT_TYPE,
@@ -430,7 +436,9 @@ async fn answer(
                 first.bytes,
             )
                 .into_response();
-            add_session_header(&mut r, how.session_header.as_deref());
+            if !failed_init {
+                add_session_header(&mut r, how.session_header.as_deref());
+            }
             return r;
         }
     }
@@ -465,6 +473,20 @@ async fn answer(
     let mut r = event_stream(Body::from_stream(stream));
     add_session_header(&mut r, how.session_header.as_deref());
     r
+}
+
+/// Whether a message is an error response.
+fn is_error(frame: &[u8]) -> bool {
+    matches!(
+        airlock_protocol::parse_outline(
+            frame,
+            &airlock_protocol::Limits {
+                max_frame_bytes: usize::MAX
+            }
+        )
+        .map(|o| o.kind().clone()),
+        Ok(airlock_protocol::FrameKind::ErrorResponse { .. })
+    )
 }
 
 /// Gives a response the agent's own id back (and keeps the answered id Airlock's, for the
