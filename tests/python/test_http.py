@@ -887,7 +887,10 @@ async def test_a_registered_agent_acts_until_revoked_then_every_session_ends(air
     assert calls and all(r["decision"] == "allow" and r["on_behalf_of"] == "alice" for r in calls)
 
 
-async def test_upstream_sees_each_human_through_a_token_exchange(gateway, echo_http, token_endpoint):
+def oauth_gateway(gateway: Any, echo_http: Any, token_endpoint: Any) -> tuple[Gateway, Any, Any]:
+    """A gateway whose `echo` upstream (echo_http) is reached with a token exchanged per human at a
+    token endpoint (RFC 8693); `other` may call `echo` too. Returns the gateway, the upstream and
+    the token endpoint."""
     key, client_secret = secrets.token_hex(32), secrets.token_hex(16)
     tokens = token_endpoint(key=key, client_id="airlock", client_secret=client_secret, expires_in=3600)
     upstream = echo_http()
@@ -899,7 +902,11 @@ async def test_upstream_sees_each_human_through_a_token_exchange(gateway, echo_h
         'subject_signing_key = "${secret:subject_key}"\n'
     )
     policy = POLICY + '\npermit(principal == Agent::"other", action == Action::"call_tool", resource == Tool::"echo/echo");\n'
-    gw = gateway({"echo": server}, policy=policy, secrets_extra={"client_secret": client_secret, "subject_key": key})
+    return gateway({"echo": server}, policy=policy, secrets_extra={"client_secret": client_secret, "subject_key": key}), upstream, tokens
+
+
+async def test_upstream_sees_each_human_through_a_token_exchange(gateway, echo_http, token_endpoint):
+    gw, upstream, tokens = oauth_gateway(gateway, echo_http, token_endpoint)
     with anyio.fail_after(TIMEOUT * 2):
         for agent in ("bot", "other"):
             async with gw.connect("echo", agent=agent) as c:
@@ -1058,18 +1065,7 @@ async def test_an_upstream_holds_no_more_sessions_than_its_max_sessions(gateway,
 
 
 async def test_stopping_a_human_ends_every_agent_acting_for_them_and_their_tokens(gateway, echo_http, token_endpoint):
-    key, client_secret = secrets.token_hex(32), secrets.token_hex(16)
-    tokens = token_endpoint(key=key, client_id="airlock", client_secret=client_secret, expires_in=3600)
-    upstream = echo_http()
-    server = url_server(upstream.url) + (
-        "\n[servers.NAME.credentials.oauth]\n"
-        f"token_url = {_toml_str(tokens.url)}\n"
-        'client_id = "airlock"\n'
-        'client_secret = "${secret:client_secret}"\n'
-        'subject_signing_key = "${secret:subject_key}"\n'
-    )
-    policy = POLICY + '\npermit(principal == Agent::"other", action == Action::"call_tool", resource == Tool::"echo/echo");\n'
-    gw = gateway({"echo": server}, policy=policy, secrets_extra={"client_secret": client_secret, "subject_key": key})
+    gw, upstream, tokens = oauth_gateway(gateway, echo_http, token_endpoint)
     with anyio.fail_after(TIMEOUT * 2):
         async with gw.connect("echo") as bot, gw.connect("echo", agent="other") as other:
             assert text(await bot.call_tool("echo", {"message": "a"})) == "a"

@@ -98,7 +98,7 @@ impl Agents {
 /// The mount for `airlock_server::Options`: the gateway starts once the server knows its names.
 pub(crate) fn mount(
     config: Arc<Config>,
-    policy: airlock_policy::PolicyEngine,
+    policy: Arc<airlock_policy::PolicyEngine>,
 ) -> Result<airlock_server::Mount, anyhow::Error> {
     let agents = Authenticator::new(&config)
         .map_err(|e| anyhow::anyhow!("cannot read the agents' credentials: {e}"))?;
@@ -129,14 +129,14 @@ pub(crate) fn mount(
     audit
         .submit(vec![Submission::from(record)])
         .map_err(|e| anyhow::anyhow!("cannot write to the audit store: {e}"))?;
-    let base = Arc::new(policy);
-    let base_rules = airlock_policy::PolicyEngine::with_agents(&base, &[])
+    // The rules in force are a copy of the config's policies (registered agents join it).
+    let base_rules = airlock_policy::PolicyEngine::with_agents(&policy, &[])
         .map_err(|e| anyhow::anyhow!("cannot build the policy set: {e}"))?;
     let rules = PolicyHandle::new(crate::run::rules(&config, base_rules));
     let registry = Agents {
         current: RwLock::new(Arc::new(agents)),
         config: config.clone(),
-        base,
+        base: policy,
         rules: rules.clone(),
         in_rules: std::sync::Mutex::new(Vec::new()),
     };

@@ -44,11 +44,12 @@ pub(crate) fn serve(args: ServeArgs) -> Result<u8, Failure> {
         }
     };
     let config = Arc::new(config);
-    let gateway_policy = crate::load::load(&args.config)?.policy;
-    let mount = crate::mcp_mount::mount(config.clone(), gateway_policy).map_err(Failure::usage)?;
+    // One load: the page and the gateway judge with the same policy set.
+    let policy = Arc::new(loaded.policy);
+    let mount = crate::mcp_mount::mount(config.clone(), policy.clone()).map_err(Failure::usage)?;
     let options = airlock_server::Options {
         config: config.clone(),
-        policy: Arc::new(loaded.policy),
+        policy,
         listen,
         webhook_secret,
         mount: Some(mount),

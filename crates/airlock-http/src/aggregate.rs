@@ -24,10 +24,6 @@ use crate::{McpGateway, Message};
 /// Between a server name and a tool or prompt name.
 pub const SEPARATOR: &str = "__";
 
-/// The protocol versions Airlock speaks with an agent on `/mcp`, newest first.
-pub(crate) const LEGACY_VERSIONS: [&str; 4] =
-    ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
-
 /// Splits `<server>__<name>`.
 pub fn split_name(name: &str) -> Option<(&str, &str)> {
     name.split_once(SEPARATOR)
@@ -162,13 +158,8 @@ async fn initialize(gw: &Arc<McpGateway>, session: &Arc<Session>, m: &Message, i
     let asked = m
         .value
         .pointer("/params/protocolVersion")
-        .and_then(Value::as_str)
-        .unwrap_or(LEGACY_VERSIONS[0]);
-    let version = LEGACY_VERSIONS
-        .iter()
-        .find(|v| **v == asked)
-        .copied()
-        .unwrap_or(LEGACY_VERSIONS[0]);
+        .and_then(Value::as_str);
+    let version = crate::era::negotiate(asked);
     *crate::lock(&session.version) = Some(version.to_string());
     *crate::lock(&session.init_params) = m.value.get("params").cloned();
     let servers: Vec<String> = gw.upstream_names();

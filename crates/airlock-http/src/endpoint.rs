@@ -478,14 +478,8 @@ async fn answer(
 /// Whether a message is an error response.
 fn is_error(frame: &[u8]) -> bool {
     matches!(
-        airlock_protocol::parse_outline(
-            frame,
-            &airlock_protocol::Limits {
-                max_frame_bytes: usize::MAX
-            }
-        )
-        .map(|o| o.kind().clone()),
-        Ok(airlock_protocol::FrameKind::ErrorResponse { .. })
+        crate::kind_of(frame),
+        Some(airlock_protocol::FrameKind::ErrorResponse { .. })
     )
 }
 

@@ -22,6 +22,9 @@ use serde_json::{json, Value};
 use crate::Message;
 
 pub(crate) const MODERN: &str = "2026-07-28";
+/// The session-based versions Airlock speaks with an agent, newest first.
+pub(crate) const LEGACY_VERSIONS: [&str; 4] =
+    ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
 const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 const META_CAPS: &str = "io.modelcontextprotocol/clientCapabilities";
 const META_INFO: &str = "io.modelcontextprotocol/clientInfo";
@@ -54,6 +57,16 @@ fn refuse(code: i32, message: impl Into<String>) -> Refusal {
     }
 }
 
+/// The version Airlock answers an agent's `initialize` with: the one it asked for if Airlock
+/// speaks it, else Airlock's newest (the lifecycle's rule).
+pub(crate) fn negotiate(asked: Option<&str>) -> &'static str {
+    LEGACY_VERSIONS
+        .iter()
+        .find(|v| Some(**v) == asked)
+        .copied()
+        .unwrap_or(LEGACY_VERSIONS[0])
+}
+
 /// Whether a POST speaks the modern era: its body's `_meta` names a version, or its
 /// `MCP-Protocol-Version` header names one no legacy client sends.
 pub(crate) fn is_modern(header_version: Option<&str>, messages: &[Message]) -> bool {
@@ -63,7 +76,7 @@ pub(crate) fn is_modern(header_version: Option<&str>, messages: &[Message]) -> b
             .and_then(|meta| meta.get(META_VERSION))
             .is_some()
     });
-    let in_header = header_version.is_some_and(|v| !crate::aggregate::LEGACY_VERSIONS.contains(&v));
+    let in_header = header_version.is_some_and(|v| !LEGACY_VERSIONS.contains(&v));
     in_body || in_header
 }
 
@@ -208,7 +221,7 @@ pub(crate) fn add_meta(frame: &Value, init: Option<&Value>) -> Value {
 pub(crate) fn initialize_params(m: &Message) -> Value {
     let meta = m.value.pointer("/params/_meta");
     json!({
-        "protocolVersion": crate::aggregate::LEGACY_VERSIONS[0],
+        "protocolVersion": LEGACY_VERSIONS[0],
         "capabilities": meta.and_then(|x| x.get(META_CAPS)).cloned().unwrap_or_else(|| json!({})),
         "clientInfo": meta.and_then(|x| x.get(META_INFO)).cloned()
             .unwrap_or_else(|| json!({ "name": "airlock", "version": env!("CARGO_PKG_VERSION") })),
@@ -239,11 +252,7 @@ pub(crate) fn discover_result(init_result: Option<&Value>) -> Value {
 
 /// Airlock's `initialize` answer for a legacy agent in front of a modern upstream.
 pub(crate) fn initialize_result(asked: Option<&str>, discovered: Option<&Value>) -> Value {
-    let version = crate::aggregate::LEGACY_VERSIONS
-        .iter()
-        .find(|v| Some(**v) == asked)
-        .copied()
-        .unwrap_or(crate::aggregate::LEGACY_VERSIONS[0]);
+    let version = negotiate(asked);
     let caps = discovered
         .and_then(|d| d.get("capabilities"))
         .cloned()

@@ -33,7 +33,6 @@ use airlock_protocol::Id;
 use serde_json::Value;
 
 pub use aggregate::{split_name, SEPARATOR};
-pub use ops::routes as ops_routes;
 
 /// `/mcp`, `/mcp/<server>`, `/healthz`, `/readyz` and `/metrics` over the gateway.
 pub fn routes(gw: Arc<McpGateway>) -> axum::Router {
@@ -573,6 +572,17 @@ fn new_session_id() -> String {
         bytes[..8].copy_from_slice(&n.to_le_bytes());
     }
     hex::encode(bytes)
+}
+
+/// What kind of JSON-RPC message a frame is (`None`: not one). The frame was bounded where it
+/// was read, so no second limit applies here.
+pub(crate) fn kind_of(frame: &[u8]) -> Option<airlock_protocol::FrameKind> {
+    let unbounded = airlock_protocol::Limits {
+        max_frame_bytes: usize::MAX,
+    };
+    airlock_protocol::parse_outline(frame, &unbounded)
+        .ok()
+        .map(|o| o.kind().clone())
 }
 
 /// A JSON text on one line: raw line breaks in JSON are whitespace (strings cannot hold

@@ -14,7 +14,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use airlock_pipeline::{Counters, Line, Output, Pipeline};
-use airlock_protocol::{parse_outline, FrameKind, Id, Limits};
+use airlock_protocol::{FrameKind, Id};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::era::Era;
@@ -266,14 +266,7 @@ impl Link {
     /// Whether `msg` answers `request`; the answer to `initialize` fixes the version.
     fn note_answer(&self, msg: &[u8], request: Option<&Id>, is_init: bool) -> bool {
         let Some(request) = request else { return false };
-        let kind = parse_outline(
-            msg,
-            &Limits {
-                max_frame_bytes: usize::MAX,
-            },
-        )
-        .map(|o| o.kind().clone());
-        let answers = matches!(&kind, Ok(FrameKind::Response { id }) | Ok(FrameKind::ErrorResponse { id: Some(id) }) if id == request);
+        let answers = matches!(crate::kind_of(msg), Some(FrameKind::Response { id }) | Some(FrameKind::ErrorResponse { id: Some(id) }) if id == *request);
         if answers && is_init {
             if let (Conn::Http(http), Ok(v)) =
                 (&self.conn, serde_json::from_slice::<serde_json::Value>(msg))
@@ -505,15 +498,8 @@ async fn read_line<R: AsyncBufRead + Unpin>(
 
 /// The id of a request frame, and whether it is `initialize`.
 fn request_of(frame: &[u8]) -> (Option<Id>, bool) {
-    match parse_outline(
-        frame,
-        &Limits {
-            max_frame_bytes: usize::MAX,
-        },
-    )
-    .map(|o| o.kind().clone())
-    {
-        Ok(FrameKind::Request { id, method }) => (Some(id), method == "initialize"),
+    match crate::kind_of(frame) {
+        Some(FrameKind::Request { id, method }) => (Some(id), method == "initialize"),
         _ => (None, false),
     }
 }

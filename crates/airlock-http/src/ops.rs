@@ -156,7 +156,7 @@ fn outcome(answer: &[u8]) -> &'static str {
 }
 
 /// `/healthz`, `/readyz`, `/metrics`.
-pub fn routes(gw: Arc<McpGateway>) -> Router {
+pub(crate) fn routes(gw: Arc<McpGateway>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))

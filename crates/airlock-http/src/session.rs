@@ -12,7 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use airlock_protocol::{parse_outline, FrameKind, Id, Limits};
+use airlock_protocol::{FrameKind, Id};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -100,16 +100,7 @@ struct Waiter {
 }
 
 fn is_request(frame: &[u8]) -> bool {
-    matches!(
-        parse_outline(
-            frame,
-            &Limits {
-                max_frame_bytes: usize::MAX
-            }
-        )
-        .map(|o| o.kind().clone()),
-        Ok(FrameKind::Request { .. })
-    )
+    matches!(crate::kind_of(frame), Some(FrameKind::Request { .. }))
 }
 
 /// A progress token as its JSON text (tokens are strings or integers).
@@ -378,13 +369,10 @@ impl Session {
         frame: &[u8],
         origin: Option<&Id>,
     ) -> (Option<Outbox>, Option<Id>) {
-        let limits = Limits {
-            max_frame_bytes: usize::MAX,
-        };
-        let kind = parse_outline(frame, &limits).map(|o| o.kind().clone());
+        let kind = crate::kind_of(frame);
         let mut routes = lock(&self.routes);
         match kind {
-            Ok(FrameKind::Response { id }) | Ok(FrameKind::ErrorResponse { id: Some(id) }) => {
+            Some(FrameKind::Response { id }) | Some(FrameKind::ErrorResponse { id: Some(id) }) => {
                 let waiter = routes.waiting.remove(&(server.to_string(), id.clone()));
                 match waiter {
                     Some(w) => {
@@ -396,7 +384,7 @@ impl Session {
                     None => (None, None),
                 }
             }
-            Ok(FrameKind::Notification { method }) if method == "notifications/progress" => {
+            Some(FrameKind::Notification { method }) if method == "notifications/progress" => {
                 let token = serde_json::from_slice::<Value>(frame)
                     .ok()
                     .and_then(|v| v.pointer("/params/progressToken").and_then(ProgressKey::of));

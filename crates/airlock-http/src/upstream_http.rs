@@ -303,42 +303,28 @@ async fn read_limited(
     Ok(body)
 }
 
-/// A client error without its URL (a URL may carry a credential in its query).
+/// A client error without its URL (a URL may carry a credential in its query): what failed,
+/// and the innermost cause.
 fn without_url(e: &reqwest::Error) -> String {
-    let mut text = e.without_url_ref_text();
-    if e.is_timeout() {
-        text.push_str(" (timed out)");
+    let kind = if e.is_connect() {
+        "connection failed"
+    } else if e.is_timeout() {
+        "timed out"
+    } else if e.is_body() || e.is_decode() {
+        "the body could not be read"
+    } else if e.is_request() {
+        "the request failed"
+    } else {
+        "an HTTP error"
+    };
+    let mut source = std::error::Error::source(e);
+    let mut detail = None;
+    while let Some(s) = source {
+        detail = Some(s.to_string());
+        source = s.source();
     }
-    text
-}
-
-trait WithoutUrl {
-    fn without_url_ref_text(&self) -> String;
-}
-
-impl WithoutUrl for reqwest::Error {
-    fn without_url_ref_text(&self) -> String {
-        let kind = if self.is_connect() {
-            "connection failed"
-        } else if self.is_timeout() {
-            "timed out"
-        } else if self.is_body() || self.is_decode() {
-            "the body could not be read"
-        } else if self.is_request() {
-            "the request failed"
-        } else {
-            "an HTTP error"
-        };
-        let mut source = std::error::Error::source(self);
-        let mut detail = String::new();
-        while let Some(s) = source {
-            detail = s.to_string();
-            source = s.source();
-        }
-        if detail.is_empty() {
-            kind.to_string()
-        } else {
-            format!("{kind}: {detail}")
-        }
+    match detail {
+        Some(d) => format!("{kind}: {d}"),
+        None => kind.to_string(),
     }
 }
