@@ -25,6 +25,9 @@ struct Agents {
     rules: PolicyHandle,
     /// The registered agents the rules in force were built with.
     in_rules: std::sync::Mutex<Vec<airlock_policy::AgentEntity>>,
+    /// The last re-read of the registry failed: a revocation may be unseen, so registered
+    /// agents are refused (and their sessions end) until a read succeeds again.
+    registry_unreadable: std::sync::atomic::AtomicBool,
 }
 
 impl Agents {
@@ -34,11 +37,24 @@ impl Agents {
             Err(p) => p.into_inner().clone(),
         }
     }
+
+    /// Whether `agent` comes from the registry while the registry cannot be read.
+    fn unconfirmed(&self, auth: &Authenticator, agent: &str) -> bool {
+        self.registry_unreadable
+            .load(std::sync::atomic::Ordering::SeqCst)
+            && auth
+                .agent(agent)
+                .is_some_and(|r| r.origin == airlock_identity::AgentOrigin::Registry)
+    }
 }
 
 impl Authenticate for Agents {
     fn authenticate(&self, bearer: &str) -> Result<Principal, String> {
-        let who = self.now().authenticate(bearer).map_err(|e| e.to_string())?;
+        let auth = self.now();
+        let who = auth.authenticate(bearer).map_err(|e| e.to_string())?;
+        if self.unconfirmed(&auth, &who.agent) {
+            return Err("the agent registry cannot be read, so a registered agent's credential cannot be confirmed".into());
+        }
         Ok(Principal {
             agent: who.agent,
             on_behalf_of: who.on_behalf_of,
@@ -47,21 +63,28 @@ impl Authenticate for Agents {
     }
 
     fn still_valid(&self, principal: &Principal) -> bool {
-        self.now().is_active(&principal.agent)
+        let auth = self.now();
+        auth.is_active(&principal.agent) && !self.unconfirmed(&auth, &principal.agent)
     }
 
     fn reload(&self) {
         match self.now().reload() {
             Ok(next) => {
+                self.registry_unreadable
+                    .store(false, std::sync::atomic::Ordering::SeqCst);
                 self.refresh_rules(&next);
                 match self.current.write() {
                     Ok(mut g) => *g = Arc::new(next),
                     Err(p) => *p.into_inner() = Arc::new(next),
                 }
             }
-            // Fail closed would end every session on a transient read error; the old
-            // snapshot stays, and the next notification or second tries again.
-            Err(e) => tracing::error!(error = %e, "cannot re-read the agent registry"),
+            // Fail closed for what the registry vouches for: registered agents are refused
+            // until it can be read again (configured agents do not depend on it).
+            Err(e) => {
+                self.registry_unreadable
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                tracing::error!(error = %e, "cannot re-read the agent registry; registered agents are refused until it can be");
+            }
         }
     }
 }
@@ -139,6 +162,7 @@ pub(crate) fn mount(
         base: policy,
         rules: rules.clone(),
         in_rules: std::sync::Mutex::new(Vec::new()),
+        registry_unreadable: std::sync::atomic::AtomicBool::new(false),
     };
     registry.refresh_rules(&registry.now());
     let auth: Arc<dyn Authenticate> = Arc::new(registry);
@@ -162,4 +186,66 @@ pub(crate) fn mount(
             on_shutdown: Box::pin(async move { drain.drain(DRAIN_GRACE).await }),
         })
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use airlock_identity::{NewAgent, Registry};
+
+    /// A registered agent is refused, and its open sessions are no longer valid, while the
+    /// registry cannot be read; a configured agent is not affected.
+    #[test]
+    fn an_unreadable_registry_refuses_registered_agents_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("audit.db");
+        let digest = airlock_identity::AgentToken::digest_of("configured-token");
+        let text = format!(
+            "[policy]\nfiles = [\"p\"]\n[audit]\npath = {:?}\n[humans.alice]\n[tasks.t]\n\
+             [agents.conf]\non_behalf_of = \"alice\"\ntask = \"t\"\ntoken_sha256 = \"{}\"\n",
+            db.display().to_string(),
+            digest
+        );
+        std::fs::create_dir(dir.path().join("p")).unwrap();
+        std::fs::write(
+            dir.path().join("p/a.cedar"),
+            "permit(principal, action, resource);\n",
+        )
+        .unwrap();
+        let path = dir.path().join("airlock.toml");
+        std::fs::write(&path, &text).unwrap();
+        let config = Arc::new(airlock_config::parse(&text, path.as_path()).unwrap());
+        let mut registry = Registry::open(&db, Default::default()).unwrap();
+        let new = NewAgent {
+            name: "reg",
+            on_behalf_of: "alice",
+            task: "t",
+            groups: &[],
+            created_by: None,
+        };
+        let (_, token) = registry.add(&new).unwrap();
+        let policy = Arc::new(crate::load::load(&config.path).unwrap().policy);
+        let agents = Agents {
+            current: RwLock::new(Arc::new(Authenticator::new(&config).unwrap())),
+            config: config.clone(),
+            base: policy.clone(),
+            rules: PolicyHandle::new(crate::run::rules(
+                &config,
+                airlock_policy::PolicyEngine::with_agents(&policy, &[]).unwrap(),
+            )),
+            in_rules: std::sync::Mutex::new(Vec::new()),
+            registry_unreadable: std::sync::atomic::AtomicBool::new(false),
+        };
+        let reg = agents.authenticate(token.expose()).unwrap();
+        let conf = agents.authenticate("configured-token").unwrap();
+        agents
+            .registry_unreadable
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(agents.authenticate(token.expose()).is_err());
+        assert!(!agents.still_valid(&reg));
+        assert_eq!(agents.authenticate("configured-token").unwrap(), conf);
+        assert!(agents.still_valid(&conf));
+    }
 }
